@@ -1,0 +1,42 @@
+"""Generative methods by name.
+
+Every method offers the harness the same interface:
+    Method(config, spec, device, wrap, seed)    build (spec: datasets.DatasetSpec)
+    method.train_step(images, labels) -> dict    one update; images [B, C, H, W] uint8, labels [B]
+    method.sample(labels, seeds, **settings)     -> [N, C, H, W] uint8, image i a function of (labels[i], seeds[i])
+    method.sampling_settings(**settings) -> dict the settings a sample call uses (recorded with results)
+    method.network_evaluations(**settings) -> int network calls per generated image
+    method.bits_per_dim(images, labels, seeds)   per-image bound, only where has_likelihood is True
+    method.state_dict() / load_state_dict()      everything needed to resume
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.ddpm import DDPMConfig, DDPMMethod
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    config_cls: type  # the method's config dataclass
+    cls: type  # the method class
+
+
+METHODS: dict[str, MethodEntry] = {
+    "ddpm": MethodEntry(DDPMConfig, DDPMMethod),
+}
+
+
+def get_method(name: str) -> MethodEntry:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build_method(name: str, config, spec, device="cpu", wrap=None, seed: int = 0):
+    """Instantiate method ``name`` with its config dataclass instance."""
+    return get_method(name).cls(config, spec, device=device, wrap=wrap, seed=seed)
+
+
+__all__ = ["METHODS", "MethodEntry", "build_method", "get_method"]

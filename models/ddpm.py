@@ -1,0 +1,128 @@
+"""The ``ddpm`` method: a class-conditional UNet trained as an epsilon-predicting Gaussian diffusion,
+with EMA weights for sampling and classifier-free guidance. It joins the harness through the method
+interface in models/__init__.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from models.diffusion import DiffusionConfig, GaussianDiffusion
+from models.ema import EMA
+from models.unet import UNet, UNetConfig
+
+
+@dataclass
+class DDPMConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    lr: float = 2e-4  # AdamW peak learning rate
+    weight_decay: float = 0.0
+    warmup_steps: int = 100  # linear learning-rate warm-up
+    grad_clip: float = 1.0  # max gradient norm (0: off)
+    ema_decay: float = 0.999  # EMA of the weights used for sampling and the bound
+    # sampling used by the evaluation (each can be overridden per call)
+    sampler: str = "ddim"  # "ddim" or "ddpm" (ancestral, all T steps)
+    sampling_steps: int = 50  # DDIM steps
+    eta: float = 0.0  # DDIM noise (0: deterministic given x_T)
+    guidance: float = 2.0  # classifier-free guidance scale w (0 uncond, 1 cond, >1 guided)
+
+
+class DDPMMethod:
+    """Build from (config, dataset spec); ``train_step`` on a batch; ``sample`` n images for given
+    labels and seeds; ``bits_per_dim`` of real images; ``state_dict`` / ``load_state_dict``.
+
+    ``wrap`` is applied to the trained network (the harness passes Ray Train's ``prepare_model``,
+    which moves it to the device and wraps it in DDP); the EMA copy is never wrapped.
+    """
+
+    name = "ddpm"
+    has_likelihood = True
+
+    def __init__(self, config: DDPMConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0):
+        self.config = config
+        self.spec = spec
+        self.device = torch.device(device)
+        torch.manual_seed(seed)  # the same initial weights on every rank
+        self.net = UNet(spec.channels, spec.channels, spec.num_classes, spec.image_size, config.unet).to(self.device)
+        self.ema = EMA(self.net, config.ema_decay)
+        self.train_net = wrap(self.net) if wrap else self.net
+        self.diffusion = GaussianDiffusion(config.diffusion)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.step = 0
+        self.null_label = spec.num_classes
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def seed_noise(self, seed: int) -> None:
+        """Seed the training noise (the harness gives each rank its own seed)."""
+        self.generator.manual_seed(seed)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One optimizer step. images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss": ...}."""
+        x0 = uint8_to_float(images.to(self.device))
+        y = labels.to(self.device)
+        lr = self.config.lr * min(1.0, (self.step + 1) / max(1, self.config.warmup_steps))
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        loss = self.diffusion.training_loss(self.train_net, x0, y, self.null_label, self.generator).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
+                     if self.config.grad_clip > 0 else torch.tensor(0.0))
+        self.opt.step()
+        self.ema.update(self.net)
+        self.step += 1
+        return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr}
+
+    def sampling_settings(self, **overrides) -> dict:
+        """The sampler settings an evaluation used (recorded with its metrics)."""
+        settings = {"sampler": self.config.sampler, "steps": self.config.sampling_steps, "eta": self.config.eta,
+                    "guidance": self.config.guidance}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return settings
+
+    def network_evaluations(self, **overrides) -> int:
+        """Network calls per generated image under these settings (guidance doubles each step)."""
+        s = self.sampling_settings(**overrides)
+        steps = self.diffusion.num_timesteps if s["sampler"] == "ddpm" else len(self.diffusion.ddim_timesteps(s["steps"]))
+        return steps * (1 if s["guidance"] in (0.0, 1.0) else 2)
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **overrides) -> torch.Tensor:
+        """Generate with the EMA weights. labels, seeds: [N] int64 -> [N, C, H, W] uint8.
+
+        Image i depends only on (labels[i], seeds[i]) and the settings, not on ``batch_size``."""
+        s = self.sampling_settings(**overrides)
+        shape = (self.spec.channels, self.spec.image_size, self.spec.image_size)
+        out = []
+        for start in range(0, len(labels), batch_size):
+            x = self.diffusion.sample(self.ema.shadow, labels[start:start + batch_size].to(self.device),
+                                      seeds[start:start + batch_size], shape, null_label=self.null_label,
+                                      sampler=s["sampler"], steps=s["steps"], eta=s["eta"], guidance=s["guidance"])
+            out.append(float_to_uint8(x).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor,
+                     t_samples: int | None = None) -> dict[str, torch.Tensor]:
+        """Variational bound of the EMA model on real images, per image, in bits/dim.
+        images: [B, C, H, W] uint8; labels, seeds: [B]. Returns per-image tensors [B] (see
+        GaussianDiffusion.bits_per_dim)."""
+        x0 = uint8_to_float(images.to(self.device))
+        return self.diffusion.bits_per_dim(self.ema.shadow, x0, labels.to(self.device), seeds, t_samples=t_samples)
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                "step": self.step, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = state["step"]
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,133 @@
+"""Networks' shapes, the DDPM method's interface, the registry, the classifier, EMA."""
+
+import io
+
+import pytest
+import torch
+
+from datasets import DatasetSpec, FER_EMOTIONS
+from models import build_method, get_method
+from models.classifier import ClassifierConfig, ResNetClassifier, random_shift, train_classifier, predict
+from models.ddpm import DDPMConfig
+from models.diffusion import DiffusionConfig
+from models.ema import EMA
+from models.unet import UNet, UNetConfig
+
+SMALL_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(7, 8),
+                        num_heads=2)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [28, 32, 48])
+def test_unet_maps_to_input_shape(channels, size):
+    net = UNet(channels, channels, 7, size, UNetConfig(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1,
+                                                      attention_resolutions=(size // 4,), num_heads=2))
+    x = torch.randn(2, channels, size, size)
+    out = net(x, torch.tensor([0, 999]), torch.tensor([3, 7]))  # 7 = the null class
+    assert out.shape == x.shape
+
+
+def test_unet_output_depends_on_label_and_time():
+    torch.manual_seed(0)
+    net = UNet(1, 1, 3, 8, SMALL_UNET)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+        x = torch.randn(1, 1, 8, 8)
+        a = net(x, torch.tensor([5]), torch.tensor([0]))
+        assert not torch.allclose(a, net(x, torch.tensor([5]), torch.tensor([1])))
+        assert not torch.allclose(a, net(x, torch.tensor([6]), torch.tensor([0])))
+
+
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32), (1, 48)])
+def test_classifier_shapes(channels, size):
+    net = ResNetClassifier(channels, 7, ClassifierConfig(width=8))
+    x = torch.randn(4, channels, size, size)
+    assert net(x).shape == (4, 7) and net.features(x).shape == (4, 32)
+
+
+def test_random_shift_moves_content_and_keeps_shape():
+    x = torch.zeros(3, 1, 8, 8)
+    x[:, :, 4, 4] = 1
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3)) == 1)
+    assert not torch.equal(out, x)
+
+
+def test_classifier_learns_a_separable_toy_problem():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(2).repeat(128)
+    images = torch.randint(0, 60, (256, 1, 8, 8), generator=g, dtype=torch.uint8)
+    images[labels == 1, :, :4] += 150  # class 1: bright top half
+    # enough steps (64) for batch-norm running statistics to settle before eval mode
+    net = train_classifier(images, labels, 2, ClassifierConfig(width=8, epochs=8, batch_size=32, max_shift=0))
+    assert (predict(net, images).argmax(1) == labels).float().mean() > 0.95
+
+
+def test_ema_warms_up_and_follows():
+    net = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.9)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net)  # decay min(0.9, 2/11): mostly the new weight
+    assert ema.shadow.weight.item() == pytest.approx(1 - 2 / 11)
+    for _ in range(200):
+        ema.update(net)
+    assert ema.shadow.weight.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_registry_lists_valid_methods():
+    assert get_method("ddpm").config_cls is DDPMConfig
+    with pytest.raises(ValueError, match="ddpm"):
+        get_method("vae")
+
+
+def tiny_ddpm(channels=1, size=8, seed=0, lr=2e-3):
+    spec = DatasetSpec("toy", channels, size, FER_EMOTIONS[:3], "fp")
+    config = DDPMConfig(unet=SMALL_UNET, diffusion=DiffusionConfig(timesteps=50), lr=lr, warmup_steps=1,
+                        sampling_steps=4, eta=1.0)
+    return build_method("ddpm", config, spec, seed=seed)
+
+
+def test_ddpm_training_steps_change_weights_and_lower_the_loss():
+    method = tiny_ddpm()
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(16, 1, 8, 8, generator=g) > 0.5).to(torch.uint8) * 255
+    labels = torch.arange(16) % 3
+    before = {k: v.clone() for k, v in method.net.state_dict().items()}
+    losses = [method.train_step(images, labels)["loss"] for _ in range(40)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+    assert any(not torch.equal(before[k], v) for k, v in method.net.state_dict().items())
+    assert method.step == 40 and method.ema.step == 40
+
+
+def test_ddpm_sample_and_bits_per_dim_interface():
+    method = tiny_ddpm(channels=3)
+    labels, seeds = torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3])
+    samples = method.sample(labels, seeds)
+    assert samples.shape == (3, 3, 8, 8) and samples.dtype == torch.uint8
+    assert torch.equal(samples, method.sample(labels, seeds, batch_size=1))
+    assert method.network_evaluations() == 8  # 4 DDIM steps, guidance 2 doubles each
+    assert method.network_evaluations(guidance=1.0) == 4
+    assert method.network_evaluations(sampler="ddpm") == 100
+    bpd = method.bits_per_dim(samples, labels, seeds, t_samples=3)
+    assert bpd["total"].shape == (3,) and torch.isfinite(bpd["total"]).all() and (bpd["total"] > 0).all()
+
+
+def test_ddpm_state_dict_round_trip_resumes_exactly():
+    images = torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(8) % 3
+    a = tiny_ddpm()
+    for _ in range(3):
+        a.train_step(images, labels)
+    buffer = io.BytesIO()  # through a file, as a checkpoint goes (state_dict() holds live tensors)
+    torch.save(a.state_dict(), buffer)
+    buffer.seek(0)
+    b = tiny_ddpm(seed=123)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    # the same next step from the same state, noise generator included
+    assert a.train_step(images, labels)["loss"] == pytest.approx(b.train_step(images, labels)["loss"], rel=1e-6)
+    for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-6), k
