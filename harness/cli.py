@@ -1,0 +1,100 @@
+"""The command line every experiment script shares: cluster flags, sweep flags, --set overrides,
+--smoke-test, --dry-run, --resume. A script passes its default config and its smoke-test overrides."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from harness.config import ExperimentConfig, apply_overrides, to_dict
+
+
+def _value(text: str):
+    """Parse a --set value as JSON where possible ("3", "1e-3", "[1, 2]", "null"), else keep the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    cluster = p.add_argument_group("cluster")
+    cluster.add_argument("--address", default=None,
+                         help="Ray address to join ('auto' or host:port; also RAY_ADDRESS); none: start a local Ray")
+    cluster.add_argument("--storage-path", default=None,
+                         help="where runs are written: a local folder, NFS, s3:// or gs:// (shared for multi-node); default ./runs")
+    cluster.add_argument("--workers-per-trial", type=int, default=None, help="Ray Train workers (DDP ranks) per trial")
+    cluster.add_argument("--cpus-per-worker", type=float, default=None,
+                         help="logical CPUs per worker (default: local: the machine shared out; cluster: 1)")
+    cluster.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (0: CPU training)")
+    cluster.add_argument("--max-concurrent-trials", type=int, default=None, help="trials running at once")
+    sweep = p.add_argument_group("sweep")
+    sweep.add_argument("--name", default=None, help="experiment name: runs go to <storage-path>/<name>/<timestamp>")
+    sweep.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates to sweep (model.lr)")
+    sweep.add_argument("--epochs", type=int, nargs="+", default=None, help="epoch budgets to sweep (train.epochs)")
+    sweep.add_argument("--num-samples", type=int, default=None, help="repeats of the whole grid")
+    sweep.add_argument("--scheduler", choices=["fifo", "asha"], default=None,
+                       help="asha stops poor trials early on the sweep metric")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config field by its dotted path, e.g. --set model.unet.base_channels=32")
+    run = p.add_argument_group("run")
+    run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
+                     help="continue an interrupted run (default: the latest run of this experiment)")
+    run.add_argument("--smoke-test", action="store_true", help="a seconds-long run: tiny data, network and budget")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict) -> ExperimentConfig:
+    """Apply, in order: the smoke-test profile, the named flags, the --set overrides."""
+    overrides: dict = dict(smoke) if args.smoke_test else {}
+    named = {
+        "cluster.address": args.address, "cluster.storage_path": args.storage_path,
+        "cluster.workers_per_trial": args.workers_per_trial, "cluster.cpus_per_worker": args.cpus_per_worker,
+        "cluster.gpus_per_worker": args.gpus_per_worker, "sweep.max_concurrent_trials": args.max_concurrent_trials,
+        "sweep.num_samples": args.num_samples, "sweep.scheduler": args.scheduler, "name": args.name,
+    }
+    overrides.update({k: v for k, v in named.items() if v is not None})
+    space = dict(overrides.get("sweep.space", config.sweep.space))
+    if args.lr:
+        space["model.lr"] = args.lr
+    if args.epochs:
+        space["train.epochs"] = args.epochs
+    overrides["sweep.space"] = space
+    for item in args.overrides:
+        if "=" not in item:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        overrides[key.strip()] = _value(text)
+    try:
+        return apply_overrides(config, overrides)
+    except (KeyError, ValueError, TypeError) as e:
+        raise SystemExit(f"bad configuration: {e}") from None
+
+
+def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "", argv=None) -> int:
+    """Parse the command line, then print the config (--dry-run) or run the sweep. Returns an exit code."""
+    import os
+
+    args = build_parser(description).parse_args(argv)
+    if args.address is None and os.environ.get("RAY_ADDRESS"):
+        args.address = os.environ["RAY_ADDRESS"]
+    config = resolve(args, config, smoke)
+    if args.dry_run:
+        print(json.dumps(to_dict(config), indent=2))
+        return 0
+    from harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
+
+    t0 = time.time()
+    outcome = run_sweep(config, resume=args.resume)
+    print(f"\n{outcome.num_rows} result rows in {outcome.results_path}")
+    print(f"report: {outcome.report_path}")
+    print(f"wall time: {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run an experiment script, e.g. python experiments/sweep_ddpm.py")

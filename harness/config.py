@@ -1,0 +1,172 @@
+"""The experiment config: one typed dataclass per component, nested into ExperimentConfig.
+
+Experiment scripts state only what differs from these defaults. The resolved config travels to
+every Ray process as a plain dict (``to_dict``) and is rebuilt there (``experiment_from_dict``);
+every checkpoint and every results row carries it and its hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import DataConfig
+from models import get_method
+from models.classifier import ClassifierConfig
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training split (each worker sees 1/num_workers of it)
+    batch_size: int = 64  # images per worker per step
+    seed: int = 0  # model init and data order; worker r uses seed + r for its noise
+    eval_every: int = 0  # evaluate every k epochs as well as at the end (0: only at the end)
+    eval_epochs: list[int] = field(default_factory=list)  # further epochs to evaluate (the sweep adds ASHA's rungs)
+    keep_checkpoints: int = 2  # checkpoints kept per trial (the latest are kept)
+
+
+@dataclass
+class EvalConfig:
+    samples_per_class: int = 32  # generated images per class for every metric
+    seed: int = 12345  # sample i of the evaluation set uses noise seed seed + i
+    batch_size: int = 256  # images per network call when sampling and extracting features
+    grid_per_class: int = 8  # samples per class shown in the report's grid
+    bpd_images: int = 128  # real test images for bits/dim (0: skip)
+    bpd_t_samples: int | None = 32  # Monte Carlo draws of t for the KL terms (None: all T terms)
+    kid_subset_size: int = 1000  # capped at the number of samples
+    kid_subsets: int = 100
+    isc_splits: int = 10  # capped at the number of samples
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+
+@dataclass
+class SweepConfig:
+    # The search space: a grid over dotted config paths, e.g. {"model.lr": [1e-4, 1e-3]}.
+    space: dict[str, list] = field(default_factory=dict)
+    num_samples: int = 1  # repeats of the whole grid
+    scheduler: str = "fifo"  # "fifo" (every trial runs its epochs) or "asha" (stop poor trials early)
+    metric: str = "sample_accuracy"  # what ASHA and "best trial" use
+    mode: str = "max"  # "max" or "min" for the metric
+    grace_period: int = 1  # ASHA: epochs before a trial can be stopped
+    reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
+    max_concurrent_trials: int = 1
+
+
+@dataclass
+class ClusterConfig:
+    address: str | None = None  # Ray address ("auto" joins a running cluster); None starts a local Ray
+    storage_path: str | None = None  # where runs live: a local path or s3:// / gs:// (default ./runs)
+    workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
+    cpus_per_worker: float | None = None  # logical CPUs per worker (None: local: share the machine; cluster: 1)
+    gpus_per_worker: float = 0.0  # GPUs per worker (0: train on CPU)
+    threads_per_worker: int | None = None  # torch threads in a worker (None: cpus_per_worker rounded, >= 1)
+    cpus_per_trial_driver: float = 0.25  # the per-trial process that runs TorchTrainer.fit()
+    num_cpus: int | None = None  # local Ray only: CPUs to give it (None: all)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "ddpm"  # the run directory is <storage_path>/<name>
+    method: str = "ddpm"  # models registry name
+    model: Any = None  # the method's own config dataclass (resolved from the registry)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self):
+        config_cls = get_method(self.method).config_cls
+        if self.model is None:
+            self.model = config_cls()
+        elif isinstance(self.model, dict):
+            self.model = from_dict(config_cls, self.model)
+
+
+def from_dict(cls, values: dict):
+    """Build dataclass ``cls`` from a (possibly partial, possibly nested) dict; unknown keys fail."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _coerce(hints[key], value)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value):
+    """Turn JSON-ish values back into the declared type (nested dataclasses, tuples)."""
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_dict(hint, value)
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            if arg is not type(None) and dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return from_dict(arg, value)
+    return value
+
+
+def to_dict(config) -> dict:
+    """A dataclass tree as plain JSON-able dicts (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def experiment_from_dict(values: dict) -> ExperimentConfig:
+    """Rebuild an ExperimentConfig from ``to_dict`` output (the model section by the method's registry entry)."""
+    values = dict(values)
+    method = values.get("method", "ddpm")
+    model = values.pop("model", None)
+    config = from_dict(ExperimentConfig, values)
+    if model is not None:
+        config.model = from_dict(get_method(method).config_cls, model)
+    return config
+
+
+def config_hash(config: ExperimentConfig | dict) -> str:
+    """Stable 12-hex hash of everything that defines a trial's training and evaluation (not the cluster)."""
+    values = to_dict(config) if not isinstance(config, dict) else dict(config)
+    values = {k: v for k, v in values.items() if k not in ("cluster", "sweep", "name")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    out = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def set_path(values: dict, path: str, value) -> None:
+    """Set a dotted path in a nested dict, failing on a path that does not exist."""
+    keys = path.split(".")
+    node = values
+    for key in keys[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(f"no config field {path!r} (stopped at {key!r})")
+        node = node[key]
+    if not isinstance(node, dict) or keys[-1] not in node:
+        valid = sorted(flatten(values)) if isinstance(values, dict) else []
+        raise KeyError(f"no config field {path!r}; fields look like: {', '.join(valid[:8])}, ...")
+    node[keys[-1]] = value
+
+
+def apply_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Return a copy of ``config`` with dotted-path overrides applied (validated by rebuilding)."""
+    values = to_dict(config)
+    for path, value in overrides.items():
+        set_path(values, path, value)
+    return experiment_from_dict(values)

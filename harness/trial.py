@@ -1,0 +1,60 @@
+"""Layer 2 of 3: the per-trial driver. Tune calls it once per point of the search space; it builds a
+Ray Train TorchTrainer for that point and runs it. Train V2 resumes automatically from the last
+checkpoint when a trainer with the same (storage_path, name) runs again, so the run name is the trial
+id: a restored Tune experiment continues each trial where it stopped."""
+
+from __future__ import annotations
+
+import math
+
+import ray.train
+import ray.tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from harness import storage
+from harness.config import ClusterConfig, experiment_from_dict
+from harness.worker import train_worker
+
+
+def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
+    """Resources a worker asks Ray for, and the torch threads it runs with."""
+    cpus = cluster.cpus_per_worker if cluster.cpus_per_worker is not None else 1.0
+    resources = {"CPU": cpus}
+    if cluster.gpus_per_worker > 0:
+        resources["GPU"] = cluster.gpus_per_worker
+    threads = cluster.threads_per_worker or max(1, math.ceil(cpus - 1e-9))
+    return resources, threads
+
+
+def trial_driver(config: dict, shared: dict) -> None:
+    """Tune function trainable. config: a resolved ExperimentConfig dict (one point of the space);
+    shared: {"run_dir": str, "data": ObjectRef, "reference": ObjectRef} (see harness/sweep.py)."""
+    experiment = experiment_from_dict(config)
+    trial_id = ray.tune.get_context().get_trial_id()
+    cluster = experiment.cluster
+    resources, threads = worker_resources(cluster)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "experiment": config,
+            "trial_id": trial_id,
+            "artifact_dir": storage.join(shared["run_dir"], "artifacts", trial_id),
+            "data": shared["data"],
+            "reference": shared["reference"],
+            "threads": threads,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cluster.workers_per_trial,
+            use_gpu=cluster.gpus_per_worker > 0,
+            resources_per_worker=resources,
+        ),
+        run_config=ray.train.RunConfig(
+            name=trial_id,
+            storage_path=storage.join(shared["run_dir"], "train"),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=shared.get("max_failures", 0)),
+        ),
+    )
+    trainer.fit()

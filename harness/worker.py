@@ -1,0 +1,111 @@
+"""Layer 1 of 3: the Ray Train worker function, run on every DDP rank of a trial.
+
+It knows nothing about the method's family: it builds the method from the registry, feeds it this
+rank's shard of each epoch, reports the loss every epoch with a checkpoint, evaluates on rank 0 at
+the evaluation epochs, and resumes from the last checkpoint when Ray Train restarts it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from harness import storage
+from harness.config import ExperimentConfig, experiment_from_dict
+from harness.evaluation import evaluate
+from models import build_method
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def is_eval_epoch(epoch: int, config: ExperimentConfig) -> bool:
+    """The last epoch, every eval_every-th epoch, and the listed eval_epochs."""
+    every = config.train.eval_every
+    return epoch == config.train.epochs or (every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs
+
+
+def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size: int, seed: int):
+    """This rank's batches of one epoch: a permutation shared by all ranks (seeded by seed and epoch),
+    dealt round-robin, cut so that every rank takes the same number of steps. Yields index tensors [B]."""
+    perm = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    shard = perm[rank::world]
+    steps = (num_images // world) // batch_size
+    if steps == 0:
+        raise ValueError(f"{num_images} images cannot fill one batch of {batch_size} on each of {world} workers")
+    for i in range(steps):
+        yield shard[i * batch_size:(i + 1) * batch_size]
+
+
+def _mean_across_ranks(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item() / world
+
+
+def _save_checkpoint(method, config: dict, epoch: int, directory: str) -> None:
+    torch.save({"method": method.state_dict(), "epoch": epoch, "config": config},
+               os.path.join(directory, CHECKPOINT_FILE))
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train entry point. loop_config: {"experiment": resolved config dict, "trial_id": str,
+    "artifact_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference]}."""
+    config = experiment_from_dict(loop_config["experiment"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if loop_config.get("threads"):
+        torch.set_num_threads(loop_config["threads"])
+    data = ray.get(loop_config["data"])
+    reference = ray.get(loop_config["reference"])
+    device = ray.train.torch.get_device()
+
+    method = build_method(config.method, config.model, data.spec(), device=device,
+                          wrap=ray.train.torch.prepare_model, seed=config.train.seed)
+    method.seed_noise(config.train.seed * 1000 + rank + 1)
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=device, weights_only=False)
+        method.load_state_dict(state["method"])
+        start_epoch = state["epoch"]
+
+    for epoch in range(start_epoch + 1, config.train.epochs + 1):
+        t0 = time.time()
+        losses = []
+        for idx in epoch_batches(len(data.train), epoch, rank, world, config.train.batch_size, config.train.seed):
+            out = method.train_step(data.train.images[idx], data.train.labels[idx])
+            losses.append(out["loss"])
+        train_seconds = time.time() - t0
+        metrics = {
+            "epoch": epoch,
+            "step": method.step,
+            "loss": _mean_across_ranks(sum(losses) / len(losses), world),
+            "train_seconds": train_seconds,
+            "images_per_second": len(losses) * config.train.batch_size * world / train_seconds,
+            "resumed_from_epoch": start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
+            "evaluated": False,
+        }
+        if rank == 0 and is_eval_epoch(epoch, config):
+            record, grid_png = evaluate(method, data, reference, config.eval, device=device)
+            record.update(epoch=epoch, step=method.step, trial_id=loop_config["trial_id"])
+            folder = storage.join(loop_config["artifact_dir"], f"epoch_{epoch:04d}")
+            storage.write_bytes(storage.join(folder, "samples.png"), grid_png)
+            storage.write_bytes(storage.join(folder, "eval.json"), json.dumps(record, indent=1).encode())
+            metrics.update({k: v for k, v in record["metrics"].items() if not math.isnan(v)})
+            metrics["evaluated"] = True
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0:
+                _save_checkpoint(method, loop_config["experiment"], epoch, directory)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)

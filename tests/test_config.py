@@ -1,0 +1,69 @@
+"""The typed config: round trips, overrides, the command line, --dry-run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import build_parser, resolve
+from harness.config import (ExperimentConfig, apply_overrides, config_hash, experiment_from_dict, flatten, from_dict,
+                            to_dict)
+from models.ddpm import DDPMConfig
+from models.unet import UNetConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_round_trip_through_a_plain_dict():
+    config = ExperimentConfig(model=DDPMConfig(unet=UNetConfig(channel_mult=(1, 2, 4)), lr=3e-3))
+    values = json.loads(json.dumps(to_dict(config)))
+    again = experiment_from_dict(values)
+    assert again == config
+    assert again.model.unet.channel_mult == (1, 2, 4)  # tuples come back as tuples
+    assert config_hash(again) == config_hash(config)
+
+
+def test_hash_ignores_the_cluster_but_not_the_model():
+    config = ExperimentConfig()
+    assert config_hash(apply_overrides(config, {"cluster.workers_per_trial": 4})) == config_hash(config)
+    assert config_hash(apply_overrides(config, {"model.lr": 1.0})) != config_hash(config)
+
+
+def test_unknown_fields_fail_with_the_valid_names():
+    with pytest.raises(ValueError, match="base_channels"):
+        from_dict(UNetConfig, {"base_channel": 3})
+    with pytest.raises(KeyError, match="model.unet.widht"):
+        apply_overrides(ExperimentConfig(), {"model.unet.widht": 3})
+
+
+def test_flatten_uses_dotted_paths():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": 2}) == {"a.b": 1, "a.c.d": [1, 2], "e": 2}
+
+
+def test_command_line_flags_smoke_profile_and_set_overrides():
+    base = ExperimentConfig()
+    args = build_parser("x").parse_args(["--smoke-test", "--lr", "0.1", "0.2", "--epochs", "1", "3",
+                                         "--workers-per-trial", "2", "--cpus-per-worker", "0.5",
+                                         "--set", "model.unet.base_channels=4", "--set", "data.image_size=20"])
+    config = resolve(args, base, smoke={"train.batch_size": 3})
+    assert config.sweep.space == {"model.lr": [0.1, 0.2], "train.epochs": [1, 3]}
+    assert config.cluster.workers_per_trial == 2 and config.cluster.cpus_per_worker == 0.5
+    assert config.model.unet.base_channels == 4 and config.data.image_size == 20
+    assert config.train.batch_size == 3
+
+
+def test_bad_override_exits_with_a_message():
+    args = build_parser("x").parse_args(["--set", "model.nope=1"])
+    with pytest.raises(SystemExit, match="model.nope"):
+        resolve(args, ExperimentConfig(), smoke={})
+
+
+def test_sweep_script_dry_run_prints_the_resolved_config():
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--dry-run",
+                          "--set", "train.epochs=7"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)
+    assert config["method"] == "ddpm" and config["train"]["epochs"] == 7
+    assert "model.lr" in config["sweep"]["space"] and "train.epochs" in config["sweep"]["space"]
