@@ -1,0 +1,62 @@
+"""The run report: one self-contained HTML file (plotly.js and images inline, nothing fetched)."""
+
+from __future__ import annotations
+
+from html import escape
+
+import plotly.offline
+
+from harness import storage
+from reports import charts
+from reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,
+                            load_inputs, metric_columns, objective, swept_columns)
+from reports.sections import DatasetView, dataset_section, header_section
+
+CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:1280px;padding:0 1em}
+h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;margin-top:1.6em}h3{font-size:1.1em}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}
+th,td{border:1px solid #ddd;padding:2px 7px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}tr.best td{background:#fff2bf;font-weight:600}
+.na{color:#999}.note{color:#777;font-style:italic}.reason{color:#a33;font-size:12px;max-width:28em;text-align:left}
+.figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px}
+.gridwrap{display:flex;gap:8px;margin:.5em 0}
+.gridwrap img{image-rendering:pixelated;max-width:100%;height:auto;align-self:flex-start;min-width:0}
+.labels{display:grid;font-size:12px}.labels div{display:flex;align-items:center;justify-content:flex-end}
+code{font-size:12px;background:#f6f6f6;padding:0 3px}
+"""
+
+
+def build_report(run_dir: str) -> str:
+    """Read the finished run at ``run_dir`` (local path or URI), write ``run_dir/report.html``, and
+    return that path."""
+    inputs = load_inputs(run_dir)
+    body = [header_section(inputs)] + [dataset_section(v) for v in dataset_views(inputs)]
+    path = storage.join(run_dir, "report.html")
+    storage.write_bytes(path, page(experiment_name(inputs), "\n".join(body)).encode("utf-8"))
+    return path
+
+
+def page(title: str, body: str) -> str:
+    """A whole HTML document with plotly.js inlined once in the head."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{CSS}</style>\n<script>{plotly.offline.get_plotlyjs()}</script>\n</head>"
+            f"<body>\n{body}\n</body></html>\n")
+
+
+def dataset_views(inputs: RunInputs) -> list[DatasetView]:
+    """A view per value of the results' dataset column (one view if there is no such column)."""
+    results = inputs.results
+    if "dataset" in results:
+        groups = results.groupby(results["dataset"].fillna("(unknown)").astype(str), sort=False)
+    else:
+        groups = [((inputs.summary or {}).get("name", "dataset"), results)]
+    views = []
+    for name, rows in groups:
+        obj = objective(rows, inputs.config)
+        last = last_evaluations(rows, obj)
+        metrics = metric_columns(rows)
+        views.append(DatasetView(inputs, str(name), rows, last, obj, metrics, headline_metrics(metrics),
+                                 class_names(rows, inputs.summary), swept_columns(rows), best_row(last, obj),
+                                 charts.trial_colors(last["trial_id"])))
+    return views

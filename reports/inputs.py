@@ -1,0 +1,202 @@
+"""Reading a finished run directory, and the views of results.parquet that the report is built from."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness import storage
+
+# Columns that describe a row rather than measure something; every other numeric column that is
+# not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
+ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
+               "git_commit", "epoch", "step", "missing", "sample_grid"}
+NON_METRIC_PREFIXES = ("config.", "protocol.", "version.")
+SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
+# Costs: shown in the tables and against quality, not drawn as training curves.
+COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_per_image", "network_evaluations")
+
+
+@dataclass
+class RunInputs:
+    run_dir: str
+    results: pd.DataFrame  # results.parquet, one row per (trial, evaluation)
+    history: pd.DataFrame  # history.parquet, one row per (trial, training epoch); empty if absent
+    summary: dict | None  # dataset_summary.json, None if absent
+    config: dict  # config.json, {} if absent
+
+
+@dataclass
+class Objective:
+    metric: str  # column that ranks trials, e.g. "sample_accuracy"
+    mode: str  # "max" or "min"
+
+
+def parse_json(text, default):
+    """The value of a JSON string, or ``default`` for None, NaN, or text that is not JSON."""
+    if not isinstance(text, str):
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def json_dict(text) -> dict:
+    """The dict a JSON string holds, or {} for anything else (None, NaN, a list, text that is not JSON)."""
+    value = parse_json(text, {})
+    return value if isinstance(value, dict) else {}
+
+
+def is_missing(value) -> bool:
+    """True for None, NaN and pd.NA; False for any other value (lists and dicts included)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _read_parquet(path: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+
+
+def load_inputs(run_dir: str) -> RunInputs:
+    """Read results.parquet (required), history.parquet, dataset_summary.json and config.json (all
+    optional) from ``run_dir``, a local path or a URI. Raises FileNotFoundError without results."""
+    path = storage.join(run_dir, "results.parquet")
+    if not storage.exists(path):
+        raise FileNotFoundError(f"no results.parquet in {run_dir}")
+    results = _read_parquet(path)
+    if "trial_id" not in results:
+        results["trial_id"] = [f"row{i}" for i in range(len(results))]
+    results["trial_id"] = results["trial_id"].astype(str)
+    history_path = storage.join(run_dir, "history.parquet")
+    history = _read_parquet(history_path) if storage.exists(history_path) else pd.DataFrame()
+    if "trial_id" in history:
+        history["trial_id"] = history["trial_id"].astype(str)
+
+    def read_json(name):
+        file = storage.join(run_dir, name)
+        return json.loads(storage.read_bytes(file)) if storage.exists(file) else None
+
+    return RunInputs(run_dir, results, history, read_json("dataset_summary.json"), read_json("config.json") or {})
+
+
+def experiment_name(inputs: RunInputs) -> str:
+    """config.json's "name", else the run directory's base name."""
+    return str(inputs.config.get("name") or os.path.basename(inputs.run_dir.rstrip("/")) or inputs.run_dir)
+
+
+def metric_columns(rows: pd.DataFrame) -> list[str]:
+    """Names of the columns that measure something, in file order."""
+    out = []
+    for name in rows.columns:
+        if name in ROW_COLUMNS or name.startswith(NON_METRIC_PREFIXES) or pd.api.types.is_bool_dtype(rows[name]):
+            continue
+        if pd.api.types.is_numeric_dtype(rows[name]) or rows[name].isna().all():
+            out.append(name)
+    return out
+
+
+def spread_of(metric: str, columns) -> str | None:
+    """The column holding the metric's std / stderr, if the results have one."""
+    return next((metric + s for s in SPREAD_SUFFIXES if metric + s in columns), None)
+
+
+def headline_metrics(metrics: list[str]) -> list[str]:
+    """Metrics that get their own column: not per-class ("metric.class"), not a spread of another."""
+    spreads = {m + s for m in metrics for s in SPREAD_SUFFIXES}
+    return [m for m in metrics if "." not in m and m not in spreads]
+
+
+def class_names(rows: pd.DataFrame, summary: dict | None) -> list[str]:
+    """Class names in the dataset's order: dataset_summary.json's train counts, else the
+    sample_accuracy.<class> columns."""
+    counts = (summary or {}).get("counts") or {}
+    first_split = counts.get("train") or next(iter(counts.values()), {})
+    if first_split:
+        return [str(name) for name in first_split]
+    return [c.split(".", 1)[1] for c in rows.columns if c.startswith("sample_accuracy.")]
+
+
+def objective(rows: pd.DataFrame, config: dict) -> Objective:
+    """The metric and direction that rank trials: config.sweep.* columns, else config.json, else
+    sample_accuracy / max."""
+    sweep = config.get("sweep") or {}
+
+    def first(column, fallback):
+        values = rows[column].dropna() if column in rows else []
+        return str(values.iloc[0]) if len(values) else fallback
+
+    metric = first("config.sweep.metric", sweep.get("metric", "sample_accuracy"))
+    mode = first("config.sweep.mode", sweep.get("mode", "max"))
+    return Objective(metric, "min" if mode == "min" else "max")
+
+
+def sort_best_first(rows: pd.DataFrame, obj: Objective) -> pd.DataFrame:
+    """Rows ordered best first by the objective, NaN (and rows without it) last; stable."""
+    if obj.metric not in rows:
+        return rows
+    key = pd.to_numeric(rows[obj.metric], errors="coerce")
+    key = -key if obj.mode == "max" else key
+    order = key.reset_index(drop=True).sort_values(na_position="last", kind="stable").index
+    return rows.iloc[order]
+
+
+def numeric_epoch(rows: pd.DataFrame) -> pd.Series:
+    """The epoch column as floats (NaN where null or absent)."""
+    if "epoch" not in rows:
+        return pd.Series(math.nan, index=rows.index)
+    return pd.to_numeric(rows["epoch"], errors="coerce")
+
+
+def last_evaluations(rows: pd.DataFrame, obj: Objective) -> pd.DataFrame:
+    """One row per trial, at its highest epoch (the best row there if several sampling settings were
+    evaluated at it), ordered best first."""
+    ranked = sort_best_first(rows, obj)
+    epoch = numeric_epoch(ranked).reset_index(drop=True)
+    ranked = ranked.iloc[epoch.sort_values(ascending=False, na_position="last", kind="stable").index]
+    return sort_best_first(ranked.drop_duplicates("trial_id", keep="first"), obj)
+
+
+def rows_at_last_epoch(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every row at its trial's highest epoch (all sampling settings evaluated on that checkpoint); all
+    of a trial's rows if none has an epoch."""
+    epoch = numeric_epoch(rows)
+    last = epoch.groupby(rows["trial_id"]).transform("max")
+    return rows[(epoch == last) | last.isna()]
+
+
+def best_row(last: pd.DataFrame, obj: Objective) -> pd.Series | None:
+    """The best of the rows (by the objective, ignoring NaN), or None if none has a value."""
+    if obj.metric not in last:
+        return None
+    scored = last[pd.to_numeric(last[obj.metric], errors="coerce").notna()]
+    return sort_best_first(scored, obj).iloc[0] if len(scored) else None
+
+
+def swept_columns(rows: pd.DataFrame) -> list[str]:
+    """config.* columns of the swept parameters: the keys of config.sweep.space (a JSON column, or
+    flattened config.sweep.space.<path> columns); if none, the config columns that differ between trials."""
+    keys = [k for text in rows.get("config.sweep.space", pd.Series(dtype=object)).dropna().unique()
+            for k in json_dict(text)]
+    keys += [c.removeprefix("config.sweep.space.") for c in rows.columns if c.startswith("config.sweep.space.")]
+    columns = list(dict.fromkeys(f"config.{k}" for k in keys if f"config.{k}" in rows))
+    if columns:
+        return columns
+    trials = rows.drop_duplicates("trial_id")
+    return [c for c in rows.columns if c.startswith("config.") and not c.startswith("config.sweep.")
+            and trials[c].astype(str).nunique() > 1]
+
+
+def missing_reasons(rows: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """{(metric, reason): [trial ids]} from the rows' "missing" JSON column."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for trial, text in zip(rows["trial_id"], rows.get("missing", pd.Series([None] * len(rows)))):
+        for metric, reason in json_dict(text).items():
+            trials = out.setdefault((str(metric), str(reason)), [])
+            if trial not in trials:
+                trials.append(trial)
+    return out

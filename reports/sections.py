@@ -1,0 +1,187 @@
+"""The report's sections: each takes what it shows and returns an HTML string."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from html import escape
+
+import pandas as pd
+
+from reports import charts
+from reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell, missing_list,
+                            note, table)
+from reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing,
+                            rows_at_last_epoch, spread_of)
+
+# Metrics drawn against the epoch whenever they have values (others only with two or more epochs).
+CURVES_FIRST = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "bpd")
+COSTS = ("sample_seconds_per_image", "network_evaluations")  # x axes of the quality-against-cost plots
+GRID_CELL_PX = 96  # on-screen height of one class row of the best trial's sample grid
+OTHER_GRID_CELL_PX = 64  # the same for the other trials' grids
+
+
+@dataclass
+class DatasetView:
+    """Everything the sections need about one dataset's rows."""
+    inputs: RunInputs
+    name: str
+    rows: pd.DataFrame  # every results row of this dataset
+    last: pd.DataFrame  # one row per trial at its last evaluation, best first
+    obj: Objective
+    metrics: list[str]  # every metric column
+    headline: list[str]  # metrics with a column of their own in the trials table
+    classes: list[str]  # in the dataset's class order (the sample grids' row order)
+    params: list[str]  # config.* columns of the swept parameters
+    best: pd.Series | None  # the best trial's last row
+    colors: dict[str, str]  # trial id -> colour, the same in every chart
+
+
+def header_section(inputs: RunInputs) -> str:
+    """Experiment name, run dir, build time, git commit, versions and the trials' statuses."""
+    results = inputs.results
+    trials = results.drop_duplicates("trial_id", keep="last")
+    statuses = trials.get("status", pd.Series("unknown", index=trials.index)).fillna("unknown").value_counts()
+    pairs = [("run directory", inputs.run_dir),
+             ("built", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+             ("git commit", "\n".join(distinct(results, "git_commit")) or "unknown"),
+             ("trials", f"{len(trials)}: " + ", ".join(f"{n} {s}" for s, n in statuses.items()))]
+    pairs += [(c.removeprefix("version."), "\n".join(distinct(results, c)))
+              for c in results.columns if c.startswith("version.")]
+    return f"<h1>{escape(experiment_name(inputs))}</h1>\n" + key_values(pairs)
+
+
+def dataset_section(view: DatasetView) -> str:
+    """Every section about one dataset, in reading order."""
+    parts = [summary_section, best_section, trials_section, curves_section, hyperparameter_section,
+             cost_section, per_class_section, samples_section, protocol_section]
+    return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)
+
+
+def summary_section(view: DatasetView) -> str:
+    """Images per class per split, from dataset_summary.json."""
+    summary = view.inputs.summary or {}
+    out = "<h2>Dataset</h2>" + "".join(f"<p>fingerprint <code>{escape(f)}</code></p>"
+                                       for f in distinct(view.rows, "dataset_fingerprint"))
+    several = view.inputs.results.get("dataset", pd.Series(dtype=object)).nunique() > 1
+    counts = summary.get("counts")
+    if not counts or (several and summary.get("name") != view.name):
+        classes = ", ".join(view.classes) or "unknown"
+        return out + note(f"no dataset_summary.json for this dataset; classes: {classes}")
+    lines = [labelled_row(c, [f"<td>{fmt(counts[s].get(c))}</td>" for s in counts]) for c in view.classes]
+    lines.append(labelled_row("total", [f"<td>{sum(counts[s].values())}</td>" for s in counts]))
+    options = f"<p>options <code>{escape(fmt(summary['options']))}</code></p>" if summary.get("options") else ""
+    return out + table(["class", *counts], lines) + options
+
+
+def best_section(view: DatasetView) -> str:
+    """Per method, its best trial at its last evaluation: epoch, swept parameters and every metric."""
+    out = f"<h2>Best configuration <small>(by {escape(view.obj.metric)}, {view.obj.mode})</small></h2>"
+    if view.best is None:
+        return out + note(f"no trial has a value for {view.obj.metric}")
+    methods = view.last.get("method", pd.Series("", index=view.last.index)).fillna("").astype(str)
+    bests = {m: best_row(view.last[methods == m], view.obj) for m in dict.fromkeys(methods)}
+    bests = {m: r for m, r in bests.items() if r is not None}
+    spreads = {spread_of(m, view.rows.columns) for m in view.metrics}
+    lines = [labelled_row(name, [f"<td>{escape(fmt(r.get(column)))}</td>" for r in bests.values()])
+             for name, column in [("trial", "trial_id"), ("epoch", "epoch")]
+             + [(p.removeprefix("config."), p) for p in view.params]]
+    lines += [labelled_row(m, [metric_cell(r, m) for r in bests.values()])
+              for m in view.metrics if m not in spreads]
+    return out + table(["method", *bests], lines)
+
+
+def trials_section(view: DatasetView) -> str:
+    """Every trial at its last evaluation, best first, the best highlighted; then why values are missing."""
+    best_id = None if view.best is None else view.best["trial_id"]
+    params = [p.removeprefix("config.") for p in view.params]
+    header = ["trial", "method", "status", *params, "epoch", *view.headline]
+    lines = []
+    for _, row in view.last.iterrows():
+        reason = "" if is_missing(row.get("status_reason")) else str(row["status_reason"])
+        status = escape(fmt(row.get("status"))) + (f'<div class="reason">{escape(reason)}</div>' if reason else "")
+        mark = "★ " if row["trial_id"] == best_id else ""
+        cells = ([f'<td class="l">{mark}{escape(row["trial_id"])}</td>',
+                  f'<td class="l">{escape(fmt(row.get("method")))}</td>', f'<td class="l">{status}</td>']
+                 + [f"<td>{escape(fmt(row.get(c)))}</td>" for c in [*view.params, "epoch"]]
+                 + [metric_cell(row, m) for m in view.headline])
+        lines.append(f'<tr{" class=best" if mark else ""}>{"".join(cells)}</tr>')
+    return ("<h2>All trials <small>(last evaluation, best first)</small></h2>" + table(header, lines)
+            + missing_list(view.last))
+
+
+def curves_section(view: DatasetView) -> str:
+    """Training loss (history.parquet) and the metrics against the epoch, a line per trial."""
+    history = view.inputs.history
+    if "trial_id" in history:
+        history = history[history["trial_id"].isin(set(view.rows["trial_id"]))]
+    loss = charts.loss_curve(history, view.colors)
+    curves = [charts.metric_curve(view.rows, m, view.colors) for m in curve_metrics(view)]
+    return ("<h2>Curves</h2>" + ("" if loss else note("no training history"))
+            + figures([loss, *curves], "no metric to plot"))
+
+
+def curve_metrics(view: DatasetView) -> list[str]:
+    """The objective and CURVES_FIRST where they have values, then any other headline metric with two or
+    more evaluated epochs in one trial (costs and the classifier's real accuracy left out)."""
+    if "epoch" not in view.rows:
+        return []
+    out = []
+    for metric in dict.fromkeys([view.obj.metric, *CURVES_FIRST, *view.headline]):
+        if metric not in view.rows or metric in COST_METRICS or metric == "classifier_real_accuracy":
+            continue
+        points = view.rows[["trial_id", "epoch", metric]].dropna()
+        if len(points) and (metric in (view.obj.metric, *CURVES_FIRST)
+                            or points.groupby("trial_id")["epoch"].nunique().max() > 1):
+            out.append(metric)
+    return out
+
+
+def hyperparameter_section(view: DatasetView) -> str:
+    """The objective at each trial's last evaluation against each swept parameter."""
+    scatters = [charts.hyperparameter_scatter(view.last, p, view.obj) for p in view.params
+                if view.obj.metric in view.last]
+    return (f"<h2>Hyperparameters against {escape(view.obj.metric)}</h2>"
+            + figures(scatters, "no swept parameter with values of the metric"))
+
+
+def cost_section(view: DatasetView) -> str:
+    """Quality against sampling cost: a point per sampling setting evaluated on each trial's last checkpoint."""
+    rows = rows_at_last_epoch(view.rows)
+    scatters = [charts.cost_scatter(rows, cost, metric, view.colors)
+                for metric in dict.fromkeys([view.obj.metric, "fid_domain"]) for cost in COSTS]
+    return "<h2>Quality against sampling cost</h2>" + figures(scatters, "no sampling costs recorded")
+
+
+def per_class_section(view: DatasetView) -> str:
+    """Sample accuracy per class and trial, with the classifier on real images for reference."""
+    heatmap = charts.class_heatmap(view.last, view.classes)
+    return "<h2>Per-class accuracy</h2>" + (heatmap or note("no per-class accuracy recorded"))
+
+
+def samples_section(view: DatasetView) -> str:
+    """The best trial's sample grid, large, then every other trial's grid in a collapsed <details>."""
+    out = "<h2>Samples</h2>"
+    best_id = None if view.best is None else view.best["trial_id"]
+    if best_id is None:
+        out += note("no best trial")
+    else:
+        out += (f"<p>best trial <b>{escape(best_id)}</b>, epoch {fmt(view.best.get('epoch'))}</p>"
+                + grid_image(view.inputs.run_dir, view.best.get("sample_grid"), view.classes, GRID_CELL_PX))
+    if "sample_grid" not in view.last:
+        return out
+    others = view.last[view.last["trial_id"] != best_id].dropna(subset=["sample_grid"])
+    grids = "".join(f"<h3>{escape(r['trial_id'])} (epoch {fmt(r.get('epoch'))})</h3>"
+                    + grid_image(view.inputs.run_dir, r["sample_grid"], view.classes, OTHER_GRID_CELL_PX)
+                    for _, r in others.iterrows())
+    return out + (f"<details><summary>other trials ({len(others)})</summary>{grids}</details>" if grids else "")
+
+
+def protocol_section(view: DatasetView) -> str:
+    """The protocol.* values (each distinct value, one per line, where rows differ), the classifier's
+    accuracy on real images, and why metrics are missing."""
+    pairs = [(c.removeprefix("protocol."), "\n".join(distinct(view.rows, c)) or "—")
+             for c in view.rows.columns if c.startswith("protocol.")]
+    real = distinct(view.rows, "classifier_real_accuracy", percent=True)
+    pairs.append(("classifier accuracy on real test images", "\n".join(real) or "—"))
+    return "<h2>Evaluation protocol</h2>" + key_values(pairs) + missing_list(view.rows)

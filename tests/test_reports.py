@@ -1,0 +1,171 @@
+"""The run report: built from a small fake run directory in the real file formats."""
+
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import plotly.offline
+import pytest
+from PIL import Image
+
+from reports import build_report
+from reports.inputs import best_row, last_evaluations, load_inputs, objective
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ["angry", "happy", "sad"]
+NAN = math.nan
+ERROR_REASON = "RuntimeError: CUDA out of memory in trial_c"
+BPD_REASON = "dcgan has no likelihood"
+
+
+def write_png(path, rows: int, cols: int, shade: int) -> None:
+    """A grid PNG of rows x cols 8-pixel cells, grayscale."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = Image.new("L", (cols * 8, rows * 8), shade)
+    image.save(path, format="PNG")
+
+
+def write_parquet(frame: pd.DataFrame, path) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def common(trial: str, method: str, status: str, reason: str, lr: float) -> dict:
+    return {"trial_id": trial, "method": method, "config_hash": "h" + trial, "status": status, "status_reason": reason,
+            "dataset": "faces", "dataset_fingerprint": "fp123", "git_commit": "abc123", "version.python": "3.11.9",
+            "version.torch": "2.4.0", "config.model.lr": lr, "config.train.epochs": 3,
+            "config.model.unet.channel_mult": "[1, 2, 4]", "config.sweep.metric": "sample_accuracy",
+            "config.sweep.mode": "max", "config.sweep.space": json.dumps({"model.lr": [0.0005, 0.002, 0.01]})}
+
+
+def evaluation(run_dir, trial: str, epoch: int, accuracy: float, bpd: float, seconds: float) -> dict:
+    grid = os.path.join("artifacts", trial, f"epoch_{epoch:04d}", "samples.png")
+    write_png(os.path.join(run_dir, grid), len(CLASSES), 4, int(200 * accuracy))
+    missing = {} if not math.isnan(bpd) else {"bpd": BPD_REASON}
+    return {"epoch": epoch, "step": epoch * 10, "train_seconds": 5.0 * epoch, "sample_accuracy": accuracy,
+            **{f"sample_accuracy.{c}": accuracy - 0.1 * i for i, c in enumerate(CLASSES)},
+            "classifier_real_accuracy": 0.97, "fid_domain": 100 * (1 - accuracy), "kid_domain": 0.02,
+            "kid_domain_std": 0.004, "is_domain": 2.5, "is_domain_std": 0.1, "bpd": bpd,
+            "bpd_stderr": NAN if math.isnan(bpd) else 0.05, "sample_seconds_per_image": seconds,
+            "network_evaluations": 25.0, "missing": json.dumps(missing), "protocol.num_samples": 96,
+            "protocol.resolution": "1x32x32",
+            "protocol.sampling": json.dumps({"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance": 2.0}),
+            "sample_grid": grid}
+
+
+def make_run(run_dir) -> None:
+    """Four trials: trial_a is best at epoch 1 but not at its last epoch; trial_b is best at the last
+    evaluation (and not the first row); trial_c errored; trial_d has no likelihood."""
+    os.makedirs(run_dir, exist_ok=True)
+    rows = [
+        {**common("trial_a", "ddpm", "completed", "", 0.0005), **evaluation(run_dir, "trial_a", 1, 0.9, 3.1, 0.01)},
+        {**common("trial_a", "ddpm", "completed", "", 0.0005), **evaluation(run_dir, "trial_a", 3, 0.45, 2.9, 0.01)},
+        {**common("trial_b", "ddpm", "completed", "", 0.002), **evaluation(run_dir, "trial_b", 1, 0.5, 3.0, 0.02)},
+        {**common("trial_b", "ddpm", "completed", "", 0.002), **evaluation(run_dir, "trial_b", 3, 0.8, 2.7, 0.02)},
+        {**common("trial_c", "ddpm", "error", ERROR_REASON, 0.01), "epoch": None,
+         "missing": json.dumps({"all": ERROR_REASON})},
+        {**common("trial_d", "dcgan", "completed", "", 0.002), **evaluation(run_dir, "trial_d", 3, 0.6, NAN, 0.001)},
+    ]
+    write_parquet(pd.DataFrame(rows), os.path.join(run_dir, "results.parquet"))
+    history = pd.DataFrame([{"trial_id": t, "epoch": e, "loss": 1.0 / e, "train_seconds": 5.0,
+                             "images_per_second": 100.0} for t in ("trial_a", "trial_b", "trial_d") for e in (1, 2, 3)])
+    write_parquet(history, os.path.join(run_dir, "history.parquet"))
+    summary = {"name": "faces", "fingerprint": "fp123", "options": {"size": 32},
+               "counts": {"train": {c: 10 + i for i, c in enumerate(CLASSES)}, "test": {c: 5 for c in CLASSES}}}
+    with open(os.path.join(run_dir, "dataset_summary.json"), "w") as f:
+        json.dump(summary, f)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({"name": "faces-sweep", "method": "ddpm", "sweep": {"metric": "sample_accuracy", "mode": "max"}}, f)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """(run dir, report path, report text) of the full fake run."""
+    run_dir = str(tmp_path_factory.mktemp("run"))
+    make_run(run_dir)
+    path = build_report(run_dir)
+    with open(path, encoding="utf-8") as f:
+        return run_dir, path, f.read()
+
+
+def test_report_is_written_where_returned(run):
+    run_dir, path, _ = run
+    assert path == os.path.join(run_dir, "report.html")
+    assert os.path.getsize(path) > 1_000_000  # plotly.js is inside
+
+
+def test_report_needs_no_network(run):
+    _, _, text = run
+    library = plotly.offline.get_plotlyjs()
+    assert text.count(library) == 1  # inline, once
+    assert re.search(r"<script>\s*" + re.escape(library[:200]), text)
+    # plotly.js's own code holds link targets (its logo, map attributions) that fetch nothing: check the rest.
+    rest = text.replace(library, "")
+    assert not re.search(r"<script[^>]*\ssrc\s*=", rest)
+    for pattern in ('src="http', "src='http", 'href="http', "href='http", "@import", "<link", "url(http"):
+        assert pattern not in rest, pattern
+    assert 'src="http' not in library and "<link" not in library
+
+
+def test_report_content(run):
+    _, _, text = run
+    for name in CLASSES + ["faces-sweep", "trial_a", "trial_b", "trial_d", "abc123", "2.4.0", "fp123"]:
+        assert name in text, name
+    assert "data:image/png;base64," in text
+    assert BPD_REASON in text
+    assert ERROR_REASON in text
+    assert "guidance" in text  # the sampling protocol
+    assert f'title="{BPD_REASON}">—' in text  # a missing value says why
+    assert "80.0%" in text and "0.02 ± 0.004" in text and "2.7 ± 0.05" in text  # accuracy as %, x ± s
+
+
+def test_best_trial_is_best_at_last_evaluation(run):
+    run_dir, _, text = run
+    inputs = load_inputs(run_dir)
+    obj = objective(inputs.results, inputs.config)
+    last = last_evaluations(inputs.results, obj)
+    assert list(last["trial_id"])[:3] == ["trial_b", "trial_d", "trial_a"]
+    assert last.set_index("trial_id").loc["trial_a", "epoch"] == 3
+    assert best_row(last, obj)["trial_id"] == "trial_b"
+    highlighted = re.findall(r"<tr class=best>(.*?)</tr>", text)
+    assert len(highlighted) == 1 and "trial_b" in highlighted[0]
+    assert "best trial <b>trial_b</b>" in text
+
+
+def test_command_line(tmp_path):
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    out = subprocess.run([sys.executable, "-m", "reports", run_dir], cwd=REPO, capture_output=True, text=True,
+                         timeout=60, check=True)
+    path = out.stdout.strip().splitlines()[-1]
+    assert path == os.path.join(run_dir, "report.html")
+    assert os.path.exists(path)
+
+
+def test_minimal_run_builds(tmp_path):
+    """No bpd, no history, no dataset_summary.json, no config.json, no grids; one all-NaN metric."""
+    rows = pd.DataFrame([
+        {"trial_id": "x1", "method": "dcgan", "status": "completed", "status_reason": "", "config.model.lr": 0.001,
+         "epoch": 2, "sample_accuracy": 0.3, "sample_accuracy.cat": 0.2, "fid_domain": NAN, "missing": "{}"},
+        {"trial_id": "x2", "method": "dcgan", "status": "error", "status_reason": "boom", "config.model.lr": 0.1,
+         "epoch": None, "sample_accuracy": NAN, "sample_accuracy.cat": NAN, "fid_domain": NAN, "missing": None},
+    ])
+    write_parquet(rows, tmp_path / "results.parquet")
+    text = open(build_report(str(tmp_path)), encoding="utf-8").read()
+    assert "x1" in text and "boom" in text and "cat" in text
+
+
+def test_single_errored_trial_builds(tmp_path):
+    rows = pd.DataFrame([{"trial_id": "only", "status": "error", "status_reason": "no GPU", "epoch": None,
+                          "missing": json.dumps({"all": "no GPU"})}])
+    write_parquet(rows, tmp_path / "results.parquet")
+    write_parquet(pd.DataFrame(), tmp_path / "history.parquet")
+    text = open(build_report(str(tmp_path)), encoding="utf-8").read()
+    assert "no GPU" in text and "only" in text
