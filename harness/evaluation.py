@@ -135,6 +135,7 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, device="cp
     metrics["sample_accuracy"] = overall
     metrics.update({f"sample_accuracy.{name}": value for name, value in per_class.items()})
     metrics["classifier_real_accuracy"] = ref.classifier_accuracy
+    metrics.update({f"classifier_real_accuracy.{name}": value for name, value in ref.classifier_per_class.items()})
 
     extractor = register_classifier(classifier, ref.weights_hash)
     fid = fidelity_metrics(samples, data.test.images, extractor=extractor, real_cache_name=ref.real_cache_name,

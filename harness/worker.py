@@ -81,6 +81,10 @@ def train_worker(loop_config: dict) -> None:
         method.load_state_dict(state["method"])
         start_epoch = state["epoch"]
 
+    # Every report carries the latest evaluation's metrics (NaN before the first): Tune insists that a
+    # scheduler's metric is in every result. The rungs ASHA decides at are always evaluated, so it
+    # never decides on a stale value; "evaluated" says which reports are fresh.
+    latest = {config.sweep.metric: math.nan}
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         t0 = time.time()
         losses = []
@@ -103,8 +107,9 @@ def train_worker(loop_config: dict) -> None:
             folder = storage.join(loop_config["artifact_dir"], f"epoch_{epoch:04d}")
             storage.write_bytes(storage.join(folder, "samples.png"), grid_png)
             storage.write_bytes(storage.join(folder, "eval.json"), json.dumps(record, indent=1).encode())
-            metrics.update({k: v for k, v in record["metrics"].items() if not math.isnan(v)})
+            latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
             metrics["evaluated"] = True
+        metrics = {**latest, **metrics}
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
                 _save_checkpoint(method, loop_config["experiment"], epoch, directory)

@@ -115,14 +115,19 @@ def cost_scatter(rows: pd.DataFrame, cost: str, metric: str, colors: dict[str, s
 
 
 def class_heatmap(last: pd.DataFrame, classes: list[str]) -> str | None:
-    """Trials x classes of sample_accuracy.<class> (%), with the classifier on real images as the last row."""
+    """Trials x classes of sample_accuracy.<class> (%), with the classifier on real test images as the
+    last row: per class where classifier_real_accuracy.<class> is recorded, else its overall accuracy."""
     columns = [f"sample_accuracy.{c}" for c in classes if f"sample_accuracy.{c}" in last]
     rows = last.dropna(subset=columns, how="all") if columns else last.iloc[:0]
     if rows.empty:
         return None
     z = (rows[columns].astype(float) * 100).values.tolist()
     labels = list(rows["trial_id"])
-    if "classifier_real_accuracy" in last and last["classifier_real_accuracy"].notna().any():
+    real = [f"classifier_real_accuracy.{c.split('.', 1)[1]}" for c in columns]
+    if all(r in last and last[r].notna().any() for r in real):
+        z.append([float(last[r].dropna().iloc[0]) * 100 for r in real])
+        labels.append("real test images")
+    elif "classifier_real_accuracy" in last and last["classifier_real_accuracy"].notna().any():
         z.append([float(last["classifier_real_accuracy"].dropna().iloc[0]) * 100] * len(columns))
         labels.append("real test images (overall)")
     fig = go.Figure(go.Heatmap(z=z, x=[c.split(".", 1)[1] for c in columns], y=labels, zmin=0, zmax=100,

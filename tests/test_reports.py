@@ -51,7 +51,9 @@ def evaluation(run_dir, trial: str, epoch: int, accuracy: float, bpd: float, sec
     missing = {} if not math.isnan(bpd) else {"bpd": BPD_REASON}
     return {"epoch": epoch, "step": epoch * 10, "train_seconds": 5.0 * epoch, "sample_accuracy": accuracy,
             **{f"sample_accuracy.{c}": accuracy - 0.1 * i for i, c in enumerate(CLASSES)},
-            "classifier_real_accuracy": 0.97, "fid_domain": 100 * (1 - accuracy), "kid_domain": 0.02,
+            "classifier_real_accuracy": 0.97, **{f"classifier_real_accuracy.{c}": 0.93 + 0.01 * i
+                                                 for i, c in enumerate(CLASSES)},
+            "fid_domain": 100 * (1 - accuracy), "kid_domain": 0.02,
             "kid_domain_std": 0.004, "is_domain": 2.5, "is_domain_std": 0.1, "bpd": bpd,
             "bpd_stderr": NAN if math.isnan(bpd) else 0.05, "sample_seconds_per_image": seconds,
             "network_evaluations": 25.0, "missing": json.dumps(missing), "protocol.num_samples": 96,
@@ -124,6 +126,7 @@ def test_report_content(run):
     assert "guidance" in text  # the sampling protocol
     assert f'title="{BPD_REASON}">—' in text  # a missing value says why
     assert "80.0%" in text and "0.02 ± 0.004" in text and "2.7 ± 0.05" in text  # accuracy as %, x ± s
+    assert '"real test images"' in text and "(overall)" not in text  # per-class real accuracy row
 
 
 def test_best_trial_is_best_at_last_evaluation(run):
