@@ -38,10 +38,6 @@ class ImageSet:
         counts = torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
         return dict(zip(self.class_names, counts))
 
-    def as_float(self) -> torch.Tensor:
-        """Images scaled to [-1, 1]: [N, C, H, W] float32."""
-        return uint8_to_float(self.images)
-
 
 @dataclass(frozen=True)
 class DatasetSplits:

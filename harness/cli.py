@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import os
 import time
 
 from harness.config import ExperimentConfig, apply_overrides, to_dict
@@ -77,8 +77,6 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict) -> 
 
 def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "", argv=None) -> int:
     """Parse the command line, then print the config (--dry-run) or run the sweep. Returns an exit code."""
-    import os
-
     args = build_parser(description).parse_args(argv)
     if args.address is None and os.environ.get("RAY_ADDRESS"):
         args.address = os.environ["RAY_ADDRESS"]
@@ -94,7 +92,3 @@ def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "",
     print(f"report: {outcome.report_path}")
     print(f"wall time: {time.time() - t0:.0f} s")
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("run an experiment script, e.g. python experiments/sweep_ddpm.py")

@@ -66,6 +66,7 @@ class ClusterConfig:
     gpus_per_worker: float = 0.0  # GPUs per worker (0: train on CPU)
     threads_per_worker: int | None = None  # torch threads in a worker (None: cpus_per_worker rounded, >= 1)
     cpus_per_trial_driver: float = 0.25  # the per-trial process that runs TorchTrainer.fit()
+    max_failures: int = 0  # Ray Train restarts of a trial's workers after a worker or node failure
     num_cpus: int | None = None  # local Ray only: CPUs to give it (None: all)
 
 

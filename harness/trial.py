@@ -54,7 +54,7 @@ def trial_driver(config: dict, shared: dict) -> None:
             storage_path=storage.join(shared["run_dir"], "train"),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=shared.get("max_failures", 0)),
+            failure_config=ray.train.FailureConfig(max_failures=cluster.max_failures),
         ),
     )
     trainer.fit()

@@ -96,11 +96,6 @@ def _log1mexp(d: torch.Tensor) -> torch.Tensor:
 # Per-sample noise
 
 
-def per_sample_normal(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device | str = "cpu") -> "NoiseStream":
-    """A stream of standard normal draws, one independent generator per sample (see NoiseStream)."""
-    return NoiseStream(seeds, shape, device)
-
-
 class NoiseStream:
     """Standard normal noise where sample i's draws depend only on ``seeds[i]``.
 
@@ -260,7 +255,7 @@ class GaussianDiffusion:
         ``sampler``: "ddpm" (ancestral, all T steps; ``steps`` ignored) or "ddim" (``steps`` steps, ``eta``).
         """
         device = labels.device
-        noise = per_sample_normal(seeds, shape, device)
+        noise = NoiseStream(seeds, shape, device)
         x = noise.next()
         if sampler == "ddpm":
             for i in reversed(range(self.num_timesteps)):
@@ -325,7 +320,7 @@ class GaussianDiffusion:
         """
         b = x0.shape[0]
         dims = x0[0].numel()
-        noise = per_sample_normal(seeds, tuple(x0.shape[1:]), x0.device)
+        noise = NoiseStream(seeds, tuple(x0.shape[1:]), x0.device)
         to_bpd = 1.0 / (dims * math.log(2.0))
         prior = self.prior_kl(x0)
         zero = torch.zeros(b, dtype=torch.long, device=x0.device)
