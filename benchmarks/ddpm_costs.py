@@ -4,7 +4,7 @@
 
 Prints one table row per (image size, UNet width, batch size): parameters, seconds per training
 step, training images per second, and milliseconds per generated image with the evaluation's
-sampler (DDIM 25 steps with guidance: 50 network calls). Used to size the local profile of
+sampler (stochastic DDIM, 15 steps with guidance: 30 network calls). Used to size the local profile of
 experiments/sweep_ddpm.py.
 """
 
@@ -32,7 +32,7 @@ def measure(size, base, mult, attention, batch, device, steps=6, samples=64):
     spec = DatasetSpec("bench", 1, size, FER_EMOTIONS, "bench")
     config = DDPMConfig(unet=UNetConfig(base_channels=base, channel_mult=mult, num_res_blocks=1,
                                         attention_resolutions=(attention,)),
-                        sampler="ddim", sampling_steps=25, eta=1.0, guidance=2.0)
+                        sampler="ddim", sampling_steps=15, eta=1.0, guidance=3.0)
     method = build_method("ddpm", config, spec, device=device)
     images = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8)
     labels = torch.arange(batch) % len(FER_EMOTIONS)

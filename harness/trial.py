@@ -5,7 +5,6 @@ id: a restored Tune experiment continues each trial where it stopped."""
 
 from __future__ import annotations
 
-import math
 
 import ray.train
 import ray.tune
@@ -23,7 +22,7 @@ def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
     resources = {"CPU": cpus}
     if cluster.gpus_per_worker > 0:
         resources["GPU"] = cluster.gpus_per_worker
-    threads = cluster.threads_per_worker or max(1, math.ceil(cpus - 1e-9))
+    threads = cluster.threads_per_worker or max(1, round(cpus))
     return resources, threads
 
 
