@@ -63,17 +63,18 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
         values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
         config_cols = {f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
                        for k, v in flatten(values).items()}
-        frame = result.metrics_dataframe
+        progress = result.metrics_dataframe  # every report of the trial
         last_epoch = None
-        if frame is not None and "epoch" in frame:
-            last_epoch = int(frame["epoch"].max())
-            for _, r in frame.iterrows():
+        if progress is not None and "epoch" in progress:
+            last_epoch = int(progress["epoch"].max())
+            for _, r in progress.iterrows():
                 history.append({"trial_id": trial_id, "epoch": int(r["epoch"]), "loss": r.get("loss"),
                                 "train_seconds": r.get("train_seconds"), "images_per_second": r.get("images_per_second")})
         status, reason = _trial_status(result, last_epoch, experiment.train.epochs)
         base = {"trial_id": trial_id, "method": experiment.method, "config_hash": config_hash(result.config),
                 "status": status, "status_reason": reason, **common, **config_cols}
-        train_seconds = frame.set_index("epoch")["train_seconds"].cumsum() if frame is not None and "train_seconds" in frame else None
+        train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
+                         if progress is not None and "train_seconds" in progress else None)
         artifact_dir = storage.join(run_dir, "artifacts", trial_id)
         evaluations = [name for name in storage.list_dir(artifact_dir) if name.startswith("epoch_")]
         for name in evaluations:

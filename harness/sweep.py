@@ -13,6 +13,9 @@ import ray.tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 import datasets
+import harness
+import models
+import reports
 from harness import storage
 from harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from harness.evaluation import prepare_reference
@@ -39,8 +42,6 @@ def connect(config: ExperimentConfig, log=print) -> None:
     cluster = config.cluster
     if cluster.address:
         # ship this project's packages to every node, so workers run the same code as the driver
-        import harness, models, reports  # noqa: E401
-
         modules = [os.path.dirname(m.__file__) for m in (harness, models, datasets, reports)]
         ray.init(address=cluster.address, runtime_env={"py_modules": modules}, log_to_driver=True)
         log(f"joined Ray cluster at {cluster.address}: {ray.cluster_resources()}")

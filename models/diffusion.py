@@ -212,9 +212,10 @@ class GaussianDiffusion:
         ``null_label`` (classifier-free guidance). t is uniform over 0..T-1. Returns [B].
         """
         b = x0.shape[0]
-        t = torch.randint(self.num_timesteps, (b,), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        drop = torch.rand(b, generator=generator).to(x0.device) < self.config.p_uncond
+        device = generator.device if generator is not None else x0.device  # draw where the generator lives
+        t = torch.randint(self.num_timesteps, (b,), generator=generator, device=device).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=device).to(x0.device)
+        drop = torch.rand(b, generator=generator, device=device).to(x0.device) < self.config.p_uncond
         y = torch.where(drop, torch.full_like(y, null_label), y)
         eps = net(self.q_sample(x0, t, noise), t, y)
         return (eps - noise).pow(2).flatten(1).mean(1)
