@@ -6,10 +6,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 # The seven FER2013 emotions in FER2013's label order (0..6); every emotion dataset uses these names.
 FER_EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+class DatasetError(ValueError):
+    """Bad input data: the message names the file (and the line, for CSV) and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class ImageSet:
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
-    split: str  # "train" or "test"
+    split: str  # "train", "validation" or "test"
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -52,6 +58,7 @@ class DatasetSplits:
     test: ImageSet
     fingerprint: str
     options: dict  # the loader options that produced it (recorded with results)
+    validation: ImageSet | None = None  # a held-out split where the dataset defines one (FER2013's PublicTest)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -72,9 +79,14 @@ class DatasetSplits:
     def spec(self) -> "DatasetSpec":
         return DatasetSpec(self.name, self.channels, self.image_size, self.class_names, self.fingerprint)
 
+    def splits(self) -> dict[str, ImageSet]:
+        """The splits present, by name, in the order train, validation, test."""
+        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        return {name: part for name, part in named.items() if part is not None}
+
     def summary(self) -> dict[str, dict[str, int]]:
         """Counts per class per split: {split: {class: count}}."""
-        return {"train": self.train.counts(), "test": self.test.counts()}
+        return {name: part.counts() for name, part in self.splits().items()}
 
 
 @dataclass(frozen=True)
@@ -102,15 +114,86 @@ def float_to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
 
 
-def fingerprint(*, name: str, options: dict, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+def fingerprint(*, name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
                 class_names: tuple[str, ...]) -> str:
-    """sha256 over the options, the class names and every split's pixels and labels -> 16 hex chars."""
+    """sha256 over the name, the class names and every split's pixels and labels -> 16 hex chars.
+
+    It is a function of the loaded data only: it changes when the files, the split or the preprocessing
+    change what comes out, and not when the data merely moves to another path.
+    """
     h = hashlib.sha256()
-    h.update(json.dumps({"name": name, "options": options, "classes": list(class_names)}, sort_keys=True,
-                        default=str).encode())
+    h.update(json.dumps({"name": name, "classes": list(class_names)}).encode())
     for split in sorted(splits):
         images, labels = splits[split]
         h.update(split.encode())
-        h.update(images.contiguous().numpy().tobytes())
-        h.update(labels.contiguous().numpy().tobytes())
+        h.update(json.dumps(list(images.shape)).encode())
+        h.update(memoryview(images.contiguous().numpy()).cast("B"))  # no copy of the pixels
+        h.update(memoryview(labels.contiguous().numpy()).cast("B"))
     return h.hexdigest()[:16]
+
+
+def build_splits(name: str, class_names: tuple[str, ...], splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 options: dict) -> DatasetSplits:
+    """Wrap loaded arrays into a fingerprinted DatasetSplits. splits: {"train"|"validation"|"test":
+    (images [N, C, H, W] uint8, labels [N] int64)}; train and test are required."""
+    for split in ("train", "test"):
+        if split not in splits or len(splits[split][1]) == 0:
+            raise DatasetError(f"{name}: the {split} split is empty (options {options})")
+    sets = {split: ImageSet(images, labels, tuple(class_names), split) for split, (images, labels) in splits.items()}
+    return DatasetSplits(name=name, train=sets["train"], test=sets["test"], validation=sets.get("validation"),
+                         fingerprint=fingerprint(name=name, splits=splits, class_names=tuple(class_names)),
+                         options=options)
+
+
+def select_classes(available: tuple[str, ...], requested, source: str,
+                   aliases: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The class names to keep, in the dataset's order. requested: None (all) or names, each a
+    canonical name or an alias (e.g. CK+'s folder name "anger" for "angry"). source names the data
+    in the error raised for an unknown name, which lists the known ones."""
+    if not requested:
+        return tuple(available)
+    aliases = aliases or {}
+    wanted = set()
+    for item in requested:
+        canonical = aliases.get(item, item)
+        if canonical not in available:
+            raise DatasetError(f"{source}: unknown class {item!r}; known classes: {', '.join(available)}")
+        wanted.add(canonical)
+    return tuple(name for name in available if name in wanted)
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """[N, C, H, W] uint8 with C in (1, 3) -> [N, channels, H, W]: gray repeated to RGB, RGB to
+    gray by ITU-R 601 luma (as PIL's "L" conversion)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return images.repeat(1, 3, 1, 1)
+    if c == 3 and channels == 1:
+        weights = torch.tensor([299, 587, 114], dtype=torch.int32).view(1, 3, 1, 1)
+        return ((images.int() * weights).sum(1, keepdim=True) + 500).div(1000, rounding_mode="floor").to(torch.uint8)
+    raise ValueError(f"cannot convert {c} channels to {channels}")
+
+
+def resize_square(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """[N, C, H, W] uint8 -> [N, C, size, size] uint8: antialiased bicubic (as PIL's BICUBIC), in chunks
+    so that memory stays near the output's size. Square inputs only (crop first)."""
+    n, c, h, w = images.shape
+    if h != w:
+        raise ValueError(f"resize_square takes square images, got {h}x{w}")
+    if h == size:
+        return images
+    out = torch.empty((n, c, size, size), dtype=torch.uint8)
+    for start in range(0, n, chunk):
+        part = images[start:start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        out[start:start + chunk] = part.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def seeded_permutation(n: int, *seed: int | str) -> np.ndarray:
+    """A permutation of 0..n-1 determined by ``seed`` (ints and strings, e.g. (seed, "split", "angry"))."""
+    key = [int(hashlib.sha256(str(part).encode()).hexdigest()[:8], 16) if isinstance(part, str) else int(part)
+           for part in seed]
+    return np.random.default_rng(key).permutation(n)

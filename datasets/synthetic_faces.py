@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets.base import FER_EMOTIONS, DatasetSplits, ImageSet, fingerprint
+from datasets.base import FER_EMOTIONS, DatasetSplits, select_classes
+from datasets.splits import finish, keep_classes
 
 # Expression parameters per emotion: mouth curve (+ = corners up), mouth opening, mouth width,
 # sneer (one corner up), brow angle (+ = inner ends down, as in anger), brow raise, eye opening.
@@ -197,12 +198,14 @@ def render_faces(seed: int, num_identities: int, size: int) -> tuple[np.ndarray,
     return out, labels
 
 
-def load_synthetic_faces(image_size: int = 48, num_train: int = 7000, num_test: int = 1400,
-                         seed: int = 0) -> DatasetSplits:
+def load_synthetic_faces(image_size: int = 48, num_train: int = 7000, num_test: int = 1400, seed: int = 0,
+                         classes=None, shots_per_class=None) -> DatasetSplits:
     """The embedded dataset: ``num_train`` / ``num_test`` images (rounded up to a multiple of 7, one
-    identity per 7 images), grayscale, ``image_size`` px, deterministic for ``seed``."""
+    identity per 7 images), grayscale, ``image_size`` px, deterministic for ``seed``; optionally a
+    class subset and a few-shot training split."""
     if image_size < 16:
         raise ValueError(f"synthetic_faces needs image_size >= 16, got {image_size}")
+    keep = select_classes(FER_EMOTIONS, classes, "synthetic_faces")
     k = len(FER_EMOTIONS)
     n_train_ids = -(-num_train // k)
     n_test_ids = -(-num_test // k)
@@ -213,13 +216,8 @@ def load_synthetic_faces(image_size: int = 48, num_train: int = 7000, num_test: 
     splits = {}
     for split, rows in (("train", np.arange(cut)), ("test", np.arange(cut, len(labels)))):
         rows = rows[perm_rng.permutation(len(rows))]
-        splits[split] = (torch.from_numpy(images[rows][:, None]).contiguous(), torch.from_numpy(labels[rows]).long())
-    options = {"image_size": image_size, "num_train": num_train, "num_test": num_test, "seed": seed}
-    fp = fingerprint(name="synthetic_faces", options=options, splits=splits, class_names=FER_EMOTIONS)
-    return DatasetSplits(
-        name="synthetic_faces",
-        train=ImageSet(*splits["train"], FER_EMOTIONS, "train"),
-        test=ImageSet(*splits["test"], FER_EMOTIONS, "test"),
-        fingerprint=fp,
-        options=options,
-    )
+        splits[split] = keep_classes(torch.from_numpy(images[rows][:, None]).contiguous(),
+                                     torch.from_numpy(labels[rows]).long(), FER_EMOTIONS, keep)
+    options = {"image_size": image_size, "num_train": num_train, "num_test": num_test, "seed": seed,
+               "classes": list(keep)}
+    return finish("synthetic_faces", keep, splits, options, shots_per_class, seed, "synthetic_faces")
