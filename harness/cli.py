@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
+from datasets import DatasetError
 from harness.config import ExperimentConfig, apply_overrides, to_dict
 
 
@@ -31,6 +33,15 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                          help="logical CPUs per worker (default: local: the machine shared out; cluster: 1)")
     cluster.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (0: CPU training)")
     cluster.add_argument("--max-concurrent-trials", type=int, default=None, help="trials running at once")
+    data = p.add_argument_group("data (README.md, Datasets)")
+    data.add_argument("--dataset", default=None, help="synthetic_faces, fer2013, ckplus or imagefolder (data.name)")
+    data.add_argument("--data-root", default=None,
+                      help="the dataset's file or folder: fer2013.csv or FER2013's train/ test/ folders, the CK+48 "
+                           "folder, an image folder root")
+    data.add_argument("--classes", default=None, help="comma-separated class names to keep, e.g. neutral,fear,angry")
+    data.add_argument("--shots-per-class", type=int, default=None,
+                      help="keep K training images a class (seeded) for few-shot runs; test stays whole")
+    data.add_argument("--image-size", type=int, default=None, help="resize images to this many px a side")
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--name", default=None, help="experiment name: runs go to <storage-path>/<name>/<timestamp>")
     sweep.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates to sweep (model.lr)")
@@ -56,6 +67,10 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict) -> 
         "cluster.workers_per_trial": args.workers_per_trial, "cluster.cpus_per_worker": args.cpus_per_worker,
         "cluster.gpus_per_worker": args.gpus_per_worker, "sweep.max_concurrent_trials": args.max_concurrent_trials,
         "sweep.num_samples": args.num_samples, "sweep.scheduler": args.scheduler, "name": args.name,
+        "data.name": args.dataset, "data.shots_per_class": args.shots_per_class, "data.image_size": args.image_size,
+        # absolute: the saved config must still find the data when resumed from another directory
+        "data.data_root": os.path.abspath(os.path.expanduser(args.data_root)) if args.data_root else None,
+        "data.classes": [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None,
     }
     overrides.update({k: v for k, v in named.items() if v is not None})
     space = dict(overrides.get("sweep.space", config.sweep.space))
@@ -87,7 +102,11 @@ def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "",
     from harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
 
     t0 = time.time()
-    outcome = run_sweep(config, resume=args.resume)
+    try:
+        outcome = run_sweep(config, resume=args.resume)
+    except DatasetError as e:  # bad input data: say what and where, without a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"\n{outcome.num_rows} result rows in {outcome.results_path}")
     print(f"report: {outcome.report_path}")
     print(f"wall time: {time.time() - t0:.0f} s")

@@ -112,6 +112,15 @@ def latest_run(experiment_dir: str) -> str:
     return storage.join(experiment_dir, runs[-1])
 
 
+def check_same_data(data, run_dir: str, data_root: str | None) -> None:
+    """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with."""
+    saved = json.loads(storage.read_bytes(storage.join(run_dir, "dataset_summary.json")))
+    if saved["fingerprint"] != data.fingerprint:
+        raise datasets.DatasetError(
+            f"{data_root or data.name}: the data changed since {run_dir} started (fingerprint {data.fingerprint}, "
+            f"the run's {saved['fingerprint']}); start a new run instead")
+
+
 def run_sweep(config: ExperimentConfig, resume: str | None = None, log=print) -> SweepOutcome:
     """Run the whole experiment. ``resume``: a run directory to continue (or "latest"); the run's own
     saved config is used then, with the cluster settings of this invocation."""
@@ -126,15 +135,18 @@ def run_sweep(config: ExperimentConfig, resume: str | None = None, log=print) ->
         log(f"resuming {run_dir}")
     else:
         run_dir = storage.join(experiment_dir, time.strftime("%Y%m%d-%H%M%S"))
+    # the data first: bad input fails here, before Ray starts or anything is written
+    data = datasets.load(config.data)
+    if resume:
+        check_same_data(data, run_dir, config.data.data_root)
     connect(config, log)
     config = with_rung_evaluations(resolve_resources(config))
 
-    data = datasets.load(config.data)
     summary = data.summary()
     log(f"dataset {data.name} ({data.fingerprint}): {data.channels}x{data.image_size}x{data.image_size}, "
-        f"{len(data.train)} train / {len(data.test)} test")
+        + ", ".join(f"{len(part)} {split}" for split, part in data.splits().items()))
     for split, counts in summary.items():
-        log(f"  {split:5s} " + "  ".join(f"{name} {count}" for name, count in counts.items()))
+        log(f"  {split:10s} " + "  ".join(f"{name} {count}" for name, count in counts.items()))
     storage.write_bytes(storage.join(run_dir, "dataset_summary.json"), json.dumps(
         {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": summary},
         indent=1).encode())

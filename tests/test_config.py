@@ -67,3 +67,36 @@ def test_sweep_script_dry_run_prints_the_resolved_config():
     config = json.loads(out.stdout)
     assert config["method"] == "ddpm" and config["train"]["epochs"] == 7
     assert "model.lr" in config["sweep"]["space"] and "train.epochs" in config["sweep"]["space"]
+
+
+def test_data_flags(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser("x").parse_args(["--dataset", "fer2013", "--data-root", "data/fer2013.csv",
+                                         "--classes", "neutral, fear,angry", "--shots-per-class", "10",
+                                         "--image-size", "32"])
+    data = resolve(args, ExperimentConfig(), {}).data
+    assert data.name == "fer2013" and data.data_root == str(tmp_path / "data" / "fer2013.csv")
+    assert data.classes == ["neutral", "fear", "angry"] and data.shots_per_class == 10 and data.image_size == 32
+
+
+def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
+    from harness.cli import run_experiment
+
+    runs = tmp_path / "runs"
+    code = run_experiment(ExperimentConfig(), {}, argv=["--dataset", "ckplus", "--data-root", str(tmp_path / "ck"),
+                                                       "--storage-path", str(runs)])
+    assert code == 2
+    assert f"error: {tmp_path / 'ck'}: no such file or folder" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    import datasets
+    from harness.sweep import check_same_data
+
+    data = datasets.load(datasets.DataConfig(image_size=16, num_train=14, num_test=14))
+    (tmp_path / "dataset_summary.json").write_text(json.dumps({"fingerprint": data.fingerprint}))
+    check_same_data(data, str(tmp_path), None)
+    other = datasets.load(datasets.DataConfig(image_size=16, num_train=14, num_test=14, seed=1))
+    with pytest.raises(datasets.DatasetError, match="the data changed since"):
+        check_same_data(other, str(tmp_path), None)

@@ -130,3 +130,28 @@ def test_worker_loop_does_not_branch_on_the_method():
              and isinstance(node.value, str)}
     assert not names & {"ddpm", "dcgan", "fastgan", "ddgan"}
     assert "config.method ==" not in source and "isinstance(method" not in source
+
+
+def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
+    """The command line a user types, on a CSV in FER2013's format: the dataset summary (with the
+    PublicTest rows as a validation split) reaches the run directory and the report."""
+    from datasets.export import synthetic_rows, write_fer2013_csv
+    from harness.cli import run_experiment
+
+    images, labels, identity = synthetic_rows(12)
+    usages = ["Training" if i < 8 else "PublicTest" if i < 10 else "PrivateTest" for i in identity]
+    write_fer2013_csv(str(tmp_path / "fer2013.csv"), images, labels, usages)
+    config = tiny_experiment(tmp_path, space={"train.epochs": [1]})
+    config.cluster.workers_per_trial = 1
+    code = run_experiment(config, {}, argv=["--dataset", "fer2013", "--data-root", str(tmp_path),
+                                            "--classes", "happy,sad,neutral", "--set", "train.batch_size=8"])
+    assert code == 0
+    [run_dir] = [d for d in (tmp_path / "tiny").iterdir() if d.is_dir()]
+    summary = json.loads((run_dir / "dataset_summary.json").read_text())
+    assert summary["counts"] == {split: {"happy": n, "sad": n, "neutral": n}
+                                 for split, n in (("train", 8), ("validation", 2), ("test", 2))}
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    assert frame["dataset"].eq("fer2013").all() and frame["sample_accuracy.neutral"].notna().all()
+    report = (run_dir / "report.html").read_text()
+    assert "validation" in report and "neutral" in report
+    assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
