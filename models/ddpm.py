@@ -1,5 +1,5 @@
-"""The ``ddpm`` method: a class-conditional UNet trained as an epsilon-predicting Gaussian diffusion,
-with EMA weights for sampling and classifier-free guidance. It joins the harness through the method
+"""The ``ddpm`` method: a class-conditional UNet trained as a Gaussian diffusion (epsilon, x0 or v
+prediction; fixed or learned variances), with EMA weights for sampling and classifier-free guidance. It joins the harness through the method
 interface in models/__init__.py."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ class DDPMConfig:
     grad_clip: float = 1.0  # max gradient norm (0: off)
     ema_decay: float = 0.999  # EMA of the weights used for sampling and the bound
     # sampling used by the evaluation (each can be overridden per call)
-    sampler: str = "ddim"  # "ddim" or "ddpm" (ancestral, all T steps)
-    sampling_steps: int = 50  # DDIM steps
+    sampler: str = "ddim"  # "ddim" or "ddpm" (ancestral, with the model's variances)
+    sampling_steps: int = 50  # steps of either sampler, evenly respaced over the T trained ones (>= T: all)
     eta: float = 0.0  # DDIM noise (0: deterministic given x_T)
     guidance: float = 2.0  # classifier-free guidance scale w (0 uncond, 1 cond, >1 guided)
 
@@ -49,10 +49,11 @@ class DDPMMethod:
         self.spec = spec
         self.device = torch.device(device)
         torch.manual_seed(seed)  # the same initial weights on every rank
-        self.net = UNet(spec.channels, spec.channels, spec.num_classes, spec.image_size, config.unet).to(self.device)
+        self.diffusion = GaussianDiffusion(config.diffusion)
+        out_channels = self.diffusion.output_channels(spec.channels)
+        self.net = UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet).to(self.device)
         self.ema = EMA(self.net, config.ema_decay)
         self.train_net = wrap(self.net) if wrap else self.net
-        self.diffusion = GaussianDiffusion(config.diffusion)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.step = 0
         self.null_label = spec.num_classes
@@ -63,13 +64,15 @@ class DDPMMethod:
         self.generator.manual_seed(seed)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """One optimizer step. images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss": ...}."""
+        """One optimizer step. images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss", "mse",
+        "vb" (NaN unless the variance is learned or t is importance-sampled), "grad_norm", "lr"}."""
         x0 = uint8_to_float(images.to(self.device))
         y = labels.to(self.device)
         lr = self.config.lr * min(1.0, (self.step + 1) / max(1, self.config.warmup_steps))
         for group in self.opt.param_groups:
             group["lr"] = lr
-        loss = self.diffusion.training_loss(self.train_net, x0, y, self.null_label, self.generator).mean()
+        terms = self.diffusion.training_losses(self.train_net, x0, y, self.null_label, self.generator)
+        loss = terms["loss"].mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = (torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
@@ -77,7 +80,8 @@ class DDPMMethod:
         self.opt.step()
         self.ema.update(self.net)
         self.step += 1
-        return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr}
+        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), "vb": terms["vb"].mean().item(),
+                "grad_norm": float(grad_norm), "lr": lr}
 
     def sampling_settings(self, **overrides) -> dict:
         """The sampler settings an evaluation used (recorded with its metrics)."""
@@ -89,7 +93,7 @@ class DDPMMethod:
     def network_evaluations(self, **overrides) -> int:
         """Network calls per generated image under these settings (guidance doubles each step)."""
         s = self.sampling_settings(**overrides)
-        steps = self.diffusion.num_timesteps if s["sampler"] == "ddpm" else len(self.diffusion.ddim_timesteps(s["steps"]))
+        steps = self.diffusion.respaced(s["steps"] or self.diffusion.num_timesteps).num_timesteps
         return steps * (1 if s["guidance"] in (0.0, 1.0) else 2)
 
     @torch.no_grad()
@@ -117,8 +121,11 @@ class DDPMMethod:
         return self.diffusion.bits_per_dim(self.ema.shadow, x0, labels.to(self.device), seeds, t_samples=t_samples)
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "step": self.step, "generator": self.generator.get_state()}
+        state = {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                 "step": self.step, "generator": self.generator.get_state()}
+        if self.diffusion.t_sampler is not None:
+            state["t_sampler"] = self.diffusion.t_sampler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
@@ -126,3 +133,5 @@ class DDPMMethod:
         self.opt.load_state_dict(state["opt"])
         self.step = state["step"]
         self.generator.set_state(state["generator"])
+        if self.diffusion.t_sampler is not None and "t_sampler" in state:
+            self.diffusion.t_sampler.load_state_dict(state["t_sampler"])

@@ -1,10 +1,16 @@
-"""Gaussian diffusion: schedules, the forward process, the training loss, the samplers and the
+"""Gaussian diffusion: schedules, the forward process, the training objectives, the samplers and the
 variational bound. Everything about noise lives here; the network is any callable
-``net(x_t, t, y) -> epsilon`` (see models/unet.py).
+``net(x_t, t, y) -> output`` (see models/unet.py) whose output this module interprets.
 
 Conventions (Ho et al. 2020, Nichol & Dhariwal 2021): timesteps are 0-indexed, t = 0..T-1;
 x_0 is data scaled to [-1, 1]; ``alphas_cumprod[t]`` is abar_t, the signal fraction of x_t.
 Schedule arrays are computed in float64 and gathered to float32 per batch.
+
+The network predicts epsilon, x_0 or v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022),
+in its first C output channels. With a learned variance it has C more channels, v_var in [-1, 1]
+(unbounded in practice), and the reverse log-variance is frac * log(beta_t) + (1 - frac) *
+log(beta~_t) with frac = (v_var + 1) / 2 (Nichol & Dhariwal; beta~_0 is clipped to beta~_1); that model is trained with the hybrid
+loss L_simple + lambda * L_vb, the bound term seeing the mean through a stop-gradient.
 """
 
 from __future__ import annotations
@@ -19,11 +25,24 @@ import torch.nn.functional as F
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+PREDICTIONS = ("eps", "x0", "v")
+VARIANCES = ("fixed_large", "fixed_small", "learned")
+T_SAMPLERS = ("uniform", "importance")
+
+
 @dataclass
 class DiffusionConfig:
     timesteps: int = 1000  # T, number of diffusion steps used in training and in the bound
     schedule: str = "linear"  # beta schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
-    variance: str = "fixed_large"  # reverse-process variance: "fixed_large" (beta_t) or "fixed_small" (posterior)
+    prediction: str = "eps"  # what the network predicts: "eps" (the noise), "x0" (the clean image) or "v"
+    # reverse-process variance: "fixed_large" (beta_t), "fixed_small" (the posterior's beta~_t) or "learned"
+    # (per pixel between the two, trained with the hybrid loss)
+    variance: str = "fixed_large"
+    vb_weight: float = 0.001  # lambda of the hybrid loss L_simple + lambda * L_vb (learned variance only)
+    # how training draws t: "uniform", or "importance" (t with probability ~ sqrt(E[L_t^2]) of the bound's
+    # term, from the last 10 values seen at each t; losses reweighted by 1 / (T p_t) so the objective is
+    # unchanged; uniform until every t has 10 values)
+    t_sampling: str = "uniform"
     p_uncond: float = 0.1  # probability of dropping the label in training (classifier-free guidance)
     clip_denoised: bool = True  # clip the predicted x_0 to [-1, 1] in samplers and in the bound
 
@@ -121,22 +140,82 @@ class NoiseStream:
 
 
 # ---------------------------------------------------------------------------------------------
+# Drawing t for training
+
+
+class ImportanceSampler:
+    """Nichol & Dhariwal's loss-aware sampler of t: p_t ~ sqrt(mean of the last ``history`` values of
+    the bound's term at t), mixed with ``uniform_prob`` of uniform; uniform until every t has its history.
+    Per process: under DDP every rank keeps its own history (each rank's objective stays unbiased)."""
+
+    def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001):
+        self.num_timesteps = num_timesteps
+        self.uniform_prob = uniform_prob
+        self.losses = torch.zeros(num_timesteps, history, dtype=torch.float64)
+        self.counts = torch.zeros(num_timesteps, dtype=torch.long)
+
+    def probabilities(self) -> torch.Tensor:
+        """[T] float64, summing to 1."""
+        if (self.counts < self.losses.shape[1]).any():
+            return torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64)
+        p = self.losses.pow(2).mean(1).sqrt()
+        p = p / p.sum()
+        return p * (1 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+
+    def sample(self, batch: int, generator: torch.Generator | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> t [batch] int64 and weights 1 / (T p_t) [batch] float32, on ``device``."""
+        p = self.probabilities()
+        gen_device = generator.device if generator is not None else "cpu"
+        u = torch.rand(batch, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+        t = torch.searchsorted(p.cumsum(0), u * p.sum()).clamp(max=self.num_timesteps - 1)
+        weights = 1.0 / (self.num_timesteps * p[t])
+        return t.to(device), weights.float().to(device)
+
+    def update(self, t: torch.Tensor, terms: torch.Tensor) -> None:
+        """Remember the bound's terms [B] seen at timesteps t [B] (the newest ``history`` per t)."""
+        for ti, value in zip(t.tolist(), terms.detach().double().cpu().tolist()):
+            if self.counts[ti] == self.losses.shape[1]:
+                self.losses[ti, :-1] = self.losses[ti, 1:].clone()
+                self.losses[ti, -1] = value
+            else:
+                self.losses[ti, self.counts[ti]] = value
+                self.counts[ti] += 1
+
+    def state_dict(self) -> dict:
+        return {"losses": self.losses.clone(), "counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.losses.copy_(state["losses"])
+        self.counts.copy_(state["counts"])
+
+
+# ---------------------------------------------------------------------------------------------
 # The process
 
 
 class GaussianDiffusion:
-    """The forward process q, the reverse process p given an epsilon-predicting network, its
-    training loss, the DDPM and DDIM samplers, and the variational bound in bits/dim."""
+    """The forward process q, the reverse process p given a network's output, the training losses,
+    the ancestral and DDIM samplers, and the variational bound in bits/dim.
 
-    def __init__(self, config: DiffusionConfig):
-        if config.variance not in ("fixed_large", "fixed_small"):
-            raise ValueError(f"unknown variance type {config.variance!r}; valid: ['fixed_large', 'fixed_small']")
+    ``alphas_cumprod`` and ``timestep_map`` build a respaced process (see ``respaced``): a subsequence
+    of the trained timesteps, whose network calls still see the original t.
+    """
+
+    def __init__(self, config: DiffusionConfig, alphas_cumprod: torch.Tensor | None = None,
+                 timestep_map: torch.Tensor | None = None):
+        for key, valid in (("prediction", PREDICTIONS), ("variance", VARIANCES), ("t_sampling", T_SAMPLERS)):
+            if getattr(config, key) not in valid:
+                raise ValueError(f"unknown {key} {getattr(config, key)!r}; valid: {list(valid)}")
         self.config = config
-        betas = named_betas(config.schedule, config.timesteps)
-        self.num_timesteps = len(betas)
-        alphas = 1.0 - betas
-        abar = torch.cumprod(alphas, 0)
+        if alphas_cumprod is None:
+            abar = torch.cumprod(1.0 - named_betas(config.schedule, config.timesteps), 0)
+        else:
+            abar = alphas_cumprod.double()
+        self.num_timesteps = len(abar)
+        self.timestep_map = torch.arange(self.num_timesteps) if timestep_map is None else timestep_map.long()
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        betas = 1.0 - abar / abar_prev
+        alphas = 1.0 - betas
         self.betas = betas
         self.alphas_cumprod = abar
         self.alphas_cumprod_prev = abar_prev
@@ -152,16 +231,38 @@ class GaussianDiffusion:
         )
         self.posterior_mean_coef1 = betas * abar_prev.sqrt() / (1 - abar)
         self.posterior_mean_coef2 = (1 - abar_prev) * alphas.sqrt() / (1 - abar)
-        if config.variance == "fixed_large":
-            self.model_log_variance = torch.log(torch.cat([self.posterior_variance[1:2], betas[1:]]))
-        else:
-            self.model_log_variance = self.posterior_log_variance_clipped
+        # fixed variances: beta_t (at t = 0 replaced by beta~_1, as improved-diffusion) or beta~_t (clipped)
+        self.log_variance_large = torch.log(torch.cat([self.posterior_variance[1:2], betas[1:]]))
+        self.log_variance_small = self.posterior_log_variance_clipped
+        self.log_betas = torch.log(betas)  # the learned variance's upper end, beta_0 included
+        self.t_sampler = ImportanceSampler(self.num_timesteps) if config.t_sampling == "importance" else None
+
+    @property
+    def learned_variance(self) -> bool:
+        return self.config.variance == "learned"
+
+    def output_channels(self, channels: int) -> int:
+        """Channels the network must output for images of ``channels`` channels."""
+        return 2 * channels if self.learned_variance else channels
+
+    def respaced(self, steps: int) -> GaussianDiffusion:
+        """The process on ``steps`` of the T timesteps (evenly spaced, always 0 and T-1), with betas
+        recomputed from the kept abar values (Nichol & Dhariwal, section 4): for sampling in fewer
+        steps, learned variances included. The bound always uses the full process."""
+        if steps >= self.num_timesteps:
+            return self
+        kept = torch.tensor(sorted(self.ddim_timesteps(steps)))
+        return GaussianDiffusion(self.config, self.alphas_cumprod[kept], self.timestep_map[kept])
 
     @staticmethod
     def _gather(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """arr: [T] float64, t: [B] int64 -> [B, 1, 1, 1] in like's dtype and device."""
         out = arr.to(like.device)[t].to(like.dtype)
         return out.view(-1, *([1] * (like.dim() - 1)))
+
+    def call(self, net: Net, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The network at this process's timesteps t [B] (mapped to the trained ones)."""
+        return net(x, self.timestep_map.to(t.device)[t], y)
 
     # forward process ---------------------------------------------------------------------
 
@@ -182,10 +283,20 @@ class GaussianDiffusion:
         mean = self._gather(self.posterior_mean_coef1, t, xt) * x0 + self._gather(self.posterior_mean_coef2, t, xt) * xt
         return mean, self._gather(self.posterior_variance, t, xt), self._gather(self.posterior_log_variance_clipped, t, xt)
 
-    # reverse process ---------------------------------------------------------------------
+    # what the network predicts -----------------------------------------------------------
+
+    def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The training target of the configured prediction for x_t = q_sample(x0, t, noise):
+        eps -> noise; x0 -> x0; v -> sqrt(abar_t) noise - sqrt(1 - abar_t) x0. All [B, C, H, W], t: [B]."""
+        if self.config.prediction == "eps":
+            return noise
+        if self.config.prediction == "x0":
+            return x0
+        return self._gather(self.sqrt_alphas_cumprod, t, x0) * noise - self._gather(
+            self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x_0 implied by x_t and a predicted epsilon. All [B, C, H, W] but t: [B]."""
+        """x_0 implied by x_t and an epsilon. All [B, C, H, W] but t: [B]."""
         return self._gather(self.sqrt_recip_alphas_cumprod, t, xt) * xt - self._gather(
             self.sqrt_recipm1_alphas_cumprod, t, xt) * eps
 
@@ -194,50 +305,108 @@ class GaussianDiffusion:
         return (self._gather(self.sqrt_recip_alphas_cumprod, t, xt) * xt - x0) / self._gather(
             self.sqrt_recipm1_alphas_cumprod, t, xt)
 
-    def p_mean_variance(self, eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
-        """p(x_{t-1} | x_t) from the network's epsilon: mean, log-variance ([B, 1, 1, 1]) and predicted x_0."""
-        x0 = self.predict_x0(xt, t, eps)
-        if self.config.clip_denoised:
+    def split_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Network output [B, C or 2C, H, W] -> (prediction [B, C, H, W], variance channels or None)."""
+        if self.learned_variance:
+            return out.chunk(2, dim=1)
+        return out, None
+
+    def x0_from_prediction(self, pred: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_0 implied by the network's prediction (of the configured kind) at x_t. [B, C, H, W]; t: [B]."""
+        if self.config.prediction == "eps":
+            return self.predict_x0(xt, t, pred)
+        if self.config.prediction == "x0":
+            return pred
+        return self._gather(self.sqrt_alphas_cumprod, t, xt) * xt - self._gather(
+            self.sqrt_one_minus_alphas_cumprod, t, xt) * pred
+
+    def model_log_variance(self, var_out: torch.Tensor | None, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """log of p's variance: fixed -> [B, 1, 1, 1]; learned -> [B, C, H, W] from the variance channels."""
+        if self.config.variance == "fixed_large":
+            return self._gather(self.log_variance_large, t, like)
+        if self.config.variance == "fixed_small":
+            return self._gather(self.log_variance_small, t, like)
+        frac = (var_out + 1) / 2
+        return frac * self._gather(self.log_betas, t, like) + (1 - frac) * self._gather(
+            self.log_variance_small, t, like)
+
+    def p_mean_variance(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, clip: bool | None = None):
+        """p(x_{t-1} | x_t) from the network's raw output: mean [B, C, H, W], log-variance ([B, 1, 1, 1]
+        or [B, C, H, W]) and the predicted x_0 (clipped to [-1, 1] when ``clip``, default the config's)."""
+        pred, var_out = self.split_output(out)
+        x0 = self.x0_from_prediction(pred, xt, t)
+        if self.config.clip_denoised if clip is None else clip:
             x0 = x0.clamp(-1, 1)
         mean, _, _ = self.q_posterior(x0, xt, t)
-        return mean, self._gather(self.model_log_variance, t, xt), x0
+        return mean, self.model_log_variance(var_out, t, xt), x0
 
     # training ----------------------------------------------------------------------------
 
-    def training_loss(self, net: Net, x0: torch.Tensor, y: torch.Tensor, null_label: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-        """The simple loss of Ho et al.: || eps - net(x_t, t, y') ||^2, averaged over pixels.
+    def draw_timesteps(self, batch: int, generator: torch.Generator | None, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """t [batch] for training and the loss weights [batch] (all 1 unless importance sampling)."""
+        if self.t_sampler is not None:
+            return self.t_sampler.sample(batch, generator, device)
+        gen_device = generator.device if generator is not None else device
+        t = torch.randint(self.num_timesteps, (batch,), generator=generator, device=gen_device).to(device)
+        return t, torch.ones(batch, device=device)
 
-        x0: [B, C, H, W] in [-1, 1]; y: [B] labels; with probability p_uncond a label is replaced by
-        ``null_label`` (classifier-free guidance). t is uniform over 0..T-1. Returns [B].
-        """
+    def training_losses(self, net: Net, x0: torch.Tensor, y: torch.Tensor, null_label: int,
+                        generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The training objective, per sample. x0: [B, C, H, W] in [-1, 1]; y: [B] labels, each replaced by
+        ``null_label`` with probability p_uncond (classifier-free guidance). Returns {"loss", "mse", "vb",
+        "t"}, each [B]: mse is || target - prediction ||^2 averaged over pixels (L_simple); vb is the
+        bound's term at t in bits per dimension, computed with the prediction detached, so only the
+        variance channels learn from it; loss = (mse + vb_weight * T * vb) * weight for a learned
+        variance (Nichol & Dhariwal's hybrid loss: T * vb estimates L_vb), mse * weight otherwise."""
         b = x0.shape[0]
         device = generator.device if generator is not None else x0.device  # draw where the generator lives
-        t = torch.randint(self.num_timesteps, (b,), generator=generator, device=device).to(x0.device)
+        t, weights = self.draw_timesteps(b, generator, x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=device).to(x0.device)
         drop = torch.rand(b, generator=generator, device=device).to(x0.device) < self.config.p_uncond
         y = torch.where(drop, torch.full_like(y, null_label), y)
-        eps = net(self.q_sample(x0, t, noise), t, y)
-        return (eps - noise).pow(2).flatten(1).mean(1)
+        xt = self.q_sample(x0, t, noise)
+        out = net(xt, t, y)
+        pred, var_out = self.split_output(out)
+        mse = (pred - self.target(x0, t, noise)).pow(2).flatten(1).mean(1)
+        loss = mse
+        if self.learned_variance or self.t_sampler is not None:
+            frozen = out.detach() if var_out is None else torch.cat([pred.detach(), var_out], dim=1)
+            vb = self.vb_term_from_output(frozen, x0, xt, t, clip=False) / (x0[0].numel() * math.log(2.0))
+            if self.learned_variance:
+                loss = mse + self.config.vb_weight * self.num_timesteps * vb
+            if self.t_sampler is not None:
+                self.t_sampler.update(t, vb)
+        else:
+            vb = torch.full_like(mse, math.nan)
+        return {"loss": loss * weights, "mse": mse, "vb": vb, "t": t}
+
+    def training_loss(self, net: Net, x0: torch.Tensor, y: torch.Tensor, null_label: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """The per-sample training loss [B] (see training_losses)."""
+        return self.training_losses(net, x0, y, null_label, generator)["loss"]
 
     # sampling ----------------------------------------------------------------------------
 
-    @staticmethod
-    def guided_eps(net: Net, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float,
-                   null_label: int) -> torch.Tensor:
-        """Classifier-free guidance: eps_uncond + w * (eps_cond - eps_uncond).
+    def guided_output(self, net: Net, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float,
+                      null_label: int) -> torch.Tensor:
+        """Classifier-free guidance on the prediction channels: uncond + w * (cond - uncond); variance
+        channels, if any, from the conditional call (the unconditional one when w = 0).
 
-        w = 0: unconditional; w = 1: conditional (one network call); w > 1: guided.
-        x: [B, C, H, W], t: [B], y: [B] -> [B, C, H, W].
+        w = 0: unconditional; w = 1: conditional (one network call); w > 1: guided. The prediction is
+        affine in eps for a fixed x_t, so guiding x0 or v predictions equals guiding their eps.
+        x: [B, C, H, W], t: [B] (this process's timesteps), y: [B] -> the network's output shape.
         """
         if guidance == 1.0:
-            return net(x, t, y)
+            return self.call(net, x, t, y)
         null = torch.full_like(y, null_label)
         if guidance == 0.0:
-            return net(x, t, null)
-        eps = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
-        cond, uncond = eps.chunk(2)
-        return uncond + guidance * (cond - uncond)
+            return self.call(net, x, t, null)
+        both = self.call(net, torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null]))
+        cond, uncond = both.chunk(2)
+        pred_c, var_c = self.split_output(cond)
+        pred_u, _ = self.split_output(uncond)
+        guided = pred_u + guidance * (pred_c - pred_u)
+        return guided if var_c is None else torch.cat([guided, var_c], dim=1)
 
     def ddim_timesteps(self, steps: int) -> list[int]:
         """``steps`` timesteps evenly spaced over 0..T-1, descending, always ending at 0."""
@@ -248,42 +417,36 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def sample(self, net: Net, labels: torch.Tensor, seeds: torch.Tensor, shape: tuple[int, int, int], *,
-               null_label: int, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
+               null_label: int, sampler: str = "ddim", steps: int | None = 50, eta: float = 0.0,
                guidance: float = 1.0) -> torch.Tensor:
         """Generate images. labels, seeds: [B] int64; shape: (C, H, W). Returns [B, C, H, W] in [-1, 1].
 
         Sample i depends only on (labels[i], seeds[i]) and the settings, not on the batch it is in.
-        ``sampler``: "ddpm" (ancestral, all T steps; ``steps`` ignored) or "ddim" (``steps`` steps, ``eta``).
+        ``sampler``: "ddpm" (ancestral, with the model's variances, on ``steps`` respaced steps; None or
+        T: all) or "ddim" (``steps`` steps, noise ``eta``: 0 deterministic, 1 the posterior's variance).
         """
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"unknown sampler {sampler!r}; valid: ['ddim', 'ddpm']")
+        proc = self.respaced(steps or self.num_timesteps)
         device = labels.device
         noise = NoiseStream(seeds, shape, device)
         x = noise.next()
-        if sampler == "ddpm":
-            for i in reversed(range(self.num_timesteps)):
-                t = torch.full((len(labels),), i, dtype=torch.long, device=device)
-                eps = self.guided_eps(net, x, t, labels, guidance, null_label)
-                mean, logvar, _ = self.p_mean_variance(eps, x, t)
-                z = noise.next()
+        for i in reversed(range(proc.num_timesteps)):
+            t = torch.full((len(labels),), i, dtype=torch.long, device=device)
+            out = proc.guided_output(net, x, t, labels, guidance, null_label)
+            z = noise.next()
+            if sampler == "ddpm":
+                mean, logvar, _ = proc.p_mean_variance(out, x, t)
                 x = mean + (torch.exp(0.5 * logvar) * z if i > 0 else 0.0)
-        elif sampler == "ddim":
-            ts = self.ddim_timesteps(steps)
-            for i, cur in enumerate(ts):
-                prev = ts[i + 1] if i + 1 < len(ts) else -1
-                t = torch.full((len(labels),), cur, dtype=torch.long, device=device)
-                eps = self.guided_eps(net, x, t, labels, guidance, null_label)
-                x0 = self.predict_x0(x, t, eps)
-                if self.config.clip_denoised:
-                    x0 = x0.clamp(-1, 1)
-                    eps = self.predict_eps(x, t, x0)
-                abar = self.alphas_cumprod[cur].item()
-                abar_prev = self.alphas_cumprod[prev].item() if prev >= 0 else 1.0
+            else:
+                _, _, x0 = proc.p_mean_variance(out, x, t)
+                eps = proc.predict_eps(x, t, x0)
+                abar = proc.alphas_cumprod[i].item()
+                abar_prev = proc.alphas_cumprod_prev[i].item()
                 sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
                 x = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
-                z = noise.next()
-                if sigma > 0 and prev >= 0:
+                if sigma > 0 and i > 0:
                     x = x + sigma * z
-        else:
-            raise ValueError(f"unknown sampler {sampler!r}; valid: ['ddim', 'ddpm']")
         return x.clamp(-1, 1)
 
     # likelihood --------------------------------------------------------------------------
@@ -294,17 +457,23 @@ class GaussianDiffusion:
         mean, _, logvar = self.q_mean_variance(x0, t)
         return normal_kl(mean, logvar, torch.zeros_like(mean), torch.zeros_like(logvar)).flatten(1).sum(1)
 
-    def vb_term(self, net: Net, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """One term of the bound, summed over dimensions: the decoder's -log p(x_0 | x_1) where t == 0,
-        KL(q(x_t | x_{t+1}, x_0) || p(x_t | x_{t+1})) elsewhere (in this module's 0-indexed t, the term
-        for step t compares the distributions of x_{t-1} given x_t). x0, noise: [B, C, H, W]; y, t: [B]
-        -> [B] nats."""
-        xt = self.q_sample(x0, t, noise)
+    def vb_term_from_output(self, out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+                            clip: bool | None = None) -> torch.Tensor:
+        """One term of the bound given the network's output at x_t, summed over dimensions: the decoder's
+        -log p(x_0 | x_1) (a Gaussian discretized to the 256 levels, open end bins) where t == 0,
+        KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) elsewhere. out: the network's output at (xt, t);
+        x0, xt: [B, C, H, W]; t: [B] -> [B] nats."""
         true_mean, _, true_logvar = self.q_posterior(x0, xt, t)
-        mean, logvar, _ = self.p_mean_variance(net(xt, t, y), xt, t)
+        mean, logvar, _ = self.p_mean_variance(out, xt, t, clip=clip)
         kl = normal_kl(true_mean, true_logvar, mean, logvar).flatten(1).sum(1)
         nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar.expand_as(mean)).flatten(1).sum(1)
         return torch.where(t == 0, nll, kl)
+
+    def vb_term(self, net: Net, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One term of the bound at timesteps t [B] (see vb_term_from_output), the network called on
+        x_t = q_sample(x0, t, noise). x0, noise: [B, C, H, W]; y: [B] -> [B] nats."""
+        xt = self.q_sample(x0, t, noise)
+        return self.vb_term_from_output(self.call(net, xt, t, y), x0, xt, t)
 
     @torch.no_grad()
     def bits_per_dim(self, net: Net, x0: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor,
@@ -316,9 +485,11 @@ class GaussianDiffusion:
         x0: [B, C, H, W] real images on the 8-bit grid in [-1, 1]; y: [B] their labels; seeds: [B] per-image
         seeds for the noise. ``t_samples=None`` sums every term (T network calls); an integer K computes the
         prior and decoder terms exactly and estimates the sum of the T-1 KL terms by stratified Monte Carlo
-        (K network calls, unbiased per image). Returns per-image tensors [B]: "total", "prior", "decoder",
-        "kl" (all bits/dim).
+        (K network calls, unbiased per image). Learned variances are used where the model has them.
+        Returns per-image tensors [B]: "total", "prior", "decoder", "kl" (all bits/dim).
         """
+        if self.timestep_map is not None and not torch.equal(self.timestep_map, torch.arange(self.num_timesteps)):
+            raise ValueError("the bound is defined on the full process, not a respaced one")
         b = x0.shape[0]
         dims = x0[0].numel()
         noise = NoiseStream(seeds, tuple(x0.shape[1:]), x0.device)

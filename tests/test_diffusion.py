@@ -148,7 +148,7 @@ def toy_net(x, t, y):
 def test_sampling_does_not_depend_on_batch_size(sampler, steps, eta):
     d = GaussianDiffusion(DiffusionConfig(timesteps=30))
     labels, seeds = torch.tensor([0, 1, 2, 1, 0]), torch.tensor([7, 8, 9, 10, 11])
-    kw = dict(null_label=3, sampler=sampler, steps=steps or 1, eta=eta, guidance=2.0)
+    kw = dict(null_label=3, sampler=sampler, steps=steps, eta=eta, guidance=2.0)
     whole = d.sample(toy_net, labels, seeds, (1, 8, 8), **kw)
     parts = torch.cat([d.sample(toy_net, labels[i:i + 2], seeds[i:i + 2], (1, 8, 8), **kw) for i in range(0, 5, 2)])
     assert torch.equal(whole, parts)
@@ -174,12 +174,13 @@ def test_unet_sampling_is_reproducible_and_batch_size_independent_within_roundin
 
 def test_guidance_scale_one_is_the_conditional_prediction():
     net = tiny_unet()
+    d = GaussianDiffusion(DiffusionConfig(timesteps=30))
     x, t, y = torch.randn(3, 1, 8, 8), torch.tensor([1, 5, 9]), torch.tensor([0, 1, 2])
     with torch.no_grad():
         cond, uncond = net(x, t, y), net(x, t, torch.full_like(y, 3))
-        assert torch.allclose(GaussianDiffusion.guided_eps(net, x, t, y, 1.0, 3), cond)
-        assert torch.allclose(GaussianDiffusion.guided_eps(net, x, t, y, 0.0, 3), uncond)
-        w3 = GaussianDiffusion.guided_eps(net, x, t, y, 3.0, 3)
+        assert torch.allclose(d.guided_output(net, x, t, y, 1.0, 3), cond)
+        assert torch.allclose(d.guided_output(net, x, t, y, 0.0, 3), uncond)
+        w3 = d.guided_output(net, x, t, y, 3.0, 3)
         assert torch.allclose(w3, uncond + 3 * (cond - uncond), atol=1e-5)
 
 

@@ -111,7 +111,8 @@ def test_ddpm_sample_and_bits_per_dim_interface():
     assert torch.equal(samples, method.sample(labels, seeds, batch_size=1))
     assert method.network_evaluations() == 8  # 4 DDIM steps, guidance 2 doubles each
     assert method.network_evaluations(guidance=1.0) == 4
-    assert method.network_evaluations(sampler="ddpm") == 100
+    assert method.network_evaluations(sampler="ddpm", steps=4) == 8  # ancestral on 4 respaced steps
+    assert method.network_evaluations(sampler="ddpm", steps=1000, guidance=1.0) == 50  # all T = 50
     bpd = method.bits_per_dim(samples, labels, seeds, t_samples=3)
     assert bpd["total"].shape == (3,) and torch.isfinite(bpd["total"]).all() and (bpd["total"] > 0).all()
 
