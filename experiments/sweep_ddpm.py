@@ -5,6 +5,7 @@
         --workers-per-trial 4 --gpus-per-worker 1 --set data.image_size=48   # on a Ray cluster
     python experiments/sweep_ddpm.py --smoke-test         # seconds: tiny data, network and budget
     python experiments/sweep_ddpm.py --dry-run            # print the resolved config
+    python experiments/sweep_ddpm.py --preset objectives  # eps vs v x fixed vs learned variance (PRESETS)
     python experiments/sweep_ddpm.py --dataset fer2013 --data-root ~/data/fer2013.csv \
         --classes neutral,fear,angry,surprise,disgust --epochs 4   # your copy of a real dataset (README)
 
@@ -52,5 +53,24 @@ SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing i
     "sweep.space": {"model.lr": [1e-3], "train.epochs": [1, 2]},
 }
 
+PRESETS = {  # --preset NAME: studies on top of the profile (dotted overrides; the search space replaced)
+    # epsilon vs v prediction x fixed vs learned variance (hybrid loss), each scored with the full bound
+    # and, on its final checkpoint, both samplers at 5 / 15 / 50 steps with and without guidance
+    "objectives": {
+        "sweep.space": {"model.diffusion.prediction": ["eps", "v"],
+                        "model.diffusion.variance": ["fixed_large", "learned"]},
+        "sweep.scheduler": "fifo",
+        "eval.bpd_t_samples": None,  # all T terms
+        "eval.sampling_sweep": {"sampler": ["ddim", "ddpm"], "steps": [5, 15, 50], "guidance": [1.0, 3.0]},
+    },
+    # one model, many samplers: quality against sampling cost from a single checkpoint
+    "sampling": {
+        "sweep.space": {"train.epochs": [13]},
+        "sweep.scheduler": "fifo",
+        "eval.sampling_sweep": {"sampler": ["ddim", "ddpm"], "steps": [5, 10, 15, 25, 50, 100],
+                                "guidance": [1.0, 2.0, 3.0]},
+    },
+}
+
 if __name__ == "__main__":
-    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))
+    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__, presets=PRESETS))

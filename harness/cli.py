@@ -21,8 +21,11 @@ def _value(text: str):
         return text
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
+def build_parser(description: str, presets: dict[str, dict] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if presets:
+        p.add_argument("--preset", choices=sorted(presets), default=None,
+                       help="a named study of this script (overrides applied before every other flag)")
     cluster = p.add_argument_group("cluster")
     cluster.add_argument("--address", default=None,
                          help="Ray address to join ('auto' or host:port; also RAY_ADDRESS); none: start a local Ray")
@@ -59,9 +62,21 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict) -> ExperimentConfig:
-    """Apply, in order: the smoke-test profile, the named flags, the --set overrides."""
-    overrides: dict = dict(smoke) if args.smoke_test else {}
+def _merge(base: dict, extra: dict) -> dict:
+    """Overrides ``extra`` on top of ``base``; their search spaces (sweep.space) are merged key by key."""
+    out = {**base, **extra}
+    if "sweep.space" in base and "sweep.space" in extra:
+        out["sweep.space"] = {**base["sweep.space"], **extra["sweep.space"]}
+    return out
+
+
+def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
+            presets: dict[str, dict] | None = None) -> ExperimentConfig:
+    """Apply, in order: the preset, the smoke-test profile, the named flags, the --set overrides."""
+    preset = getattr(args, "preset", None)
+    overrides: dict = dict((presets or {})[preset]) if preset else {}
+    if args.smoke_test:
+        overrides = _merge(overrides, smoke)
     named = {
         "cluster.address": args.address, "cluster.storage_path": args.storage_path,
         "cluster.workers_per_trial": args.workers_per_trial, "cluster.cpus_per_worker": args.cpus_per_worker,
@@ -90,12 +105,14 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict) -> 
         raise SystemExit(f"bad configuration: {e}") from None
 
 
-def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "", argv=None) -> int:
-    """Parse the command line, then print the config (--dry-run) or run the sweep. Returns an exit code."""
-    args = build_parser(description).parse_args(argv)
+def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "", argv=None,
+                   presets: dict[str, dict] | None = None) -> int:
+    """Parse the command line, then print the config (--dry-run) or run the sweep. Returns an exit code.
+    presets: {name: dotted overrides}, offered as --preset NAME."""
+    args = build_parser(description, presets).parse_args(argv)
     if args.address is None and os.environ.get("RAY_ADDRESS"):
         args.address = os.environ["RAY_ADDRESS"]
-    config = resolve(args, config, smoke)
+    config = resolve(args, config, smoke, presets)
     if args.dry_run:
         print(json.dumps(to_dict(config), indent=2))
         return 0

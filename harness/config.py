@@ -37,11 +37,22 @@ class EvalConfig:
     batch_size: int = 256  # images per network call when sampling and extracting features
     grid_per_class: int = 8  # samples per class shown in the report's grid
     bpd_images: int = 128  # real test images for bits/dim (0: skip)
-    bpd_t_samples: int | None = 32  # Monte Carlo draws of t for the KL terms (None: all T terms)
+    # None: the full bound, every one of the T terms (T network calls per image); K: the prior and decoder
+    # terms exact and the T-1 KL terms by stratified Monte Carlo with K draws (cheaper, unbiased, noisier)
+    bpd_t_samples: int | None = None
+    bpd_at: str = "final"  # "final": the bound at each trial's last epoch only; "every": at every evaluation
+    # Sampler settings evaluated on each trial's final checkpoint besides the model's own, each its own
+    # results row: a grid over the axes "sampler", "steps", "eta", "guidance", e.g.
+    # {"steps": [5, 10, 25, 50], "guidance": [1.0, 3.0]}; an axis left out keeps the model's setting.
+    sampling_sweep: dict[str, list] = field(default_factory=dict)
     kid_subset_size: int = 1000  # capped at the number of samples
     kid_subsets: int = 100
     isc_splits: int = 10  # capped at the number of samples
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+    def __post_init__(self):
+        if self.bpd_at not in ("final", "every"):
+            raise ValueError(f"unknown eval.bpd_at {self.bpd_at!r}; valid: ['every', 'final']")
 
 
 @dataclass

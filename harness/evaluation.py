@@ -112,22 +112,51 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def evaluate(method, data: DatasetSplits, ref: EvalReference, config, device="cpu") -> tuple[dict, bytes]:
-    """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference.
+SWEEP_AXES = ("sampler", "steps", "eta", "guidance")  # what EvalConfig.sampling_sweep may vary
 
-    config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the numeric metrics
-    (NaN where missing), "missing" {metric: reason}, and the protocol every figure was computed under.
-    """
-    t_start = time.time()
+
+def sampling_grid(sweep: dict[str, list]) -> list[dict]:
+    """The settings of a sampling sweep: the product of its axes, e.g. {"steps": [10, 50], "guidance": [1, 3]}
+    -> 4 dicts. An ancestral ("ddpm") setting ignores eta, so settings differing only there are merged."""
+    unknown = sorted(set(sweep) - set(SWEEP_AXES))
+    if unknown:
+        raise ValueError(f"unknown sampling sweep axes {unknown}; valid: {list(SWEEP_AXES)}")
+    grid = [{}]
+    for axis in SWEEP_AXES:
+        if axis in sweep:
+            grid = [{**g, axis: value} for g in grid for value in sweep[axis]]
+    out = []
+    for g in grid:
+        if g.get("sampler") == "ddpm":
+            g = {k: v for k, v in g.items() if k != "eta"}
+        if g not in out:
+            out.append(g)
+    return out
+
+
+def setting_key(settings: dict) -> str:
+    """A folder-safe name of sampler settings: {"sampler": "ddim", "steps": 10, "guidance": 2.0} ->
+    "ddim-steps10-guidance2"."""
+    parts = [str(settings["sampler"])] if "sampler" in settings else []
+    parts += [f"{k}{settings[k]:g}" for k in ("steps", "eta", "guidance") if k in settings]
+    return "-".join(parts) or "default"
+
+
+def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, device="cpu",
+                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes]:
+    """Generate ``samples_per_class`` seeded images per class with the method's sampler (``settings``
+    override it) and score them: accuracy overall and per class, FID / KID / IS in the domain
+    classifier's features, seconds per image, network evaluations.
+    Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid)."""
+    settings = settings or {}
     k = data.num_classes
     n = config.samples_per_class
     labels = torch.arange(k).repeat_interleave(n)
     seeds = config.seed + torch.arange(k * n)
     t0 = time.time()
-    samples = method.sample(labels, seeds, batch_size=config.batch_size)
+    samples = method.sample(labels, seeds, batch_size=config.batch_size, **settings)
     sample_seconds = time.time() - t0
     metrics: dict[str, float] = {}
-    missing: dict[str, str] = {}
 
     classifier = ref.classifier(data.channels, k, device)
     probs = predict(classifier, samples)
@@ -147,44 +176,66 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, device="cp
     metrics["kid_domain_std"] = fid["kernel_inception_distance_std"]
     metrics["is_domain"] = fid["inception_score_mean"]
     metrics["is_domain_std"] = fid["inception_score_std"]
-
-    bpd_n = min(config.bpd_images, len(data.test))
-    if not getattr(method, "has_likelihood", False):
-        metrics["bpd"] = metrics["bpd_stderr"] = math.nan
-        missing["bpd"] = f"{method.name} has no likelihood"
-    elif bpd_n == 0:
-        metrics["bpd"] = metrics["bpd_stderr"] = math.nan
-        missing["bpd"] = "disabled (eval.bpd_images = 0)"
-    else:
-        t0 = time.time()
-        parts = []
-        for start in range(0, bpd_n, config.batch_size):
-            sl = slice(start, min(start + config.batch_size, bpd_n))
-            parts.append(method.bits_per_dim(data.test.images[sl], data.test.labels[sl],
-                                             config.seed + 10_000_000 + torch.arange(sl.start, sl.stop),
-                                             t_samples=config.bpd_t_samples))
-        per_image = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-        total = per_image["total"]
-        metrics["bpd"] = total.mean().item()
-        metrics["bpd_stderr"] = (total.std(unbiased=True) / math.sqrt(len(total))).item() if len(total) > 1 else math.nan
-        for key in ("prior", "decoder", "kl"):
-            metrics[f"bpd_{key}"] = per_image[key].mean().item()
-        metrics["bpd_seconds"] = time.time() - t0
-
     metrics["sample_seconds_per_image"] = sample_seconds / len(samples)
-    metrics["network_evaluations"] = float(method.network_evaluations())
-    metrics["eval_seconds"] = time.time() - t_start
+    metrics["network_evaluations"] = float(method.network_evaluations(**settings))
     protocol = {
         "num_samples": len(samples), "samples_per_class": n, "sample_seed": config.seed,
         "reference_split": ref.reference_split, "reference_size": len(data.test),
         "resolution": f"{data.channels}x{data.image_size}x{data.image_size}",
         "extractor": f"domain classifier {ref.weights_hash} (penultimate features, logits for IS)",
         "kid_subset_size": min(config.kid_subset_size, len(samples), len(data.test)),
-        "sampling": method.sampling_settings(),
-        "bpd_images": bpd_n if getattr(method, "has_likelihood", False) else 0,
-        "bpd_t_samples": "all" if config.bpd_t_samples is None else config.bpd_t_samples,
-        "bpd_conditioning": "true label, no guidance, EMA weights, clipped x0",
+        "sampling": method.sampling_settings(**settings),
     }
     grid_rows = torch.cat([samples[labels == c][: config.grid_per_class] for c in range(k)])
-    grid = png_bytes(sample_grid(grid_rows, k))
+    return metrics, {}, protocol, png_bytes(sample_grid(grid_rows, k))
+
+
+def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = None) -> tuple[dict, dict, dict]:
+    """The variational bound on the real test split's first ``bpd_images`` images, per image, then
+    its mean and standard error (bits/dim) and the mean of each part; ``skip``: the reason not to.
+    Returns (metrics, missing, protocol)."""
+    bpd_n = min(config.bpd_images, len(data.test))
+    nan = {"bpd": math.nan, "bpd_stderr": math.nan}
+    if skip:
+        return nan, {"bpd": skip}, {}
+    if not getattr(method, "has_likelihood", False):
+        return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}
+    if bpd_n == 0:
+        return nan, {"bpd": "disabled (eval.bpd_images = 0)"}, {"bpd_images": 0}
+    t0 = time.time()
+    parts = []
+    for start in range(0, bpd_n, config.batch_size):
+        sl = slice(start, min(start + config.batch_size, bpd_n))
+        parts.append(method.bits_per_dim(data.test.images[sl], data.test.labels[sl],
+                                         config.seed + 10_000_000 + torch.arange(sl.start, sl.stop),
+                                         t_samples=config.bpd_t_samples))
+    per_image = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    total = per_image["total"]
+    metrics = {"bpd": total.mean().item(),
+               "bpd_stderr": (total.std(unbiased=True) / math.sqrt(len(total))).item() if len(total) > 1 else math.nan}
+    for key in ("prior", "decoder", "kl"):
+        metrics[f"bpd_{key}"] = per_image[key].mean().item()
+    metrics["bpd_seconds"] = time.time() - t0
+    protocol = {"bpd_images": bpd_n, "bpd_split": "test",
+                "bpd_t_samples": "all" if config.bpd_t_samples is None else config.bpd_t_samples,
+                **method.likelihood_protocol()}
+    return metrics, {}, protocol
+
+
+def evaluate(method, data: DatasetSplits, ref: EvalReference, config, device="cpu",
+             settings: dict | None = None, likelihood: tuple[dict, dict, dict] | None = None) -> tuple[dict, bytes]:
+    """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference: its samples under
+    the method's sampler (or ``settings``) and its bound on real test images (``likelihood``: reuse
+    a result of likelihood_metrics, which does not depend on the sampler).
+
+    config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the numeric metrics
+    (NaN where missing), "missing" {metric: reason}, and the protocol every figure was computed under.
+    """
+    t_start = time.time()
+    metrics, missing, protocol, grid = sample_metrics(method, data, ref, config, device, settings)
+    bound = likelihood if likelihood is not None else likelihood_metrics(method, data, config)
+    metrics.update(bound[0])
+    missing.update(bound[1])
+    protocol.update(bound[2])
+    metrics["eval_seconds"] = time.time() - t_start
     return {"metrics": metrics, "missing": missing, "protocol": protocol}, grid

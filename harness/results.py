@@ -1,6 +1,7 @@
-"""results.parquet: one row per trial and evaluation point, built from the evaluation records the
-trials wrote (artifacts/<trial>/epoch_NNNN/eval.json) and Tune's view of each trial (status, error,
-per-epoch losses). Beside it, history.parquet holds every epoch's training figures (for the curves)."""
+"""results.parquet: one row per trial, evaluation point and sampler setting, built from the evaluation
+records the trials wrote (artifacts/<trial>/epoch_NNNN/eval.json, and for the final checkpoint's
+sampling sweep epoch_NNNN/sampling/<setting>/eval.json) and Tune's view of each trial (status,
+error, per-epoch losses). Beside it, history.parquet holds every epoch's training figures (for the curves)."""
 
 from __future__ import annotations
 
@@ -77,9 +78,16 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
                          if progress is not None and "train_seconds" in progress else None)
         artifact_dir = storage.join(run_dir, "artifacts", trial_id)
         evaluations = [name for name in storage.list_dir(artifact_dir) if name.startswith("epoch_")]
-        for name in evaluations:
+        records = [os.path.join(name, sub) for name in evaluations
+                   for sub in ["", *(os.path.join("sampling", key)
+                                     for key in storage.list_dir(storage.join(artifact_dir, name, "sampling")))]]
+        for name in records:
+            name = name.rstrip("/")
             record = json.loads(storage.read_bytes(storage.join(artifact_dir, name, "eval.json")))
             row = dict(base)
+            settings = record["protocol"].get("sampling", {})
+            row.update(sampling_setting=record.get("sampling_setting", "default"), sampler=settings.get("sampler"),
+                       sampling_steps=settings.get("steps"), eta=settings.get("eta"), guidance=settings.get("guidance"))
             row.update(epoch=record["epoch"], step=record["step"])
             row["train_seconds"] = float(train_seconds.get(record["epoch"], math.nan)) if train_seconds is not None else math.nan
             row.update(record["metrics"])

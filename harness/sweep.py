@@ -18,7 +18,7 @@ import models
 import reports
 from harness import storage
 from harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
-from harness.evaluation import prepare_reference
+from harness.evaluation import prepare_reference, sampling_grid
 from harness.results import collect_results, write_results
 from harness.trial import trial_driver
 from reports import build_report
@@ -136,6 +136,7 @@ def run_sweep(config: ExperimentConfig, resume: str | None = None, log=print) ->
     else:
         run_dir = storage.join(experiment_dir, time.strftime("%Y%m%d-%H%M%S"))
     # the data first: bad input fails here, before Ray starts or anything is written
+    sampling_grid(config.eval.sampling_sweep)  # and a misspelt sampling sweep
     data = datasets.load(config.data)
     if resume:
         check_same_data(data, run_dir, config.data.data_root)

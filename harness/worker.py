@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from harness import storage
 from harness.config import ExperimentConfig, experiment_from_dict
-from harness.evaluation import evaluate
+from harness.evaluation import evaluate, likelihood_metrics, sampling_grid, setting_key
 from models import build_method
 
 CHECKPOINT_FILE = "state.pt"
@@ -56,6 +56,17 @@ def _mean_across_ranks(value: float, world: int) -> float:
 def _save_checkpoint(method, config: dict, epoch: int, directory: str) -> None:
     torch.save({"method": method.state_dict(), "epoch": epoch, "config": config},
                os.path.join(directory, CHECKPOINT_FILE))
+
+
+def _evaluate_into(folder: str, method, data, reference, config: ExperimentConfig, device, epoch: int,
+                   trial_id: str, settings: dict | None = None, likelihood=None) -> dict:
+    """Evaluate and write eval.json and samples.png into ``folder``; returns the record."""
+    record, grid_png = evaluate(method, data, reference, config.eval, device=device, settings=settings,
+                                likelihood=likelihood)
+    record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting=setting_key(settings or {}))
+    storage.write_bytes(storage.join(folder, "samples.png"), grid_png)
+    storage.write_bytes(storage.join(folder, "eval.json"), json.dumps(record, indent=1).encode())
+    return record
 
 
 def train_worker(loop_config: dict) -> None:
@@ -102,13 +113,18 @@ def train_worker(loop_config: dict) -> None:
             "evaluated": False,
         }
         if rank == 0 and is_eval_epoch(epoch, config):
-            record, grid_png = evaluate(method, data, reference, config.eval, device=device)
-            record.update(epoch=epoch, step=method.step, trial_id=loop_config["trial_id"])
             folder = storage.join(loop_config["artifact_dir"], f"epoch_{epoch:04d}")
-            storage.write_bytes(storage.join(folder, "samples.png"), grid_png)
-            storage.write_bytes(storage.join(folder, "eval.json"), json.dumps(record, indent=1).encode())
+            final = epoch == config.train.epochs
+            skip = None if final or config.eval.bpd_at == "every" else "computed at the final epoch only (eval.bpd_at)"
+            bound = likelihood_metrics(method, data, config.eval, skip=skip)
+            record = _evaluate_into(folder, method, data, reference, config, device, epoch, loop_config["trial_id"],
+                                    likelihood=bound)
             latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
             metrics["evaluated"] = True
+            if final:  # the final checkpoint under other sampler settings: one record each, the bound reused
+                for settings in sampling_grid(config.eval.sampling_sweep):
+                    _evaluate_into(storage.join(folder, "sampling", setting_key(settings)), method, data, reference,
+                                   config, device, epoch, loop_config["trial_id"], settings, bound)
         metrics = {**latest, **metrics}
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:

@@ -120,6 +120,14 @@ class DDPMMethod:
         x0 = uint8_to_float(images.to(self.device))
         return self.diffusion.bits_per_dim(self.ema.shadow, x0, labels.to(self.device), seeds, t_samples=t_samples)
 
+    def likelihood_protocol(self) -> dict:
+        """How bits_per_dim computes the bound (recorded with the figure)."""
+        d = self.config.diffusion
+        return {"bpd_timesteps": self.diffusion.num_timesteps, "bpd_clip_x0": d.clip_denoised,
+                "bpd_variance": d.variance, "bpd_prediction": d.prediction,
+                "bpd_decoder": "Gaussian discretized to 256 levels, open end bins",
+                "bpd_conditioning": "true label, no guidance, EMA weights"}
+
     def state_dict(self) -> dict:
         state = {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
                  "step": self.step, "generator": self.generator.get_state()}

@@ -114,6 +114,27 @@ def cost_scatter(rows: pd.DataFrame, cost: str, metric: str, colors: dict[str, s
     return to_fragment(fig)
 
 
+def sampling_curve(rows: pd.DataFrame, metric: str, title: str) -> str | None:
+    """One checkpoint's metric against the sampling steps, a line per (sampler, eta, guidance); None
+    unless at least two step counts were evaluated."""
+    if not {"sampling_steps", metric} <= set(rows.columns):
+        return None
+    rows = rows.assign(_steps=pd.to_numeric(rows["sampling_steps"], errors="coerce")).dropna(subset=["_steps", metric])
+    if rows["_steps"].nunique() < 2:
+        return None
+    label = pd.Series("", index=rows.index)
+    for column, short in (("sampler", ""), ("eta", "eta "), ("guidance", "w ")):
+        if column in rows:
+            label = label + rows[column].map(lambda v, s=short: "" if is_missing(v) else f"{s}{v:g} " if s else f"{v} ")
+    fig = go.Figure(layout=dict(title=title, xaxis_title="sampling steps", yaxis_title=metric))
+    for name, part in rows.sort_values("_steps").groupby(label.str.strip(), sort=False):
+        fig.add_scatter(x=part["_steps"], y=part[metric], name=name or "default", mode="lines+markers",
+                        text=part.get("network_evaluations"), hovertemplate="steps %{x}<br>%{y}<br>NFE %{text}<extra></extra>")
+    if log_axis(rows["_steps"]):
+        fig.update_xaxes(type="log")
+    return to_fragment(fig)
+
+
 def class_heatmap(last: pd.DataFrame, classes: list[str]) -> str | None:
     """Trials x classes of sample_accuracy.<class> (%), with the classifier on real test images as the
     last row: per class where classifier_real_accuracy.<class> is recorded, else its overall accuracy."""

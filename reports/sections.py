@@ -54,7 +54,7 @@ def header_section(inputs: RunInputs) -> str:
 def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
     parts = [summary_section, best_section, trials_section, curves_section, hyperparameter_section,
-             cost_section, per_class_section, samples_section, protocol_section]
+             cost_section, sampling_section, per_class_section, samples_section, protocol_section]
     return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)
 
 
@@ -151,6 +151,23 @@ def cost_section(view: DatasetView) -> str:
     scatters = [charts.cost_scatter(rows, cost, metric, view.colors)
                 for metric in dict.fromkeys([view.obj.metric, "fid_domain"]) for cost in COSTS]
     return "<h2>Quality against sampling cost</h2>" + figures(scatters, "no sampling costs recorded")
+
+
+def sampling_section(view: DatasetView) -> str:
+    """Quality against sampling steps for every checkpoint evaluated under a sampling sweep, best trial
+    first; empty when no run swept the sampler."""
+    rows = rows_at_last_epoch(view.rows)
+    if "sampling_steps" not in rows or rows.groupby("trial_id")["sampling_steps"].nunique().max() < 2:
+        return ""
+    out = "<h2>Quality against sampling steps <small>(final checkpoints, same weights)</small></h2>"
+    for trial in view.last["trial_id"]:
+        part = rows[rows["trial_id"] == trial]
+        epoch = fmt(part["epoch"].iloc[0]) if "epoch" in part and len(part) else "?"
+        charts_ = [charts.sampling_curve(part, metric, f"{trial}, epoch {epoch}: {metric}")
+                   for metric in dict.fromkeys([view.obj.metric, "fid_domain"])]
+        if any(charts_):
+            out += figures(charts_, "")
+    return out
 
 
 def per_class_section(view: DatasetView) -> str:

@@ -28,7 +28,7 @@ def tiny_experiment(tmp_path, **sweep) -> ExperimentConfig:
                                          attention_resolutions=(8,), num_heads=2),
                          diffusion=DiffusionConfig(timesteps=50), sampling_steps=3, lr=1e-3),
         train=TrainConfig(epochs=2, batch_size=16, eval_every=1, keep_checkpoints=5),
-        eval=EvalConfig(samples_per_class=3, bpd_images=8, bpd_t_samples=3,
+        eval=EvalConfig(samples_per_class=3, bpd_images=8, bpd_t_samples=3, bpd_at="every",
                         classifier=ClassifierConfig(width=8, epochs=1)),
         sweep=SweepConfig(**sweep),
         cluster=ClusterConfig(storage_path=str(tmp_path), workers_per_trial=2, cpus_per_worker=0.5,
