@@ -122,7 +122,10 @@ def train_worker(loop_config: dict) -> None:
             latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
             metrics["evaluated"] = True
             if final:  # the final checkpoint under other sampler settings: one record each, the bound reused
+                own = method.sampling_settings()
                 for settings in sampling_grid(config.eval.sampling_sweep):
+                    if method.sampling_settings(**settings) == own:
+                        continue  # the record above already holds it
                     _evaluate_into(storage.join(folder, "sampling", setting_key(settings)), method, data, reference,
                                    config, device, epoch, loop_config["trial_id"], settings, bound)
         metrics = {**latest, **metrics}

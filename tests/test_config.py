@@ -100,3 +100,25 @@ def test_resume_refuses_changed_data(tmp_path):
     other = datasets.load(datasets.DataConfig(image_size=16, num_train=14, num_test=14, seed=1))
     with pytest.raises(datasets.DatasetError, match="the data changed since"):
         check_same_data(other, str(tmp_path), None)
+
+
+def test_sampling_sweep_grid_and_names():
+    from harness.evaluation import sampling_grid, setting_key
+
+    grid = sampling_grid({"sampler": ["ddim", "ddpm"], "steps": [5, 50], "eta": [0.0, 1.0]})
+    # ancestral sampling has no eta: its two eta settings are one
+    assert len(grid) == 4 + 2 and {"sampler": "ddpm", "steps": 5} in grid
+    assert setting_key({"sampler": "ddim", "steps": 10, "guidance": 2.0}) == "ddim-steps10-guidance2"
+    assert setting_key({}) == "default" and sampling_grid({}) == [{}]
+    with pytest.raises(ValueError, match="unknown sampling sweep axes"):
+        sampling_grid({"step": [5]})
+
+
+def test_presets_apply_first_and_merge_with_the_smoke_test():
+    presets = {"study": {"sweep.space": {"model.diffusion.prediction": ["eps", "v"]}, "eval.bpd_at": "every"}}
+    args = build_parser("x", presets).parse_args(["--preset", "study", "--smoke-test", "--set", "eval.bpd_images=3"])
+    config = resolve(args, ExperimentConfig(), {"sweep.space": {"train.epochs": [1]}, "eval.bpd_images": 8}, presets)
+    assert config.sweep.space == {"model.diffusion.prediction": ["eps", "v"], "train.epochs": [1]}
+    assert config.eval.bpd_at == "every" and config.eval.bpd_images == 3
+    with pytest.raises(SystemExit, match="bpd_at"):
+        resolve(build_parser("x").parse_args(["--set", "eval.bpd_at=sometimes"]), ExperimentConfig(), {})

@@ -144,7 +144,9 @@ def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
     config = tiny_experiment(tmp_path, space={"train.epochs": [1]})
     config.cluster.workers_per_trial = 1
     code = run_experiment(config, {}, argv=["--dataset", "fer2013", "--data-root", str(tmp_path),
-                                            "--classes", "happy,sad,neutral", "--set", "train.batch_size=8"])
+                                            "--classes", "happy,sad,neutral", "--set", "train.batch_size=8",
+                                            "--set", 'eval.sampling_sweep={"steps": [2, 4], "guidance": [1]}',
+                                            "--set", "eval.bpd_at=final"])
     assert code == 0
     [run_dir] = [d for d in (tmp_path / "tiny").iterdir() if d.is_dir()]
     summary = json.loads((run_dir / "dataset_summary.json").read_text())
@@ -152,6 +154,11 @@ def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
                                  for split, n in (("train", 8), ("validation", 2), ("test", 2))}
     frame = pd.read_parquet(run_dir / "results.parquet")
     assert frame["dataset"].eq("fer2013").all() and frame["sample_accuracy.neutral"].notna().all()
+    # the final checkpoint under its own sampler and the two swept settings: three rows, one bound
+    assert sorted(frame["sampling_setting"]) == ["default", "steps2-guidance1", "steps4-guidance1"]
+    assert sorted(frame["network_evaluations"]) == [2, 4, 6]  # the model's own: 3 steps, guidance 2
+    assert frame["bpd"].nunique() == 1 and frame["bpd"].notna().all()
+    assert frame["protocol.bpd_timesteps"].eq(50).all()
     report = (run_dir / "report.html").read_text()
     assert "validation" in report and "neutral" in report
     assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
