@@ -28,6 +28,9 @@ class TrainConfig:
     eval_every: int = 0  # evaluate every k epochs as well as at the end (0: only at the end)
     eval_epochs: list[int] = field(default_factory=list)  # further epochs to evaluate (the sweep adds ASHA's rungs)
     keep_checkpoints: int = 2  # checkpoints kept per trial (the latest are kept)
+    # a trial ends as "diverged" when its discriminator wins completely on this many steps in a row
+    # (GANs; 0: never); a non-finite loss always ends it
+    diverge_after_steps: int = 300
 
 
 @dataclass

@@ -16,6 +16,7 @@ import pandas as pd
 
 from harness import storage
 from harness.config import config_hash, experiment_from_dict, flatten
+from harness.worker import DIVERGED_FILE
 
 
 def versions() -> dict[str, str]:
@@ -42,7 +43,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def _trial_status(result, last_epoch: int | None, planned_epochs: int) -> tuple[str, str]:
+def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged: dict | None) -> tuple[str, str]:
+    """(status, reason): "error", "diverged" (with the worker's reason and epoch), "no_result",
+    "stopped_early" (by the scheduler) or "completed"."""
+    if diverged is not None:
+        return "diverged", f"epoch {diverged['epoch']} (step {diverged['step']}): {diverged['reason']}"
     if result.error is not None:
         return "error", str(result.error).strip().splitlines()[-1][:500] if str(result.error).strip() else repr(result.error)
     if last_epoch is None:
@@ -68,15 +73,18 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
         last_epoch = None
         if progress is not None and "epoch" in progress:
             last_epoch = int(progress["epoch"].max())
+            columns = ["loss", "train_seconds", "images_per_second",
+                       *(c for c in progress.columns if c.startswith("train/"))]
             for _, r in progress.iterrows():
-                history.append({"trial_id": trial_id, "epoch": int(r["epoch"]), "loss": r.get("loss"),
-                                "train_seconds": r.get("train_seconds"), "images_per_second": r.get("images_per_second")})
-        status, reason = _trial_status(result, last_epoch, experiment.train.epochs)
+                history.append({"trial_id": trial_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
+        artifact_dir = storage.join(run_dir, "artifacts", trial_id)
+        diverged_path = storage.join(artifact_dir, DIVERGED_FILE)
+        diverged = json.loads(storage.read_bytes(diverged_path)) if storage.exists(diverged_path) else None
+        status, reason = _trial_status(result, last_epoch, experiment.train.epochs, diverged)
         base = {"trial_id": trial_id, "method": experiment.method, "config_hash": config_hash(result.config),
                 "status": status, "status_reason": reason, **common, **config_cols}
         train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
                          if progress is not None and "train_seconds" in progress else None)
-        artifact_dir = storage.join(run_dir, "artifacts", trial_id)
         evaluations = [name for name in storage.list_dir(artifact_dir) if name.startswith("epoch_")]
         records = [os.path.join(name, sub) for name in evaluations
                    for sub in ["", *(os.path.join("sampling", key)
@@ -96,7 +104,10 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
                         for k, v in record["protocol"].items()})
             row["sample_grid"] = os.path.join("artifacts", trial_id, name, "samples.png")
             rows.append(row)
-        if not evaluations:
+        if diverged is not None:  # the point where it diverged: its epoch and reason, no metrics
+            rows.append({**base, "epoch": diverged["epoch"], "step": diverged["step"],
+                         "missing": json.dumps({"all": f"diverged: {diverged['reason']}"})})
+        elif not evaluations:
             rows.append({**base, "epoch": last_epoch, "missing": json.dumps({"all": reason or "no evaluation ran"})})
     frame = pd.DataFrame(rows)
     frame["classifier_real_accuracy"] = reference.classifier_accuracy

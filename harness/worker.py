@@ -2,7 +2,9 @@
 
 It knows nothing about the method's family: it builds the method from the registry, feeds it this
 rank's shard of each epoch, reports the loss every epoch with a checkpoint, evaluates on rank 0 at
-the evaluation epochs, and resumes from the last checkpoint when Ray Train restarts it.
+the evaluation epochs, and resumes from the last checkpoint when Ray Train restarts it. A trial whose
+training diverges (a non-finite loss, a discriminator that wins completely for too long) is ended
+with that reason recorded: a result of the sweep, not an error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from harness.evaluation import evaluate, likelihood_metrics, sampling_grid, sett
 from models import build_method
 
 CHECKPOINT_FILE = "state.pt"
+DIVERGED_FILE = "diverged.json"  # in the trial's artifact folder: {"epoch", "step", "reason"}
 
 
 def is_eval_epoch(epoch: int, config: ExperimentConfig) -> bool:
@@ -43,6 +46,54 @@ def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size
         raise ValueError(f"{num_images} images cannot fill one batch of {batch_size} on each of {world} workers")
     for i in range(steps):
         yield shard[i * batch_size:(i + 1) * batch_size]
+
+
+class StepStats:
+    """Running sums of the floats ``train_step`` returns, per key (a key may be absent on some steps)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps = 0
+
+    def add(self, out: dict[str, float]) -> None:
+        self.steps += 1
+        for key, value in out.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        """Per-key means over the steps that reported the key."""
+        return {key: total / self.counts[key] for key, total in sorted(self.sums.items())}
+
+
+class DivergenceWatch:
+    """Tells when training has diverged: a non-finite "loss" or "loss_*" on a step, or the discriminator
+    winning completely ("d_wins" = 1) on ``patience`` steps in a row (0: never by that rule)."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.streak = 0
+
+    def check(self, out: dict[str, float], step: int) -> str | None:
+        """The reason training has diverged after this step's statistics, or None."""
+        for key, value in out.items():
+            if (key == "loss" or key.startswith("loss_")) and not math.isfinite(value):
+                return f"{key} became {value} at step {step}"
+        self.streak = self.streak + 1 if out.get("d_wins") else 0
+        if self.patience and self.streak >= self.patience:
+            return f"the discriminator won completely on {self.streak} steps in a row (to step {step})"
+        return None
+
+
+def _reason_on_any_rank(reason: str | None, world: int) -> str | None:
+    """This rank's reason if any, "another worker diverged" if only another rank has one, else None: every
+    rank stops at the same step (one collective a step; none on one worker)."""
+    if world == 1:
+        return reason
+    flag = torch.tensor([1.0 if reason else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return reason or ("another worker diverged" if flag.item() > 0 else None)
 
 
 def _mean_across_ranks(value: float, world: int) -> float:
@@ -96,22 +147,37 @@ def train_worker(loop_config: dict) -> None:
     # scheduler's metric is in every result. The rungs ASHA decides at are always evaluated, so it
     # never decides on a stale value; "evaluated" says which reports are fresh.
     latest = {config.sweep.metric: math.nan}
+    watch = DivergenceWatch(config.train.diverge_after_steps)
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         t0 = time.time()
-        losses = []
+        stats = StepStats()
+        diverged = None
         for idx in epoch_batches(len(data.train), epoch, rank, world, config.train.batch_size, config.train.seed):
             out = method.train_step(data.train.images[idx], data.train.labels[idx])
-            losses.append(out["loss"])
+            stats.add(out)
+            diverged = _reason_on_any_rank(watch.check(out, method.step), world)
+            if diverged:
+                break
         train_seconds = time.time() - t0
+        means = {key: _mean_across_ranks(value, world) for key, value in stats.means().items()}
         metrics = {
             "epoch": epoch,
             "step": method.step,
-            "loss": _mean_across_ranks(sum(losses) / len(losses), world),
+            "loss": means.pop("loss", math.nan),
+            **{f"train/{key}": value for key, value in means.items()},  # the method's other step statistics
             "train_seconds": train_seconds,
-            "images_per_second": len(losses) * config.train.batch_size * world / train_seconds,
+            "images_per_second": stats.steps * config.train.batch_size * world / train_seconds,
             "resumed_from_epoch": start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
             "evaluated": False,
+            "diverged": bool(diverged),
         }
+        if diverged:  # a result, not a crash: say so, keep no checkpoint of the broken weights, stop
+            if rank == 0:
+                record = {"epoch": epoch, "step": method.step, "reason": diverged}
+                storage.write_bytes(storage.join(loop_config["artifact_dir"], DIVERGED_FILE),
+                                    json.dumps(record, indent=1).encode())
+            ray.train.report({**latest, **metrics})
+            return
         if rank == 0 and is_eval_epoch(epoch, config):
             folder = storage.join(loop_config["artifact_dir"], f"epoch_{epoch:04d}")
             final = epoch == config.train.epochs

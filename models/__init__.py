@@ -2,11 +2,14 @@
 
 Every method offers the harness the same interface:
     Method(config, spec, device, wrap, seed)    build (spec: datasets.DatasetSpec)
-    method.train_step(images, labels) -> dict    one update; images [B, C, H, W] uint8, labels [B]
+    method.train_step(images, labels) -> dict    one update; images [B, C, H, W] uint8, labels [B]; returns
+                                                 floats: "loss" and any "loss_*" must stay finite, "d_wins"
+                                                 (GANs) is 1 on a step the discriminator wins completely
     method.sample(labels, seeds, **settings)     -> [N, C, H, W] uint8, image i a function of (labels[i], seeds[i])
     method.sampling_settings(**settings) -> dict the settings a sample call uses (recorded with results)
     method.network_evaluations(**settings) -> int network calls per generated image
     method.bits_per_dim(images, labels, seeds)   per-image bound, only where has_likelihood is True
+                                                 (GANs: has_likelihood False, no bits_per_dim)
     method.state_dict() / load_state_dict()      everything needed to resume
 """
 
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.dcgan import DCGANConfig, DCGANMethod
+from models.ddgan import DDGANConfig, DDGANMethod
 from models.ddpm import DDPMConfig, DDPMMethod
+from models.fastgan import FastGANConfig, FastGANMethod
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,9 @@ class MethodEntry:
 
 METHODS: dict[str, MethodEntry] = {
     "ddpm": MethodEntry(DDPMConfig, DDPMMethod),
+    "dcgan": MethodEntry(DCGANConfig, DCGANMethod),
+    "fastgan": MethodEntry(FastGANConfig, FastGANMethod),
+    "ddgan": MethodEntry(DDGANConfig, DDGANMethod),
 }
 
 

@@ -47,16 +47,18 @@ def _line_keys(rows: pd.DataFrame) -> pd.Series:
     return rows["trial_id"].where(~several, rows["trial_id"] + " (" + sampling + ")")
 
 
-def loss_curve(history: pd.DataFrame, colors: dict[str, str]) -> str | None:
-    """Training loss against epoch, a line per trial; None without a usable history."""
-    if history.empty or not {"trial_id", "epoch", "loss"} <= set(history.columns):
+def history_curve(history: pd.DataFrame, column: str, colors: dict[str, str]) -> str | None:
+    """A training statistic of history.parquet ("loss", "train/loss_d", ...) against epoch, a line per
+    trial; None without values."""
+    if history.empty or not {"trial_id", "epoch", column} <= set(history.columns):
         return None
-    history = history.dropna(subset=["epoch", "loss"]).sort_values("epoch")
+    history = history.dropna(subset=["epoch", column]).sort_values("epoch")
     if history.empty:
         return None
-    fig = go.Figure(layout=dict(title="training loss", xaxis_title="epoch"))
+    title = "training loss" if column == "loss" else f"training: {column.removeprefix('train/')}"
+    fig = go.Figure(layout=dict(title=title, xaxis_title="epoch"))
     for trial, part in history.groupby("trial_id", sort=False):
-        fig.add_scatter(x=part["epoch"], y=part["loss"], name=trial, mode="lines+markers",
+        fig.add_scatter(x=part["epoch"], y=part[column], name=trial, mode="lines+markers",
                         marker=dict(size=4), line=dict(color=colors.get(trial)))
     return to_fragment(fig)
 

@@ -111,14 +111,16 @@ def trials_section(view: DatasetView) -> str:
 
 
 def curves_section(view: DatasetView) -> str:
-    """Training loss (history.parquet) and the metrics against the epoch, a line per trial."""
+    """Training statistics (history.parquet: the loss, then the method's own, e.g. a GAN's
+    discriminator loss) and the metrics against the epoch, a line per trial."""
     history = view.inputs.history
     if "trial_id" in history:
         history = history[history["trial_id"].isin(set(view.rows["trial_id"]))]
-    loss = charts.loss_curve(history, view.colors)
+    training = [charts.history_curve(history, c, view.colors)
+                for c in ["loss", *(c for c in history.columns if c.startswith("train/"))]]
     curves = [charts.metric_curve(view.rows, m, view.colors) for m in curve_metrics(view)]
-    return ("<h2>Curves</h2>" + ("" if loss else note("no training history"))
-            + figures([loss, *curves], "no metric to plot"))
+    return ("<h2>Curves</h2>" + ("" if any(training) else note("no training history"))
+            + figures([*training, *curves], "no metric to plot"))
 
 
 def curve_metrics(view: DatasetView) -> list[str]:

@@ -1,0 +1,289 @@
+"""What every GAN family shares: the adversarial losses (small callables), the optimizer settings, the
+gradient averaging across ranks, and ``GANMethod``, the base of the dcgan, fastgan and ddgan methods.
+
+A family subclass builds its generator and discriminator and says how one discriminator loss and one
+generator loss are computed on a batch (``d_loss`` / ``g_loss``); the base class owns the update order
+(n_critic discriminator steps per generator step, each on its own batch), the two optimizers, the EMA
+of the generator, per-sample seeded sampling, checkpoint state, and the statistics the harness watches
+for divergence ("loss*" must stay finite; "d_wins" is 1 on a step the discriminator wins completely).
+
+Multi-worker training averages gradients with ``torch.distributed`` directly rather than through DDP:
+the R1 penalty needs a double backward, which DDP does not support (NVlabs' denoising-diffusion-gan
+does the same), and a GAN step runs the discriminator on real and fake batches separately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from models.diffusion import NoiseStream
+from models.ema import EMA
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses: d(real_logits [B], fake_logits [B]) -> [B]; g(fake_logits [B]) -> [B]
+
+
+@dataclass(frozen=True)
+class AdversarialLoss:
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # discriminator loss per sample
+    g: Callable[[torch.Tensor], torch.Tensor]  # generator loss per sample
+
+
+def _nonsaturating_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))) with D = sigmoid(logit) (Goodfellow et al.'s discriminator loss)."""
+    return F.softplus(-real) + F.softplus(fake)
+
+
+def _nonsaturating_g(fake: torch.Tensor) -> torch.Tensor:
+    """-log D(G(z)): the non-saturating generator loss."""
+    return F.softplus(-fake)
+
+
+def _hinge_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye; Miyato et al.)."""
+    return F.relu(1.0 - real) + F.relu(1.0 + fake)
+
+
+def _hinge_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake
+
+
+LOSSES: dict[str, AdversarialLoss] = {
+    "nonsaturating": AdversarialLoss(_nonsaturating_d, _nonsaturating_g),
+    "hinge": AdversarialLoss(_hinge_d, _hinge_g),
+}
+
+
+def get_loss(name: str) -> AdversarialLoss:
+    if name not in LOSSES:
+        raise ValueError(f"unknown adversarial loss {name!r}; valid: {sorted(LOSSES)}")
+    return LOSSES[name]
+
+
+def discriminator_wins(real: torch.Tensor, fake: torch.Tensor, margin: float) -> bool:
+    """True when every real logit is above ``margin`` and every fake one below -margin: the discriminator
+    tells every image apart with confidence sigmoid(margin) and the generator gets almost no signal."""
+    return bool(real.min() > margin and fake.max() < -margin)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared settings
+
+
+@dataclass
+class GANConfig:
+    """Optimization settings every GAN family shares (a family's config adds its networks)."""
+
+    lr: float = 2e-4  # generator Adam learning rate (what --lr sweeps)
+    d_lr: float | None = None  # discriminator Adam learning rate (None: lr)
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas of both networks (DCGAN's beta1 = 0.5)
+    n_critic: int = 1  # discriminator updates (each on its own batch) per generator update
+    loss: str = "nonsaturating"  # "nonsaturating" (DCGAN's) or "hinge"
+    z_dim: int = 64  # latent dimensions
+    ema_decay: float = 0.999  # EMA of the generator's weights; samples come from the EMA copy
+    win_margin: float = 4.6  # logit margin of a complete discriminator win (sigmoid(4.6) = 0.99)
+
+
+def upsampling_plan(image_size: int, min_base: int = 3) -> tuple[int, int]:
+    """(base, doublings) with base * 2**doublings == image_size and base the smallest size >= min_base
+    that gets there: 24 -> (3, 3), 28 -> (7, 2), 32 -> (4, 3), 48 -> (3, 4), 64 -> (4, 4). Generators
+    start from a base x base map and double it; discriminators halve back down to it."""
+    base, doublings = image_size, 0
+    while base % 2 == 0 and base // 2 >= min_base:
+        base //= 2
+        doublings += 1
+    if doublings == 0:
+        raise ValueError(f"image size {image_size} cannot be reached by doubling a map of {min_base} px or more")
+    return base, doublings
+
+
+def channel_widths(width: int, levels: int) -> list[int]:
+    """Channels of ``levels`` maps from full size down: width, 2 width, 4 width, 8 width, 8 width, ..."""
+    return [width * min(2 ** i, 8) for i in range(levels)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient averaging across ranks
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def broadcast_parameters(module: nn.Module) -> None:
+    """Make every rank start from rank 0's parameters and buffers (no-op on one process)."""
+    if world_size() > 1:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def average_gradients(module: nn.Module) -> None:
+    """All-reduce the mean of ``module``'s gradients over ranks, in one flat buffer (no-op on one process)."""
+    world = world_size()
+    if world == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+# ---------------------------------------------------------------------------------------------
+# The method
+
+
+class GANMethod:
+    """Trains ``self.G`` and ``self.D`` adversarially behind the method interface (models/__init__.py).
+
+    Subclasses set ``name`` and implement:
+        build(spec) -> (G, D)                              the networks (on the CPU; moved here)
+        d_loss(real, labels) -> (loss [], stats)           one discriminator loss on a real batch in [-1, 1]
+        g_loss(real, labels) -> (loss [], stats)           one generator loss (real: the batch, for shapes/pairs)
+        generate(G, noise, labels) -> [B, C, H, W] in [-1, 1]  sampling: ``noise.next()`` is the latent
+            [B, z_dim] of each sample; ``noise.next(shape)`` draws further per-sample noise
+    and may override ``sampling_settings`` (and so ``network_evaluations``). Training noise comes from
+    ``self.generator`` (``self.latents(b)`` for z), so that training is seeded.
+    ``stats`` values are floats; put "d_wins" (0 or 1, see discriminator_wins) in the discriminator's.
+    """
+
+    name = "gan"
+    has_likelihood = False
+
+    def __init__(self, config: GANConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0):
+        # ``wrap`` (the harness's DDP wrapper) is not used: gradients are averaged here (module docstring).
+        self.config = config
+        self.spec = spec
+        self.device = torch.device(device)
+        self.loss_fn = get_loss(config.loss)
+        if config.n_critic < 1:
+            raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
+        torch.manual_seed(seed)  # the same initial weights on every rank
+        G, D = self.build(spec)
+        self.G, self.D = G.to(self.device), D.to(self.device)
+        broadcast_parameters(self.G)
+        broadcast_parameters(self.D)
+        self.ema = EMA(self.G, config.ema_decay)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=tuple(config.betas))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr if config.d_lr is not None else config.lr,
+                                      betas=tuple(config.betas))
+        self.step = 0  # discriminator updates (one per batch the harness gives)
+        self.g_steps = 0  # generator updates
+        self.last_g_loss = float("nan")  # the latest generator loss (reported between generator updates)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    # what subclasses provide ---------------------------------------------------------------
+
+    def build(self, spec: DatasetSpec) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def generate(self, G: nn.Module, noise: NoiseStream, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # training ------------------------------------------------------------------------------
+
+    def seed_noise(self, seed: int) -> None:
+        """Seed the training noise (the harness gives each rank its own seed)."""
+        self.generator.manual_seed(seed)
+
+    def latents(self, batch: int) -> torch.Tensor:
+        """Training latents z ~ N(0, I): [batch, z_dim], from the seeded training generator."""
+        return torch.randn(batch, self.config.z_dim, generator=self.generator, device=self.device)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One discriminator update on this batch and, every n_critic-th batch, one generator update.
+        images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss" (the generator's latest loss; absent
+        before its first update), "loss_d", "d_wins", ...}: floats."""
+        real = uint8_to_float(images.to(self.device))
+        y = labels.to(self.device)
+        self.G.train()
+        self.D.train()
+        loss_d, stats = self.d_loss(real, y)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        average_gradients(self.D)
+        self.opt_d.step()
+        self.step += 1
+        stats["loss_d"] = loss_d.item()
+        if self.step % self.config.n_critic == 0:
+            for p in self.D.parameters():
+                p.requires_grad_(False)
+            loss_g, g_stats = self.g_loss(real, y)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            for p in self.D.parameters():
+                p.requires_grad_(True)
+            average_gradients(self.G)
+            self.opt_g.step()
+            self.ema.update(self.G)
+            self.g_steps += 1
+            self.last_g_loss = loss_g.item()
+            stats.update(g_stats)
+        if self.g_steps:
+            stats["loss"] = self.last_g_loss
+        return stats
+
+    # sampling ------------------------------------------------------------------------------
+
+    def sampling_settings(self, **overrides) -> dict:
+        """The sampler settings an evaluation used: a GAN has none to vary (recorded as the generator
+        with EMA weights, one network call)."""
+        if overrides:
+            raise ValueError(f"{self.name} has no sampler settings to vary; got {sorted(overrides)}")
+        return {"sampler": "generator", "steps": 1, "weights": "ema"}
+
+    def network_evaluations(self, **overrides) -> int:
+        """Generator calls per image."""
+        return int(self.sampling_settings(**overrides)["steps"])
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **overrides) -> torch.Tensor:
+        """Generate with the EMA generator. labels, seeds: [N] int64 -> [N, C, H, W] uint8.
+
+        Image i depends only on (labels[i], seeds[i]), not on ``batch_size``: its noise comes from its
+        own seeded stream and the networks run in eval mode (batch-norm running statistics)."""
+        self.sampling_settings(**overrides)  # rejects settings this family does not have
+        out = []
+        for start in range(0, len(labels), batch_size):
+            part = slice(start, start + batch_size)
+            noise = NoiseStream(seeds[part], (self.config.z_dim,), self.device)
+            x = self.generate(self.ema.shadow, noise, labels[part].to(self.device))
+            out.append(float_to_uint8(x).cpu())
+        return torch.cat(out)
+
+    # checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "ema": self.ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
+                "g_steps": self.g_steps, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = state["step"]
+        self.g_steps = state["g_steps"]
+        self.generator.set_state(state["generator"])
