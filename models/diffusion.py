@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -33,7 +32,9 @@ T_SAMPLERS = ("uniform", "importance")
 @dataclass
 class DiffusionConfig:
     timesteps: int = 1000  # T, number of diffusion steps used in training and in the bound
-    schedule: str = "linear"  # beta schedule: "linear" (Ho et al.) or "cosine" (Nichol & Dhariwal)
+    # beta schedule: "linear" (Ho et al.), "cosine" (Nichol & Dhariwal) or "vp" (the VP SDE discretized to T
+    # steps, for the few-step processes of denoising diffusion GANs)
+    schedule: str = "linear"
     prediction: str = "eps"  # what the network predicts: "eps" (the noise), "x0" (the clean image) or "v"
     # reverse-process variance: "fixed_large" (beta_t), "fixed_small" (the posterior's beta~_t) or "learned"
     # (per pixel between the two, trained with the hybrid loss)
@@ -68,7 +69,26 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
-SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {"linear": linear_betas, "cosine": cosine_betas}
+# The variance-preserving SDE (Song et al. 2021) dx = -beta(s) x / 2 ds + sqrt(beta(s)) dw, s in [0, 1], with
+# beta(s) = VP_BETA_MIN + s (VP_BETA_MAX - VP_BETA_MIN), as DDGAN uses it (Xiao et al. 2022).
+VP_BETA_MIN = 0.1  # beta(0): the noise rate at the data end
+VP_BETA_MAX = 20.0  # beta(1): the noise rate at the prior end (abar(1) = exp(-10.05), about 4e-5)
+
+
+def vp_betas(timesteps: int) -> torch.Tensor:
+    """The VP SDE at s_i = i / T, i = 1..T: abar_i = exp(-(beta_min s_i + (beta_max - beta_min) s_i^2 / 2)), the
+    SDE's signal fraction at s_i, and beta_i = 1 - abar_i / abar_{i-1} with abar_0 = 1. -> [T] float64.
+
+    Valid for any T >= 1; meant for few steps (DDGAN uses T = 2..8), where each step removes much noise."""
+    if timesteps < 1:
+        raise ValueError(f"the vp schedule needs timesteps >= 1, got {timesteps}")
+    s = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    abar = torch.exp(-(VP_BETA_MIN * s + 0.5 * (VP_BETA_MAX - VP_BETA_MIN) * s**2))
+    return 1 - abar[1:] / abar[:-1]
+
+
+SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {"linear": linear_betas, "cosine": cosine_betas,
+                                                       "vp": vp_betas}
 
 
 def named_betas(name: str, timesteps: int) -> torch.Tensor:
@@ -118,8 +138,9 @@ def _log1mexp(d: torch.Tensor) -> torch.Tensor:
 class NoiseStream:
     """Standard normal noise where sample i's draws depend only on ``seeds[i]``.
 
-    Each call to ``next()`` returns the next [B, *shape] tensor; sample i's k-th draw is the same
-    whatever the batch it sits in, so sampling is independent of batch size and worker count.
+    Each call to ``next()`` returns the next [B, *shape] tensor (or of another shape given to it); sample
+    i's k-th draw is the same whatever the batch it sits in, so sampling is independent of batch size
+    and worker count.
     """
 
     def __init__(self, seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device | str = "cpu"):
@@ -131,8 +152,10 @@ class NoiseStream:
         self.shape = tuple(shape)
         self.device = device
 
-    def next(self) -> torch.Tensor:
-        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators]).to(self.device)
+    def next(self, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        """The next draw, [B, *shape] (default: the stream's shape)."""
+        shape = self.shape if shape is None else tuple(shape)
+        return torch.stack([torch.randn(shape, generator=g) for g in self.generators]).to(self.device)
 
     def randint(self, high: int) -> torch.Tensor:
         """One integer in [0, high) per sample -> [B] int64."""
@@ -282,6 +305,28 @@ class GaussianDiffusion:
         """q(x_{t-1} | x_t, x_0): mean [B, C, H, W], variance and clipped log-variance [B, 1, 1, 1]."""
         mean = self._gather(self.posterior_mean_coef1, t, xt) * x0 + self._gather(self.posterior_mean_coef2, t, xt) * xt
         return mean, self._gather(self.posterior_variance, t, xt), self._gather(self.posterior_log_variance_clipped, t, xt)
+
+    def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One forward step: x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t), with the given
+        standard normal noise. x_prev: x_{t-1} (the data x_0 where t == 0); x_prev, noise: [B, C, H, W];
+        t: [B] -> x_t [B, C, H, W]."""
+        return self._gather((1.0 - self.betas).sqrt(), t, x_prev) * x_prev + self._gather(
+            self.betas.sqrt(), t, x_prev) * noise
+
+    def q_sample_pair(self, x0: torch.Tensor, t: torch.Tensor, noise_prev: torch.Tensor,
+                      noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw (x_{t-1}, x_t) ~ q(x_{t-1}, x_t | x_0): x_{t-1} from its marginal (abar_{t-1}; x_0 itself where
+        t == 0), then x_t by one forward step. x0, noise_prev, noise: [B, C, H, W]; t: [B] -> two [B, C, H, W]."""
+        x_prev = self._gather(self.alphas_cumprod_prev.sqrt(), t, x0) * x0 + self._gather(
+            (1.0 - self.alphas_cumprod_prev).sqrt(), t, x0) * noise_prev
+        return x_prev, self.q_step(x_prev, t, noise)
+
+    def q_posterior_sample(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
+                           noise: torch.Tensor) -> torch.Tensor:
+        """Draw x_{t-1} ~ q(x_{t-1} | x_t, x_0) with the given standard normal noise (unused where t == 0,
+        whose posterior is the point x_0). x0, xt, noise: [B, C, H, W]; t: [B] -> [B, C, H, W]."""
+        mean, var, _ = self.q_posterior(x0, xt, t)
+        return mean + var.sqrt() * noise  # the variance at t = 0 is exactly 0 (abar_prev = 1)
 
     # what the network predicts -----------------------------------------------------------
 

@@ -3,6 +3,8 @@
 The network knows nothing about noise schedules: it sees an image, a timestep (an
 integer or float per sample, used only through a sinusoidal embedding) and a class
 label. Label ``num_classes`` is the null class used for classifier-free guidance.
+Optionally (``latent_dim`` > 0) it also takes a latent vector z, as the generator of a
+denoising diffusion GAN (models/ddgan.py) does.
 """
 
 from __future__ import annotations
@@ -101,16 +103,24 @@ class UNet(nn.Module):
         num_classes: number of real classes; label ``num_classes`` means "no label".
         image_size: the input's height and width (only used to place attention).
         config: widths and depths.
+        latent_dim: size of an optional latent input z (0: none). When > 0, an MLP of z is added to the
+            timestep and class embedding, which sets every residual block's scale and shift: the same
+            idea as Xiao et al.'s adaptive normalization by z, through the embedding already there.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_classes: int, image_size: int, config: UNetConfig):
+    def __init__(self, in_channels: int, out_channels: int, num_classes: int, image_size: int, config: UNetConfig,
+                 latent_dim: int = 0):
         super().__init__()
+        self.latent_dim = latent_dim
         self.num_classes = num_classes
         base = config.base_channels
         emb_dim = 4 * base
         self.base_channels = base
         self.time_mlp = nn.Sequential(nn.Linear(base, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim)  # last row: the null class
+        # z [B, latent_dim] -> [B, emb_dim], added to the embedding (no module, no parameters without a latent)
+        self.latent_mlp = (nn.Sequential(nn.Linear(latent_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                           if latent_dim > 0 else None)
         self.stem = nn.Conv2d(in_channels, base, 3, padding=1)
 
         def make_block(cin: int, cout: int, size: int) -> nn.ModuleList:
@@ -160,9 +170,15 @@ class UNet(nn.Module):
             h = layer(h)
         return h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x: [B, C, H, W] float, t: [B] timesteps, y: [B] int64 labels in [0, num_classes] -> [B, out_channels, H, W]."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, C, H, W] float, t: [B] timesteps, y: [B] int64 labels in [0, num_classes], z: [B, latent_dim]
+        (required when latent_dim > 0, else None) -> [B, out_channels, H, W]."""
+        if (z is None) != (self.latent_mlp is None):
+            raise ValueError(f"this UNet has latent_dim={self.latent_dim}: "
+                             + ("z is required" if z is None else "it takes no z"))
         emb = self.time_mlp(timestep_embedding(t, self.base_channels)) + self.class_emb(y)
+        if z is not None:
+            emb = emb + self.latent_mlp(z)
         h = self.stem(x)
         skips = [h]
         blocks = iter(self.down)

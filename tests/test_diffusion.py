@@ -208,3 +208,47 @@ def test_training_loss_label_dropout_uses_the_null_label():
     assert 0.4 < frac_null < 0.6 and set(seen[0].tolist()) <= {0, 7}
     # a zero prediction's loss is the noise's mean square: about 1
     assert loss.mean().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_vp_schedule_is_registered_and_valid_for_few_steps():
+    for T in (1, 2, 4, 8):
+        abar = torch.cumprod(1 - named_betas("vp", T), 0)
+        assert abar.shape == (T,) and (abar[1:] < abar[:-1]).all() and ((abar > 0) & (abar < 1)).all()
+        # the last step reaches the SDE's abar(1) = exp(-(0.1 + 19.9 / 2))
+        assert abar[-1].item() == pytest.approx(math.exp(-10.05), rel=1e-9)
+    with pytest.raises(ValueError, match=">= 1"):
+        named_betas("vp", 0)
+
+
+def test_one_forward_step_after_the_marginal_is_the_marginal():
+    """q_sample_pair: x_{t-1} from q(x_{t-1} | x_0) then q_step gives x_t ~ q(x_t | x_0); x_{-1} is x_0."""
+    d = GaussianDiffusion(DiffusionConfig(timesteps=4, schedule="vp"))
+    n = 20000
+    x0 = torch.full((n, 1, 1, 1), 0.6)
+    g = torch.Generator().manual_seed(0)
+    for step in range(4):
+        t = torch.full((n,), step)
+        x_prev, xt = d.q_sample_pair(x0, t, torch.randn(x0.shape, generator=g), torch.randn(x0.shape, generator=g))
+        abar, abar_prev = d.alphas_cumprod[step].item(), d.alphas_cumprod_prev[step].item()
+        assert xt.mean().item() == pytest.approx(math.sqrt(abar) * 0.6, abs=0.02)
+        assert xt.var().item() == pytest.approx(1 - abar, rel=0.05)
+        assert x_prev.mean().item() == pytest.approx(math.sqrt(abar_prev) * 0.6, abs=0.02)
+        if step == 0:
+            assert torch.equal(x_prev, x0)
+        # the step itself: noiseless, x_t = sqrt(1 - beta_t) x_{t-1}
+        beta = d.betas[step].item()
+        assert d.q_step(x0[:1], t[:1], torch.zeros(1, 1, 1, 1)).item() == pytest.approx(math.sqrt(1 - beta) * 0.6)
+
+
+def test_posterior_sample_has_the_posterior_moments_and_no_noise_at_t0():
+    d = GaussianDiffusion(DiffusionConfig(timesteps=4, schedule="vp"))
+    n = 20000
+    x0, xt = torch.full((n, 1, 1, 1), 0.3), torch.full((n, 1, 1, 1), -0.5)
+    g = torch.Generator().manual_seed(1)
+    for step in range(4):
+        t = torch.full((n,), step)
+        draws = d.q_posterior_sample(x0, xt, t, torch.randn(x0.shape, generator=g))
+        mean, var, _ = d.q_posterior(x0[:1], xt[:1], t[:1])
+        assert draws.mean().item() == pytest.approx(mean.item(), abs=0.02)
+        assert draws.var().item() == pytest.approx(var.item(), rel=0.05, abs=1e-6)
+    assert torch.equal(d.q_posterior_sample(x0, xt, torch.zeros(n, dtype=torch.long), torch.randn(x0.shape)), x0)
