@@ -28,7 +28,7 @@ class ImageSet:
     images: torch.Tensor
     labels: torch.Tensor
     class_names: tuple[str, ...]
-    split: str  # "train", "validation" or "test"
+    split: str  # "train", "train_full" (few-shot runs: the whole training split), "validation" or "test"
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -59,6 +59,9 @@ class DatasetSplits:
     fingerprint: str
     options: dict  # the loader options that produced it (recorded with results)
     validation: ImageSet | None = None  # a held-out split where the dataset defines one (FER2013's PublicTest)
+    # few-shot runs: the whole training split the K shots were taken from. Only the evaluation classifier
+    # learns from it (it judges the samples; the generators see ``train`` alone)
+    train_full: ImageSet | None = None
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -79,9 +82,14 @@ class DatasetSplits:
     def spec(self) -> "DatasetSpec":
         return DatasetSpec(self.name, self.channels, self.image_size, self.class_names, self.fingerprint)
 
+    @property
+    def classifier_train(self) -> ImageSet:
+        """What the evaluation classifier trains on: the whole training split, few-shot or not."""
+        return self.train_full if self.train_full is not None else self.train
+
     def splits(self) -> dict[str, ImageSet]:
-        """The splits present, by name, in the order train, validation, test."""
-        named = {"train": self.train, "validation": self.validation, "test": self.test}
+        """The splits present, by name, in the order train, train_full, validation, test."""
+        named = {"train": self.train, "train_full": self.train_full, "validation": self.validation, "test": self.test}
         return {name: part for name, part in named.items() if part is not None}
 
     def summary(self) -> dict[str, dict[str, int]]:
@@ -134,13 +142,14 @@ def fingerprint(*, name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor
 
 def build_splits(name: str, class_names: tuple[str, ...], splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
                  options: dict) -> DatasetSplits:
-    """Wrap loaded arrays into a fingerprinted DatasetSplits. splits: {"train"|"validation"|"test":
+    """Wrap loaded arrays into a fingerprinted DatasetSplits. splits: {"train"|"train_full"|"validation"|"test":
     (images [N, C, H, W] uint8, labels [N] int64)}; train and test are required."""
     for split in ("train", "test"):
         if split not in splits or len(splits[split][1]) == 0:
             raise DatasetError(f"{name}: the {split} split is empty (options {options})")
     sets = {split: ImageSet(images, labels, tuple(class_names), split) for split, (images, labels) in splits.items()}
     return DatasetSplits(name=name, train=sets["train"], test=sets["test"], validation=sets.get("validation"),
+                         train_full=sets.get("train_full"),
                          fingerprint=fingerprint(name=name, splits=splits, class_names=tuple(class_names)),
                          options=options)
 

@@ -105,10 +105,12 @@ def keep_classes(images: torch.Tensor, labels: torch.Tensor, class_names: tuple[
 def finish(name: str, class_names: tuple[str, ...], splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
            options: dict, shots_per_class: int | None, seed: int, source: str) -> DatasetSplits:
     """The last step of every loader: keep ``shots_per_class`` training images a class (when set),
-    then fingerprint. splits: {"train"|"validation"|"test": (images [N, C, H, W] uint8, labels [N])}."""
+    then fingerprint. splits: {"train"|"validation"|"test": (images [N, C, H, W] uint8, labels [N])}.
+    The whole training split stays as "train_full", for the evaluation classifier only."""
     splits = dict(splits)
     if shots_per_class:
         images, labels = splits["train"]
         rows = torch.from_numpy(take_shots(labels.numpy(), shots_per_class, seed, class_names, source))
+        splits["train_full"] = splits["train"]
         splits["train"] = (images[rows], labels[rows])
     return build_splits(name, class_names, splits, {**options, "shots_per_class": shots_per_class})

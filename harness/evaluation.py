@@ -1,7 +1,7 @@
 """Scoring a trained generator.
 
 ``prepare_reference`` runs once per dataset in the sweep driver, before any trial: it trains the
-evaluation classifier on the real training split (or reads it from the cache keyed by the dataset
+evaluation classifier on the real training split (the whole of it in few-shot runs) (or reads it from the cache keyed by the dataset
 fingerprint and the classifier config), measures its real test accuracy, and caches the real
 features for torch-fidelity. ``evaluate`` runs on rank 0 of a trial at each evaluation epoch.
 """
@@ -70,9 +70,10 @@ def prepare_reference(data: DatasetSplits, config: ClassifierConfig, cache_dir: 
         saved = torch.load(path, weights_only=True)
         log(f"evaluation classifier: read from cache {path}")
     else:
-        log(f"evaluation classifier: training on {len(data.train)} real images ({config.epochs} epochs)")
+        real = data.classifier_train  # the whole training split, also in few-shot runs
+        log(f"evaluation classifier: training on {len(real)} real images ({config.epochs} epochs)")
         t0 = time.time()
-        net = train_classifier(data.train.images, data.train.labels, data.num_classes, config, log=log)
+        net = train_classifier(real.images, real.labels, data.num_classes, config, log=log)
         acc, per_class = accuracy(predict(net, data.test.images), data.test.labels, data.class_names)
         saved = {"state": net.state_dict(), "accuracy": acc, "per_class": per_class,
                  "seconds": time.time() - t0}

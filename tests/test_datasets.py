@@ -252,8 +252,11 @@ def test_imagefolder_train_test_layout_and_few_shot(tmp_path):
     data = load("imagefolder", tmp_path, image_size=48, channels=1)
     assert data.summary() == {"train": {"x": 12, "y": 12, "z": 12}, "test": {"x": 3, "y": 3, "z": 3}}
     few = load("imagefolder", tmp_path, image_size=48, channels=1, shots_per_class=4)
-    assert few.summary() == {"train": {"x": 4, "y": 4, "z": 4}, "test": {"x": 3, "y": 3, "z": 3}}
+    assert few.summary() == {"train": {"x": 4, "y": 4, "z": 4}, "train_full": {"x": 12, "y": 12, "z": 12},
+                             "test": {"x": 3, "y": 3, "z": 3}}
     assert torch.equal(few.test.images, data.test.images)
+    # the evaluation classifier learns from the whole training split; generators see the shots only
+    assert torch.equal(few.classifier_train.images, data.train.images) and data.classifier_train is data.train
     two = load("imagefolder", tmp_path, image_size=48, channels=1, shots_per_class=2)
     as_bytes = lambda images: {img.numpy().tobytes() for img in images}  # noqa: E731
     assert as_bytes(two.train.images) <= as_bytes(few.train.images)  # K-shot sets are nested
@@ -313,7 +316,8 @@ def test_synthetic_faces_class_subset_and_shots():
     data = datasets.load(DataConfig(image_size=16, num_train=140, num_test=70, classes=["surprise", "angry"],
                                     shots_per_class=5))
     assert data.class_names == ("angry", "surprise")
-    assert data.summary() == {"train": {"angry": 5, "surprise": 5}, "test": {"angry": 10, "surprise": 10}}
+    assert data.summary() == {"train": {"angry": 5, "surprise": 5}, "train_full": {"angry": 20, "surprise": 20},
+                              "test": {"angry": 10, "surprise": 10}}
 
 
 def test_stratified_split_and_shots_are_seeded():
