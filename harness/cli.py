@@ -105,22 +105,27 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
         raise SystemExit(f"bad configuration: {e}") from None
 
 
-def run_experiment(config: ExperimentConfig, smoke: dict, description: str = "", argv=None,
-                   presets: dict[str, dict] | None = None) -> int:
+def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dict | list[dict],
+                   description: str = "", argv=None, presets: dict[str, dict] | None = None,
+                   name: str | None = None) -> int:
     """Parse the command line, then print the config (--dry-run) or run the sweep. Returns an exit code.
-    presets: {name: dotted overrides}, offered as --preset NAME."""
+    A list of configs (with a smoke-test profile each) is a benchmark: every flag applies to each, and
+    they run into one run directory called ``name``. presets: {name: dotted overrides}, offered as --preset NAME."""
     args = build_parser(description, presets).parse_args(argv)
     if args.address is None and os.environ.get("RAY_ADDRESS"):
         args.address = os.environ["RAY_ADDRESS"]
-    config = resolve(args, config, smoke, presets)
+    several = isinstance(config, list)
+    configs, smokes = (config, smoke) if several else ([config], [smoke])
+    resolved = [resolve(args, c, s, presets) for c, s in zip(configs, smokes)]
     if args.dry_run:
-        print(json.dumps(to_dict(config), indent=2))
+        values = [to_dict(c) for c in resolved]
+        print(json.dumps(values if several else values[0], indent=2))
         return 0
     from harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
 
     t0 = time.time()
     try:
-        outcome = run_sweep(config, resume=args.resume)
+        outcome = run_sweep(resolved if several else resolved[0], resume=args.resume, name=name)
     except DatasetError as e:  # bad input data: say what and where, without a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """Layer 3 of 3: the sweep. Connect to Ray, prepare the dataset and its evaluation reference once,
-run one Tune trial per point of the search space, then write results.parquet and report.html."""
+run one Tune trial per point of the search space (of each experiment, for a benchmark of several
+methods), then write results.parquet and report.html."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 
+import pandas as pd
 import ray
 import ray.tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -121,27 +123,52 @@ def check_same_data(data, run_dir: str, data_root: str | None) -> None:
             f"the run's {saved['fingerprint']}); start a new run instead")
 
 
-def run_sweep(config: ExperimentConfig, resume: str | None = None, log=print) -> SweepOutcome:
-    """Run the whole experiment. ``resume``: a run directory to continue (or "latest"); the run's own
-    saved config is used then, with the cluster settings of this invocation."""
+def check_shared(configs: list[ExperimentConfig]) -> None:
+    """The experiments of one run share the data, the evaluation classifier and the cluster; their names
+    (each one's folder in a benchmark run) differ."""
+    first = configs[0]
+    for config in configs[1:]:
+        for part in ("data", "cluster"):
+            if to_dict(getattr(config, part)) != to_dict(getattr(first, part)):
+                raise ValueError(f"experiments {first.name!r} and {config.name!r} differ in {part}: a run shares it")
+        if to_dict(config.eval.classifier) != to_dict(first.eval.classifier):
+            raise ValueError(f"experiments {first.name!r} and {config.name!r} differ in eval.classifier")
+    names = [config.name for config in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiment names must differ within a run, got {names}")
+
+
+def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | None = None, log=print,
+              name: str | None = None) -> SweepOutcome:
+    """Run the whole experiment: one config's sweep, or (a list: a benchmark) every config's sweep in
+    turn on the same data with the same evaluation, into one run directory, results file and report.
+
+    ``name``: the run's folder under the storage path (default: the single config's name). ``resume``: a
+    run directory to continue (or "latest"); the run's own saved configs are used then, with the cluster
+    settings of this invocation."""
     t_start = time.time()
-    storage_root = storage.absolute(config.cluster.storage_path or "runs")
-    experiment_dir = storage.join(storage_root, config.name)
+    configs = [config] if isinstance(config, ExperimentConfig) else list(config)
+    run_name = name or configs[0].name
+    cluster = configs[0].cluster
+    storage_root = storage.absolute(cluster.storage_path or "runs")
+    experiment_dir = storage.join(storage_root, run_name)
     if resume:
         run_dir = latest_run(experiment_dir) if resume == "latest" else storage.absolute(resume.rstrip("/"))
         saved = json.loads(storage.read_bytes(storage.join(run_dir, "config.json")))
-        saved["cluster"] = to_dict(config.cluster)
-        config = experiment_from_dict(saved)
+        configs = [experiment_from_dict({**values, "cluster": to_dict(cluster)})
+                   for values in saved.get("experiments", [saved])]
         log(f"resuming {run_dir}")
     else:
         run_dir = storage.join(experiment_dir, time.strftime("%Y%m%d-%H%M%S"))
+    check_shared(configs)
     # the data first: bad input fails here, before Ray starts or anything is written
-    sampling_grid(config.eval.sampling_sweep)  # and a misspelt sampling sweep
-    data = datasets.load(config.data)
+    for c in configs:
+        sampling_grid(c.eval.sampling_sweep)  # and a misspelt sampling sweep
+    data = datasets.load(configs[0].data)
     if resume:
-        check_same_data(data, run_dir, config.data.data_root)
-    connect(config, log)
-    config = with_rung_evaluations(resolve_resources(config))
+        check_same_data(data, run_dir, configs[0].data.data_root)
+    connect(configs[0], log)
+    configs = [with_rung_evaluations(resolve_resources(c)) for c in configs]
 
     summary = data.summary()
     log(f"dataset {data.name} ({data.fingerprint}): {data.channels}x{data.image_size}x{data.image_size}, "
@@ -151,18 +178,41 @@ def run_sweep(config: ExperimentConfig, resume: str | None = None, log=print) ->
     storage.write_bytes(storage.join(run_dir, "dataset_summary.json"), json.dumps(
         {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": summary},
         indent=1).encode())
-    storage.write_bytes(storage.join(run_dir, "config.json"), json.dumps(to_dict(config), indent=1).encode())
+    saved = (to_dict(configs[0]) if len(configs) == 1 else
+             {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
+    storage.write_bytes(storage.join(run_dir, "config.json"), json.dumps(saved, indent=1).encode())
 
     # caches live beside the runs on a local storage path, else in ./runs/cache on the driver
     cache_dir = os.path.join(os.path.abspath("runs") if storage.is_uri(storage_root) else storage_root, "cache")
-    reference = prepare_reference(data, config.eval.classifier, cache_dir, log=log)
+    reference = prepare_reference(data, configs[0].eval.classifier, cache_dir, log=log)
 
     shared = {"run_dir": run_dir, "data": ray.put(data), "reference": ray.put(reference)}
+    frames, histories = [], []
+    for c in configs:
+        # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
+        tune_dir, tune_name = ((experiment_dir, os.path.basename(run_dir)) if len(configs) == 1
+                               else (run_dir, c.name))
+        grid = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
+        frame, history = collect_results(grid, run_dir, data, reference)
+        frames.append(frame)
+        histories.append(history)
+    frame, history = pd.concat(frames, ignore_index=True), pd.concat(histories, ignore_index=True)
+    results_path = write_results(frame, history, run_dir)
+    report_path = build_report(run_dir)
+    return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)
+
+
+def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, name: str, resume: bool,
+                    log=print) -> ray.tune.ResultGrid:
+    """Run (or, with ``resume``, continue where it exists) the Tune experiment of one config's search
+    space at storage_path/name; returns its ResultGrid."""
     trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, shared=shared),
                                         {"CPU": config.cluster.cpus_per_trial_driver})
-    if resume:
-        tuner = ray.tune.Tuner.restore(run_dir, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    path = storage.join(storage_path, name)
+    if resume and ray.tune.Tuner.can_restore(path):
+        tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
+        log(f"{config.name}: {config.method}, search space {config.sweep.space}")
         tuner = ray.tune.Tuner(
             trainable,
             param_space=param_space(config),
@@ -172,11 +222,6 @@ def run_sweep(config: ExperimentConfig, resume: str | None = None, log=print) ->
                 max_concurrent_trials=config.sweep.max_concurrent_trials,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
-            run_config=ray.tune.RunConfig(name=os.path.basename(run_dir), storage_path=experiment_dir),
+            run_config=ray.tune.RunConfig(name=name, storage_path=storage_path),
         )
-    grid = tuner.fit()
-
-    frame, history = collect_results(grid, run_dir, data, reference)
-    results_path = write_results(frame, history, run_dir)
-    report_path = build_report(run_dir)
-    return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)
+    return tuner.fit()

@@ -162,3 +162,52 @@ def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
     report = (run_dir / "report.html").read_text()
     assert "validation" in report and "neutral" in report
     assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
+
+
+def test_a_diverging_trial_is_a_result_and_the_sweep_goes_on(ray_local, tmp_path):
+    """A learning rate of 1e6 makes the loss NaN within a few steps: that trial ends as "diverged" with its
+    epoch and reason, no checkpoint of the broken weights is evaluated, and the other trial completes."""
+    from harness.sweep import run_sweep
+
+    config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3]})
+    config.cluster.workers_per_trial = 1
+    config.train.eval_every = 0
+    outcome = run_sweep(config, log=lambda *_: None)
+    frame = pd.read_parquet(outcome.results_path)
+    broken, fine = frame[frame["config.model.lr"] == 1e6], frame[frame["config.model.lr"] == 1e-3]
+    assert list(broken["status"]) == ["diverged"] and list(fine["status"]) == ["completed"]
+    assert broken["epoch"].iloc[0] == 1 and "loss became nan" in broken["status_reason"].iloc[0]
+    assert broken["sample_accuracy"].isna().all() and "diverged" in json.loads(broken["missing"].iloc[0])["all"]
+    assert fine["sample_accuracy"].notna().all() and fine["epoch"].iloc[0] == 2
+    report = open(outcome.report_path, encoding="utf-8").read()
+    assert "diverged" in report and "loss became nan" in report
+
+
+def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local, tmp_path):
+    """One run, one shared evaluation, four families trained with 2 workers each (the GANs average
+    their gradients themselves): a row per family, and a report that compares them."""
+    from harness.sweep import run_sweep
+    from models import get_method
+
+    base = tiny_experiment(tmp_path)
+    base.train.epochs, base.train.eval_every = 1, 0
+    tiny_gans = {"dcgan": dict(ngf=4, ndf=4, z_dim=8), "fastgan": dict(ngf=4, ndf=4, z_dim=8),
+                 "ddgan": dict(ndf=4, z_dim=8, timesteps=2, unet=UNetConfig(
+                     base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=2))}
+    configs = [base] + [ExperimentConfig(name=family, method=family, model=get_method(family).config_cls(**model),
+                                         data=base.data, train=base.train, eval=base.eval, sweep=base.sweep,
+                                         cluster=base.cluster) for family, model in tiny_gans.items()]
+    configs[0].name = "ddpm"
+    outcome = run_sweep(configs, name="benchmark", log=lambda *_: None)
+    frame = pd.read_parquet(outcome.results_path)
+    assert sorted(frame["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan"]
+    assert set(frame["status"]) == {"completed"} and frame["sample_accuracy"].notna().all()
+    gans = frame[frame["method"] != "ddpm"]
+    assert gans["bpd"].isna().all() and frame.loc[frame["method"] == "ddpm", "bpd"].notna().all()
+    assert sorted(gans["network_evaluations"]) == [1, 1, 2]  # ddgan: T = 2 generator calls
+    history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
+    assert history.loc[history["trial_id"].isin(gans["trial_id"]), "train/loss_d"].notna().all()
+    report = open(outcome.report_path, encoding="utf-8").read()
+    assert all(family in report for family in ("ddpm", "dcgan", "fastgan", "ddgan"))
+    saved = json.load(open(os.path.join(outcome.run_dir, "config.json")))
+    assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "fastgan", "ddgan"]

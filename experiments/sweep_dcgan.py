@@ -1,0 +1,46 @@
+"""Sweep a class-conditional DCGAN with Ray Tune + Ray Train, score every trial, write the report.
+
+    python experiments/sweep_dcgan.py                     # local sweep on the embedded synthetic faces
+    python experiments/sweep_dcgan.py --smoke-test        # seconds: tiny data, network and budget
+    python experiments/sweep_dcgan.py --dataset fer2013 --data-root ~/data/fer2013.csv --image-size 48 \\
+        --classes neutral,fear,angry,surprise,disgust    # the emotional-faces DCGAN study's five classes
+
+The local profile (24 px faces, a 0.1M-parameter generator) compares the two ways the discriminator
+sees the class, label maps concatenated to the image against a spectral-norm projection head, at two
+learning rates, under ASHA; a trial whose discriminator wins outright is recorded as diverged.
+"""
+
+import sys
+
+from datasets import DataConfig
+from harness.cli import run_experiment
+from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from models.classifier import ClassifierConfig
+from models.dcgan import DCGANConfig
+
+
+def local_profile() -> ExperimentConfig:
+    """What differs from the defaults for a laptop-sized run."""
+    return ExperimentConfig(
+        name="dcgan",
+        method="dcgan",
+        data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700),
+        model=DCGANConfig(ngf=32, ndf=32),
+        train=TrainConfig(epochs=30, batch_size=32, eval_every=10),
+        eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
+        # ASHA compares trials on sample accuracy after 10 and 20 epochs and keeps the better half going
+        sweep=SweepConfig(space={"model.discriminator": ["projection", "concat"], "model.lr": [1e-4, 2e-4]},
+                          scheduler="asha", metric="sample_accuracy", mode="max", grace_period=10,
+                          reduction_factor=2),
+    )
+
+
+SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing is worth looking at
+    "data.image_size": 16, "data.num_train": 140, "data.num_test": 70,
+    "model.ngf": 8, "model.ndf": 8, "train.batch_size": 32, "train.eval_every": 0, "sweep.scheduler": "fifo",
+    "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
+    "sweep.space": {"model.discriminator": ["projection", "concat"], "train.epochs": [2]},
+}
+
+if __name__ == "__main__":
+    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))
