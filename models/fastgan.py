@@ -58,6 +58,9 @@ class FastGANConfig(GANConfig):
     policy: str = "color,translation"  # DiffAugment ops on everything D sees (FastGAN's choice; "" for none)
     recon_weight: float = 1.0  # weight of the discriminator's L1 reconstruction loss on real images
     spectral_norm: bool = True  # spectral norm on every conv/linear layer of G and D, as the official code
+    # batch norm in the discriminator's down-blocks after the first (FastGAN's choice); off leaves spectral
+    # norm alone, as in Miyato & Koyama's projection discriminator
+    d_batch_norm: bool = True
 
 
 def _identity(module: nn.Module) -> nn.Module:
@@ -146,11 +149,12 @@ class FastGANDiscriminator(nn.Module):
     ``forward(x [B, channels, size, size], y [B]) -> [B]``; the pieces: ``features`` (the map after each
     down-block), ``logits`` (the projection head on the last), ``decode`` (the two reconstructions)."""
 
-    def __init__(self, num_classes: int, channels: int, image_size: int, ndf: int, sn: Wrap = _identity):
+    def __init__(self, num_classes: int, channels: int, image_size: int, ndf: int, sn: Wrap = _identity,
+                 batch_norm: bool = True):
         super().__init__()
         base, doublings = upsampling_plan(image_size)
         widths = channel_widths(ndf, doublings)  # after each down-block: size/2, size/4, ..., base
-        self.down = nn.ModuleList(DownBlock(cin, cout, sn, batch_norm=i > 0)
+        self.down = nn.ModuleList(DownBlock(cin, cout, sn, batch_norm=batch_norm and i > 0)
                                   for i, (cin, cout) in enumerate(zip([channels] + widths, widths)))
         self.linear = sn(nn.Linear(widths[-1], 1))
         self.embed = sn(nn.Embedding(num_classes, widths[-1]))
@@ -207,7 +211,7 @@ class FastGANMethod(GANMethod):
         parse_policy(c.policy)  # an unknown op fails here, not at the first step
         sn = spectral_norm if c.spectral_norm else _identity
         G = FastGANGenerator(c.z_dim, spec.num_classes, spec.channels, spec.image_size, c.ngf, c.embed_dim, sn)
-        D = FastGANDiscriminator(spec.num_classes, spec.channels, spec.image_size, c.ndf, sn)
+        D = FastGANDiscriminator(spec.num_classes, spec.channels, spec.image_size, c.ndf, sn, c.d_batch_norm)
         return G, D
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,14 @@ def test_network_shapes(channels, size):
     assert part.shape == (2, channels, min(4 * base, size // 2), min(4 * base, size // 2))
 
 
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_discriminator_batch_norm_is_optional_and_keeps_shapes(batch_norm):
+    D = FastGANDiscriminator(num_classes=3, channels=1, image_size=32, ndf=4, batch_norm=batch_norm)
+    norms = [m for block in D.down for m in block if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == (len(D.down) - 1 if batch_norm else 0)  # never on the first block
+    assert D(torch.zeros(2, 1, 32, 32), torch.tensor([0, 1])).shape == (2,)
+
+
 def test_a_single_doubling_has_no_quarter_decoder():
     D = FastGANDiscriminator(num_classes=3, channels=1, image_size=26, ndf=4)  # 26 = 13 * 2
     whole, part = D.decode(D.features(torch.zeros(2, 1, 26, 26)), torch.tensor([0, 1]))

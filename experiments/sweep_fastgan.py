@@ -1,0 +1,51 @@
+"""Sweep a class-conditional FastGAN with DiffAugment in the few-shot setting, score every trial, write
+the report.
+
+    python experiments/sweep_fastgan.py                   # 50 training faces a class, local
+    python experiments/sweep_fastgan.py --smoke-test      # seconds: tiny data, network and budget
+    python experiments/sweep_fastgan.py --dataset imagefolder --data-root ~/photos --shots-per-class 100 \\
+        --image-size 32                                   # your own small labelled set
+
+The local profile trains on 50 synthetic faces a class (the evaluation classifier still learns from the
+whole training split: it judges, it does not take part) and compares DiffAugment policies. At 24 px it
+departs from FastGAN's own recipe where that was measured to fail on these faces: the
+non-saturating loss rather than the hinge, no batch norm in the discriminator (spectral norm alone, as
+a projection discriminator), and a light reconstruction loss; see local_profile.
+"""
+
+import sys
+
+from datasets import DataConfig
+from harness.cli import run_experiment
+from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from models.classifier import ClassifierConfig
+from models.fastgan import FastGANConfig
+
+
+def local_profile() -> ExperimentConfig:
+    """What differs from the defaults for a laptop-sized few-shot run."""
+    return ExperimentConfig(
+        name="fastgan",
+        method="fastgan",
+        data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700, shots_per_class=50),
+        # tuned by hand on this data, 100-150 epochs at 50 shots (accuracy of the EMA generator's samples):
+        # FastGAN's hinge loss with batch norm in D stayed at 13-37%; the non-saturating loss with D's
+        # batch norm off reached 80% with no augmentation and 64% with "color" by epoch 100, while
+        # "translation" (and "color,translation") stayed at 15-40%, with the same networks and losses
+        model=FastGANConfig(ngf=16, ndf=32, recon_weight=0.2, loss="nonsaturating", d_batch_norm=False),
+        train=TrainConfig(epochs=100, batch_size=16, eval_every=25),
+        eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
+        sweep=SweepConfig(space={"model.policy": ["", "color", "translation"]}, scheduler="fifo",
+                          metric="sample_accuracy", mode="max"),
+    )
+
+
+SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing is worth looking at
+    "data.image_size": 16, "data.num_train": 140, "data.num_test": 70, "data.shots_per_class": 10,
+    "model.ngf": 4, "model.ndf": 4, "train.batch_size": 16, "train.eval_every": 0,
+    "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
+    "sweep.space": {"model.policy": ["color,translation,cutout"], "train.epochs": [2]},
+}
+
+if __name__ == "__main__":
+    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))
