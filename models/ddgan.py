@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from datasets.base import DatasetSpec
 from models.diffusion import DiffusionConfig, GaussianDiffusion, NoiseStream
@@ -64,6 +65,9 @@ class DDGANConfig(GANConfig):
     # weight is r1_gamma whatever the interval (Karras et al. 2020; NVlabs' code, lazy_reg 15 on CIFAR-10,
     # does not multiply)
     r1_every: int = 15
+    # spectral norm on every conv / linear / embedding layer of the discriminator (NVlabs' has none; the
+    # projection discriminators of dcgan and fastgan do)
+    d_spectral_norm: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,12 +93,12 @@ class DownBlock(nn.Module):
     LeakyReLU-conv3x3, 2x average pooling; the skip path pools and maps channels by a 1x1 conv; the sum
     is scaled by 1/sqrt(2). x: [B, in_ch, H, W], emb: [B, emb_dim] -> [B, out_ch, H/2, W/2]."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, sn: Callable[[nn.Module], nn.Module]):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.conv1 = sn(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.emb = sn(nn.Linear(emb_dim, out_ch))
+        self.conv2 = sn(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = sn(nn.Conv2d(in_ch, out_ch, 1, bias=False))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x: [B, in_ch, H, W], emb: [B, emb_dim] -> [B, out_ch, H/2, W/2]."""
@@ -109,20 +113,22 @@ class PairDiscriminator(nn.Module):
     (x_prev [B, C, H, W], x_t [B, C, H, W], t [B] in 0..T-1, y [B] labels in 0..num_classes-1) -> logits [B].
     Sizes: any that models.gan.upsampling_plan accepts (24, 28, 32, 48, 64 px, ...); any channel count."""
 
-    def __init__(self, channels: int, num_classes: int, image_size: int, ndf: int):
+    def __init__(self, channels: int, num_classes: int, image_size: int, ndf: int, spectral: bool = False):
         super().__init__()
+        sn = spectral_norm if spectral else (lambda layer: layer)
         _, halvings = upsampling_plan(image_size)
         widths = [ndf * min(2 ** i, D_MAX_MULT) for i in range(halvings + 1)]
         emb_dim = 4 * ndf
         self.ndf = ndf
-        self.time_mlp = nn.Sequential(nn.Linear(ndf, emb_dim), nn.LeakyReLU(0.2), nn.Linear(emb_dim, emb_dim))
-        self.stem = nn.Conv2d(2 * channels, widths[0], 3, padding=1)
-        self.blocks = nn.ModuleList(DownBlock(cin, cout, emb_dim) for cin, cout in zip(widths, widths[1:]))
-        self.final = nn.Conv2d(widths[-1], widths[-1], 3, padding=1)  # on the base x base map
-        self.linear = nn.Linear(widths[-1], 1)
-        self.class_emb = nn.Embedding(num_classes, widths[-1])
+        self.time_mlp = nn.Sequential(sn(nn.Linear(ndf, emb_dim)), nn.LeakyReLU(0.2), sn(nn.Linear(emb_dim, emb_dim)))
+        self.stem = sn(nn.Conv2d(2 * channels, widths[0], 3, padding=1))
+        self.blocks = nn.ModuleList(DownBlock(cin, cout, emb_dim, sn) for cin, cout in zip(widths, widths[1:]))
+        self.final = sn(nn.Conv2d(widths[-1], widths[-1], 3, padding=1))  # on the base x base map
+        self.linear = sn(nn.Linear(widths[-1], 1))
+        class_emb = nn.Embedding(num_classes, widths[-1])
         bound = 1 / math.sqrt(widths[-1])  # the projection term starts on the scale of the linear one
-        nn.init.uniform_(self.class_emb.weight, -bound, bound)
+        nn.init.uniform_(class_emb.weight, -bound, bound)
+        self.class_emb = sn(class_emb)
 
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x_prev, x_t: [B, C, H, W]; t, y: [B] -> logits [B]."""
@@ -168,7 +174,7 @@ class DDGANMethod(GANMethod):
     def build(self, spec: DatasetSpec) -> tuple[nn.Module, nn.Module]:
         c = self.config
         G = DDGANGenerator(spec.channels, spec.num_classes, spec.image_size, c.z_dim, c.unet)
-        D = PairDiscriminator(spec.channels, spec.num_classes, spec.image_size, c.ndf)
+        D = PairDiscriminator(spec.channels, spec.num_classes, spec.image_size, c.ndf, c.d_spectral_norm)
         return G, D
 
     # one reverse step, shared by training and sampling ------------------------------------

@@ -96,6 +96,15 @@ def test_generator_and_discriminator_shapes(channels, size):
         assert D(x, x0, t, y).shape == (2,)
 
 
+def test_discriminator_spectral_norm_is_optional():
+    x, t, y = torch.randn(2, 1, 24, 24), torch.tensor([0, 3]), torch.tensor([0, 2])
+    plain, normed = PairDiscriminator(1, 3, 24, ndf=8), PairDiscriminator(1, 3, 24, ndf=8, spectral=True)
+    layers = [m for m in normed.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+    assert normed(x, x, t, y).shape == (2,)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 
