@@ -6,8 +6,8 @@
         --classes neutral,fear,angry,surprise,disgust    # the emotional-faces DCGAN study's five classes
 
 The local profile (24 px faces, a 0.1M-parameter generator) compares the two ways the discriminator
-sees the class, label maps concatenated to the image against a spectral-norm projection head, at two
-learning rates, under ASHA; a trial whose discriminator wins outright is recorded as diverged.
+sees the class, label maps concatenated to the image against a spectral-norm projection head, under
+ASHA; a trial whose discriminator wins outright is recorded as diverged.
 """
 
 import sys
@@ -25,11 +25,13 @@ def local_profile() -> ExperimentConfig:
         name="dcgan",
         method="dcgan",
         data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700),
-        model=DCGANConfig(ngf=32, ndf=32),
+        model=DCGANConfig(ngf=32, ndf=32, lr=2e-4),
         train=TrainConfig(epochs=30, batch_size=32, eval_every=10),
         eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
-        # ASHA compares trials on sample accuracy after 10 and 20 epochs and keeps the better half going
-        sweep=SweepConfig(space={"model.discriminator": ["projection", "concat"], "model.lr": [1e-4, 2e-4]},
+        # ASHA compares the trials on sample accuracy after 10 and 20 epochs and stops the worse one. With
+        # lr 1e-4 as well (four trials) the run took 20 minutes here: projection reached 65% at lr 1e-4
+        # and 76% at 2e-4 after 30 epochs, concat 50% after 20 epochs at 1e-4
+        sweep=SweepConfig(space={"model.discriminator": ["projection", "concat"]},
                           scheduler="asha", metric="sample_accuracy", mode="max", grace_period=10,
                           reduction_factor=2),
     )
