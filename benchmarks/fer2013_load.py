@@ -82,7 +82,7 @@ def main() -> None:
                                  text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     mb = 1024 * 1024
-    print(f"\n| run | rows | load s | uint8 images MB | peak above baseline MB | ratio | held after load MB |")
+    print("\n| run | rows | load s | uint8 images MB | peak above baseline MB | ratio | held after load MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for i, r in enumerate(runs, 1):
         print(f"| {i} | {r['rows']} | {r['seconds']:.2f} | {r['image_bytes'] / mb:.1f} | "
