@@ -21,6 +21,7 @@ from models.dcgan import DCGANConfig, DCGANMethod
 from models.ddgan import DDGANConfig, DDGANMethod
 from models.ddpm import DDPMConfig, DDPMMethod
 from models.fastgan import FastGANConfig, FastGANMethod
+from models.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,7 @@ METHODS: dict[str, MethodEntry] = {
 
 
 def get_method(name: str) -> MethodEntry:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid: {sorted(METHODS)}")
-    return METHODS[name]
+    return lookup(METHODS, name, "method")
 
 
 def build_method(name: str, config, spec, device="cpu", wrap=None, seed: int = 0):

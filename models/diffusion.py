@@ -21,6 +21,8 @@ from typing import Callable
 
 import torch
 
+from models.registry import lookup
+
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -93,9 +95,7 @@ SCHEDULES: dict[str, Callable[[int], torch.Tensor]] = {"linear": linear_betas, "
 
 def named_betas(name: str, timesteps: int) -> torch.Tensor:
     """Beta schedule by name -> [T] float64."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown beta schedule {name!r}; valid: {sorted(SCHEDULES)}")
-    return SCHEDULES[name](timesteps)
+    return lookup(SCHEDULES, name, "beta schedule")(timesteps)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from torch import nn
 from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
 from models.diffusion import NoiseStream
 from models.ema import EMA
+from models.registry import lookup
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,9 +64,7 @@ LOSSES: dict[str, AdversarialLoss] = {
 
 
 def get_loss(name: str) -> AdversarialLoss:
-    if name not in LOSSES:
-        raise ValueError(f"unknown adversarial loss {name!r}; valid: {sorted(LOSSES)}")
-    return LOSSES[name]
+    return lookup(LOSSES, name, "adversarial loss")
 
 
 def discriminator_wins(real: torch.Tensor, fake: torch.Tensor, margin: float) -> bool:
