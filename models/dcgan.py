@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from datasets.base import DatasetSpec
 from models.diffusion import NoiseStream
-from models.gan import GANConfig, GANMethod, channel_widths, discriminator_wins, upsampling_plan
+from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
+                        upsampling_plan)
 
 DISCRIMINATORS = ("concat", "projection")
 
@@ -70,7 +70,7 @@ class DCGANDiscriminator(nn.Module):
         base, doublings = upsampling_plan(image_size)
         widths = channel_widths(ndf, doublings)
         projection = conditioning == "projection"
-        norm = spectral_norm if projection else (lambda layer: layer)
+        norm = spectral_or_identity(projection)
         cin = channels + (0 if projection else num_classes)
         layers = []
         for i, cout in enumerate(widths):

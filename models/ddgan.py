@@ -30,11 +30,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from datasets.base import DatasetSpec
 from models.diffusion import DiffusionConfig, GaussianDiffusion, NoiseStream
-from models.gan import GANConfig, GANMethod, discriminator_wins, upsampling_plan
+from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
+                        upsampling_plan)
 from models.unet import UNet, UNetConfig, timestep_embedding
 
 D_MAX_MULT = 4  # the discriminator's widths double at each halving up to D_MAX_MULT * ndf
@@ -115,9 +115,9 @@ class PairDiscriminator(nn.Module):
 
     def __init__(self, channels: int, num_classes: int, image_size: int, ndf: int, spectral: bool = False):
         super().__init__()
-        sn = spectral_norm if spectral else (lambda layer: layer)
+        sn = spectral_or_identity(spectral)
         _, halvings = upsampling_plan(image_size)
-        widths = [ndf * min(2 ** i, D_MAX_MULT) for i in range(halvings + 1)]
+        widths = channel_widths(ndf, halvings + 1, D_MAX_MULT)
         emb_dim = 4 * ndf
         self.ndf = ndf
         self.time_mlp = nn.Sequential(sn(nn.Linear(ndf, emb_dim)), nn.LeakyReLU(0.2), sn(nn.Linear(emb_dim, emb_dim)))

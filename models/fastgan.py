@@ -37,12 +37,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from datasets.base import DatasetSpec
 from models.diffaugment import diff_augment, parse_policy
 from models.diffusion import NoiseStream
-from models.gan import GANConfig, GANMethod, channel_widths, discriminator_wins, upsampling_plan
+from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
+                        upsampling_plan)
 
 Wrap = Callable[[nn.Module], nn.Module]  # spectral norm on a layer, or the identity
 
@@ -61,10 +61,6 @@ class FastGANConfig(GANConfig):
     # batch norm in the discriminator's down-blocks after the first (FastGAN's choice); off leaves spectral
     # norm alone, as in Miyato & Koyama's projection discriminator
     d_batch_norm: bool = True
-
-
-def _identity(module: nn.Module) -> nn.Module:
-    return module
 
 
 class UpBlock(nn.Sequential):
@@ -120,7 +116,7 @@ class FastGANGenerator(nn.Module):
     """(z [B, z_dim], y [B]) -> images [B, channels, size, size] in [-1, 1]."""
 
     def __init__(self, z_dim: int, num_classes: int, channels: int, image_size: int, ngf: int, embed_dim: int,
-                 sn: Wrap = _identity):
+                 sn: Wrap = spectral_or_identity(False)):
         super().__init__()
         base, doublings = upsampling_plan(image_size)
         widths = channel_widths(ngf, doublings + 1)[::-1]  # level 0 (the base map) first; ngf at full size
@@ -149,8 +145,8 @@ class FastGANDiscriminator(nn.Module):
     ``forward(x [B, channels, size, size], y [B]) -> [B]``; the pieces: ``features`` (the map after each
     down-block), ``logits`` (the projection head on the last), ``decode`` (the two reconstructions)."""
 
-    def __init__(self, num_classes: int, channels: int, image_size: int, ndf: int, sn: Wrap = _identity,
-                 batch_norm: bool = True):
+    def __init__(self, num_classes: int, channels: int, image_size: int, ndf: int,
+                 sn: Wrap = spectral_or_identity(False), batch_norm: bool = True):
         super().__init__()
         base, doublings = upsampling_plan(image_size)
         widths = channel_widths(ndf, doublings)  # after each down-block: size/2, size/4, ..., base
@@ -209,7 +205,7 @@ class FastGANMethod(GANMethod):
     def build(self, spec: DatasetSpec) -> tuple[nn.Module, nn.Module]:
         c = self.config
         parse_policy(c.policy)  # an unknown op fails here, not at the first step
-        sn = spectral_norm if c.spectral_norm else _identity
+        sn = spectral_or_identity(c.spectral_norm)
         G = FastGANGenerator(c.z_dim, spec.num_classes, spec.channels, spec.image_size, c.ngf, c.embed_dim, sn)
         D = FastGANDiscriminator(spec.num_classes, spec.channels, spec.image_size, c.ndf, sn, c.d_batch_norm)
         return G, D

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
 from models.diffusion import NoiseStream
@@ -104,9 +105,15 @@ def upsampling_plan(image_size: int, min_base: int = 3) -> tuple[int, int]:
     return base, doublings
 
 
-def channel_widths(width: int, levels: int) -> list[int]:
-    """Channels of ``levels`` maps from full size down: width, 2 width, 4 width, 8 width, 8 width, ..."""
-    return [width * min(2 ** i, 8) for i in range(levels)]
+def channel_widths(width: int, levels: int, max_mult: int = 8) -> list[int]:
+    """Channels of ``levels`` maps from full size down: width, 2 width, 4 width, ..., capped at
+    max_mult * width."""
+    return [width * min(2 ** i, max_mult) for i in range(levels)]
+
+
+def spectral_or_identity(on: bool) -> Callable[[nn.Module], nn.Module]:
+    """layer -> layer with spectral norm (torch's parametrization) when ``on``, else the layer as it is."""
+    return spectral_norm if on else (lambda layer: layer)
 
 
 # ---------------------------------------------------------------------------------------------
