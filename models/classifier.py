@@ -76,7 +76,10 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # [B, H]
     cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # [B, W]
     idx = torch.arange(b, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    # standard strides: a conv backward on the channels-last strides of this view (with 1 channel, PyTorch
+    # counts it as contiguous too) corrupts memory in torch 2.15 on CPU for some batch sizes
+    shifted = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return shifted.clone(memory_format=torch.contiguous_format)
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, config: ClassifierConfig,
