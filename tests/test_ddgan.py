@@ -157,3 +157,20 @@ def test_sampling_takes_t_generator_calls():
     method = tiny_ddgan(channels=3)
     assert method.network_evaluations() == 4
     assert method.sampling_settings() == {"sampler": "ddgan", "steps": 4, "weights": "ema"}
+
+
+def test_x0_weight_adds_the_reconstruction_term_to_the_generator_loss():
+    """The same seeded draws with and without the term: the loss grows by exactly x0_weight * MSE(G's x_0, x_0)."""
+    images, labels = toy_batch()
+    real = images.float() / 127.5 - 1
+    plain, hybrid = tiny_ddgan(seed=3), tiny_ddgan(seed=3, x0_weight=5.0)
+    randomize_(plain.G)
+    hybrid.G.load_state_dict(plain.G.state_dict())
+    hybrid.D.load_state_dict(plain.D.state_dict())
+    plain.seed_noise(7)
+    hybrid.seed_noise(7)
+    loss_plain, stats_plain = plain.g_loss(real, labels)
+    loss_hybrid, stats_hybrid = hybrid.g_loss(real, labels)
+    assert "g_x0_mse" not in stats_plain and stats_hybrid["g_x0_mse"] > 0
+    assert stats_hybrid["loss_g"] == pytest.approx(stats_plain["loss_g"])
+    assert loss_hybrid.item() == pytest.approx(loss_plain.item() + 5.0 * stats_hybrid["g_x0_mse"], rel=1e-5)
