@@ -5,9 +5,11 @@ the report.
     python experiments/sweep_ddgan.py --smoke-test        # seconds: tiny data, network and budget
     python experiments/sweep_ddgan.py --set model.timesteps=2   # fewer, larger denoising steps
 
-The local profile (24 px faces) denoises in T = 4 steps, each a conditional GAN, and sweeps the
-learning rate. It runs in about 10 minutes, but at this budget its samples are not yet recognisable:
-accuracy stays at chance (12-14%, domain FID 17-39); a recipe that learns on a CPU budget is open work.
+The local profile (24 px faces) denoises in T = 4 steps, each a conditional GAN, and compares the
+generator's loss with and without an auxiliary x0 reconstruction term (model.x0_weight; ASHA stops the
+weaker trial at epoch 4). Measured here (2 cores, no GPU): with the term (weight 50) the samples reach
+39% classifier accuracy at epoch 12 (domain FID 14.6); the paper's purely adversarial generator was at
+chance (12%) when ASHA stopped it. 14.5 minutes, classifier and real features not yet cached.
 """
 
 import sys
@@ -27,10 +29,12 @@ def local_profile() -> ExperimentConfig:
         method="ddgan",
         data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700),
         model=DDGANConfig(unet=UNetConfig(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
-                                          attention_resolutions=()), ndf=16, timesteps=4),
-        train=TrainConfig(epochs=10, batch_size=32, eval_every=5),
+                                          attention_resolutions=()), ndf=16, timesteps=4, lr=3.2e-4),
+        train=TrainConfig(epochs=12, batch_size=32, eval_every=4),
         eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
-        sweep=SweepConfig(space={"model.lr": [1.6e-4, 3.2e-4]}, scheduler="fifo", metric="sample_accuracy"),
+        # the hybrid first: Tune runs the grid in order, and ASHA can only stop a trial that has a rival
+        sweep=SweepConfig(space={"model.x0_weight": [50.0, 0.0]}, scheduler="asha", grace_period=4,
+                          metric="sample_accuracy"),
     )
 
 
@@ -39,7 +43,8 @@ SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing i
     "model.unet.base_channels": 8, "model.unet.channel_mult": [1, 2], "model.ndf": 4, "model.timesteps": 2,
     "train.batch_size": 32, "train.eval_every": 0,
     "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "sweep.space": {"model.lr": [1.6e-4], "train.epochs": [2]},
+    "eval.augment_steps": 20,
+    "sweep.space": {"model.x0_weight": [50.0], "train.epochs": [2]},
 }
 
 if __name__ == "__main__":

@@ -45,6 +45,13 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
     data.add_argument("--shots-per-class", type=int, default=None,
                       help="keep K training images a class (seeded) for few-shot runs; test stays whole")
     data.add_argument("--image-size", type=int, default=None, help="resize images to this many px a side")
+    evaluation = p.add_argument_group("evaluation (README.md, Metrics)")
+    evaluation.add_argument("--inception-weights", default=None, metavar="PATH",
+                            help="torch-fidelity's Inception weights (weights-inception-2015-12-05-6726825d.pth) for "
+                                 "Inception FID/KID/IS/precision-recall; default: the torch hub cache, else the "
+                                 "offline network of the [fid] extra, else those metrics are recorded as missing")
+    evaluation.add_argument("--inception-download", action="store_true", default=None,
+                            help="let torch-fidelity download its Inception weights when they are not found")
     sweep = p.add_argument_group("sweep")
     sweep.add_argument("--name", default=None, help="experiment name: runs go to <storage-path>/<name>/<timestamp>")
     sweep.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates to sweep (model.lr)")
@@ -86,6 +93,9 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
         # absolute: the saved config must still find the data when resumed from another directory
         "data.data_root": os.path.abspath(os.path.expanduser(args.data_root)) if args.data_root else None,
         "data.classes": [name.strip() for name in args.classes.split(",") if name.strip()] if args.classes else None,
+        "eval.inception_weights": (os.path.abspath(os.path.expanduser(args.inception_weights))
+                                   if args.inception_weights else None),
+        "eval.inception_download": args.inception_download,
     }
     overrides.update({k: v for k, v in named.items() if v is not None})
     space = dict(overrides.get("sweep.space", config.sweep.space))

@@ -51,11 +51,33 @@ class EvalConfig:
     kid_subset_size: int = 1000  # capped at the number of samples
     kid_subsets: int = 100
     isc_splits: int = 10  # capped at the number of samples
+    prc_neighborhood: int = 3  # k of precision / recall's k-NN balls (torch-fidelity's default)
+    bootstrap: int = 100  # resamples of the generated samples for the spread of accuracy and FID (0: none)
+    # Inception FID / KID / IS / precision-recall: torch-fidelity's inception-v3-compat with this weights file
+    # (None: the torch hub cache), else the offline TorchScript network of the [fid] extra; else missing
+    inception_weights: str | None = None
+    inception_download: bool = False  # let torch-fidelity download its Inception weights when not found
+    inception_at: str = "every"  # "every" evaluation, "final" epoch only, or "never"
+    # classification accuracy score (CAS) at the final epoch: a fresh classifier (eval.classifier's recipe)
+    # trained on generated images only, as many per class as the real training split has; tested on real
+    cas: bool = True
+    # augmentation gain at the final epoch: a classifier on K real images a class vs on those plus
+    # augment_synthetic_per_class generated ones, both tested on the real test split, over augment_seeds
+    # seeds. K: the dataset's shots_per_class in few-shot runs, else augment_shots (drawn per seed)
+    augment: bool = True
+    augment_shots: int = 10
+    augment_synthetic_per_class: int = 100
+    augment_seeds: int = 3
+    augment_steps: int = 100  # optimizer steps of each classifier (the same for both arms)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def __post_init__(self):
         if self.bpd_at not in ("final", "every"):
             raise ValueError(f"unknown eval.bpd_at {self.bpd_at!r}; valid: ['every', 'final']")
+        if self.inception_at not in ("every", "final", "never"):
+            raise ValueError(f"unknown eval.inception_at {self.inception_at!r}; valid: ['every', 'final', 'never']")
+        if self.augment and (self.augment_seeds < 1 or self.augment_shots < 1):
+            raise ValueError("eval.augment_seeds and eval.augment_shots must be >= 1")
 
 
 @dataclass

@@ -184,7 +184,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
 
     # caches live beside the runs on a local storage path, else in ./runs/cache on the driver
     cache_dir = os.path.join(os.path.abspath("runs") if storage.is_uri(storage_root) else storage_root, "cache")
-    reference = prepare_reference(data, configs[0].eval.classifier, cache_dir, log=log)
+    reference = prepare_reference(data, configs[0].eval, cache_dir, log=log)
 
     shared = {"run_dir": run_dir, "data": ray.put(data), "reference": ray.put(reference)}
     frames, histories = [], []

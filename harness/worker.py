@@ -113,7 +113,7 @@ def _evaluate_into(folder: str, method, data, reference, config: ExperimentConfi
                    trial_id: str, settings: dict | None = None, likelihood=None) -> dict:
     """Evaluate and write eval.json and samples.png into ``folder``; returns the record."""
     record, grid_png = evaluate(method, data, reference, config.eval, device=device, settings=settings,
-                                likelihood=likelihood)
+                                likelihood=likelihood, final=epoch == config.train.epochs)
     record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting=setting_key(settings or {}))
     storage.write_bytes(storage.join(folder, "samples.png"), grid_png)
     storage.write_bytes(storage.join(folder, "eval.json"), json.dumps(record, indent=1).encode())

@@ -122,3 +122,14 @@ def test_presets_apply_first_and_merge_with_the_smoke_test():
     assert config.eval.bpd_at == "every" and config.eval.bpd_images == 3
     with pytest.raises(SystemExit, match="bpd_at"):
         resolve(build_parser("x").parse_args(["--set", "eval.bpd_at=sometimes"]), ExperimentConfig(), {})
+
+
+def test_inception_flags_reach_the_eval_config_with_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser("x").parse_args(["--inception-weights", "w.pth", "--inception-download"])
+    config = resolve(args, ExperimentConfig(), {})
+    assert config.eval.inception_weights == str(tmp_path / "w.pth") and config.eval.inception_download is True
+    plain = resolve(build_parser("x").parse_args([]), ExperimentConfig(), {})
+    assert plain.eval.inception_weights is None and plain.eval.inception_download is False
+    with pytest.raises(SystemExit, match="inception_at"):
+        resolve(build_parser("x").parse_args(["--set", "eval.inception_at=sometimes"]), ExperimentConfig(), {})

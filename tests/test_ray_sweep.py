@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from datasets import DataConfig
+from harness import fidelity
 from harness import worker as worker_module
 from harness.config import (ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict)
 from models.classifier import ClassifierConfig
@@ -28,8 +29,9 @@ def tiny_experiment(tmp_path, **sweep) -> ExperimentConfig:
                                          attention_resolutions=(8,), num_heads=2),
                          diffusion=DiffusionConfig(timesteps=50), sampling_steps=3, lr=1e-3),
         train=TrainConfig(epochs=2, batch_size=16, eval_every=1, keep_checkpoints=5),
-        eval=EvalConfig(samples_per_class=3, bpd_images=8, bpd_t_samples=3, bpd_at="every",
-                        classifier=ClassifierConfig(width=8, epochs=1)),
+        # Inception costs ~0.3 s an image here: only the first test turns it on (tests/test_metrics.py has the rest)
+        eval=EvalConfig(samples_per_class=3, bpd_images=8, bpd_t_samples=3, bpd_at="every", inception_at="never",
+                        augment_steps=10, classifier=ClassifierConfig(width=8, epochs=1)),
         sweep=SweepConfig(**sweep),
         cluster=ClusterConfig(storage_path=str(tmp_path), workers_per_trial=2, cpus_per_worker=0.5,
                               cpus_per_trial_driver=0.25),
@@ -40,6 +42,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     from harness.sweep import run_sweep
 
     config = tiny_experiment(tmp_path, space={"model.lr": [1e-3, 2e-3]})
+    config.eval.inception_at = "final"
     outcome = run_sweep(config, log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
     assert len(frame) == 4  # 2 trials x evaluations at epochs 1 and 2
@@ -54,6 +57,13 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     assert frame["protocol.num_samples"].eq(21).all() and frame["protocol.reference_split"].eq("test").all()
     assert frame["version.ray"].notna().all() and frame["git_commit"].notna().all()
     assert frame["config.cluster.workers_per_trial"].eq(2).all()
+    final, middle = frame[frame["epoch"] == 2], frame[frame["epoch"] == 1]
+    for column in ("cas", "cas_std", "aug_gain", "aug_gain_std", "sample_accuracy_std", "fid_domain_std"):
+        assert final[column].notna().all(), column
+    assert middle["cas"].isna().all() and middle["fid_inception"].isna().all()  # final epoch only
+    assert all("final epoch" in json.loads(m)["fid_inception"] for m in middle["missing"])
+    if fidelity.offline_inception_path() is not None:  # the [fid] extra: Inception metrics with no download
+        assert final[["fid_inception", "kid_inception", "precision_inception", "recall_inception"]].notna().all().all()
     for grid in frame["sample_grid"]:
         assert os.path.getsize(os.path.join(outcome.run_dir, grid)) > 100
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
@@ -102,7 +112,7 @@ def test_worker_resumes_from_its_last_checkpoint(ray_local, tmp_path):
     config = tiny_experiment(tmp_path)
     config.train.epochs = 1
     data = datasets.load(config.data)
-    reference = prepare_reference(data, config.eval.classifier, str(tmp_path / "cache"), log=lambda *_: None)
+    reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
     refs = {"data": ray.put(data), "reference": ray.put(reference)}
 
     def fit(epochs):

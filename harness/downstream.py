@@ -1,0 +1,105 @@
+"""Do the samples serve a downstream classifier? Two scores, each a classifier trained from scratch with
+the evaluation classifier's recipe (EvalConfig.classifier) and tested on the real test split:
+
+- classification accuracy score, CAS ("GAN-train", Ravuri & Vinyals 2019): trained on generated images
+  only, as many per class as the real training split has; read it beside the evaluation classifier's
+  accuracy, which is the same recipe trained on the real images.
+- augmentation gain: in the few-shot setting, trained on K real images a class, and on those plus M
+  generated images a class; the gain is the difference of the two test accuracies, over several seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+import torch
+
+from datasets.base import DatasetSplits
+from models.classifier import predict, train_classifier
+
+
+def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    """Images per class: labels [N] int64 -> [num_classes] counts."""
+    return torch.bincount(labels, minlength=num_classes).tolist()
+
+
+def pool_labels(data: DatasetSplits, config) -> torch.Tensor:
+    """Labels [N] of the generated pool both scores draw from: per class, the real training split's count
+    (for CAS) or augment_synthetic_per_class (for the gain), whichever is larger among those enabled."""
+    counts = [0] * data.num_classes
+    if config.cas:
+        counts = class_counts(data.classifier_train.labels, data.num_classes)
+    if config.augment:
+        counts = [max(c, config.augment_synthetic_per_class) for c in counts]
+    return torch.arange(data.num_classes).repeat_interleave(torch.tensor(counts))
+
+
+def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, config, seed: int,
+               steps: int | None = None, device="cpu") -> torch.Tensor:
+    """Train a fresh classifier on images [N, C, H, W] uint8 / labels [N] (about ``steps`` optimizer steps,
+    or the recipe's epochs) and return its hits on the real test split: [N_test] bool."""
+    recipe = dataclasses.replace(config.classifier, seed=seed)
+    if steps is not None:
+        steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
+        recipe = dataclasses.replace(recipe, epochs=max(1, round(steps / steps_per_epoch)))
+    net = train_classifier(images, labels, data.num_classes, recipe, device=device)
+    return predict(net, data.test.images).argmax(1).cpu() == data.test.labels
+
+
+def per_class_first(labels: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
+    """Indices of the first ``k`` entries of each class in labels [N] -> [<= k * num_classes] int64."""
+    return torch.cat([torch.nonzero(labels == c).flatten()[:k] for c in range(num_classes)])
+
+
+def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
+                                  config, device="cpu") -> tuple[dict, dict]:
+    """CAS of a generated pool: samples [N, C, H, W] uint8 with labels [N] (from ``pool_labels``).
+    Returns ({cas, cas_std (over the test images), cas_seconds}, protocol)."""
+    t0 = time.time()
+    want = class_counts(data.classifier_train.labels, data.num_classes)
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c, n in enumerate(want)])
+    hits = _test_hits(samples[idx], labels[idx], data, config, seed=config.classifier.seed, device=device).double()
+    p = hits.mean().item()
+    metrics = {"cas": p, "cas_std": math.sqrt(p * (1 - p) / len(hits)), "cas_seconds": time.time() - t0}
+    return metrics, {"cas_train_images": len(idx), "cas_test_images": len(hits)}
+
+
+def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
+                      config, device="cpu") -> tuple[dict, dict]:
+    """The augmentation gain of a generated pool (samples [N, C, H, W] uint8, labels [N]) over
+    ``augment_seeds`` seeds. Per seed: K real images a class (the few-shot training split, or a seeded
+    draw of augment_shots from the training split), one classifier on them and one on them plus the
+    first augment_synthetic_per_class generated images a class, the same number of steps each.
+    Returns ({aug_real_accuracy, aug_mixed_accuracy, aug_gain, each with _std over seeds,
+    aug_seconds}, protocol)."""
+    t0 = time.time()
+    k = data.num_classes
+    few_shot = data.train_full is not None
+    synthetic = per_class_first(labels, config.augment_synthetic_per_class, k)
+    real_acc, mixed_acc = [], []
+    for s in range(config.augment_seeds):
+        seed = config.classifier.seed + 1000 + s
+        if few_shot:
+            real = torch.arange(len(data.train))
+        else:
+            order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+            real = order[per_class_first(data.train.labels[order], config.augment_shots, k)]
+        x_real, y_real = data.train.images[real], data.train.labels[real]
+        real_acc.append(_test_hits(x_real, y_real, data, config, seed, config.augment_steps, device).double().mean().item())
+        x_mix = torch.cat([x_real, samples[synthetic]])
+        y_mix = torch.cat([y_real, labels[synthetic]])
+        mixed_acc.append(_test_hits(x_mix, y_mix, data, config, seed, config.augment_steps, device).double().mean().item())
+    real_acc, mixed_acc = np.array(real_acc), np.array(mixed_acc)
+    gain = mixed_acc - real_acc
+    ddof = 1 if config.augment_seeds > 1 else 0
+    metrics = {"aug_real_accuracy": real_acc.mean(), "aug_real_accuracy_std": real_acc.std(ddof=ddof),
+               "aug_mixed_accuracy": mixed_acc.mean(), "aug_mixed_accuracy_std": mixed_acc.std(ddof=ddof),
+               "aug_gain": gain.mean(), "aug_gain_std": gain.std(ddof=ddof), "aug_seconds": time.time() - t0}
+    shots = class_counts(data.train.labels, k) if few_shot else [config.augment_shots] * k
+    protocol = {"aug_shots_per_class": min(shots), "aug_synthetic_per_class": config.augment_synthetic_per_class,
+                "aug_seeds": config.augment_seeds, "aug_steps": config.augment_steps,
+                "aug_real_images": "the few-shot training split" if few_shot else "a seeded draw per seed"}
+    return {key: float(v) for key, v in metrics.items()}, protocol

