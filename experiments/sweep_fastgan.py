@@ -30,8 +30,9 @@ def local_profile() -> ExperimentConfig:
         data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700, shots_per_class=50),
         # tuned by hand on this data, 100-150 epochs at 50 shots (accuracy of the EMA generator's samples):
         # FastGAN's hinge loss with batch norm in D stayed at 13-37%; the non-saturating loss with D's
-        # batch norm off reached 77% with no augmentation and 71% with "color" after 100 epochs (this
-        # profile's run), while "translation" (and "color,translation") stayed at 15-40%
+        # batch norm off reached 72-77% with no augmentation and 71% with "color" after 100 epochs (this
+        # profile's runs; 13 minutes with every metric), while "translation" (and "color,translation")
+        # stayed at 15-40%
         model=FastGANConfig(ngf=16, ndf=32, recon_weight=0.2, loss="nonsaturating", d_batch_norm=False),
         train=TrainConfig(epochs=100, batch_size=16, eval_every=25),
         # Inception features cost ~0.2 s an image on 2 CPU cores: at each trial's last epoch only (every trial
