@@ -220,7 +220,11 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, devi
         missing.update({tagged(key, "inception"): skip for key in FIDELITY_KEYS if not key.endswith("_std")})
     else:
         t0 = time.time()
-        values, reasons = fidelity_metrics(samples, "inception", ref.inception, ref, config, device)
+        try:
+            values, reasons = fidelity_metrics(samples, "inception", ref.inception, ref, config, device)
+        except (FileNotFoundError, ValueError) as e:  # this node lacks the run's Inception weights
+            values = {tagged(key, "inception"): math.nan for key in FIDELITY_KEYS}
+            reasons = {tagged(key, "inception"): str(e) for key in FIDELITY_KEYS if not key.endswith("_std")}
         metrics.update(values)
         missing.update(reasons)
         metrics["inception_metrics_seconds"] = time.time() - t0

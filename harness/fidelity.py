@@ -237,14 +237,30 @@ def resolve_inception(weights_path: str | None = None, download: bool = False) -
 _INSTANCES: dict[tuple[str, str], FeatureExtractorBase] = {}  # built extractors of this process
 
 
+def local_weights(extractor: Extractor) -> str | None:
+    """The extractor's weights file on this node: its recorded path, or (offline network) this node's copy
+    of the [fid] extra's file; checked against the recorded hash, so every node scores with the driver's
+    network. Raises FileNotFoundError / ValueError naming the file otherwise."""
+    path = extractor.weights_path
+    if path is None:
+        return None
+    if not os.path.isfile(path) and extractor.name == "inception-v3-offline":
+        path = offline_inception_path() or path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{extractor.name}: weights file {path} is not on this node")
+    if file_sha256(path) != extractor.weights_sha256:
+        raise ValueError(f"{extractor.name}: {path} has hash {file_sha256(path)}, the run's is {extractor.weights_sha256}")
+    return path
+
+
 def _instance(extractor: Extractor, device: str) -> FeatureExtractorBase:
     key = (extractor.key, str(device))
     if key not in _INSTANCES:
         kwargs = {"verbose": False}
         if extractor.name == "inception-v3-compat":
-            kwargs["feature_extractor_weights_path"] = extractor.weights_path
+            kwargs["feature_extractor_weights_path"] = local_weights(extractor)
         elif extractor.name == "inception-v3-offline":
-            kwargs["offline_weights_path"] = extractor.weights_path
+            kwargs["offline_weights_path"] = local_weights(extractor)
         fe = create_feature_extractor(extractor.name, extractor.feature_names(), cuda=False, **kwargs)
         _INSTANCES[key] = fe.to(device)
     return _INSTANCES[key]

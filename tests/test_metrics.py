@@ -272,3 +272,20 @@ def test_torch_fidelity_inception_from_a_weights_file_gives_every_metric_and_is(
     values, missing = score_features(features, features, extractor, kid_subset_size=1000, kid_subsets=2,
                                      isc_splits=2)
     assert missing == {} and values["is"] >= 1.0 - 1e-6 and abs(values["fid"]) < 1e-3
+
+
+def test_a_node_without_the_runs_inception_weights_records_why(data, tmp_path, monkeypatch):
+    """The reference names the driver's weights file and hash; a node that lacks that file, or holds
+    another one, gets the Inception columns as missing with the reason, not a crash."""
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"not the network")
+    config = _eval_config()
+    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    ref.inception = Extractor(name="inception-v3-compat", layers=(("fid", "2048"),), weights_sha256="0" * 12,
+                              description="x", rgb=True, weights_path=str(weights))
+    ref.real_features["inception"] = {"2048": torch.zeros(len(data.test), 2048, dtype=torch.float64)}
+    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
+    assert math.isnan(record["metrics"]["fid_inception"]) and "hash" in record["missing"]["fid_inception"]
+    weights.unlink()
+    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
+    assert "not on this node" in record["missing"]["fid_inception"]
