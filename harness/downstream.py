@@ -49,9 +49,9 @@ def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, 
     return predict(net, data.test.images).argmax(1).cpu() == data.test.labels
 
 
-def per_class_first(labels: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
-    """Indices of the first ``k`` entries of each class in labels [N] -> [<= k * num_classes] int64."""
-    return torch.cat([torch.nonzero(labels == c).flatten()[:k] for c in range(num_classes)])
+def first_of_each_class(labels: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """Indices of the first counts[c] entries of each class c in labels [N] -> [<= sum(counts)] int64."""
+    return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c, n in enumerate(counts)])
 
 
 def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
@@ -59,8 +59,7 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, d
     """CAS of a generated pool: samples [N, C, H, W] uint8 with labels [N] (from ``pool_labels``).
     Returns ({cas, cas_std (over the test images), cas_seconds}, protocol)."""
     t0 = time.time()
-    want = class_counts(data.classifier_train.labels, data.num_classes)
-    idx = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c, n in enumerate(want)])
+    idx = first_of_each_class(labels, class_counts(data.classifier_train.labels, data.num_classes))
     hits = _test_hits(samples[idx], labels[idx], data, config, seed=config.classifier.seed, device=device).double()
     p = hits.mean().item()
     metrics = {"cas": p, "cas_std": math.sqrt(p * (1 - p) / len(hits)), "cas_seconds": time.time() - t0}
@@ -78,7 +77,7 @@ def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: Dataset
     t0 = time.time()
     k = data.num_classes
     few_shot = data.train_full is not None
-    synthetic = per_class_first(labels, config.augment_synthetic_per_class, k)
+    synthetic = first_of_each_class(labels, [config.augment_synthetic_per_class] * k)
     real_acc, mixed_acc = [], []
     for s in range(config.augment_seeds):
         seed = config.classifier.seed + 1000 + s
@@ -86,7 +85,7 @@ def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: Dataset
             real = torch.arange(len(data.train))
         else:
             order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
-            real = order[per_class_first(data.train.labels[order], config.augment_shots, k)]
+            real = order[first_of_each_class(data.train.labels[order], [config.augment_shots] * k)]
         x_real, y_real = data.train.images[real], data.train.labels[real]
         real_acc.append(_test_hits(x_real, y_real, data, config, seed, config.augment_steps, device).double().mean().item())
         x_mix = torch.cat([x_real, samples[synthetic]])
