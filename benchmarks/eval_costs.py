@@ -1,17 +1,23 @@
-"""What one evaluation costs: the time of each part of scoring one checkpoint under the default local
-DDPM profile (experiments/sweep_ddpm.py), on this machine.
+"""What each evaluation stage costs, and that the per-trial stages do not grow with the training split.
 
-    python benchmarks/eval_costs.py [--device cuda] [--threads 2] [--repeats 2]
+    python benchmarks/eval_costs.py [--sizes 3500 28709] [--device cuda] [--threads 2] [--repeats 1]
 
-The network is built from the profile but not trained: no part's cost depends on the weights. The
-one-off costs of a run (the evaluation classifier, the real test split's features per extractor) are
-timed first, from an empty cache; then ``--repeats`` final-epoch evaluations (every metric, CAS and the
-augmentation gain included) print one row each, so the spread of the times shows. A mid-training
-evaluation costs the first four parts only (and the bound where eval.bpd_at is "every").
+For each training-split size, under the default local DDPM profile (experiments/sweep_ddpm.py): 3,500 is the
+profile's own synthetic faces; any other size is the synthetic faces written as a FER2013 CSV by the export
+tool (datasets/export.py) with that many Training rows, read back by the FER2013 loader at the profile's
+image size. The network is built from the profile but not trained: no part's cost depends on the weights.
+
+Printed per size: the one-off reference of a run (the evaluation classifier on the whole training split,
+CAS's real ceiling, the real test features; once per dataset, then cached), and one evaluation at each stage
+of harness/plan.py: "tracking" (every evaluation epoch and ASHA rung of every trial), "trial_final" (each
+trial's last epoch) and "finalist" (the best trial of each experiment, after the sweep), with the finalist's
+parts. A run pays tracking x (evaluations) + trial_final x (trials) + finalist x (experiments x
+eval.finalists) + the reference once.
 """
 
 import argparse
 import importlib.util
+import math
 import os
 import sys
 import tempfile
@@ -22,19 +28,24 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import datasets  # noqa: E402
-from harness.evaluation import evaluate, likelihood_metrics, prepare_reference  # noqa: E402
+from datasets import DataConfig  # noqa: E402
+from datasets.base import FER_EMOTIONS  # noqa: E402
+from datasets.export import export  # noqa: E402
+from harness.evaluation import evaluate  # noqa: E402
+from harness.plan import evaluation_plan  # noqa: E402
+from harness.reference import prepare_reference  # noqa: E402
 from models import build_method  # noqa: E402
 
-PARTS = [  # (column, the record's metric that times it, what it is)
-    ("sampling", "sample_seconds_per_image", "the scored samples (seconds per image x count)"),
-    ("domain", "domain_metrics_seconds", "domain classifier features + FID/KID/IS/PR + bootstrap"),
-    ("inception", "inception_metrics_seconds", "Inception features + FID/KID/(IS)/PR + bootstrap"),
-    ("bpd", "bpd_seconds", "bits/dim on the test images"),
-    ("pool", "pool_sample_seconds", "the CAS / augmentation pool"),
-    ("cas", "cas_seconds", "CAS classifier: train + test"),
-    ("aug", "aug_seconds", "augmentation gain: 2 classifiers x seeds"),
-    ("total", "eval_seconds", "the whole evaluation"),
+FINALIST_PARTS = [  # (column, the record's metric that times it)
+    ("sampling", "sample_seconds_per_image"),  # x the number of samples
+    ("domain", "domain_metrics_seconds"),
+    ("inception", "inception_metrics_seconds"),
+    ("bpd", "bpd_seconds"),
+    ("pool", "pool_sample_seconds"),
+    ("cas", "cas_seconds"),
+    ("aug", "aug_seconds"),
 ]
+PROFILE_TRAIN = 3500  # the profile's own training split
 
 
 def load_profile():
@@ -45,43 +56,67 @@ def load_profile():
     return module.local_profile()
 
 
+def load_data(config, train_images: int, folder: str):
+    """The profile's data for its own size; else a FER2013 CSV of about ``train_images`` Training rows."""
+    if train_images == PROFILE_TRAIN:
+        return datasets.load(config.data)
+    # the export puts 80% of the identities in Training (7 faces each), 10% in each test split
+    identities = math.ceil(train_images / len(FER_EMOTIONS) / 0.8)
+    path = os.path.join(folder, f"fer2013-{train_images}.csv")
+    export("fer2013-csv", path, identities)
+    return datasets.load(DataConfig(name="fer2013", data_root=path, image_size=config.data.image_size))
+
+
+def seconds(record: dict, key: str) -> float:
+    value = record["metrics"].get(key, float("nan"))
+    return value * record["protocol"]["num_samples"] if key == "sample_seconds_per_image" else value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[PROFILE_TRAIN, 28709],
+                        help="training-split sizes (the FER2013 CSV's Training rows has 28,709)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_profile()
-    data = datasets.load(config.data)
     ev = config.eval
-    print(f"profile: ddpm local, {data.channels}x{data.image_size}x{data.image_size}, {len(data.train)} train / "
-          f"{len(data.test)} test, {ev.samples_per_class} samples a class, bpd on {ev.bpd_images} images "
-          f"({ev.bpd_t_samples} t draws), device {args.device}, {args.threads} threads")
-    with tempfile.TemporaryDirectory() as cache:
-        t0 = time.time()
-        ref = prepare_reference(data, ev, cache, log=lambda *_: None)
-        once = time.time() - t0
-    inception = ref.inception.description if ref.inception else f"missing ({ref.inception_missing})"
-    print(f"once per run: evaluation classifier + real features ({len(data.test)} test images, domain and "
-          f"Inception) {once:.1f} s; Inception: {inception}")
-    method = build_method(config.method, config.model, data.spec(), device=args.device)
-    method.seed_noise(1)
+    print(f"profile: ddpm local, {config.data.image_size} px; samples a class: {ev.samples_per_class} "
+          f"(tracking, trial final), {ev.final_samples_per_class} (finalist); CAS pool cap {ev.cas_pool_per_class} a "
+          f"class; bpd on {ev.bpd_images} images ({ev.bpd_t_samples} t draws); Inception at {ev.inception_at!r}; "
+          f"device {args.device}, {args.threads} threads; seconds")
     print()
-    print("| repeat | " + " | ".join(name for name, _, _ in PARTS) + " |")
-    print("|---" * (len(PARTS) + 1) + "|")
-    for r in range(args.repeats):
-        bound = likelihood_metrics(method, data, ev)
-        record, _ = evaluate(method, data, ref, ev, device=args.device, likelihood=bound, final=True)
-        m = record["metrics"]
-        seconds = {name: m.get(key, float("nan")) for name, key, _ in PARTS}
-        seconds["sampling"] *= record["protocol"]["num_samples"]
-        seconds["total"] += bound[0].get("bpd_seconds", 0.0)  # the bound was computed outside evaluate
-        print(f"| {r + 1} | " + " | ".join(f"{seconds[name]:.1f}" for name, _, _ in PARTS) + " |")
+    header = ["training images", "test images", "reference (once)", "tracking", "trial final", "finalist",
+              *(f"finalist: {name}" for name, _ in FINALIST_PARTS), "CAS pool"]
+    print("| " + " | ".join(header) + " |")
+    print("|---" * len(header) + "|")
+    with tempfile.TemporaryDirectory() as folder:
+        for size in args.sizes:
+            data = load_data(config, size, folder)
+            t0 = time.time()
+            ref = prepare_reference(data, ev, os.path.join(folder, f"cache-{size}"), log=lambda *_: None)
+            once = time.time() - t0
+            method = build_method(config.method, config.model, data.spec(), device=args.device)
+            method.seed_noise(1)
+            epochs = config.train.epochs
+            plans = {"tracking": evaluation_plan(config, 2, is_final=False, stage="trial"),
+                     "trial_final": evaluation_plan(config, epochs, is_final=True, stage="trial"),
+                     "finalist": evaluation_plan(config, epochs, is_final=True, stage="finalist")}
+            assert [p.stage for p in plans.values()] == list(plans), "the profile no longer tracks epoch 2"
+            for _ in range(args.repeats):
+                records = {name: evaluate(method, data, ref, ev, plan, device=args.device)[0]
+                           for name, plan in plans.items()}
+                final = records["finalist"]
+                cells = [len(data.train), len(data.test), once,
+                         *(r["metrics"]["eval_seconds"] for r in records.values()),
+                         *(seconds(final, key) for _, key in FINALIST_PARTS)]
+                print("| " + " | ".join(f"{c:.1f}" if isinstance(c, float) else str(c) for c in cells)
+                      + f" | {final['protocol'].get('pool_samples')} |", flush=True)
     print()
-    for name, _, what in PARTS:
-        print(f"{name}: {what}")
-    print(f"pool: {record['protocol'].get('pool_samples')} images; CAS trains on {record['protocol'].get('cas_train_images')}")
+    print("reference: the evaluation classifier (10 epochs on the whole training split), CAS's real ceiling and "
+          "the real test split's domain and Inception features; cached by the dataset's fingerprint")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
                          help="Ray address to join ('auto' or host:port; also RAY_ADDRESS); none: start a local Ray")
     cluster.add_argument("--storage-path", default=None,
                          help="where runs are written: a local folder, NFS, s3:// or gs:// (shared for multi-node); default ./runs")
+    cluster.add_argument("--cache-dir", default=None,
+                         help="the evaluation reference's cache (classifier, real features), shared by runs; "
+                              "default <storage-path>/cache")
     cluster.add_argument("--workers-per-trial", type=int, default=None, help="Ray Train workers (DDP ranks) per trial")
     cluster.add_argument("--cpus-per-worker", type=float, default=None,
                          help="logical CPUs per worker (default: local: the machine shared out; cluster: 1)")
@@ -86,6 +89,8 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
         overrides = _merge(overrides, smoke)
     named = {
         "cluster.address": args.address, "cluster.storage_path": args.storage_path,
+        "cluster.cache_dir": (os.path.abspath(os.path.expanduser(args.cache_dir))
+                              if args.cache_dir and "://" not in args.cache_dir else args.cache_dir),
         "cluster.workers_per_trial": args.workers_per_trial, "cluster.cpus_per_worker": args.cpus_per_worker,
         "cluster.gpus_per_worker": args.gpus_per_worker, "sweep.max_concurrent_trials": args.max_concurrent_trials,
         "sweep.num_samples": args.num_samples, "sweep.scheduler": args.scheduler, "name": args.name,

@@ -35,16 +35,26 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    samples_per_class: int = 32  # generated images per class for every metric
-    seed: int = 12345  # sample i of the evaluation set uses noise seed seed + i
+    """What the evaluation computes at each stage (harness/plan.py): "tracking" at the evaluation epochs and
+    ASHA's rungs, "trial_final" at each trial's last epoch, "finalist" after the sweep on the best trials."""
+
+    samples_per_class: int = 32  # generated images per class at the tracking and trial-final stages
+    seed: int = 12345  # sample i of a stage's evaluation set uses noise seed seed + i
+    # after the sweep, the best `finalists` trials of each experiment (by the sweep metric; diverged and
+    # errored trials excluded) are re-loaded from their last checkpoints and scored with the full suite on
+    # final_samples_per_class images a class: Inception, CAS, augmentation gain, intra-class FID, the
+    # sampling sweep (0: no finalist stage)
+    finalists: int = 1
+    final_samples_per_class: int = 100
     batch_size: int = 256  # images per network call when sampling and extracting features
     grid_per_class: int = 8  # samples per class shown in the report's grid
     bpd_images: int = 128  # real test images for bits/dim (0: skip)
     # None: the full bound, every one of the T terms (T network calls per image); K: the prior and decoder
     # terms exact and the T-1 KL terms by stratified Monte Carlo with K draws (cheaper, unbiased, noisier)
     bpd_t_samples: int | None = None
-    bpd_at: str = "final"  # "final": the bound at each trial's last epoch only; "every": at every evaluation
-    # Sampler settings evaluated on each trial's final checkpoint besides the model's own, each its own
+    # "final": the bound at each trial's last epoch and for the finalists; "every": at every evaluation
+    bpd_at: str = "final"
+    # Sampler settings evaluated on each finalist's checkpoint besides the model's own, each its own
     # results row: a grid over the axes "sampler", "steps", "eta", "guidance", e.g.
     # {"steps": [5, 10, 25, 50], "guidance": [1.0, 3.0]}; an axis left out keeps the model's setting.
     sampling_sweep: dict[str, list] = field(default_factory=dict)
@@ -57,11 +67,15 @@ class EvalConfig:
     # (None: the torch hub cache), else the offline TorchScript network of the [fid] extra; else missing
     inception_weights: str | None = None
     inception_download: bool = False  # let torch-fidelity download its Inception weights when not found
-    inception_at: str = "every"  # "every" evaluation, "final" epoch only, or "never"
-    # classification accuracy score (CAS) at the final epoch: a fresh classifier (eval.classifier's recipe)
-    # trained on generated images only, as many per class as the real training split has; tested on real
+    # Inception metrics at "every" evaluation, at each trial's "final" epoch and the finalists, at the
+    # "finalists" only, or "never"
+    inception_at: str = "final"
+    # classification accuracy score (CAS), finalists: a fresh classifier (eval.classifier's recipe) trained
+    # on generated images only, as many per class as the real training split has up to cas_pool_per_class
+    # (the cap keeps its cost apart from the training split's size); tested on the real test split
     cas: bool = True
-    # augmentation gain at the final epoch: a classifier on K real images a class vs on those plus
+    cas_pool_per_class: int = 200
+    # augmentation gain, finalists: a classifier on K real images a class vs on those plus
     # augment_synthetic_per_class generated ones, both tested on the real test split, over augment_seeds
     # seeds. K: the dataset's shots_per_class in few-shot runs, else augment_shots (drawn per seed)
     augment: bool = True
@@ -74,10 +88,16 @@ class EvalConfig:
     def __post_init__(self):
         if self.bpd_at not in ("final", "every"):
             raise ValueError(f"unknown eval.bpd_at {self.bpd_at!r}; valid: ['every', 'final']")
-        if self.inception_at not in ("every", "final", "never"):
-            raise ValueError(f"unknown eval.inception_at {self.inception_at!r}; valid: ['every', 'final', 'never']")
+        if self.inception_at not in ("every", "final", "finalists", "never"):
+            raise ValueError(f"unknown eval.inception_at {self.inception_at!r}; "
+                             "valid: ['every', 'final', 'finalists', 'never']")
         if self.augment and (self.augment_seeds < 1 or self.augment_shots < 1):
             raise ValueError("eval.augment_seeds and eval.augment_shots must be >= 1")
+        if self.finalists < 0 or self.final_samples_per_class < 1 or self.samples_per_class < 1:
+            raise ValueError("eval.finalists must be >= 0, eval.samples_per_class and "
+                             "eval.final_samples_per_class >= 1")
+        if self.cas and self.cas_pool_per_class < 1:
+            raise ValueError("eval.cas_pool_per_class must be >= 1")
 
 
 @dataclass
@@ -97,6 +117,9 @@ class SweepConfig:
 class ClusterConfig:
     address: str | None = None  # Ray address ("auto" joins a running cluster); None starts a local Ray
     storage_path: str | None = None  # where runs live: a local path or s3:// / gs:// (default ./runs)
+    # the evaluation reference's cache (classifier, real features), shared by runs: a local path or URI
+    # (None: <storage_path>/cache)
+    cache_dir: str | None = None
     workers_per_trial: int = 1  # Ray Train workers (DDP ranks) per trial
     cpus_per_worker: float | None = None  # logical CPUs per worker (None: local: share the machine; cluster: 1)
     gpus_per_worker: float = 0.0  # GPUs per worker (0: train on CPU)

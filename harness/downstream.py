@@ -2,8 +2,9 @@
 the evaluation classifier's recipe (EvalConfig.classifier) and tested on the real test split:
 
 - classification accuracy score, CAS ("GAN-train", Ravuri & Vinyals 2019): trained on generated images
-  only, as many per class as the real training split has; read it beside the evaluation classifier's
-  accuracy, which is the same recipe trained on the real images.
+  only, as many per class as the real training split has up to ``eval.cas_pool_per_class`` (so its cost
+  does not grow with the training split); read it beside the same recipe trained on as many real images
+  (the reference's ``cas_real_accuracy``).
 - augmentation gain: in the few-shot setting, trained on K real images a class, and on those plus M
   generated images a class; the gain is the difference of the two test accuracies, over several seeds.
 """
@@ -26,12 +27,18 @@ def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
     return torch.bincount(labels, minlength=num_classes).tolist()
 
 
+def capped_counts(labels: torch.Tensor, num_classes: int, cap: int) -> list[int]:
+    """Images per class of labels [N], each at most ``cap``: the per-class size of CAS's training set."""
+    return [min(count, cap) for count in class_counts(labels, num_classes)]
+
+
 def pool_labels(data: DatasetSplits, config) -> torch.Tensor:
     """Labels [N] of the generated pool both scores draw from: per class, the real training split's count
-    (for CAS) or augment_synthetic_per_class (for the gain), whichever is larger among those enabled."""
+    capped at cas_pool_per_class (for CAS) or augment_synthetic_per_class (for the gain), whichever is
+    larger among those enabled."""
     counts = [0] * data.num_classes
     if config.cas:
-        counts = class_counts(data.classifier_train.labels, data.num_classes)
+        counts = capped_counts(data.classifier_train.labels, data.num_classes, config.cas_pool_per_class)
     if config.augment:
         counts = [max(c, config.augment_synthetic_per_class) for c in counts]
     return torch.arange(data.num_classes).repeat_interleave(torch.tensor(counts))
@@ -59,11 +66,13 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, d
     """CAS of a generated pool: samples [N, C, H, W] uint8 with labels [N] (from ``pool_labels``).
     Returns ({cas, cas_std (over the test images), cas_seconds}, protocol)."""
     t0 = time.time()
-    idx = first_of_each_class(labels, class_counts(data.classifier_train.labels, data.num_classes))
+    idx = first_of_each_class(labels, capped_counts(data.classifier_train.labels, data.num_classes,
+                                                    config.cas_pool_per_class))
     hits = _test_hits(samples[idx], labels[idx], data, config, seed=config.classifier.seed, device=device).double()
     p = hits.mean().item()
     metrics = {"cas": p, "cas_std": math.sqrt(p * (1 - p) / len(hits)), "cas_seconds": time.time() - t0}
-    return metrics, {"cas_train_images": len(idx), "cas_test_images": len(hits)}
+    return metrics, {"cas_train_images": len(idx), "cas_test_images": len(hits),
+                     "cas_pool_per_class": config.cas_pool_per_class}
 
 
 def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,

@@ -1,120 +1,38 @@
-"""Scoring a trained generator.
+"""Scoring one checkpoint of a generator, as an evaluation plan (harness/plan.py) says.
 
-``prepare_reference`` runs once per dataset in the sweep driver, before any trial: it trains the
-evaluation classifier on the real training split (the whole of it in few-shot runs) (or reads it from
-the cache keyed by the dataset fingerprint and the classifier config), measures its real test accuracy,
-chooses the Inception extractor, and extracts the real test split's features for every extractor (or
-reads them from the cache keyed by fingerprint, split and extractor). The features travel to every trial
-with the reference, so no trial extracts real features. ``evaluate`` runs on rank 0 of a trial at each
-evaluation epoch.
+``evaluate`` runs on rank 0 of a trial at its tracking and trial-final evaluations and in the finalist
+stage's Ray tasks. It generates the plan's seeded samples, scores them against the shared reference
+(harness/reference.py), and returns one record: the metrics (NaN where missing), why each missing one
+is missing, and the protocol every figure was computed under.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
 from datasets.base import DatasetSplits
-from harness import storage
 from harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
-from harness.fidelity import (INCEPTION_SIZE, Extractor, bootstrap_std, extract_features, reference_features,
-                              register_classifier, resolve_inception, score_features)
-from models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
+from harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
+from harness.fidelity import (FID_INF_DRAWS, accuracy, bootstrap_std, fid_sizes, intra_class_fid,
+                              score_features)
+from harness.plan import EvalPlan
+from harness.reference import EvalReference
+from models.classifier import predict
 
 # what score_features returns, each stored as "<name>_<extractor kind>" ("fid_domain", "kid_inception_std")
-FIDELITY_KEYS = ("fid", "fid_std", "kid", "kid_std", "is", "is_std", "precision", "precision_std", "recall",
-                 "recall_std")
+FIDELITY_KEYS = ("fid", "fid_std", "fid_inf", "kid", "kid_std", "is", "is_std", "precision", "precision_std",
+                 "recall", "recall_std")
 
 
 def tagged(key: str, kind: str) -> str:
     """The results column of a score_features key for one extractor kind: ("kid_std", "domain") -> "kid_domain_std"."""
     return f"{key[:-4]}_{kind}_std" if key.endswith("_std") else f"{key}_{kind}"
-
-
-@dataclass
-class EvalReference:
-    """What every trial of one dataset shares (small: shipped to trials through the object store)."""
-
-    classifier_state: dict  # ResNetClassifier weights
-    classifier_config: dict  # its ClassifierConfig
-    weights_hash: str  # names the torch-fidelity extractor and its cache entries
-    classifier_accuracy: float  # on the real test split
-    classifier_per_class: dict[str, float]
-    classifier_accuracy_std: float  # over the real test images
-    reference_split: str  # the real split samples are compared with
-    inception: Extractor | None  # None: no Inception network available (see inception_missing)
-    inception_missing: str  # why there is no Inception extractor ("" when there is one)
-    real_features: dict[str, dict[str, torch.Tensor]]  # {"domain" / "inception": {layer: [N_ref, D]}}
-
-    def classifier(self, in_channels: int, num_classes: int, device="cpu") -> ResNetClassifier:
-        net = ResNetClassifier(in_channels, num_classes, ClassifierConfig(**self.classifier_config))
-        net.load_state_dict(self.classifier_state)
-        return net.to(device).eval()
-
-
-def _weights_hash(state: dict) -> str:
-    h = hashlib.sha256()
-    for key in sorted(state):
-        h.update(key.encode())
-        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
-def accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names) -> tuple[float, dict[str, float]]:
-    """Overall and per-class accuracy of argmax predictions. probs: [N, K]; labels: [N]."""
-    hit = (probs.argmax(1) == labels).float()
-    per_class = {name: hit[labels == k].mean().item() if (labels == k).any() else float("nan")
-                 for k, name in enumerate(class_names)}
-    return hit.mean().item(), per_class
-
-
-def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=print) -> EvalReference:
-    """Train (or load from ``cache_dir``) the evaluation classifier for ``data`` (eval_config: EvalConfig),
-    choose the Inception extractor, and extract (or load) the real test split's features for each."""
-    config = eval_config.classifier
-    config_key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
-    path = os.path.join(cache_dir, "classifiers", f"{data.name}-{data.fingerprint}-{config_key}.pt")
-    if os.path.exists(path):
-        saved = torch.load(path, weights_only=True)
-        log(f"evaluation classifier: read from cache {path}")
-    else:
-        real = data.classifier_train  # the whole training split, also in few-shot runs
-        log(f"evaluation classifier: training on {len(real)} real images ({config.epochs} epochs)")
-        t0 = time.time()
-        net = train_classifier(real.images, real.labels, data.num_classes, config, log=log)
-        acc, per_class = accuracy(predict(net, data.test.images), data.test.labels, data.class_names)
-        saved = {"state": net.state_dict(), "accuracy": acc, "per_class": per_class,
-                 "seconds": time.time() - t0}
-        buffer = io.BytesIO()
-        torch.save(saved, buffer)
-        storage.write_bytes(path, buffer.getvalue())
-    acc = saved["accuracy"]
-    log(f"evaluation classifier: real test accuracy {acc:.4f}")
-    weights_hash = _weights_hash(saved["state"])
-    inception, inception_missing = resolve_inception(eval_config.inception_weights, eval_config.inception_download)
-    log(f"Inception metrics: {inception.description if inception else 'missing: ' + inception_missing}")
-    ref = EvalReference(
-        classifier_state=saved["state"], classifier_config=asdict(config), weights_hash=weights_hash,
-        classifier_accuracy=acc, classifier_per_class=saved["per_class"],
-        classifier_accuracy_std=math.sqrt(acc * (1 - acc) / len(data.test)), reference_split="test",
-        inception=inception, inception_missing=inception_missing, real_features={},
-    )
-    domain = register_classifier(ref.classifier(data.channels, data.num_classes), weights_hash)
-    for kind, extractor in (("domain", domain), ("inception", inception)):
-        if extractor is not None:
-            ref.real_features[kind] = reference_features(
-                data.test.images, extractor, cache_dir, f"{data.name}-{data.fingerprint}-test",
-                batch_size=eval_config.batch_size, log=log)
-    return ref
 
 
 def sample_grid(images: torch.Tensor, rows: int) -> np.ndarray:
@@ -162,31 +80,38 @@ def setting_key(settings: dict) -> str:
     return "-".join(parts) or "default"
 
 
+def missing_all(keys, kind: str, reason: str) -> tuple[dict, dict]:
+    """NaN for each score_features key of one extractor kind, and the reason for each value (not spreads)."""
+    return ({tagged(key, kind): math.nan for key in keys},
+            {tagged(key, kind): reason for key in keys if not key.endswith("_std")})
+
+
 def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, ref: EvalReference, config,
-                     device="cpu") -> tuple[dict, dict]:
-    """FID / KID / IS / precision-recall (and spreads) of ``samples`` [N, C, H, W] uint8 in one extractor's
-    features against the reference's real features. Returns ({tagged metric: value}, {tagged metric: reason})."""
+                     device="cpu") -> tuple[dict, dict, dict[str, torch.Tensor]]:
+    """FID (raw, spread and FID∞) / KID / IS / precision-recall of ``samples`` [N, C, H, W] uint8 in one
+    extractor's features against the reference's real features. Returns ({tagged metric: value},
+    {tagged metric: reason}, the samples' features {layer: [N, D]})."""
     gen = extract_features(samples, extractor, config.batch_size, device)
     values, missing = score_features(gen, ref.real_features[kind], extractor, kid_subset_size=config.kid_subset_size,
                                      kid_subsets=config.kid_subsets, isc_splits=config.isc_splits,
                                      prc_neighborhood=config.prc_neighborhood, bootstrap=config.bootstrap,
                                      seed=config.seed)
     metrics = {tagged(key, kind): values.get(key, math.nan) for key in FIDELITY_KEYS}
-    return metrics, {tagged(key, kind): reason for key, reason in missing.items()}
+    return metrics, {tagged(key, kind): reason for key, reason in missing.items()}, gen
 
 
-def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, device="cpu",
-                   settings: dict | None = None, final: bool = True) -> tuple[dict, dict, dict, bytes]:
-    """Generate ``samples_per_class`` seeded images per class with the method's sampler (``settings``
-    override it) and score them: accuracy overall and per class, FID / KID / IS / precision-recall in
-    the domain classifier's features and in Inception's (where available and eval.inception_at says so;
-    ``final``: this is the trial's last epoch), seconds per image, network evaluations.
+def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
+                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes]:
+    """Generate the plan's seeded images (plan.samples_per_class a class) with the method's sampler
+    (``settings`` override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
+    IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
+    intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
     Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid)."""
     settings = settings or {}
     k = data.num_classes
-    n = config.samples_per_class
+    n = plan.samples_per_class
     labels = torch.arange(k).repeat_interleave(n)
-    seeds = config.seed + torch.arange(k * n)
+    seeds = plan.sample_seed + torch.arange(k * n)
     t0 = time.time()
     samples = method.sample(labels, seeds, batch_size=config.batch_size, **settings)
     sample_seconds = time.time() - t0
@@ -207,39 +132,47 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, devi
     missing: dict[str, str] = {}
     t0 = time.time()
     domain = register_classifier(classifier, ref.weights_hash)
-    values, reasons = fidelity_metrics(samples, "domain", domain, ref, config, device)
+    values, reasons, features = fidelity_metrics(samples, "domain", domain, ref, config, device)
     metrics.update(values)
     missing.update(reasons)
+    if plan.computes("intra_class_fid"):
+        layer = domain.layer("fid")
+        mean, per_class_fid = intra_class_fid(features[layer], labels, ref.real_features["domain"][layer],
+                                              data.test.labels, data.class_names)
+        metrics["fid_intra_domain"] = mean
+        metrics.update({f"fid_intra_domain.{name}": value for name, value in per_class_fid.items()})
+    else:
+        metrics["fid_intra_domain"] = math.nan
+        missing["fid_intra_domain"] = plan.skip["intra_class_fid"]
     metrics["domain_metrics_seconds"] = time.time() - t0
-    skip = (ref.inception_missing if ref.inception is None else
-            "disabled (eval.inception_at = never)" if config.inception_at == "never" else
-            "computed at the final epoch only (eval.inception_at)" if config.inception_at == "final" and not final
-            else None)
+    skip = (plan.skip.get("inception") if not plan.computes("inception") else
+            ref.inception_missing if ref.inception is None or "inception" not in ref.real_features else None)
     if skip:
-        metrics.update({tagged(key, "inception"): math.nan for key in FIDELITY_KEYS})
-        missing.update({tagged(key, "inception"): skip for key in FIDELITY_KEYS if not key.endswith("_std")})
+        values, reasons = missing_all(FIDELITY_KEYS, "inception", skip)
     else:
         t0 = time.time()
         try:
-            values, reasons = fidelity_metrics(samples, "inception", ref.inception, ref, config, device)
+            values, reasons, _ = fidelity_metrics(samples, "inception", ref.inception, ref, config, device)
         except (FileNotFoundError, ValueError) as e:  # this node lacks the run's Inception weights
-            values = {tagged(key, "inception"): math.nan for key in FIDELITY_KEYS}
-            reasons = {tagged(key, "inception"): str(e) for key in FIDELITY_KEYS if not key.endswith("_std")}
-        metrics.update(values)
-        missing.update(reasons)
+            values, reasons = missing_all(FIDELITY_KEYS, "inception", str(e))
         metrics["inception_metrics_seconds"] = time.time() - t0
+    metrics.update(values)
+    missing.update(reasons)
     metrics["sample_seconds_per_image"] = sample_seconds / len(samples)
     metrics["network_evaluations"] = float(method.network_evaluations(**settings))
     protocol = {
-        "num_samples": len(samples), "samples_per_class": n, "sample_seed": config.seed,
+        "num_samples": len(samples), "samples_per_class": n, "sample_seed": plan.sample_seed,
         "reference_split": ref.reference_split, "reference_size": len(data.test),
         "resolution": f"{data.channels}x{data.image_size}x{data.image_size}",
         "extractor": f"domain classifier {ref.weights_hash} (penultimate features, logits for IS)",
+        "fid_inf_sizes": fid_sizes(len(samples)), "fid_inf_draws": FID_INF_DRAWS,
         "kid_subset_size": min(config.kid_subset_size, len(samples), len(data.test)),
         "kid_subsets": config.kid_subsets, "isc_splits": min(config.isc_splits, len(samples)),
         "prc_neighborhood": config.prc_neighborhood, "bootstrap": config.bootstrap,
         "sampling": method.sampling_settings(**settings),
     }
+    if plan.computes("intra_class_fid"):
+        protocol["fid_intra_reference"] = "each class's real test images against its generated ones"
     if ref.inception is not None:
         protocol.update({
             "inception_extractor": ref.inception.description, "inception_weights_sha256": ref.inception.weights_sha256,
@@ -250,26 +183,26 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, devi
     return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k))
 
 
-def downstream_metrics(method, data: DatasetSplits, config, device="cpu") -> tuple[dict, dict, dict]:
+def downstream_metrics(method, data: DatasetSplits, config, plan: EvalPlan, device="cpu") -> tuple[dict, dict, dict]:
     """CAS and the augmentation gain (harness/downstream.py) of a seeded generated pool under the method's
-    own sampler. Returns (metrics, missing, protocol)."""
-    metrics, missing, protocol = {}, {}, {}
-    if not (config.cas or config.augment):
-        return metrics, {"cas": "disabled (eval.cas)", "aug_gain": "disabled (eval.augment)"}, protocol
+    own sampler, as far as the plan computes them. Returns (metrics, missing, protocol)."""
+    metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
+    for part, name in (("cas", "cas"), ("augment", "aug_gain")):
+        if not plan.computes(part):
+            missing[name] = plan.skip[part]
+    if len(missing) == 2:
+        return metrics, missing, protocol
     labels = pool_labels(data, config)
     seeds = config.seed + 1_000_000 + torch.arange(len(labels))  # apart from the scored samples' seeds
     t0 = time.time()
     pool = method.sample(labels, seeds, batch_size=config.batch_size)
     metrics["pool_sample_seconds"] = time.time() - t0
     protocol["pool_samples"] = len(labels)
-    for enabled, name, score in ((config.cas, "cas", classification_accuracy_score),
-                                 (config.augment, "aug_gain", augmentation_gain)):
-        if enabled:
+    for part, score in (("cas", classification_accuracy_score), ("augment", augmentation_gain)):
+        if plan.computes(part):
             values, settings = score(pool, labels, data, config, device)
             metrics.update(values)
             protocol.update(settings)
-        else:
-            missing[name] = f"disabled (eval.{'cas' if name == 'cas' else 'augment'})"
     return metrics, missing, protocol
 
 
@@ -305,29 +238,32 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     return metrics, {}, protocol
 
 
-def evaluate(method, data: DatasetSplits, ref: EvalReference, config, device="cpu",
-             settings: dict | None = None, likelihood: tuple[dict, dict, dict] | None = None,
-             final: bool = True) -> tuple[dict, bytes]:
-    """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference: its samples under
-    the method's sampler (or ``settings``) and its bound on real test images (``likelihood``: reuse
-    a result of likelihood_metrics, which does not depend on the sampler). At the ``final`` epoch under the
-    method's own sampler, also CAS and the augmentation gain.
+def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
+             settings: dict | None = None, likelihood: tuple[dict, dict, dict] | None = None) -> tuple[dict, bytes]:
+    """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference, computing what
+    ``plan`` says: its samples under the method's sampler (or ``settings``), its bound on real test images
+    (``likelihood``: reuse a result of likelihood_metrics, which does not depend on the sampler), and
+    under the method's own sampler CAS and the augmentation gain.
 
-    config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the numeric metrics
-    (NaN where missing), "missing" {metric: reason}, and the protocol every figure was computed under.
+    config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
+    metrics (NaN where missing), "missing" {metric: reason}, and the protocol every figure was computed under.
     """
     t_start = time.time()
-    metrics, missing, protocol, grid = sample_metrics(method, data, ref, config, device, settings, final)
-    bound = likelihood if likelihood is not None else likelihood_metrics(method, data, config)
-    parts = [bound]
-    if final and not settings:
-        parts.append(downstream_metrics(method, data, config, device))
+    metrics, missing, protocol, grid = sample_metrics(method, data, ref, config, plan, device, settings)
+    if likelihood is None:
+        likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"))
+    parts = [likelihood]
+    if settings:
+        own = "computed under the model's own sampler only"
+        parts.append(({"cas": math.nan, "aug_gain": math.nan}, {"cas": own, "aug_gain": own}, {}))
     else:
-        reason = "computed at the final epoch only" if not final else "computed under the model's own sampler only"
-        parts.append(({"cas": math.nan, "aug_gain": math.nan}, {"cas": reason, "aug_gain": reason}, {}))
+        parts.append(downstream_metrics(method, data, config, plan, device))
     for values, reasons, settings_used in parts:
         metrics.update(values)
         missing.update(reasons)
         protocol.update(settings_used)
+    if not math.isnan(metrics.get("cas", math.nan)):
+        metrics["cas_real_accuracy"] = ref.cas_real_accuracy  # the same recipe on as many real images
+        protocol["cas_real_images"] = ref.cas_real_images
     metrics["eval_seconds"] = time.time() - t_start
-    return {"metrics": metrics, "missing": missing, "protocol": protocol}, grid
+    return {"stage": plan.stage, "metrics": metrics, "missing": missing, "protocol": protocol}, grid

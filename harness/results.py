@@ -1,7 +1,8 @@
-"""results.parquet: one row per trial, evaluation point and sampler setting, built from the evaluation
-records the trials wrote (artifacts/<trial>/epoch_NNNN/eval.json, and for the final checkpoint's
-sampling sweep epoch_NNNN/sampling/<setting>/eval.json) and Tune's view of each trial (status,
-error, per-epoch losses). Beside it, history.parquet holds every epoch's training figures (for the curves)."""
+"""results.parquet: one row per trial, evaluation and sampler setting, built from the evaluation records
+(layout.record_dirs: each trial's tracking and trial-final evaluations; layout.finalist_records: the
+finalist stage's, with its sampling sweep) and Tune's view of each trial (status, error, per-epoch losses).
+Every row says its ``stage`` ("tracking", "trial_final" or "finalist"). Beside it, history.parquet holds
+every epoch's training figures (for the curves)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ import subprocess
 
 import pandas as pd
 
-from harness import storage
 from harness.config import config_hash, experiment_from_dict, flatten
-from harness.worker import DIVERGED_FILE
+from reports import layout, storage
 
 
 def versions() -> dict[str, str]:
@@ -57,8 +57,28 @@ def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged:
     return "completed", ""
 
 
+def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
+    """One results row: the trial's columns, then the record at ``relative`` (a folder under run_dir)."""
+    record = json.loads(storage.read_bytes(storage.join(run_dir, relative, layout.EVAL_RECORD)))
+    row = dict(base)
+    settings = record["protocol"].get("sampling", {})
+    row.update(stage=record.get("stage"), sampling_setting=record.get("sampling_setting", "default"),
+               sampler=settings.get("sampler"), sampling_steps=settings.get("steps"), eta=settings.get("eta"),
+               guidance=settings.get("guidance"), epoch=record["epoch"], step=record["step"])
+    if "finalist_rank" in record:
+        row["finalist_rank"] = record["finalist_rank"]
+    row["train_seconds"] = float(train_seconds.get(record["epoch"], math.nan)) if train_seconds is not None else math.nan
+    row.update(record["metrics"])
+    row["missing"] = json.dumps(record["missing"])
+    row.update({f"protocol.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                for k, v in record["protocol"].items()})
+    row["sample_grid"] = f"{relative}/{layout.SAMPLE_GRID}"
+    return row
+
+
 def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows for every trial of a finished Tune run. grid: ray.tune.ResultGrid."""
+    """Rows for every trial of a finished Tune run, with its finalist records where it has them.
+    grid: ray.tune.ResultGrid. Returns (results rows, history rows)."""
     common = {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "git_commit": git_commit(),
               **{f"version.{k}": v for k, v in versions().items()}}
     rows, history = [], []
@@ -77,37 +97,25 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
                        *(c for c in progress.columns if c.startswith("train/"))]
             for _, r in progress.iterrows():
                 history.append({"trial_id": trial_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
-        artifact_dir = storage.join(run_dir, "artifacts", trial_id)
-        diverged_path = storage.join(artifact_dir, DIVERGED_FILE)
+        diverged_path = layout.diverged_file(run_dir, trial_id)
         diverged = json.loads(storage.read_bytes(diverged_path)) if storage.exists(diverged_path) else None
         status, reason = _trial_status(result, last_epoch, experiment.train.epochs, diverged)
         base = {"trial_id": trial_id, "method": experiment.method, "config_hash": config_hash(result.config),
                 "status": status, "status_reason": reason, **common, **config_cols}
         train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
                          if progress is not None and "train_seconds" in progress else None)
-        evaluations = [name for name in storage.list_dir(artifact_dir) if name.startswith("epoch_")]
-        records = [os.path.join(name, sub) for name in evaluations
-                   for sub in ["", *(os.path.join("sampling", key)
-                                     for key in storage.list_dir(storage.join(artifact_dir, name, "sampling")))]]
-        for name in records:
-            name = name.rstrip("/")
-            record = json.loads(storage.read_bytes(storage.join(artifact_dir, name, "eval.json")))
-            row = dict(base)
-            settings = record["protocol"].get("sampling", {})
-            row.update(sampling_setting=record.get("sampling_setting", "default"), sampler=settings.get("sampler"),
-                       sampling_steps=settings.get("steps"), eta=settings.get("eta"), guidance=settings.get("guidance"))
-            row.update(epoch=record["epoch"], step=record["step"])
-            row["train_seconds"] = float(train_seconds.get(record["epoch"], math.nan)) if train_seconds is not None else math.nan
-            row.update(record["metrics"])
-            row["missing"] = json.dumps(record["missing"])
-            row.update({f"protocol.{k}": (json.dumps(v) if isinstance(v, dict) else v)
-                        for k, v in record["protocol"].items()})
-            row["sample_grid"] = os.path.join("artifacts", trial_id, name, "samples.png")
-            rows.append(row)
+        records = layout.record_dirs(run_dir, trial_id)
+        rows += [_record_row(base, run_dir, relative, train_seconds)
+                 for relative in records + layout.finalist_records(run_dir, trial_id)]
+        failed = storage.join(layout.finalist_dir(run_dir, trial_id), layout.FINALIST_FAILED)
+        if not layout.finalist_records(run_dir, trial_id) and storage.exists(failed):
+            error = json.loads(storage.read_bytes(failed))["error"]
+            rows.append({**base, "stage": "finalist", "epoch": last_epoch,
+                         "missing": json.dumps({"all": f"finalist scoring failed: {error}"})})
         if diverged is not None:  # the point where it diverged: its epoch and reason, no metrics
             rows.append({**base, "epoch": diverged["epoch"], "step": diverged["step"],
                          "missing": json.dumps({"all": f"diverged: {diverged['reason']}"})})
-        elif not evaluations:
+        elif not records:
             rows.append({**base, "epoch": last_epoch, "missing": json.dumps({"all": reason or "no evaluation ran"})})
     frame = pd.DataFrame(rows)
     frame["classifier_real_accuracy"] = reference.classifier_accuracy
@@ -116,9 +124,8 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
 
 def write_results(frame: pd.DataFrame, history: pd.DataFrame, run_dir: str) -> str:
     """Write results.parquet and history.parquet into the run directory; returns the results path."""
-    path = storage.join(run_dir, "results.parquet")
-    for name, table in (("results.parquet", frame), ("history.parquet", history)):
+    for name, table in ((layout.RESULTS, frame), (layout.HISTORY, history)):
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
-        storage.write_bytes(storage.join(run_dir, name), buffer.getvalue())
-    return path
+        storage.write_bytes(layout.run_file(run_dir, name), buffer.getvalue())
+    return layout.run_file(run_dir, layout.RESULTS)

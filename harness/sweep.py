@@ -1,6 +1,7 @@
 """Layer 3 of 3: the sweep. Connect to Ray, prepare the dataset and its evaluation reference once,
 run one Tune trial per point of the search space (of each experiment, for a benchmark of several
-methods), then write results.parquet and report.html."""
+methods), score each experiment's finalists with the full suite, then write results.parquet and
+report.html."""
 
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ import datasets
 import harness
 import models
 import reports
-from harness import storage
 from harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
-from harness.evaluation import prepare_reference, sampling_grid
+from harness.evaluation import sampling_grid
+from harness.finalists import score_finalists, select_finalists
+from harness.plan import max_epochs
+from harness.reference import prepare_reference
 from harness.results import collect_results, write_results
 from harness.trial import trial_driver
-from reports import build_report
+from reports import build_report, layout, storage
 
 
 @dataclass
@@ -75,20 +78,6 @@ def param_space(config: ExperimentConfig) -> dict:
     return values
 
 
-def max_epochs(config: ExperimentConfig) -> int:
-    return max([config.train.epochs, *config.sweep.space.get("train.epochs", [])])
-
-
-def asha_rungs(config: ExperimentConfig) -> list[int]:
-    """The epochs at which ASHA compares trials: grace_period * reduction_factor^k below the largest
-    budget (the last epoch is always evaluated anyway)."""
-    rungs, epoch = [], config.sweep.grace_period
-    while epoch < max_epochs(config):
-        rungs.append(epoch)
-        epoch *= config.sweep.reduction_factor
-    return rungs
-
-
 def make_scheduler(config: ExperimentConfig):
     sweep = config.sweep
     if sweep.scheduler == "fifo":
@@ -97,14 +86,6 @@ def make_scheduler(config: ExperimentConfig):
         return ASHAScheduler(time_attr="epoch", metric=sweep.metric, mode=sweep.mode, max_t=max_epochs(config),
                              grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
     raise ValueError(f"unknown scheduler {sweep.scheduler!r}; valid: ['asha', 'fifo']")
-
-
-def with_rung_evaluations(config: ExperimentConfig) -> ExperimentConfig:
-    """ASHA can only compare trials on a quality metric where they were evaluated: add its rungs to
-    every trial's evaluation epochs."""
-    if config.sweep.scheduler == "asha":
-        config.train.eval_epochs = sorted(set(config.train.eval_epochs) | set(asha_rungs(config)))
-    return config
 
 
 def latest_run(experiment_dir: str) -> str:
@@ -116,7 +97,7 @@ def latest_run(experiment_dir: str) -> str:
 
 def check_same_data(data, run_dir: str, data_root: str | None) -> None:
     """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with."""
-    saved = json.loads(storage.read_bytes(storage.join(run_dir, "dataset_summary.json")))
+    saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY)))
     if saved["fingerprint"] != data.fingerprint:
         raise datasets.DatasetError(
             f"{data_root or data.name}: the data changed since {run_dir} started (fingerprint {data.fingerprint}, "
@@ -154,7 +135,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     experiment_dir = storage.join(storage_root, run_name)
     if resume:
         run_dir = latest_run(experiment_dir) if resume == "latest" else storage.absolute(resume.rstrip("/"))
-        saved = json.loads(storage.read_bytes(storage.join(run_dir, "config.json")))
+        saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.CONFIG)))
         configs = [experiment_from_dict({**values, "cluster": to_dict(cluster)})
                    for values in saved.get("experiments", [saved])]
         log(f"resuming {run_dir}")
@@ -168,35 +149,37 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     if resume:
         check_same_data(data, run_dir, configs[0].data.data_root)
     connect(configs[0], log)
-    configs = [with_rung_evaluations(resolve_resources(c)) for c in configs]
+    configs = [resolve_resources(c) for c in configs]
 
     summary = data.summary()
     log(f"dataset {data.name} ({data.fingerprint}): {data.channels}x{data.image_size}x{data.image_size}, "
         + ", ".join(f"{len(part)} {split}" for split, part in data.splits().items()))
     for split, counts in summary.items():
         log(f"  {split:10s} " + "  ".join(f"{name} {count}" for name, count in counts.items()))
-    storage.write_bytes(storage.join(run_dir, "dataset_summary.json"), json.dumps(
+    storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
         {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": summary},
         indent=1).encode())
     saved = (to_dict(configs[0]) if len(configs) == 1 else
              {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
-    storage.write_bytes(storage.join(run_dir, "config.json"), json.dumps(saved, indent=1).encode())
+    storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
 
-    # caches live beside the runs on a local storage path, else in ./runs/cache on the driver
-    cache_dir = os.path.join(os.path.abspath("runs") if storage.is_uri(storage_root) else storage_root, "cache")
+    cache_dir = storage.absolute(cluster.cache_dir) if cluster.cache_dir else layout.default_cache_dir(storage_root)
     reference = prepare_reference(data, configs[0].eval, cache_dir, log=log)
 
     shared = {"run_dir": run_dir, "data": ray.put(data), "reference": ray.put(reference)}
-    frames, histories = [], []
+    grids = {}
     for c in configs:
         # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
         tune_dir, tune_name = ((experiment_dir, os.path.basename(run_dir)) if len(configs) == 1
                                else (run_dir, c.name))
-        grid = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
-        frame, history = collect_results(grid, run_dir, data, reference)
-        frames.append(frame)
-        histories.append(history)
-    frame, history = pd.concat(frames, ignore_index=True), pd.concat(histories, ignore_index=True)
+        grids[c.name] = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
+    # the finalist stage: every experiment's best trials at once, concurrently where resources allow
+    finalists = [f for c in configs
+                 for f in select_finalists(*collect_results(grids[c.name], run_dir, data, reference), c)]
+    score_finalists(finalists, {c.name: c for c in configs}, shared, log=log)
+    collected = [collect_results(grids[c.name], run_dir, data, reference) for c in configs]
+    frame = pd.concat([f for f, _ in collected], ignore_index=True)
+    history = pd.concat([h for _, h in collected], ignore_index=True)
     results_path = write_results(frame, history, run_dir)
     report_path = build_report(run_dir)
     return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)

@@ -11,13 +11,13 @@ import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness import storage
 from harness.config import ClusterConfig, experiment_from_dict
 from harness.worker import train_worker
+from reports import layout
 
 
 def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
-    """Resources a worker asks Ray for, and the torch threads it runs with."""
+    """Resources a worker (and a finalist's scoring task) asks Ray for, and the torch threads it runs with."""
     cpus = cluster.cpus_per_worker if cluster.cpus_per_worker is not None else 1.0
     resources = {"CPU": cpus}
     if cluster.gpus_per_worker > 0:
@@ -38,7 +38,7 @@ def trial_driver(config: dict, shared: dict) -> None:
         train_loop_config={
             "experiment": config,
             "trial_id": trial_id,
-            "artifact_dir": storage.join(shared["run_dir"], "artifacts", trial_id),
+            "run_dir": shared["run_dir"],
             "data": shared["data"],
             "reference": shared["reference"],
             "threads": threads,
@@ -50,7 +50,7 @@ def trial_driver(config: dict, shared: dict) -> None:
         ),
         run_config=ray.train.RunConfig(
             name=trial_id,
-            storage_path=storage.join(shared["run_dir"], "train"),
+            storage_path=layout.train_storage(shared["run_dir"]),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cluster.max_failures),

@@ -1,8 +1,9 @@
 """Layer 1 of 3: the Ray Train worker function, run on every DDP rank of a trial.
 
 It knows nothing about the method's family: it builds the method from the registry, feeds it this
-rank's shard of each epoch, reports the loss every epoch with a checkpoint, evaluates on rank 0 at
-the evaluation epochs, and resumes from the last checkpoint when Ray Train restarts it. A trial whose
+rank's shard of each epoch, reports the loss every epoch with a checkpoint, evaluates on rank 0 where
+the evaluation plan (harness/plan.py) says, and resumes from the last checkpoint when Ray Train
+restarts it. A trial whose
 training diverges (a non-finite loss, a discriminator that wins completely for too long) is ended
 with that reason recorded: a result of the sweep, not an error.
 """
@@ -21,19 +22,11 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from harness import storage
-from harness.config import ExperimentConfig, experiment_from_dict
-from harness.evaluation import evaluate, likelihood_metrics, sampling_grid, setting_key
+from harness.config import experiment_from_dict
+from harness.evaluation import evaluate
+from harness.plan import evaluation_plan
 from models import build_method
-
-CHECKPOINT_FILE = "state.pt"
-DIVERGED_FILE = "diverged.json"  # in the trial's artifact folder: {"epoch", "step", "reason"}
-
-
-def is_eval_epoch(epoch: int, config: ExperimentConfig) -> bool:
-    """The last epoch, every eval_every-th epoch, and the listed eval_epochs."""
-    every = config.train.eval_every
-    return epoch == config.train.epochs or (every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs
+from reports import layout, storage
 
 
 def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size: int, seed: int):
@@ -106,23 +99,18 @@ def _mean_across_ranks(value: float, world: int) -> float:
 
 def _save_checkpoint(method, config: dict, epoch: int, directory: str) -> None:
     torch.save({"method": method.state_dict(), "epoch": epoch, "config": config},
-               os.path.join(directory, CHECKPOINT_FILE))
+               os.path.join(directory, layout.CHECKPOINT_FILE))
 
 
-def _evaluate_into(folder: str, method, data, reference, config: ExperimentConfig, device, epoch: int,
-                   trial_id: str, settings: dict | None = None, likelihood=None) -> dict:
-    """Evaluate and write eval.json and samples.png into ``folder``; returns the record."""
-    record, grid_png = evaluate(method, data, reference, config.eval, device=device, settings=settings,
-                                likelihood=likelihood, final=epoch == config.train.epochs)
-    record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting=setting_key(settings or {}))
-    storage.write_bytes(storage.join(folder, "samples.png"), grid_png)
-    storage.write_bytes(storage.join(folder, "eval.json"), json.dumps(record, indent=1).encode())
-    return record
+def write_record(folder: str, record: dict, grid_png: bytes) -> None:
+    """An evaluation's samples.png, then its eval.json (whose presence says the record is whole)."""
+    storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
+    storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), json.dumps(record, indent=1).encode())
 
 
 def train_worker(loop_config: dict) -> None:
     """Ray Train entry point. loop_config: {"experiment": resolved config dict, "trial_id": str,
-    "artifact_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference]}."""
+    "run_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference]}."""
     config = experiment_from_dict(loop_config["experiment"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -139,13 +127,15 @@ def train_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location=device, weights_only=False)
+            state = torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location=device,
+                               weights_only=False)
         method.load_state_dict(state["method"])
         start_epoch = state["epoch"]
 
     # Every report carries the latest evaluation's metrics (NaN before the first): Tune insists that a
-    # scheduler's metric is in every result. The rungs ASHA decides at are always evaluated, so it
-    # never decides on a stale value; "evaluated" says which reports are fresh.
+    # scheduler's metric is in every result. The plan evaluates the rungs ASHA decides at, so it never
+    # decides on a stale value; "evaluated" says which reports are fresh.
+    trial_id = loop_config["trial_id"]
     latest = {config.sweep.metric: math.nan}
     watch = DivergenceWatch(config.train.diverge_after_steps)
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
@@ -174,26 +164,17 @@ def train_worker(loop_config: dict) -> None:
         if diverged:  # a result, not a crash: say so, keep no checkpoint of the broken weights, stop
             if rank == 0:
                 record = {"epoch": epoch, "step": method.step, "reason": diverged}
-                storage.write_bytes(storage.join(loop_config["artifact_dir"], DIVERGED_FILE),
+                storage.write_bytes(layout.diverged_file(loop_config["run_dir"], trial_id),
                                     json.dumps(record, indent=1).encode())
             ray.train.report({**latest, **metrics})
             return
-        if rank == 0 and is_eval_epoch(epoch, config):
-            folder = storage.join(loop_config["artifact_dir"], f"epoch_{epoch:04d}")
-            final = epoch == config.train.epochs
-            skip = None if final or config.eval.bpd_at == "every" else "computed at the final epoch only (eval.bpd_at)"
-            bound = likelihood_metrics(method, data, config.eval, skip=skip)
-            record = _evaluate_into(folder, method, data, reference, config, device, epoch, loop_config["trial_id"],
-                                    likelihood=bound)
+        plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs, stage="trial")
+        if rank == 0 and plan.stage:
+            record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
+            record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default")
+            write_record(layout.epoch_dir(loop_config["run_dir"], trial_id, epoch), record, grid_png)
             latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
             metrics["evaluated"] = True
-            if final:  # the final checkpoint under other sampler settings: one record each, the bound reused
-                own = method.sampling_settings()
-                for settings in sampling_grid(config.eval.sampling_sweep):
-                    if method.sampling_settings(**settings) == own:
-                        continue  # the record above already holds it
-                    _evaluate_into(storage.join(folder, "sampling", setting_key(settings)), method, data, reference,
-                                   config, device, epoch, loop_config["trial_id"], settings, bound)
         metrics = {**latest, **metrics}
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:

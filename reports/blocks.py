@@ -10,7 +10,7 @@ from html import escape
 import pandas as pd
 from PIL import Image
 
-from harness import storage
+from reports import storage
 from reports.inputs import is_missing, json_dict, missing_reasons, parse_json, spread_of
 
 

@@ -6,10 +6,10 @@ from html import escape
 
 import plotly.offline
 
-from harness import storage
+from reports import layout, storage
 from reports import charts
 from reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,
-                            load_inputs, metric_columns, objective, swept_columns)
+                            load_inputs, metric_columns, objective, split_stages, swept_columns)
 from reports.sections import DatasetView, dataset_section, header_section
 
 CSS = """
@@ -32,7 +32,7 @@ def build_report(run_dir: str) -> str:
     return that path."""
     inputs = load_inputs(run_dir)
     body = [header_section(inputs)] + [dataset_section(v) for v in dataset_views(inputs)]
-    path = storage.join(run_dir, "report.html")
+    path = layout.run_file(run_dir, layout.REPORT)
     storage.write_bytes(path, page(experiment_name(inputs), "\n".join(body)).encode("utf-8"))
     return path
 
@@ -54,9 +54,10 @@ def dataset_views(inputs: RunInputs) -> list[DatasetView]:
     views = []
     for name, rows in groups:
         obj = objective(rows, inputs.config)
-        last = last_evaluations(rows, obj)
+        trials, finalists = split_stages(rows)
+        last = last_evaluations(trials, obj)
         metrics = metric_columns(rows)
-        views.append(DatasetView(inputs, str(name), rows, last, obj, metrics, headline_metrics(metrics),
+        views.append(DatasetView(inputs, str(name), trials, last, obj, metrics, headline_metrics(metrics),
                                  class_names(rows, inputs.summary), swept_columns(rows), best_row(last, obj),
-                                 charts.trial_colors(last["trial_id"])))
+                                 charts.trial_colors(last["trial_id"]), finalists))
     return views

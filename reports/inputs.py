@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness import storage
+from reports import layout, storage
 
 # Columns that describe a row rather than measure something; every other numeric column that is
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
-               "git_commit", "epoch", "step", "missing", "sample_grid"}
+               "git_commit", "epoch", "step", "missing", "sample_grid", "stage", "finalist_rank"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.")
 SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
 # Costs: shown in the tables and against quality, not drawn as training curves.
@@ -65,23 +65,23 @@ def _read_parquet(path: str) -> pd.DataFrame:
 def load_inputs(run_dir: str) -> RunInputs:
     """Read results.parquet (required), history.parquet, dataset_summary.json and config.json (all
     optional) from ``run_dir``, a local path or a URI. Raises FileNotFoundError without results."""
-    path = storage.join(run_dir, "results.parquet")
+    path = layout.run_file(run_dir, layout.RESULTS)
     if not storage.exists(path):
         raise FileNotFoundError(f"no results.parquet in {run_dir}")
     results = _read_parquet(path)
     if "trial_id" not in results:
         results["trial_id"] = [f"row{i}" for i in range(len(results))]
     results["trial_id"] = results["trial_id"].astype(str)
-    history_path = storage.join(run_dir, "history.parquet")
+    history_path = layout.run_file(run_dir, layout.HISTORY)
     history = _read_parquet(history_path) if storage.exists(history_path) else pd.DataFrame()
     if "trial_id" in history:
         history["trial_id"] = history["trial_id"].astype(str)
 
     def read_json(name):
-        file = storage.join(run_dir, name)
+        file = layout.run_file(run_dir, name)
         return json.loads(storage.read_bytes(file)) if storage.exists(file) else None
 
-    return RunInputs(run_dir, results, history, read_json("dataset_summary.json"), read_json("config.json") or {})
+    return RunInputs(run_dir, results, history, read_json(layout.DATASET_SUMMARY), read_json(layout.CONFIG) or {})
 
 
 def experiment_name(inputs: RunInputs) -> str:
@@ -159,6 +159,13 @@ def last_evaluations(rows: pd.DataFrame, obj: Objective) -> pd.DataFrame:
     epoch = numeric_epoch(ranked).reset_index(drop=True)
     ranked = ranked.iloc[epoch.sort_values(ascending=False, na_position="last", kind="stable").index]
     return sort_best_first(ranked.drop_duplicates("trial_id", keep="first"), obj)
+
+
+def split_stages(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the trials' rows during the sweep: tracking and trial-final evaluations, the finalist stage's rows).
+    Rows without a stage column are the sweep's."""
+    finalist = rows.get("stage", pd.Series(None, index=rows.index)) == "finalist"
+    return rows[~finalist], rows[finalist]
 
 
 def rows_at_last_epoch(rows: pd.DataFrame) -> pd.DataFrame:

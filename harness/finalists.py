@@ -1,0 +1,159 @@
+"""The finalist stage: after Tune has finished, the best trials of each experiment are re-loaded from their
+last checkpoints and scored with the full evaluation suite (harness/plan.py, stage "finalist").
+
+One Ray task per finalist, each asking for a training worker's resources (a GPU where the trials had
+one), so that finalists run concurrently where the cluster allows. A finalist's record is written last
+(after its sampling-sweep records), so a finalist whose eval.json exists is whole and is not scored
+again after --resume.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import ray
+import torch
+
+from harness.config import ExperimentConfig, experiment_from_dict, to_dict
+from harness.evaluation import evaluate, sampling_grid, setting_key
+from harness.plan import evaluation_plan
+from harness.trial import worker_resources
+from harness.worker import write_record
+from models import build_method
+from reports import layout, storage
+
+ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have (not diverged, error, no_result)
+
+
+@dataclass(frozen=True)
+class Finalist:
+    experiment: str  # the experiment's name
+    trial_id: str
+    rank: int  # 1 = the experiment's best trial by the sweep metric
+    value: float  # its sweep metric at its last evaluation
+
+
+def select_finalists(frame: pd.DataFrame, history: pd.DataFrame, config: ExperimentConfig) -> list[Finalist]:
+    """The best ``config.eval.finalists`` trials of one experiment (rows and history from
+    harness/results.py), each ranked by the sweep metric at its last evaluation under its own sampler (or,
+    for a training statistic such as "loss", at its last epoch); trials that diverged, failed or reported
+    nothing are left out, and so are trials without a value of the metric."""
+    metric, k = config.sweep.metric, config.eval.finalists
+    if k == 0 or frame.empty:
+        return []
+    eligible = set(frame.loc[frame["status"].isin(ELIGIBLE), "trial_id"])
+    if metric in frame:
+        rows = frame[frame.get("stage") != "finalist"]
+        rows = rows[rows.get("sampling_setting", pd.Series("default", index=rows.index)).fillna("default") == "default"]
+    elif metric in history:
+        rows = history
+    else:
+        return []
+    last = rows[rows["trial_id"].isin(eligible)].sort_values("epoch").drop_duplicates("trial_id", keep="last")
+    last = last[pd.to_numeric(last[metric], errors="coerce").notna()]
+    # ties broken by trial id, so that a resumed run picks the same finalists
+    best = last.sort_values([metric, "trial_id"], ascending=[config.sweep.mode == "min", True]).head(k)
+    return [Finalist(config.name, row["trial_id"], i + 1, float(row[metric]))
+            for i, (_, row) in enumerate(best.iterrows())]
+
+
+def is_scored(run_dir: str, trial_id: str) -> bool:
+    """True when the finalist's record is whole (its own eval.json is written last)."""
+    return storage.exists(storage.join(layout.finalist_dir(run_dir, trial_id), layout.EVAL_RECORD))
+
+
+def bound_of(record: dict) -> tuple[dict, dict, dict]:
+    """The bits/dim part of an evaluation record, as likelihood_metrics returns it (metrics, missing,
+    protocol): the bound does not depend on the samples, so other records of the checkpoint reuse it."""
+    return tuple({k: v for k, v in record[part].items() if k.startswith("bpd")}
+                 for part in ("metrics", "missing", "protocol"))
+
+
+def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, dict, dict] | None:
+    """The bound computed on the same checkpoint at its trial-final evaluation, or None."""
+    path = storage.join(layout.epoch_dir(run_dir, trial_id, epoch), layout.EVAL_RECORD)
+    if not storage.exists(path):
+        return None
+    record = json.loads(storage.read_bytes(path))
+    if record.get("stage") != "trial_final" or math.isnan(record["metrics"].get("bpd", math.nan)):
+        return None
+    return bound_of(record)
+
+
+def score_finalist(experiment: dict, trial_id: str, rank: int, run_dir: str, data, reference,
+                   threads: int) -> dict:
+    """Score one finalist (runs as a Ray task): load the trial's newest checkpoint, evaluate it under the
+    finalist plan, once per sampling-sweep setting and then under its own sampler, writing each record
+    under finalists/<trial_id>/. Returns a one-line summary {"trial_id", "epoch", "seconds"}."""
+    t0 = time.time()
+    torch.set_num_threads(threads)
+    config = experiment_from_dict(experiment)
+    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    checkpoint = layout.latest_checkpoint(run_dir, trial_id)
+    if checkpoint is None:
+        raise FileNotFoundError(f"trial {trial_id} has no checkpoint under {layout.train_storage(run_dir)}")
+    # on the CPU first: the saved random-number states must stay CPU tensors
+    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(checkpoint, layout.CHECKPOINT_FILE))),
+                       map_location="cpu", weights_only=False)
+    method = build_method(config.method, config.model, data.spec(), device=device, seed=config.train.seed)
+    method.load_state_dict(state["method"])
+    epoch = state["epoch"]
+    plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs, stage="finalist")
+    bound = _trial_final_bound(run_dir, trial_id, epoch)
+    folder = layout.finalist_dir(run_dir, trial_id)
+    extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
+             "checkpoint": checkpoint}
+
+    def score(settings: dict | None, likelihood):
+        record, grid = evaluate(method, data, reference, config.eval, plan, device=device, settings=settings,
+                                likelihood=likelihood)
+        record.update(extra, sampling_setting=setting_key(settings or {}))
+        return record, grid
+
+    own_record, own_grid = score(None, bound)
+    bound = bound_of(own_record)
+    own = method.sampling_settings()
+    for settings in sampling_grid(plan.sampling_sweep):
+        if method.sampling_settings(**settings) != own:  # the model's own setting is the record below
+            write_record(layout.sampling_dir(folder, setting_key(settings)), *score(settings, bound))
+    write_record(folder, own_record, own_grid)  # last: its presence says the finalist is whole
+    return {"trial_id": trial_id, "epoch": epoch, "seconds": time.time() - t0}
+
+
+def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConfig], shared: dict,
+                    log=print) -> dict[str, str]:
+    """Score every finalist not yet scored, as concurrent Ray tasks with a worker's resources each.
+    configs: {experiment name: its config}; shared: {"run_dir", "data", "reference"} (harness/sweep.py).
+    Returns {trial id: error} for the finalists whose scoring failed (each also noted in its folder)."""
+    run_dir = shared["run_dir"]
+    task = ray.remote(score_finalist)
+    pending = {}
+    for f in finalists:
+        if is_scored(run_dir, f.trial_id):
+            log(f"finalist {f.trial_id} ({f.experiment}): already scored")
+            continue
+        config = configs[f.experiment]
+        resources, threads = worker_resources(config.cluster)
+        ref = task.options(num_cpus=resources["CPU"], num_gpus=resources.get("GPU", 0),
+                           name=f"finalist {f.trial_id}").remote(
+            to_dict(config), f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
+        pending[ref] = f
+        log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
+    errors = {}
+    while pending:
+        [done], _ = ray.wait(list(pending), num_returns=1)
+        f = pending.pop(done)
+        try:
+            summary = ray.get(done)
+            log(f"finalist {f.trial_id}: scored epoch {summary['epoch']} in {summary['seconds']:.0f} s")
+        except Exception as e:  # a finalist that cannot be scored is a missing result, not a lost sweep
+            errors[f.trial_id] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
+            storage.write_bytes(storage.join(layout.finalist_dir(run_dir, f.trial_id), layout.FINALIST_FAILED),
+                                json.dumps({"error": errors[f.trial_id]}).encode())
+            log(f"finalist {f.trial_id}: scoring failed: {errors[f.trial_id]}")
+    return errors

@@ -1,0 +1,138 @@
+"""The evaluation reference of one dataset: what every evaluation of every trial compares with.
+
+``prepare_reference`` runs once per run, before any trial: it trains the evaluation classifier on the
+real training split (the whole of it in few-shot runs), or reads it from the cache keyed by the dataset
+fingerprint and the classifier recipe; measures its real test accuracy; trains the same recipe on as many
+real images a class as CAS will train on (``eval.cas_pool_per_class``), the real-data ceiling CAS is read
+against; chooses the Inception extractor; and extracts the real test split's features in every extractor
+(or reads them from the cache). The reference is small and travels to every trial and every finalist
+through the object store, so no trial extracts real features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from datasets.base import DatasetSplits
+from harness.downstream import capped_counts, first_of_each_class
+from harness.extractors import Extractor, extract_features, register_classifier, resolve_inception
+from harness.fidelity import accuracy
+from models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
+from reports import layout, storage
+
+
+@dataclass
+class EvalReference:
+    """What every trial of one dataset shares (small: shipped to trials through the object store)."""
+
+    classifier_state: dict  # ResNetClassifier weights
+    classifier_config: dict  # its ClassifierConfig
+    weights_hash: str  # names the torch-fidelity extractor and its cache entries
+    classifier_accuracy: float  # on the real test split
+    classifier_per_class: dict[str, float]
+    classifier_accuracy_std: float  # over the real test images
+    # the same recipe trained on the real images CAS's pool stands in for (capped per class): CAS's ceiling
+    cas_real_accuracy: float
+    cas_real_images: int
+    reference_split: str  # the real split samples are compared with
+    inception: Extractor | None  # None: no Inception network available (see inception_missing)
+    inception_missing: str  # why there is no Inception extractor ("" when there is one)
+    real_features: dict[str, dict[str, torch.Tensor]]  # {"domain" / "inception": {layer: [N_ref, D]}}
+
+    def classifier(self, in_channels: int, num_classes: int, device="cpu") -> ResNetClassifier:
+        net = ResNetClassifier(in_channels, num_classes, ClassifierConfig(**self.classifier_config))
+        net.load_state_dict(self.classifier_state)
+        return net.to(device).eval()
+
+
+def _weights_hash(state: dict) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def _cached(path: str, make, log, what: str):
+    """torch.load of ``path`` where it exists, else ``make()`` saved there. ``what`` names it in the log."""
+    if storage.exists(path):
+        log(f"{what}: read from cache {path}")
+        return torch.load(io.BytesIO(storage.read_bytes(path)), weights_only=True)
+    value = make()
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    storage.write_bytes(path, buffer.getvalue())
+    return value
+
+
+def reference_features(images: torch.Tensor, extractor: Extractor, path: str, batch_size: int = 64,
+                       device: str = "cpu", log=print) -> dict[str, torch.Tensor]:
+    """The features of a real split, read from ``path`` (layout.features_cache) or extracted once and
+    cached there. images: [N, C, H, W] uint8. Returns {layer: [N, D] float64}."""
+    def make():
+        features = extract_features(images, extractor, batch_size, device)
+        log(f"real features ({extractor.name}): extracted {len(images)} images, cached at {path}")
+        return features
+
+    return _cached(path, make, log, f"real features ({extractor.name})")
+
+
+def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=print) -> EvalReference:
+    """Train (or load from ``cache_dir``, a local path or URI) the evaluation classifier for ``data``
+    (eval_config: EvalConfig) and CAS's real ceiling, choose the Inception extractor, and extract (or load)
+    the real test split's features for each extractor."""
+    config = eval_config.classifier
+    config_key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+
+    def train_evaluation_classifier():
+        real = data.classifier_train  # the whole training split, also in few-shot runs
+        log(f"evaluation classifier: training on {len(real)} real images ({config.epochs} epochs)")
+        t0 = time.time()
+        net = train_classifier(real.images, real.labels, data.num_classes, config, log=log)
+        acc, per_class = accuracy(predict(net, data.test.images), data.test.labels, data.class_names)
+        return {"state": net.state_dict(), "accuracy": acc, "per_class": per_class, "seconds": time.time() - t0}
+
+    saved = _cached(layout.classifier_cache(cache_dir, data.name, data.fingerprint, config_key),
+                    train_evaluation_classifier, log, "evaluation classifier")
+    acc = saved["accuracy"]
+    log(f"evaluation classifier: real test accuracy {acc:.4f}")
+
+    real = data.classifier_train
+    counts = capped_counts(real.labels, data.num_classes, eval_config.cas_pool_per_class)
+    idx = first_of_each_class(real.labels, counts)
+
+    def train_cas_ceiling():
+        net = train_classifier(real.images[idx], real.labels[idx], data.num_classes, config)
+        hits = predict(net, data.test.images).argmax(1) == data.test.labels
+        return {"accuracy": hits.double().mean().item(), "images": len(idx)}
+
+    ceiling = {"accuracy": math.nan, "images": 0}
+    if eval_config.cas:
+        path = layout.classifier_cache(cache_dir, data.name, data.fingerprint,
+                                       f"{config_key}-cas{eval_config.cas_pool_per_class}")
+        ceiling = _cached(path, train_cas_ceiling, log, "CAS's real ceiling")
+    inception, inception_missing = resolve_inception(eval_config.inception_weights, eval_config.inception_download)
+    log(f"Inception metrics: {inception.description if inception else 'missing: ' + inception_missing}")
+    weights_hash = _weights_hash(saved["state"])
+    ref = EvalReference(
+        classifier_state=saved["state"], classifier_config=asdict(config), weights_hash=weights_hash,
+        classifier_accuracy=acc, classifier_per_class=saved["per_class"],
+        classifier_accuracy_std=math.sqrt(acc * (1 - acc) / len(data.test)),
+        cas_real_accuracy=ceiling["accuracy"], cas_real_images=ceiling["images"], reference_split="test",
+        inception=inception, inception_missing=inception_missing, real_features={},
+    )
+    domain = register_classifier(ref.classifier(data.channels, data.num_classes), weights_hash)
+    for kind, extractor in (("domain", domain), ("inception", inception)):
+        if extractor is not None and (kind == "domain" or eval_config.inception_at != "never"):
+            path = layout.features_cache(cache_dir, data.name, data.fingerprint, "test", extractor.key)
+            ref.real_features[kind] = reference_features(data.test.images, extractor, path,
+                                                         batch_size=eval_config.batch_size, log=log)
+    return ref
+

@@ -1,0 +1,114 @@
+"""Where every file of a run lives: the one place that builds paths inside a run directory and the cache.
+
+    <storage_path>/<name>/<timestamp>/        the run directory (run_dir)
+        config.json                           the resolved configs (a benchmark: one per experiment)
+        dataset_summary.json                  images per class per split, the fingerprint
+        results.parquet, history.parquet      the results (harness/results.py), then report.html
+        artifacts/<trial>/epoch_NNNN/         an evaluation during the sweep: eval.json, samples.png
+        artifacts/<trial>/diverged.json       why a trial stopped as diverged
+        train/<trial>/checkpoint_*/state.pt   Ray Train's checkpoints of the trial (the latest are kept)
+        finalists/<trial>/                    the finalist stage's evaluation of the trial's last checkpoint
+                                              (or failed.json: why it could not be scored)
+        .../sampling/<setting>/               the same checkpoint under another sampler setting
+    <cache_dir>/classifiers/, features/       the evaluation reference, shared by runs (default
+                                              <storage_path>/cache)
+
+Used by the harness, which writes these files, and by the report, which reads them; it imports nothing
+of either.
+"""
+
+from __future__ import annotations
+
+from reports import storage
+
+CONFIG = "config.json"
+DATASET_SUMMARY = "dataset_summary.json"
+RESULTS = "results.parquet"
+HISTORY = "history.parquet"
+REPORT = "report.html"
+EVAL_RECORD = "eval.json"  # one evaluation: {"metrics", "missing", "protocol", "stage", "epoch", ...}
+SAMPLE_GRID = "samples.png"
+DIVERGED = "diverged.json"  # {"epoch", "step", "reason"}
+FINALIST_FAILED = "failed.json"  # in a finalist's folder when its scoring raised: {"error"}; retried on --resume
+CHECKPOINT_FILE = "state.pt"  # inside each Ray Train checkpoint folder
+CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train names its checkpoint folders checkpoint_<timestamp>
+SAMPLING = "sampling"
+
+
+def run_file(run_dir: str, name: str) -> str:
+    """A file at the top of the run directory (one of the names above)."""
+    return storage.join(run_dir, name)
+
+
+def trial_dir(run_dir: str, trial_id: str) -> str:
+    """The trial's evaluation records and its divergence note."""
+    return storage.join(run_dir, "artifacts", trial_id)
+
+
+def epoch_dir(run_dir: str, trial_id: str, epoch: int) -> str:
+    """The record of the trial's evaluation after ``epoch``."""
+    return storage.join(trial_dir(run_dir, trial_id), f"epoch_{epoch:04d}")
+
+
+def finalist_dir(run_dir: str, trial_id: str) -> str:
+    """The record of the trial's finalist evaluation."""
+    return storage.join(run_dir, "finalists", trial_id)
+
+
+def sampling_dir(record_dir: str, setting: str) -> str:
+    """The record of the same checkpoint under another sampler setting (harness.evaluation.setting_key)."""
+    return storage.join(record_dir, SAMPLING, setting)
+
+
+def diverged_file(run_dir: str, trial_id: str) -> str:
+    return storage.join(trial_dir(run_dir, trial_id), DIVERGED)
+
+
+def train_storage(run_dir: str) -> str:
+    """Ray Train's storage_path: each trial's TorchTrainer runs under train/<trial id>."""
+    return storage.join(run_dir, "train")
+
+
+def record_dirs(run_dir: str, trial_id: str) -> list[str]:
+    """Every evaluation record folder of a trial during the sweep, by epoch, each followed by its sampling
+    settings' folders (relative to the run directory, "/"-separated)."""
+    out = []
+    for name in storage.list_dir(trial_dir(run_dir, trial_id)):
+        if name.startswith("epoch_"):
+            relative = f"artifacts/{trial_id}/{name}"
+            out.append(relative)
+            out += [f"{relative}/{SAMPLING}/{s}" for s in storage.list_dir(storage.join(run_dir, relative, SAMPLING))]
+    return out
+
+
+def finalist_records(run_dir: str, trial_id: str) -> list[str]:
+    """The finalist record folders of a trial (its own sampler first, then the sampling sweep), relative to
+    the run directory; [] if the trial was not scored as a finalist (or its scoring did not finish)."""
+    relative = f"finalists/{trial_id}"
+    if not storage.exists(storage.join(run_dir, relative, EVAL_RECORD)):
+        return []
+    return [relative] + [f"{relative}/{SAMPLING}/{s}"
+                         for s in storage.list_dir(storage.join(run_dir, relative, SAMPLING))]
+
+
+def latest_checkpoint(run_dir: str, trial_id: str) -> str | None:
+    """The trial's newest Ray Train checkpoint folder (its names sort by time), or None."""
+    folder = storage.join(train_storage(run_dir), trial_id)
+    names = [n for n in storage.list_dir(folder) if n.startswith(CHECKPOINT_PREFIX)
+             and storage.exists(storage.join(folder, n, CHECKPOINT_FILE))]
+    return storage.join(folder, names[-1]) if names else None
+
+
+def default_cache_dir(storage_root: str) -> str:
+    """The reference cache beside the runs."""
+    return storage.join(storage_root, "cache")
+
+
+def classifier_cache(cache_dir: str, data_name: str, fingerprint: str, config_key: str) -> str:
+    """The evaluation classifier trained on one dataset with one recipe."""
+    return storage.join(cache_dir, "classifiers", f"{data_name}-{fingerprint}-{config_key}.pt")
+
+
+def features_cache(cache_dir: str, data_name: str, fingerprint: str, split: str, extractor_key: str) -> str:
+    """One split's features in one extractor."""
+    return storage.join(cache_dir, "features", f"{data_name}-{fingerprint}-{split}-{extractor_key}.pt")
