@@ -41,7 +41,7 @@ SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing i
     "data.image_size": 16, "data.num_train": 140, "data.num_test": 70,
     "model.ngf": 8, "model.ndf": 8, "train.batch_size": 32, "train.eval_every": 0, "sweep.scheduler": "fifo",
     "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20,
+    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
     "sweep.space": {"model.discriminator": ["projection", "concat"], "train.epochs": [2]},
 }
 

@@ -43,7 +43,7 @@ SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing i
     "model.unet.base_channels": 8, "model.unet.channel_mult": [1, 2], "model.ndf": 4, "model.timesteps": 2,
     "train.batch_size": 32, "train.eval_every": 0,
     "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20,
+    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
     "sweep.space": {"model.x0_weight": [50.0], "train.epochs": [2]},
 }
 

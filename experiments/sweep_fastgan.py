@@ -35,9 +35,7 @@ def local_profile() -> ExperimentConfig:
         # stayed at 15-40%
         model=FastGANConfig(ngf=16, ndf=32, recon_weight=0.2, loss="nonsaturating", d_batch_norm=False),
         train=TrainConfig(epochs=100, batch_size=16, eval_every=25),
-        # Inception features cost ~0.2 s an image on 2 CPU cores: at each trial's last epoch only (every trial
-        # reaches it: no early stopping here)
-        eval=EvalConfig(samples_per_class=32, batch_size=64, inception_at="final",
+        eval=EvalConfig(samples_per_class=32, batch_size=64,
                         classifier=ClassifierConfig(width=16, epochs=10)),
         # no augmentation against DiffAugment's color op ("translation" reached 36%: --set
         # 'sweep.space={"model.policy": ["", "color", "translation"]}' runs all three)
@@ -50,7 +48,7 @@ SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing i
     "data.image_size": 16, "data.num_train": 140, "data.num_test": 70, "data.shots_per_class": 10,
     "model.ngf": 4, "model.ndf": 4, "train.batch_size": 16, "train.eval_every": 0,
     "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20,
+    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
     "sweep.space": {"model.policy": ["color,translation,cutout"], "train.epochs": [2]},
 }
 

@@ -58,7 +58,7 @@ class EvalConfig:
     # results row: a grid over the axes "sampler", "steps", "eta", "guidance", e.g.
     # {"steps": [5, 10, 25, 50], "guidance": [1.0, 3.0]}; an axis left out keeps the model's setting.
     sampling_sweep: dict[str, list] = field(default_factory=dict)
-    kid_subset_size: int = 1000  # capped at the number of samples
+    kid_subset_size: int = 1000  # capped at half of the generated or the real set (harness/fidelity.kid_subset)
     kid_subsets: int = 100
     isc_splits: int = 10  # capped at the number of samples
     prc_neighborhood: int = 3  # k of precision / recall's k-NN balls (torch-fidelity's default)

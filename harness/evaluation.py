@@ -19,7 +19,7 @@ from PIL import Image
 from datasets.base import DatasetSplits
 from harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
-from harness.fidelity import (FID_INF_DRAWS, accuracy, bootstrap_std, fid_sizes, intra_class_fid,
+from harness.fidelity import (FID_INF_DRAWS, accuracy, bootstrap_std, fid_sizes, intra_class_fid, kid_subset,
                               score_features)
 from harness.plan import EvalPlan
 from harness.reference import EvalReference
@@ -166,7 +166,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
         "resolution": f"{data.channels}x{data.image_size}x{data.image_size}",
         "extractor": f"domain classifier {ref.weights_hash} (penultimate features, logits for IS)",
         "fid_inf_sizes": fid_sizes(len(samples)), "fid_inf_draws": FID_INF_DRAWS,
-        "kid_subset_size": min(config.kid_subset_size, len(samples), len(data.test)),
+        "kid_subset_size": kid_subset(config.kid_subset_size, len(samples), len(data.test)),
         "kid_subsets": config.kid_subsets, "isc_splits": min(config.isc_splits, len(samples)),
         "prc_neighborhood": config.prc_neighborhood, "bootstrap": config.bootstrap,
         "sampling": method.sampling_settings(**settings),

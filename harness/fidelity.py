@@ -41,9 +41,15 @@ def fid_traces(gen: np.ndarray, real_mu: np.ndarray, real_trace: float, real_sqr
 
     The same value as torch-fidelity's formula, cheaper when n < D: with A the centered gen features,
     tr sqrt(S_g S_r) = sum sqrt(eig((A R)(A R)^T / (n - 1))), R = sqrt(S_r), an n x n problem."""
+    return _fid_projected(gen, gen @ real_sqrt, real_mu, real_trace)
+
+
+def _fid_projected(gen: np.ndarray, projected: np.ndarray, real_mu: np.ndarray, real_trace: float) -> float:
+    """fid_traces with the projection gen @ real_sqrt [n, D] given: the features' mean drops out of the
+    centered projection, so subsets of one generated set share a single projection."""
     n = len(gen)
     centered = gen - gen.mean(0)
-    b = centered @ real_sqrt
+    b = projected - projected.mean(0)
     small = b @ b.T / (n - 1) if n <= b.shape[1] else b.T @ b / (n - 1)
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum()
     diff = gen.mean(0) - real_mu
@@ -98,6 +104,12 @@ class GaussianStats:
         """FID of generated features gen [n, D] (n >= 2) against these statistics."""
         return fid_traces(gen, self.mu, self.trace, self.sqrt)
 
+    def subset_fid(self, gen: np.ndarray):
+        """idx -> FID of gen[idx] (idx: int array of >= 2 rows), for many subsets or resamples of one
+        generated set gen [n, D]: its projection on the real covariance's square root is computed once."""
+        projected = gen @ self.sqrt
+        return lambda idx: _fid_projected(gen[idx], projected[idx], self.mu, self.trace)
+
 
 def fid_sizes(n: int, points: int = FID_INF_POINTS) -> list[int]:
     """The subset sizes of FID∞'s fit for n samples: ``points`` sizes evenly spaced from max(2, n // 5) to n."""
@@ -114,8 +126,9 @@ def fid_infinity(gen: np.ndarray, real: GaussianStats, points: int = FID_INF_POI
     if len(sizes) < 2:
         return float("nan"), sizes
     rng = np.random.default_rng(seed)
-    values = [real.fid(gen) if size == n else
-              float(np.mean([real.fid(gen[rng.choice(n, size, replace=False)]) for _ in range(draws)]))
+    fid = real.subset_fid(gen)
+    values = [fid(np.arange(n)) if size == n else
+              float(np.mean([fid(rng.choice(n, size, replace=False)) for _ in range(draws)]))
               for size in sizes]
     slope, intercept = np.polyfit(1.0 / np.array(sizes, dtype=np.float64), np.array(values), 1)
     return float(intercept), sizes
@@ -135,6 +148,12 @@ def intra_class_fid(gen: torch.Tensor, gen_labels: torch.Tensor, real: torch.Ten
     return (float(np.mean(values)) if values else float("nan")), per_class
 
 
+def kid_subset(size: int, n_gen: int, n_real: int) -> int:
+    """KID's subset size: ``size``, at most half of either set (at least 2), so that its random subsets
+    differ and their spread (kid_std) says something: a subset of every sample is the same each time."""
+    return max(2, min(size, n_gen // 2, n_real // 2))
+
+
 def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], extractor: Extractor, *,
                    kid_subset_size: int, kid_subsets: int, isc_splits: int, prc_neighborhood: int = 3,
                    bootstrap: int = 0, seed: int = 0) -> tuple[dict[str, float], dict[str, str]]:
@@ -142,7 +161,7 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
 
     gen, real: {layer: [N, D]} from ``extract_features``. Returns ({metric: value}, {metric: reason missing})
     with keys fid, fid_std (bootstrap over the generated samples, ``bootstrap`` resamples), fid_inf (FID∞,
-    ``fid_infinity``), kid, kid_std (over KID's subsets; the subset size is capped at both sample counts), is,
+    ``fid_infinity``), kid, kid_std (over KID's subsets, of size ``kid_subset``), is,
     is_std (over IS's splits), precision, recall and their stds (of the mean of the per-sample k-NN
     indicators)."""
     out: dict[str, float] = {}
@@ -153,10 +172,10 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
     real_stats, g_np = GaussianStats.of(r), g.numpy()
     out["fid_inf"], _ = fid_infinity(g_np, real_stats, seed=seed)
     if bootstrap >= 2:
-        out["fid_std"] = bootstrap_std(lambda idx: real_stats.fid(g_np[idx]), len(g_np), bootstrap, seed)
+        out["fid_std"] = bootstrap_std(real_stats.subset_fid(g_np), len(g_np), bootstrap, seed)
     g, r = gen[extractor.layer("kid")], real[extractor.layer("kid")]
-    kid = kid_features_to_metric(g, r, kid_subsets=kid_subsets, kid_subset_size=min(kid_subset_size, len(g), len(r)),
-                                 rng_seed=seed, verbose=False)
+    kid = kid_features_to_metric(g, r, kid_subsets=kid_subsets, rng_seed=seed, verbose=False,
+                                 kid_subset_size=kid_subset(kid_subset_size, len(g), len(r)))
     out["kid"], out["kid_std"] = kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"]
     layer = extractor.layer("isc")
     if layer is None:

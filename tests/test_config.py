@@ -79,6 +79,26 @@ def test_data_flags(tmp_path, monkeypatch):
     assert data.classes == ["neutral", "fear", "angry"] and data.shots_per_class == 10 and data.image_size == 32
 
 
+def test_cache_dir_flag_is_absolute_and_a_uri_is_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser("x").parse_args(["--cache-dir", "shared/cache"])
+    assert resolve(args, ExperimentConfig(), {}).cluster.cache_dir == str(tmp_path / "shared" / "cache")
+    args = build_parser("x").parse_args(["--cache-dir", "s3://bucket/cache"])
+    assert resolve(args, ExperimentConfig(), {}).cluster.cache_dir == "s3://bucket/cache"
+
+
+def test_reports_import_nothing_of_the_harness():
+    """The run folder's layout and storage live in reports/, below the harness that writes runs: no
+    harness -> reports -> harness cycle."""
+    import ast
+
+    for path in (ROOT / "reports").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "harness" or n.startswith("harness.") for n in names), path
+
+
 def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
     from harness.cli import run_experiment
 

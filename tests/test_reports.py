@@ -172,3 +172,27 @@ def test_single_errored_trial_builds(tmp_path):
     write_parquet(pd.DataFrame(), tmp_path / "history.parquet")
     text = open(build_report(str(tmp_path)), encoding="utf-8").read()
     assert "no GPU" in text and "only" in text
+
+
+def test_finalists_are_the_headline_and_the_trials_table_keeps_the_sweeps_rows(tmp_path):
+    """A finalist row (the stage after the sweep, on more samples) heads the report with its CAS, FID∞ and
+    intra-class FID per class; the trials table and the curves keep the sweep's rows."""
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    results = pd.read_parquet(os.path.join(run_dir, "results.parquet"))
+    grid = os.path.join("finalists", "trial_b", "samples.png")
+    write_png(os.path.join(run_dir, grid), len(CLASSES), 4, 99)
+    finalist = {**common("trial_b", "ddpm", "completed", "", 0.002), **evaluation(run_dir, "trial_b", 3, 0.77, 2.7, 0.02),
+                "stage": "finalist", "finalist_rank": 1, "protocol.num_samples": 700, "sample_grid": grid,
+                "fid_inf_domain": 11.5, "cas": 0.61, "cas_real_accuracy": 0.9,
+                "fid_intra_domain": 42.0, **{f"fid_intra_domain.{c}": 40.0 + i for i, c in enumerate(CLASSES)}}
+    results["stage"] = "tracking"
+    write_parquet(pd.concat([results, pd.DataFrame([finalist])], ignore_index=True),
+                  os.path.join(run_dir, "results.parquet"))
+    text = open(build_report(run_dir), encoding="utf-8").read()
+    headline = text[text.index("<h2>Finalists"):text.index("<h2>All trials")]
+    assert "ddpm trial_b" in headline and "61.0%" in headline and "11.5" in headline and "700" in headline
+    assert "intra-class FID" in headline and "41" in headline and "mean over classes" in headline
+    trials = text[text.index("<h2>All trials"):text.index("<h2>Curves")]
+    assert trials.count("trial_b") == 1 and "77.0%" not in trials  # the sweep's last row, 80%
+    assert "finalist <b>trial_b</b>" in text and "700 samples scored" in text
