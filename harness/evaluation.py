@@ -183,9 +183,11 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k))
 
 
-def downstream_metrics(method, data: DatasetSplits, config, plan: EvalPlan, device="cpu") -> tuple[dict, dict, dict]:
-    """CAS and the augmentation gain (harness/downstream.py) of a seeded generated pool under the method's
-    own sampler, as far as the plan computes them. Returns (metrics, missing, protocol)."""
+def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan,
+                       device="cpu") -> tuple[dict, dict, dict]:
+    """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/downstream.py) of
+    a seeded generated pool under the method's own sampler, as far as the plan computes them.
+    Returns (metrics, missing, protocol)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
     for part, name in (("cas", "cas"), ("augment", "aug_gain")):
         if not plan.computes(part):
@@ -203,6 +205,9 @@ def downstream_metrics(method, data: DatasetSplits, config, plan: EvalPlan, devi
             values, settings = score(pool, labels, data, config, device)
             metrics.update(values)
             protocol.update(settings)
+            if part == "cas":  # the same recipe on as many real images, beside it
+                metrics["cas_real_accuracy"] = ref.cas_real_accuracy
+                protocol["cas_real_images"] = ref.cas_real_images
     return metrics, missing, protocol
 
 
@@ -257,13 +262,10 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
         own = "computed under the model's own sampler only"
         parts.append(({"cas": math.nan, "aug_gain": math.nan}, {"cas": own, "aug_gain": own}, {}))
     else:
-        parts.append(downstream_metrics(method, data, config, plan, device))
+        parts.append(downstream_metrics(method, data, ref, config, plan, device))
     for values, reasons, settings_used in parts:
         metrics.update(values)
         missing.update(reasons)
         protocol.update(settings_used)
-    if not math.isnan(metrics.get("cas", math.nan)):
-        metrics["cas_real_accuracy"] = ref.cas_real_accuracy  # the same recipe on as many real images
-        protocol["cas_real_images"] = ref.cas_real_images
     metrics["eval_seconds"] = time.time() - t_start
     return {"stage": plan.stage, "metrics": metrics, "missing": missing, "protocol": protocol}, grid

@@ -19,11 +19,11 @@ import pandas as pd
 import ray
 import torch
 
-from harness.config import ExperimentConfig, experiment_from_dict, to_dict
+from harness.config import ExperimentConfig, config_hash, experiment_from_dict
 from harness.evaluation import evaluate, sampling_grid, setting_key
 from harness.plan import evaluation_plan
+from harness.results import write_record
 from harness.trial import worker_resources
-from harness.worker import write_record
 from models import build_method
 from reports import layout, storage
 
@@ -85,14 +85,13 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, d
     return bound_of(record)
 
 
-def score_finalist(experiment: dict, trial_id: str, rank: int, run_dir: str, data, reference,
-                   threads: int) -> dict:
-    """Score one finalist (runs as a Ray task): load the trial's newest checkpoint, evaluate it under the
-    finalist plan, once per sampling-sweep setting and then under its own sampler, writing each record
-    under finalists/<trial_id>/. Returns a one-line summary {"trial_id", "epoch", "seconds"}."""
+def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int) -> dict:
+    """Score one finalist (runs as a Ray task): load the trial's newest checkpoint, rebuild the method from
+    the trial's own config saved in it, evaluate it under the finalist plan, once per sampling-sweep setting
+    and then under its own sampler, writing each record under finalists/<trial_id>/. Returns a one-line
+    summary {"trial_id", "epoch", "seconds"}."""
     t0 = time.time()
     torch.set_num_threads(threads)
-    config = experiment_from_dict(experiment)
     device = "cuda" if ray.get_gpu_ids() else "cpu"
     checkpoint = layout.latest_checkpoint(run_dir, trial_id)
     if checkpoint is None:
@@ -100,6 +99,7 @@ def score_finalist(experiment: dict, trial_id: str, rank: int, run_dir: str, dat
     # on the CPU first: the saved random-number states must stay CPU tensors
     state = torch.load(io.BytesIO(storage.read_bytes(storage.join(checkpoint, layout.CHECKPOINT_FILE))),
                        map_location="cpu", weights_only=False)
+    config = experiment_from_dict(state["config"])  # the trial's point of the search space
     method = build_method(config.method, config.model, data.spec(), device=device, seed=config.train.seed)
     method.load_state_dict(state["method"])
     epoch = state["epoch"]
@@ -107,7 +107,7 @@ def score_finalist(experiment: dict, trial_id: str, rank: int, run_dir: str, dat
     bound = _trial_final_bound(run_dir, trial_id, epoch)
     folder = layout.finalist_dir(run_dir, trial_id)
     extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
-             "checkpoint": checkpoint}
+             "checkpoint": checkpoint, "config_hash": config_hash(state["config"])}
 
     def score(settings: dict | None, likelihood):
         record, grid = evaluate(method, data, reference, config.eval, plan, device=device, settings=settings,
@@ -141,7 +141,7 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
         resources, threads = worker_resources(config.cluster)
         ref = task.options(num_cpus=resources["CPU"], num_gpus=resources.get("GPU", 0),
                            name=f"finalist {f.trial_id}").remote(
-            to_dict(config), f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
+            f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
         pending[ref] = f
         log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
     errors = {}

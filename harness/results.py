@@ -57,9 +57,18 @@ def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged:
     return "completed", ""
 
 
+def write_record(folder: str, record: dict, grid_png: bytes) -> None:
+    """An evaluation's samples.png, then its eval.json (whose presence says the record is whole)."""
+    storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
+    storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), json.dumps(record, indent=1).encode())
+
+
 def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
     """One results row: the trial's columns, then the record at ``relative`` (a folder under run_dir)."""
     record = json.loads(storage.read_bytes(storage.join(run_dir, relative, layout.EVAL_RECORD)))
+    if record.get("config_hash", base["config_hash"]) != base["config_hash"]:
+        raise ValueError(f"{relative}: evaluated under config {record['config_hash']}, but trial "
+                         f"{base['trial_id']} has config {base['config_hash']}")
     row = dict(base)
     settings = record["protocol"].get("sampling", {})
     row.update(stage=record.get("stage"), sampling_setting=record.get("sampling_setting", "default"),

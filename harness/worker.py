@@ -25,6 +25,7 @@ import torch.distributed as dist
 from harness.config import experiment_from_dict
 from harness.evaluation import evaluate
 from harness.plan import evaluation_plan
+from harness.results import write_record
 from models import build_method
 from reports import layout, storage
 
@@ -100,12 +101,6 @@ def _mean_across_ranks(value: float, world: int) -> float:
 def _save_checkpoint(method, config: dict, epoch: int, directory: str) -> None:
     torch.save({"method": method.state_dict(), "epoch": epoch, "config": config},
                os.path.join(directory, layout.CHECKPOINT_FILE))
-
-
-def write_record(folder: str, record: dict, grid_png: bytes) -> None:
-    """An evaluation's samples.png, then its eval.json (whose presence says the record is whole)."""
-    storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
-    storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), json.dumps(record, indent=1).encode())
 
 
 def train_worker(loop_config: dict) -> None:
