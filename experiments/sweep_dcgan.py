@@ -7,7 +7,9 @@
 
 The local profile (24 px faces, a 0.1M-parameter generator) compares the two ways the discriminator
 sees the class, label maps concatenated to the image against a spectral-norm projection head, under
-ASHA; a trial whose discriminator wins outright is recorded as diverged.
+ASHA; a trial whose discriminator wins outright is recorded as diverged. Measured here (2 cores, no GPU,
+nothing cached): 8.6 minutes; projection scores 71% ± 2% on its finalist's 700 samples (76% on the 224 of
+its last tracked epoch), concat stopped at epoch 20 at 57%.
 """
 
 import sys
@@ -28,9 +30,8 @@ def local_profile() -> ExperimentConfig:
         model=DCGANConfig(ngf=32, ndf=32, lr=2e-4),
         train=TrainConfig(epochs=30, batch_size=32, eval_every=10),
         eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
-        # ASHA compares the trials on sample accuracy after 10 and 20 epochs and stops the worse one (about
-        # 9 minutes on 2 cores with every metric; 4 with the domain metrics alone). At lr 1e-4 projection
-        # reached 65% after 30 epochs (76% at 2e-4), concat 50% after 20
+        # ASHA compares the trials on sample accuracy after 10 and 20 epochs and stops the worse one. At lr
+        # 1e-4 projection reached 65% after 30 epochs (76% at 2e-4), concat 50% after 20
         sweep=SweepConfig(space={"model.discriminator": ["projection", "concat"]},
                           scheduler="asha", metric="sample_accuracy", mode="max", grace_period=10,
                           reduction_factor=2),

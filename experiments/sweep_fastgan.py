@@ -10,7 +10,9 @@ The local profile trains on 50 synthetic faces a class (the evaluation classifie
 whole training split: it judges, it does not take part) and compares DiffAugment policies. At 24 px it
 departs from FastGAN's own recipe where that was measured to fail on these faces: the
 non-saturating loss rather than the hinge, no batch norm in the discriminator (spectral norm alone, as
-a projection discriminator), and a light reconstruction loss; see local_profile.
+a projection discriminator), and a light reconstruction loss; see local_profile. Measured here (2 cores,
+no GPU, nothing cached): 13.3 minutes; without augmentation the finalist scores 68% ± 2% on 700 samples
+(72% on the 224 of the last epoch), "color" 71% on 224.
 """
 
 import sys
@@ -31,7 +33,7 @@ def local_profile() -> ExperimentConfig:
         # tuned by hand on this data, 100-150 epochs at 50 shots (accuracy of the EMA generator's samples):
         # FastGAN's hinge loss with batch norm in D stayed at 13-37%; the non-saturating loss with D's
         # batch norm off reached 72-77% with no augmentation and 71% with "color" after 100 epochs (this
-        # profile's runs; 13 minutes with every metric), while "translation" (and "color,translation")
+        # profile's runs), while "translation" (and "color,translation")
         # stayed at 15-40%
         model=FastGANConfig(ngf=16, ndf=32, recon_weight=0.2, loss="nonsaturating", d_batch_norm=False),
         train=TrainConfig(epochs=100, batch_size=16, eval_every=25),
