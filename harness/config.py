@@ -17,6 +17,7 @@ from typing import Any
 
 from datasets import DataConfig
 from models import get_method
+from models.accel import PRECISIONS
 from models.classifier import ClassifierConfig
 
 
@@ -31,6 +32,25 @@ class TrainConfig:
     # a trial ends as "diverged" when its discriminator wins completely on this many steps in a row
     # (GANs; 0: never); a non-finite loss always ends it
     diverge_after_steps: int = 300
+    # numeric precision of the training step (models/accel.py): "auto" (bf16 on a GPU, fp32 on a CPU),
+    # "fp32", "bf16" (autocast, no loss scaling) or "fp16" (autocast and a GradScaler); the evaluation
+    # samples in fp32 whatever the training precision
+    precision: str = "auto"
+    tf32: bool = True  # TF32 matmuls and convolutions on GPUs that have them (no effect on CPUs)
+    channels_last: bool = False  # networks and image batches in NHWC memory order
+    compile: bool = False  # torch.compile the trained network (DDPM's UNet, a GAN's generator)
+    # steps between reads of the step statistics on the host (the divergence rules and, on several
+    # workers, the one collective that stops every rank together); epochs end with a read too
+    sync_every: int = 50
+    # the whole training split on the worker's device (batches indexed there) when it takes at most
+    # this fraction of the device's free memory; else batches are copied from host memory (CPUs: always host)
+    data_on_device_fraction: float = 0.25
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown train.precision {self.precision!r}; valid: {list(PRECISIONS)}")
+        if self.sync_every < 1:
+            raise ValueError(f"train.sync_every must be >= 1, got {self.sync_every}")
 
 
 @dataclass

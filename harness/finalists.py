@@ -113,6 +113,8 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
         record, grid = evaluate(method, data, reference, config.eval, plan, device=device, settings=settings,
                                 likelihood=likelihood)
         record.update(extra, sampling_setting=setting_key(settings or {}))
+        # the trial's training precision (checkpoints from before it was saved: every step ran in fp32)
+        record["protocol"]["train_precision"] = state.get("precision", "fp32")
         return record, grid
 
     own_record, own_grid = score(None, bound)

@@ -109,8 +109,12 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
         diverged_path = layout.diverged_file(run_dir, trial_id)
         diverged = json.loads(storage.read_bytes(diverged_path)) if storage.exists(diverged_path) else None
         status, reason = _trial_status(result, last_epoch, experiment.train.epochs, diverged)
+        # the precision the worker resolved ("auto" becomes bf16 or fp32 by device); the config's where it never reported
+        reported = (progress["train_precision"].dropna() if progress is not None and "train_precision" in progress
+                    else pd.Series(dtype=object))
         base = {"trial_id": trial_id, "method": experiment.method, "config_hash": config_hash(result.config),
-                "status": status, "status_reason": reason, **common, **config_cols}
+                "status": status, "status_reason": reason, **common, **config_cols,
+                "protocol.train_precision": reported.iloc[-1] if len(reported) else experiment.train.precision}
         train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
                          if progress is not None and "train_seconds" in progress else None)
         records = layout.record_dirs(run_dir, trial_id)

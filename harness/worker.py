@@ -3,9 +3,12 @@
 It knows nothing about the method's family: it builds the method from the registry, feeds it this
 rank's shard of each epoch, reports the loss every epoch with a checkpoint, evaluates on rank 0 where
 the evaluation plan (harness/plan.py) says, and resumes from the last checkpoint when Ray Train
-restarts it. A trial whose
-training diverges (a non-finite loss, a discriminator that wins completely for too long) is ended
-with that reason recorded: a result of the sweep, not an error.
+restarts it. A trial whose training diverges (a non-finite loss, a discriminator that wins completely for
+too long) is ended with that reason recorded: a result of the sweep, not an error.
+
+On a GPU the step statistics stay on the device and are read every ``train.sync_every`` steps
+(harness/steps.py); every collective uses tensors on the worker's device; the training split is moved
+to the device once when it fits; the step runs at ``train.precision`` (models/accel.py).
 """
 
 from __future__ import annotations
@@ -20,87 +23,30 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 
-from harness.config import experiment_from_dict
+from harness.config import TrainConfig, experiment_from_dict
 from harness.evaluation import evaluate
 from harness.plan import evaluation_plan
 from harness.results import write_record
+from harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
+                           restore_noise, training_tensors)
 from models import build_method
+from models.accel import Acceleration, resolve_precision
 from reports import layout, storage
 
 
-def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size: int, seed: int):
-    """This rank's batches of one epoch: a permutation shared by all ranks (seeded by seed and epoch),
-    dealt round-robin, cut so that every rank takes the same number of steps. Yields index tensors [B]."""
-    perm = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    shard = perm[rank::world]
-    steps = (num_images // world) // batch_size
-    if steps == 0:
-        raise ValueError(f"{num_images} images cannot fill one batch of {batch_size} on each of {world} workers")
-    for i in range(steps):
-        yield shard[i * batch_size:(i + 1) * batch_size]
+def configure_device(device: torch.device, train: TrainConfig) -> Acceleration:
+    """Set the process-wide math modes for ``device`` (TF32 on CUDA per ``train.tf32``) and return the
+    training step's Acceleration, with "auto" precision resolved for this device."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = train.tf32
+        torch.backends.cudnn.allow_tf32 = train.tf32
+    return Acceleration(resolve_precision(train.precision, device), train.channels_last, train.compile)
 
 
-class StepStats:
-    """Running sums of the floats ``train_step`` returns, per key (a key may be absent on some steps)."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.steps = 0
-
-    def add(self, out: dict[str, float]) -> None:
-        self.steps += 1
-        for key, value in out.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-            self.counts[key] = self.counts.get(key, 0) + 1
-
-    def means(self) -> dict[str, float]:
-        """Per-key means over the steps that reported the key."""
-        return {key: total / self.counts[key] for key, total in sorted(self.sums.items())}
-
-
-class DivergenceWatch:
-    """Tells when training has diverged: a non-finite "loss" or "loss_*" on a step, or the discriminator
-    winning completely ("d_wins" = 1) on ``patience`` steps in a row (0: never by that rule)."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.streak = 0
-
-    def check(self, out: dict[str, float], step: int) -> str | None:
-        """The reason training has diverged after this step's statistics, or None."""
-        for key, value in out.items():
-            if (key == "loss" or key.startswith("loss_")) and not math.isfinite(value):
-                return f"{key} became {value} at step {step}"
-        self.streak = self.streak + 1 if out.get("d_wins") else 0
-        if self.patience and self.streak >= self.patience:
-            return f"the discriminator won completely on {self.streak} steps in a row (to step {step})"
-        return None
-
-
-def _reason_on_any_rank(reason: str | None, world: int) -> str | None:
-    """This rank's reason if any, "another worker diverged" if only another rank has one, else None: every
-    rank stops at the same step (one collective a step; none on one worker)."""
-    if world == 1:
-        return reason
-    flag = torch.tensor([1.0 if reason else 0.0])
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return reason or ("another worker diverged" if flag.item() > 0 else None)
-
-
-def _mean_across_ranks(value: float, world: int) -> float:
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.item() / world
-
-
-def _save_checkpoint(method, config: dict, epoch: int, directory: str) -> None:
-    torch.save({"method": method.state_dict(), "epoch": epoch, "config": config},
-               os.path.join(directory, layout.CHECKPOINT_FILE))
+def _save_checkpoint(method, config: dict, epoch: int, precision: str, noise_states: list, directory: str) -> None:
+    torch.save({"method": method.state_dict(), "epoch": epoch, "config": config, "precision": precision,
+                "noise_states": noise_states}, os.path.join(directory, layout.CHECKPOINT_FILE))
 
 
 def train_worker(loop_config: dict) -> None:
@@ -114,37 +60,52 @@ def train_worker(loop_config: dict) -> None:
     data = ray.get(loop_config["data"])
     reference = ray.get(loop_config["reference"])
     device = ray.train.torch.get_device()
+    accel = configure_device(device, config.train)
 
     method = build_method(config.method, config.model, data.spec(), device=device,
-                          wrap=ray.train.torch.prepare_model, seed=config.train.seed)
-    method.seed_noise(config.train.seed * 1000 + rank + 1)
+                          wrap=ray.train.torch.prepare_model, seed=config.train.seed, accel=accel)
+    method.seed_noise(noise_seed(config.train.seed, rank))
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            state = torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location=device,
+            # to the CPU first: random-number states must stay CPU tensors; load_state_dict copies the
+            # weights and optimizer state onto the method's device
+            state = torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location="cpu",
                                weights_only=False)
         method.load_state_dict(state["method"])
         start_epoch = state["epoch"]
+        note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, start_epoch)
+        print(f"rank {rank}: resumed from epoch {start_epoch}; {note}")
+    images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
+    if rank == 0:
+        print(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
+              f"compile {accel.compile}")
 
     # Every report carries the latest evaluation's metrics (NaN before the first): Tune insists that a
     # scheduler's metric is in every result. The plan evaluates the rungs ASHA decides at, so it never
     # decides on a stale value; "evaluated" says which reports are fresh.
     trial_id = loop_config["trial_id"]
     latest = {config.sweep.metric: math.nan}
-    watch = DivergenceWatch(config.train.diverge_after_steps)
+    watch = DivergenceWatch(config.train.diverge_after_steps, device)
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         t0 = time.time()
-        stats = StepStats()
+        stats = StepStats(device)
         diverged = None
-        for idx in epoch_batches(len(data.train), epoch, rank, world, config.train.batch_size, config.train.seed):
-            out = method.train_step(data.train.images[idx], data.train.labels[idx])
+        batches = epoch_batches(len(images), epoch, rank, world, config.train.batch_size, config.train.seed,
+                                device=images.device)
+        for i, idx in enumerate(batches, start=1):
+            out = method.train_step(images[idx], labels[idx])  # a compile failure raises CompileError here
             stats.add(out)
-            diverged = _reason_on_any_rank(watch.check(out, method.step), world)
-            if diverged:
-                break
+            watch.observe(out, method.step)
+            if i % config.train.sync_every == 0:
+                diverged = watch.verdict(world)  # every rank reads at the same step: all stop together
+                if diverged:
+                    break
+        if not diverged:
+            diverged = watch.verdict(world)
+        means = stats.means(world)
         train_seconds = time.time() - t0
-        means = {key: _mean_across_ranks(value, world) for key, value in stats.means().items()}
         metrics = {
             "epoch": epoch,
             "step": method.step,
@@ -152,6 +113,7 @@ def train_worker(loop_config: dict) -> None:
             **{f"train/{key}": value for key, value in means.items()},  # the method's other step statistics
             "train_seconds": train_seconds,
             "images_per_second": stats.steps * config.train.batch_size * world / train_seconds,
+            "train_precision": accel.precision,
             "resumed_from_epoch": start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
             "evaluated": False,
             "diverged": bool(diverged),
@@ -167,11 +129,13 @@ def train_worker(loop_config: dict) -> None:
         if rank == 0 and plan.stage:
             record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
             record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default")
+            record["protocol"]["train_precision"] = accel.precision
             write_record(layout.epoch_dir(loop_config["run_dir"], trial_id, epoch), record, grid_png)
             latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
             metrics["evaluated"] = True
         metrics = {**latest, **metrics}
+        noise_states = gather_noise_states(method.noise_state(), world, device)  # collective: every rank
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
-                _save_checkpoint(method, loop_config["experiment"], epoch, directory)
+                _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)

@@ -1,16 +1,19 @@
 """Generative methods by name.
 
 Every method offers the harness the same interface:
-    Method(config, spec, device, wrap, seed)    build (spec: datasets.DatasetSpec)
+    Method(config, spec, device, wrap, seed, accel)  build (spec: datasets.DatasetSpec; accel:
+                                                 models.accel.Acceleration, precision / channels-last / compile)
     method.train_step(images, labels) -> dict    one update; images [B, C, H, W] uint8, labels [B]; returns
-                                                 floats: "loss" and any "loss_*" must stay finite, "d_wins"
-                                                 (GANs) is 1 on a step the discriminator wins completely
+                                                 0-dim tensors on the device (no host sync) or floats:
+                                                 "loss" and any "loss_*" must stay finite, "d_wins" (GANs)
+                                                 is 1 on a step the discriminator wins completely
     method.sample(labels, seeds, **settings)     -> [N, C, H, W] uint8, image i a function of (labels[i], seeds[i])
     method.sampling_settings(**settings) -> dict the settings a sample call uses (recorded with results)
     method.network_evaluations(**settings) -> int network calls per generated image
     method.bits_per_dim(images, labels, seeds)   per-image bound, only where has_likelihood is True
                                                  (GANs: has_likelihood False, no bits_per_dim)
-    method.state_dict() / load_state_dict()      everything needed to resume
+    method.state_dict() / load_state_dict()      everything needed to resume (random-number states on the CPU)
+    method.noise_state() / load_noise_state(s)   this rank's training-noise generator state (a CPU uint8 tensor)
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ def get_method(name: str) -> MethodEntry:
     return lookup(METHODS, name, "method")
 
 
-def build_method(name: str, config, spec, device="cpu", wrap=None, seed: int = 0):
-    """Instantiate method ``name`` with its config dataclass instance."""
-    return get_method(name).cls(config, spec, device=device, wrap=wrap, seed=seed)
+def build_method(name: str, config, spec, device="cpu", wrap=None, seed: int = 0, accel=None):
+    """Instantiate method ``name`` with its config dataclass instance (accel: models.accel.Acceleration,
+    None: fp32, contiguous, not compiled)."""
+    return get_method(name).cls(config, spec, device=device, wrap=wrap, seed=seed, accel=accel)
 
 
 __all__ = ["METHODS", "MethodEntry", "build_method", "get_method"]

@@ -111,19 +111,19 @@ class DCGANMethod(GANMethod):
                 nn.init.zeros_(module.bias)
         return G, D
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The discriminator's loss on a real batch [B, C, H, W] in [-1, 1] and as many fakes of the same labels."""
         with torch.no_grad():
-            fake = self.G(self.latents(len(real)), labels)
-        real_logits, fake_logits = self.D(real, labels), self.D(fake, labels)
+            fake = self.train_G(self.latents(len(real)), labels)
+        real_logits, fake_logits = self.D(real, labels).float(), self.D(fake, labels).float()
         loss = self.loss_fn.d(real_logits, fake_logits).mean()
-        return loss, {"d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item(),
-                      "d_wins": float(discriminator_wins(real_logits, fake_logits, self.config.win_margin))}
+        return loss, {"d_real": real_logits.mean().detach(), "d_fake": fake_logits.mean().detach(),
+                      "d_wins": discriminator_wins(real_logits, fake_logits, self.config.win_margin)}
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The generator's loss on fresh fakes of the batch's labels [B]."""
-        fake = self.G(self.latents(len(real)), labels)
-        return self.loss_fn.g(self.D(fake, labels)).mean(), {}
+        fake = self.train_G(self.latents(len(real)), labels)
+        return self.loss_fn.g(self.D(fake, labels).float()).mean(), {}
 
     def generate(self, G: nn.Module, noise: NoiseStream, labels: torch.Tensor) -> torch.Tensor:
         """labels [B] -> images [B, C, H, W] in [-1, 1] from each sample's seeded latent."""

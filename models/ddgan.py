@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.base import DatasetSpec
+from models.accel import Acceleration
 from models.diffusion import DiffusionConfig, GaussianDiffusion, NoiseStream
 from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
@@ -166,7 +167,8 @@ class DDGANMethod(GANMethod):
     name = "ddgan"
 
     def __init__(self, config: DDGANConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
-                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0):
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,
+                 accel: Acceleration | None = None):
         if config.timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {config.timesteps}")
         if config.r1_every < 1:
@@ -174,7 +176,7 @@ class DDGANMethod(GANMethod):
         # the process: q_sample, the training pairs and the posterior (the generator predicts x_0)
         self.diffusion = GaussianDiffusion(DiffusionConfig(timesteps=config.timesteps, schedule="vp",
                                                            prediction="x0"))
-        super().__init__(config, spec, device=device, wrap=wrap, seed=seed)
+        super().__init__(config, spec, device=device, wrap=wrap, seed=seed, accel=accel)
 
     def build(self, spec: DatasetSpec) -> tuple[nn.Module, nn.Module]:
         c = self.config
@@ -200,41 +202,41 @@ class DDGANMethod(GANMethod):
         """t uniform over 0..T-1: [batch] int64, from the seeded training generator."""
         return torch.randint(self.diffusion.num_timesteps, (batch,), generator=self.generator, device=self.device)
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The discriminator's loss on real pairs from ``real`` [B, C, H, W] in [-1, 1] and fake pairs with
         the same x_t and labels [B], plus the lazy R1 penalty on every r1_every-th step."""
         b = len(real)
         t = self._timesteps(b)
         x_prev, x_t = self.diffusion.q_sample_pair(real, t, self._randn(real.shape), self._randn(real.shape))
         with torch.no_grad():
-            fake_prev = self.reverse_step(self.G, x_t, t, labels, self.latents(b), self._randn(real.shape))
+            fake_prev = self.reverse_step(self.train_G, x_t, t, labels, self.latents(b), self._randn(real.shape))
         with_r1 = self.config.r1_gamma > 0 and self.step % self.config.r1_every == 0
         x_prev.requires_grad_(with_r1)
-        real_logits = self.D(x_prev, x_t, t, labels)
-        fake_logits = self.D(fake_prev, x_t, t, labels)
+        real_logits = self.D(x_prev, x_t, t, labels).float()
+        fake_logits = self.D(fake_prev, x_t, t, labels).float()
         loss = self.loss_fn.d(real_logits, fake_logits).mean()
-        stats = {"d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item(),
-                 "d_wins": float(discriminator_wins(real_logits, fake_logits, self.config.win_margin))}
+        stats = {"d_real": real_logits.mean().detach(), "d_fake": fake_logits.mean().detach(),
+                 "d_wins": discriminator_wins(real_logits, fake_logits, self.config.win_margin)}
         if with_r1:
             penalty = r1_penalty(real_logits, x_prev).mean()
             loss = loss + 0.5 * self.config.r1_gamma * self.config.r1_every * penalty
-            stats["r1"] = penalty.item()  # E||grad||^2, before weighting
+            stats["r1"] = penalty.detach()  # E||grad||^2, before weighting
         return loss, stats
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The generator's loss on fresh fake pairs: x_t ~ q(x_t | x_0) from ``real`` [B, C, H, W], fresh t,
         z and posterior noise; labels [B]."""
         b = len(real)
         t = self._timesteps(b)
         x_t = self.diffusion.q_sample(real, t, self._randn(real.shape))
-        x0 = self.G(x_t, t, labels, self.latents(b))
+        x0 = self.train_G(x_t, t, labels, self.latents(b))
         fake_prev = self.diffusion.q_posterior_sample(x0, x_t, t, self._randn(real.shape))
-        adversarial = self.loss_fn.g(self.D(fake_prev, x_t, t, labels)).mean()
-        stats = {"loss_g": adversarial.item()}
+        adversarial = self.loss_fn.g(self.D(fake_prev, x_t, t, labels).float()).mean()
+        stats = {"loss_g": adversarial.detach()}
         if self.config.x0_weight <= 0:
             return adversarial, stats
-        reconstruction = (x0 - real).pow(2).mean()
-        stats["g_x0_mse"] = reconstruction.item()
+        reconstruction = (x0.float() - real).pow(2).mean()
+        stats["g_x0_mse"] = reconstruction.detach()
         return adversarial + self.config.x0_weight * reconstruction, stats
 
     # sampling ------------------------------------------------------------------------------

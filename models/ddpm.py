@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
-from models.diffusion import DiffusionConfig, GaussianDiffusion
+from models.accel import Acceleration, Accelerator
+from models.diffusion import DiffusionConfig, GaussianDiffusion, TrainingNoise
 from models.ema import EMA
 from models.unet import UNet, UNetConfig
 
@@ -32,56 +33,56 @@ class DDPMConfig:
     guidance: float = 2.0  # classifier-free guidance scale w (0 uncond, 1 cond, >1 guided)
 
 
-class DDPMMethod:
+class DDPMMethod(TrainingNoise):
     """Build from (config, dataset spec); ``train_step`` on a batch; ``sample`` n images for given
     labels and seeds; ``bits_per_dim`` of real images; ``state_dict`` / ``load_state_dict``.
 
     ``wrap`` is applied to the trained network (the harness passes Ray Train's ``prepare_model``,
-    which moves it to the device and wraps it in DDP); the EMA copy is never wrapped.
+    which moves it to the device and wraps it in DDP); the EMA copy is never wrapped. ``accel`` sets the
+    training step's precision, memory format and compilation (models/accel.py); sampling and the bound
+    run in float32 with the EMA weights whatever the training precision.
     """
 
     name = "ddpm"
     has_likelihood = True
 
     def __init__(self, config: DDPMConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
-                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0):
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,
+                 accel: Acceleration | None = None):
         self.config = config
         self.spec = spec
         self.device = torch.device(device)
+        self.acc = Accelerator(accel, self.device)
         torch.manual_seed(seed)  # the same initial weights on every rank
         self.diffusion = GaussianDiffusion(config.diffusion)
         out_channels = self.diffusion.output_channels(spec.channels)
-        self.net = UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet).to(self.device)
+        self.net = self.acc.prepare(
+            UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet).to(self.device))
         self.ema = EMA(self.net, config.ema_decay)
-        self.train_net = wrap(self.net) if wrap else self.net
+        self.train_net = self.acc.maybe_compile(wrap(self.net) if wrap else self.net)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = self.acc.scaler()
         self.step = 0
         self.null_label = spec.num_classes
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    def seed_noise(self, seed: int) -> None:
-        """Seed the training noise (the harness gives each rank its own seed)."""
-        self.generator.manual_seed(seed)
-
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """One optimizer step. images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss", "mse",
-        "vb" (NaN unless the variance is learned or t is importance-sampled), "grad_norm", "lr"}."""
-        x0 = uint8_to_float(images.to(self.device))
+        "vb" (NaN unless the variance is learned or t is importance-sampled), "grad_norm"}: 0-dim float32
+        tensors on the device (no host sync: the harness reads them once per sync interval), and "lr", a float."""
+        x0 = self.acc.images(uint8_to_float(images.to(self.device)))
         y = labels.to(self.device)
         lr = self.config.lr * min(1.0, (self.step + 1) / max(1, self.config.warmup_steps))
         for group in self.opt.param_groups:
             group["lr"] = lr
-        terms = self.diffusion.training_losses(self.train_net, x0, y, self.null_label, self.generator)
+        with self.acc.autocast():
+            terms = self.diffusion.training_losses(self.train_net, x0, y, self.null_label, self.generator)
         loss = terms["loss"].mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.config.grad_clip)
-                     if self.config.grad_clip > 0 else torch.tensor(0.0))
-        self.opt.step()
+        grad_norm = self.acc.step(loss, self.opt, self.scaler, self.net.parameters(), self.config.grad_clip)
         self.ema.update(self.net)
         self.step += 1
-        return {"loss": loss.item(), "mse": terms["mse"].mean().item(), "vb": terms["vb"].mean().item(),
-                "grad_norm": float(grad_norm), "lr": lr}
+        return {"loss": loss.detach(), "mse": terms["mse"].mean().detach(), "vb": terms["vb"].mean().detach(),
+                "grad_norm": grad_norm, "lr": lr}
 
     def sampling_settings(self, **overrides) -> dict:
         """The sampler settings an evaluation used (recorded with its metrics)."""
@@ -129,8 +130,11 @@ class DDPMMethod:
                 "bpd_conditioning": "true label, no guidance, EMA weights"}
 
     def state_dict(self) -> dict:
+        """Everything needed to resume; random-number states as CPU tensors."""
         state = {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                 "step": self.step, "generator": self.generator.get_state()}
+                 "step": self.step, "generator": self.noise_state()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         if self.diffusion.t_sampler is not None:
             state["t_sampler"] = self.diffusion.t_sampler.state_dict()
         return state
@@ -140,6 +144,8 @@ class DDPMMethod:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.step = state["step"]
-        self.generator.set_state(state["generator"])
+        self.load_noise_state(state["generator"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         if self.diffusion.t_sampler is not None and "t_sampler" in state:
             self.diffusion.t_sampler.load_state_dict(state["t_sampler"])

@@ -162,6 +162,25 @@ class NoiseStream:
         return torch.cat([torch.randint(high, (1,), generator=g) for g in self.generators]).to(self.device)
 
 
+class TrainingNoise:
+    """A method's seeded training noise: ``self.generator``, a torch.Generator on the method's device that
+    every random draw of a training step uses (one per rank: the harness seeds each rank its own)."""
+
+    generator: torch.Generator
+
+    def seed_noise(self, seed: int) -> None:
+        """Seed the training noise (the harness gives each rank its own seed)."""
+        self.generator.manual_seed(seed)
+
+    def noise_state(self) -> torch.Tensor:
+        """The training noise generator's state: a CPU uint8 tensor (whatever the generator's device)."""
+        return self.generator.get_state()
+
+    def load_noise_state(self, state: torch.Tensor) -> None:
+        """Continue the training noise from a ``noise_state()``, wherever the checkpoint was loaded to."""
+        self.generator.set_state(state.cpu())
+
+
 # ---------------------------------------------------------------------------------------------
 # Drawing t for training
 
@@ -259,6 +278,7 @@ class GaussianDiffusion:
         self.log_variance_small = self.posterior_log_variance_clipped
         self.log_betas = torch.log(betas)  # the learned variance's upper end, beta_0 included
         self.t_sampler = ImportanceSampler(self.num_timesteps) if config.t_sampling == "importance" else None
+        self._on_device: dict = {}  # (id of a schedule array, device) -> its copy there (see _gather)
 
     @property
     def learned_variance(self) -> bool:
@@ -277,10 +297,15 @@ class GaussianDiffusion:
         kept = torch.tensor(sorted(self.ddim_timesteps(steps)))
         return GaussianDiffusion(self.config, self.alphas_cumprod[kept], self.timestep_map[kept])
 
-    @staticmethod
-    def _gather(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """arr: [T] float64, t: [B] int64 -> [B, 1, 1, 1] in like's dtype and device."""
-        out = arr.to(like.device)[t].to(like.dtype)
+    def _gather(self, arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """arr: [T] float64 (one of this process's schedule arrays), t: [B] int64 -> [B, 1, 1, 1] in like's
+        dtype and device. Each array is copied to a device once, not on every call."""
+        if arr.device != like.device:
+            key = (id(arr), like.device)
+            if key not in self._on_device:
+                self._on_device[key] = arr.to(like.device)
+            arr = self._on_device[key]
+        out = arr[t].to(like.dtype)
         return out.view(-1, *([1] * (like.dim() - 1)))
 
     def call(self, net: Net, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -410,7 +435,7 @@ class GaussianDiffusion:
         drop = torch.rand(b, generator=generator, device=device).to(x0.device) < self.config.p_uncond
         y = torch.where(drop, torch.full_like(y, null_label), y)
         xt = self.q_sample(x0, t, noise)
-        out = net(xt, t, y)
+        out = net(xt, t, y).float()  # the losses in float32 whatever the network ran in (autocast)
         pred, var_out = self.split_output(out)
         mse = (pred - self.target(x0, t, noise)).pow(2).flatten(1).mean(1)
         loss = mse

@@ -190,6 +190,7 @@ def reconstruction_loss(D: FastGANDiscriminator, maps: list[torch.Tensor], image
     sizes: maps (D.features(images)), images [B, C, size, size], quadrants [B] -> [B] (mean absolute
     error of the whole image plus that of the quarter)."""
     whole, part = D.decode(maps, quadrants)
+    whole, part = whole.float(), (part.float() if part is not None else None)  # autocast: the loss in float32
     loss = (whole - F.adaptive_avg_pool2d(images, whole.shape[-2:])).abs().mean(dim=(1, 2, 3))
     if part is not None:
         target = F.adaptive_avg_pool2d(quarter(images, quadrants), part.shape[-2:])
@@ -214,26 +215,26 @@ class FastGANMethod(GANMethod):
         """[B, C, H, W] -> [B, C, H, W]: DiffAugment with the configured policy, seeded by the training noise."""
         return diff_augment(images, policy=self.config.policy, generator=self.generator)[0]
 
-    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def d_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Hinge loss on augmented reals and fresh augmented fakes of the same labels [B], plus the
         reconstruction loss on the reals: real [B, C, H, W] in [-1, 1] -> (loss [], stats)."""
         with torch.no_grad():
-            fake = self.G(self.latents(len(real)), labels)
+            fake = self.train_G(self.latents(len(real)), labels)
         real, fake = self.augment(real), self.augment(fake)
         maps = self.D.features(real)
-        real_logits, fake_logits = self.D.logits(maps[-1], labels), self.D(fake, labels)
+        real_logits, fake_logits = self.D.logits(maps[-1], labels).float(), self.D(fake, labels).float()
         quadrants = torch.randint(4, (len(real),), generator=self.generator, device=self.device)
         recon = reconstruction_loss(self.D, maps, real, quadrants).mean()
         loss = self.loss_fn.d(real_logits, fake_logits).mean() + self.config.recon_weight * recon
-        return loss, {"d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item(),
-                      "loss_recon": recon.item(),
-                      "d_wins": float(discriminator_wins(real_logits, fake_logits, self.config.win_margin))}
+        return loss, {"d_real": real_logits.mean().detach(), "d_fake": fake_logits.mean().detach(),
+                      "loss_recon": recon.detach(),
+                      "d_wins": discriminator_wins(real_logits, fake_logits, self.config.win_margin)}
 
-    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The generator's loss on fresh augmented fakes of the batch's labels [B] -> (loss [], stats)."""
-        fake = self.augment(self.G(self.latents(len(real)), labels))
-        loss = self.loss_fn.g(self.D(fake, labels)).mean()
-        return loss, {"loss_g": loss.item()}
+        fake = self.augment(self.train_G(self.latents(len(real)), labels))
+        loss = self.loss_fn.g(self.D(fake, labels).float()).mean()
+        return loss, {"loss_g": loss.detach()}
 
     def generate(self, G: nn.Module, noise: NoiseStream, labels: torch.Tensor) -> torch.Tensor:
         """labels [B] -> images [B, C, H, W] in [-1, 1] from each sample's seeded latent [B, z_dim]."""

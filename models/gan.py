@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
-from models.diffusion import NoiseStream
+from models.accel import Acceleration, Accelerator
+from models.diffusion import NoiseStream, TrainingNoise
 from models.ema import EMA
 from models.registry import lookup
 
@@ -68,10 +69,11 @@ def get_loss(name: str) -> AdversarialLoss:
     return lookup(LOSSES, name, "adversarial loss")
 
 
-def discriminator_wins(real: torch.Tensor, fake: torch.Tensor, margin: float) -> bool:
-    """True when every real logit is above ``margin`` and every fake one below -margin: the discriminator
-    tells every image apart with confidence sigmoid(margin) and the generator gets almost no signal."""
-    return bool(real.min() > margin and fake.max() < -margin)
+def discriminator_wins(real: torch.Tensor, fake: torch.Tensor, margin: float) -> torch.Tensor:
+    """1.0 when every real logit [B] is above ``margin`` and every fake one [B] below -margin (the
+    discriminator tells every image apart with confidence sigmoid(margin) and the generator gets almost no
+    signal), else 0.0: a 0-dim float tensor on the logits' device (no host sync)."""
+    return ((real.detach().min() > margin) & (fake.detach().max() < -margin)).float()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +154,7 @@ def average_gradients(module: nn.Module) -> None:
 # The method
 
 
-class GANMethod:
+class GANMethod(TrainingNoise):
     """Trains ``self.G`` and ``self.D`` adversarially behind the method interface (models/__init__.py).
 
     Subclasses set ``name`` and implement:
@@ -163,27 +165,35 @@ class GANMethod:
             [B, z_dim] of each sample; ``noise.next(shape)`` draws further per-sample noise
     and may override ``sampling_settings`` (and so ``network_evaluations``). Training noise comes from
     ``self.generator`` (``self.latents(b)`` for z), so that training is seeded.
-    ``stats`` values are floats; put "d_wins" (0 or 1, see discriminator_wins) in the discriminator's.
+    ``stats`` values are 0-dim tensors (detached; no ``.item()``: the harness reads them once per sync
+    interval); put "d_wins" (see discriminator_wins) in the discriminator's. Logits are cast to float32
+    before a loss is formed (``accel`` may run the networks in bf16 / fp16).
     """
 
     name = "gan"
     has_likelihood = False
 
     def __init__(self, config: GANConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
-                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0):
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,
+                 accel: Acceleration | None = None):
         # ``wrap`` (the harness's DDP wrapper) is not used: gradients are averaged here (module docstring).
+        # ``accel``: the networks' precision and memory format; compile applies to the generator only (the
+        # R1 penalty's double backward does not go through compiled graphs)
         self.config = config
         self.spec = spec
         self.device = torch.device(device)
+        self.acc = Accelerator(accel, self.device)
         self.loss_fn = get_loss(config.loss)
         if config.n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
         torch.manual_seed(seed)  # the same initial weights on every rank
         G, D = self.build(spec)
-        self.G, self.D = G.to(self.device), D.to(self.device)
+        self.G, self.D = self.acc.prepare(G.to(self.device)), self.acc.prepare(D.to(self.device))
         broadcast_parameters(self.G)
         broadcast_parameters(self.D)
         self.ema = EMA(self.G, config.ema_decay)
+        self.train_G = self.acc.maybe_compile(self.G)  # what the losses call (the EMA copy samples)
+        self.scaler_g, self.scaler_d = self.acc.scaler(), self.acc.scaler()
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=tuple(config.betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr if config.d_lr is not None else config.lr,
                                       betas=tuple(config.betas))
@@ -208,42 +218,34 @@ class GANMethod:
 
     # training ------------------------------------------------------------------------------
 
-    def seed_noise(self, seed: int) -> None:
-        """Seed the training noise (the harness gives each rank its own seed)."""
-        self.generator.manual_seed(seed)
-
     def latents(self, batch: int) -> torch.Tensor:
         """Training latents z ~ N(0, I): [batch, z_dim], from the seeded training generator."""
         return torch.randn(batch, self.config.z_dim, generator=self.generator, device=self.device)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One discriminator update on this batch and, every n_critic-th batch, one generator update.
         images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss" (the generator's latest loss; absent
-        before its first update), "loss_d", "d_wins", ...}: floats."""
-        real = uint8_to_float(images.to(self.device))
+        before its first update), "loss_d", "d_wins", ...}: 0-dim tensors on the device (no host sync)."""
+        real = self.acc.images(uint8_to_float(images.to(self.device)))
         y = labels.to(self.device)
         self.G.train()
         self.D.train()
-        loss_d, stats = self.d_loss(real, y)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        average_gradients(self.D)
-        self.opt_d.step()
+        with self.acc.autocast():
+            loss_d, stats = self.d_loss(real, y)
+        self.acc.step(loss_d, self.opt_d, self.scaler_d, reduce=lambda: average_gradients(self.D))
         self.step += 1
-        stats["loss_d"] = loss_d.item()
+        stats["loss_d"] = loss_d.detach()
         if self.step % self.config.n_critic == 0:
             for p in self.D.parameters():
                 p.requires_grad_(False)
-            loss_g, g_stats = self.g_loss(real, y)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            with self.acc.autocast():
+                loss_g, g_stats = self.g_loss(real, y)
+            self.acc.step(loss_g, self.opt_g, self.scaler_g, reduce=lambda: average_gradients(self.G))
             for p in self.D.parameters():
                 p.requires_grad_(True)
-            average_gradients(self.G)
-            self.opt_g.step()
             self.ema.update(self.G)
             self.g_steps += 1
-            self.last_g_loss = loss_g.item()
+            self.last_g_loss = loss_g.detach()
             stats.update(g_stats)
         if self.g_steps:
             stats["loss"] = self.last_g_loss
@@ -280,9 +282,14 @@ class GANMethod:
     # checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "ema": self.ema.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
-                "g_steps": self.g_steps, "generator": self.generator.get_state()}
+        """Everything needed to resume; random-number states as CPU tensors."""
+        state = {"G": self.G.state_dict(), "D": self.D.state_dict(), "ema": self.ema.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
+                 "g_steps": self.g_steps, "generator": self.noise_state()}
+        for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
+            if scaler is not None:
+                state[name] = scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -292,4 +299,7 @@ class GANMethod:
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = state["step"]
         self.g_steps = state["g_steps"]
-        self.generator.set_state(state["generator"])
+        self.load_noise_state(state["generator"])
+        for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
+            if scaler is not None and name in state:
+                scaler.load_state_dict(state[name])

@@ -11,7 +11,7 @@ import torch
 from datasets import FER_EMOTIONS, DatasetSpec
 from harness.config import EvalConfig
 from harness.evaluation import likelihood_metrics
-from harness.worker import DivergenceWatch, StepStats
+from harness.steps import DivergenceWatch, StepStats
 from models import build_method, get_method
 from models.dcgan import DCGANDiscriminator, DCGANGenerator
 from models.gan import get_loss, discriminator_wins, upsampling_plan
@@ -146,7 +146,7 @@ def test_state_dict_round_trip_resumes_exactly(family):
         sa, sb = a.train_step(images, labels), b.train_step(images, labels)
         assert sa.keys() == sb.keys()
         for key in sa:
-            assert sa[key] == pytest.approx(sb[key], rel=1e-5, abs=1e-6), key
+            assert float(sa[key]) == pytest.approx(float(sb[key]), rel=1e-5, abs=1e-6), key
     seeds = torch.arange(3)
     assert torch.equal(a.sample(labels[:3], seeds), b.sample(labels[:3], seeds))
 
@@ -176,20 +176,34 @@ def test_a_frozen_generator_loses_completely():
 # ---------------------------------------------------------------- the worker's divergence rules
 
 
+def _verdicts(watch: DivergenceWatch, steps: list[dict]) -> list[str | None]:
+    """The watch's verdict read after each step (as if sync_every were 1)."""
+    out = []
+    for i, s in enumerate(steps):
+        watch.observe(s, step=i + 1)
+        out.append(watch.verdict())
+    return out
+
+
 def test_divergence_watch_rules():
-    watch = DivergenceWatch(patience=3)
-    assert watch.check({"loss": 1.0, "vb": math.nan}, step=1) is None  # only losses must be finite
-    assert "loss_d became inf at step 2" in watch.check({"loss_d": math.inf}, step=2)
-    watch = DivergenceWatch(patience=3)
+    assert _verdicts(DivergenceWatch(patience=3), [{"loss": 1.0, "vb": math.nan}]) == [None]  # only losses must be finite
+    reasons = _verdicts(DivergenceWatch(patience=3), [{"loss": torch.tensor(1.0)}, {"loss_d": torch.tensor(math.inf)},
+                                                      {"loss_d": 1.0}])
+    assert reasons[0] is None and reasons[1] == reasons[2] == "loss_d became inf at step 2"  # the first firing is kept
     steps = [{"d_wins": 1.0}, {"d_wins": 1.0}, {"d_wins": 0.0}, {"d_wins": 1.0}, {"d_wins": 1.0}, {"d_wins": 1.0}]
-    reasons = [watch.check(s, i + 1) for i, s in enumerate(steps)]
+    reasons = _verdicts(DivergenceWatch(patience=3), steps)
     assert reasons[:5] == [None] * 5  # the streak restarts after a step the generator held its own
     assert reasons[5] == "the discriminator won completely on 3 steps in a row (to step 6)"
-    assert all(DivergenceWatch(0).check({"d_wins": 1.0}, i) is None for i in range(10))
+    assert _verdicts(DivergenceWatch(0), [{"d_wins": torch.tensor(1.0)}] * 10) == [None] * 10
+    # read only every few steps (sync_every > 1): the verdict still names the step the rule fired at
+    watch = DivergenceWatch(patience=2)
+    for i, s in enumerate([{"d_wins": 1.0}, {"d_wins": 1.0}, {"d_wins": 1.0}, {"loss": math.nan}]):
+        watch.observe(s, step=i + 1)
+    assert watch.verdict() == "the discriminator won completely on 2 steps in a row (to step 2)"
 
 
 def test_step_stats_average_each_key_over_the_steps_that_had_it():
     stats = StepStats()
-    stats.add({"loss_d": 1.0})
-    stats.add({"loss_d": 3.0, "loss": 2.0})
+    stats.add({"loss_d": torch.tensor(1.0)})
+    stats.add({"loss_d": 3.0, "loss": torch.tensor(2.0)})
     assert stats.means() == {"loss": 2.0, "loss_d": 2.0} and stats.steps == 2

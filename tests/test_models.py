@@ -96,7 +96,7 @@ def test_ddpm_training_steps_change_weights_and_lower_the_loss():
     images = (torch.rand(16, 1, 8, 8, generator=g) > 0.5).to(torch.uint8) * 255
     labels = torch.arange(16) % 3
     before = {k: v.clone() for k, v in method.net.state_dict().items()}
-    losses = [method.train_step(images, labels)["loss"] for _ in range(40)]
+    losses = [float(method.train_step(images, labels)["loss"]) for _ in range(40)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
     assert any(not torch.equal(before[k], v) for k, v in method.net.state_dict().items())
@@ -129,6 +129,6 @@ def test_ddpm_state_dict_round_trip_resumes_exactly():
     b = tiny_ddpm(seed=123)
     b.load_state_dict(torch.load(buffer, weights_only=False))
     # the same next step from the same state, noise generator included
-    assert a.train_step(images, labels)["loss"] == pytest.approx(b.train_step(images, labels)["loss"], rel=1e-6)
+    assert float(a.train_step(images, labels)["loss"]) == pytest.approx(float(b.train_step(images, labels)["loss"]), rel=1e-6)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.allclose(va, vb, atol=1e-6), k

@@ -62,6 +62,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     assert frame["protocol.reference_size"].eq(70).all()
     assert frame["version.ray"].notna().all() and frame["git_commit"].notna().all()
     assert frame["config.cluster.workers_per_trial"].eq(2).all()
+    assert frame["protocol.train_precision"].eq("fp32").all()  # "auto" resolved on these CPU workers
     final, middle = trials[trials["epoch"] == 2], trials[trials["epoch"] == 1]
     for column in ("sample_accuracy_std", "fid_domain_std"):
         assert final[column].notna().all(), column
