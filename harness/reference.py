@@ -84,10 +84,11 @@ def reference_features(images: torch.Tensor, extractor: Extractor, path: str, ba
     return _cached(path, make, log, f"real features ({extractor.name})")
 
 
-def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=print) -> EvalReference:
+def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=print, device: str = "cpu") -> EvalReference:
     """Train (or load from ``cache_dir``, a local path or URI) the evaluation classifier for ``data``
     (eval_config: EvalConfig) and CAS's real ceiling, choose the Inception extractor, and extract (or load)
-    the real test split's features for each extractor."""
+    the real test split's features for each extractor, on ``device``. Everything returned is on the CPU
+    (it travels to CPU and GPU workers alike)."""
     config = eval_config.classifier
     config_key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
 
@@ -95,9 +96,10 @@ def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=prin
         real = data.classifier_train  # the whole training split, also in few-shot runs
         log(f"evaluation classifier: training on {len(real)} real images ({config.epochs} epochs)")
         t0 = time.time()
-        net = train_classifier(real.images, real.labels, data.num_classes, config, log=log)
+        net = train_classifier(real.images, real.labels, data.num_classes, config, device=device, log=log)
         acc, per_class = accuracy(predict(net, data.test.images), data.test.labels, data.class_names)
-        return {"state": net.state_dict(), "accuracy": acc, "per_class": per_class, "seconds": time.time() - t0}
+        return {"state": {k: v.cpu() for k, v in net.state_dict().items()}, "accuracy": acc,
+                "per_class": per_class, "seconds": time.time() - t0}
 
     saved = _cached(layout.classifier_cache(cache_dir, data.name, data.fingerprint, config_key),
                     train_evaluation_classifier, log, "evaluation classifier")
@@ -109,7 +111,7 @@ def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=prin
     idx = first_of_each_class(real.labels, counts)
 
     def train_cas_ceiling():
-        net = train_classifier(real.images[idx], real.labels[idx], data.num_classes, config)
+        net = train_classifier(real.images[idx], real.labels[idx], data.num_classes, config, device=device)
         hits = predict(net, data.test.images).argmax(1) == data.test.labels
         return {"accuracy": hits.double().mean().item(), "images": len(idx)}
 
@@ -133,6 +135,6 @@ def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=prin
         if extractor is not None and (kind == "domain" or eval_config.inception_at != "never"):
             path = layout.features_cache(cache_dir, data.name, data.fingerprint, "test", extractor.key)
             ref.real_features[kind] = reference_features(data.test.images, extractor, path,
-                                                         batch_size=eval_config.batch_size, log=log)
+                                                         batch_size=eval_config.batch_size, device=device, log=log)
     return ref
 

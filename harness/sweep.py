@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 import ray
 import ray.tune
+import torch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 import datasets
@@ -22,10 +23,11 @@ import reports
 from harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from harness.evaluation import sampling_grid
 from harness.finalists import score_finalists, select_finalists
+from harness.nodes import check_shared_storage
 from harness.plan import max_epochs
-from harness.reference import prepare_reference
+from harness.reference import EvalReference, prepare_reference
 from harness.results import collect_results, write_results
-from harness.trial import trial_driver
+from harness.trial import trial_driver, worker_resources
 from reports import build_report, layout, storage
 
 
@@ -150,6 +152,11 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
         check_same_data(data, run_dir, configs[0].data.data_root)
     connect(configs[0], log)
     configs = [resolve_resources(c) for c in configs]
+    cache_dir = storage.absolute(cluster.cache_dir) if cluster.cache_dir else layout.default_cache_dir(storage_root)
+    if cluster.address:  # before anything is written: every node must see the run's files
+        check_shared_storage(storage_root, "storage path", log)
+        if cluster.cache_dir:
+            check_shared_storage(cache_dir, "cache dir", log)
 
     summary = data.summary()
     log(f"dataset {data.name} ({data.fingerprint}): {data.channels}x{data.image_size}x{data.image_size}, "
@@ -163,10 +170,10 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
              {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
     storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
 
-    cache_dir = storage.absolute(cluster.cache_dir) if cluster.cache_dir else layout.default_cache_dir(storage_root)
-    reference = prepare_reference(data, configs[0].eval, cache_dir, log=log)
-
-    shared = {"run_dir": run_dir, "data": ray.put(data), "reference": ray.put(reference)}
+    data_ref = ray.put(data)
+    reference_ref = reference_task(data_ref, configs[0], cache_dir)
+    reference = ray.get(reference_ref)
+    shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref}
     grids = {}
     for c in configs:
         # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
@@ -183,6 +190,21 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     results_path = write_results(frame, history, run_dir)
     report_path = build_report(run_dir)
     return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)
+
+
+def _reference(data, eval_config, cache_dir: str, threads: int) -> EvalReference:
+    torch.set_num_threads(threads)
+    return prepare_reference(data, eval_config, cache_dir, device="cuda" if ray.get_gpu_ids() else "cpu")
+
+
+def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir: str) -> ray.ObjectRef:
+    """The evaluation reference (harness/reference.py) made by a Ray task with a training worker's CPUs and,
+    where the cluster has GPUs, one GPU: not on the driver, which may be a small head node. Returns the
+    reference's ObjectRef (what trials and finalists receive)."""
+    resources, threads = worker_resources(config.cluster)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(_reference).options(num_cpus=resources["CPU"], num_gpus=gpus, name="evaluation reference")
+    return task.remote(data_ref, config.eval, cache_dir, threads)
 
 
 def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, name: str, resume: bool,
