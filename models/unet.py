@@ -49,6 +49,27 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+# A 3x3 convolution (padding 1) over a nearest 2x upsampling, as a stride-2 transposed convolution of the
+# input: output row 2i sees input rows i-1 and i with taps (w0 | w1 + w2), row 2i+1 sees rows i and i+1 with
+# (w0 + w1 | w2) (the upsampling repeats each row twice, so taps on the same input row add up). The
+# transposed convolution's 4-tap kernel (w2, w1 + w2, w0 + w1, w0) places exactly these. [4 taps, 3 taps]
+_UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
+
+
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> torch.Tensor:
+    """conv(nearest upsampling of x to ``size``) for a 3x3 convolution with padding 1.
+    x: [B, C, H, W] -> [B, conv.out_channels, *size].
+
+    At exactly twice the size this is one transposed convolution (see _UPSAMPLE_TAPS): the same sums in
+    16/36 of the multiply-adds, rounding aside; other sizes (e.g. 7 -> 13) upsample first."""
+    h, w = x.shape[-2:]
+    if tuple(size) != (2 * h, 2 * w):
+        return conv(F.interpolate(x, size=size, mode="nearest"))
+    taps = conv.weight.new_tensor(_UPSAMPLE_TAPS)  # [4, 3]
+    kernel = torch.einsum("yk,xl,oikl->ioyx", taps, taps, conv.weight)  # [C, O, 4, 4], transposed-conv layout
+    return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv twice, with the embedding applied as a scale and shift."""
 
@@ -73,6 +94,17 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v. q, k, v: [B, heads, L, d] -> [B, heads, L, d].
+
+    PyTorch's fused kernel everywhere but on the CPU at up to 256 tokens, where the three plain ops are
+    1.3-2x faster than both CPU paths of scaled_dot_product_attention (its flash kernel, and its math path
+    with a NaN-safe softmax) at this UNet's sizes (36 and 144 tokens; measured with torch 2.14, 2 threads)."""
+    if q.device.type == "cpu" and q.shape[-2] <= 256:
+        return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2), dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over the pixels of a feature map, residual."""
 
@@ -89,9 +121,9 @@ class AttentionBlock(nn.Module):
         """x: [B, C, H, W] -> [B, C, H, W]."""
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
-        # [B, heads, HW, C/heads] for scaled_dot_product_attention
-        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+        # [B, heads, HW, C/heads] views for attention; the result back as [B, heads, C/heads, HW]
+        out = attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)).transpose(-1, -2)
+        return x + self.proj(out.reshape(b, c, h, w))
 
 
 class UNet(nn.Module):
@@ -199,6 +231,5 @@ class UNet(nn.Module):
                 h = self._run(next(blocks), torch.cat([h, skip], dim=1), emb)
             if level < self.levels - 1:
                 # Upsample to the size of the next skip (sizes need not be powers of two: 28 -> 14 -> 7).
-                h = F.interpolate(h, size=skips[-1].shape[-2:], mode="nearest")
-                h = self.upsample[level](h)
+                h = upsample_conv(h, self.upsample[level], skips[-1].shape[-2:])
         return self.out(F.silu(self.out_norm(h)))

@@ -132,3 +132,20 @@ def test_ddpm_state_dict_round_trip_resumes_exactly():
     assert float(a.train_step(images, labels)["loss"]) == pytest.approx(float(b.train_step(images, labels)["loss"]), rel=1e-6)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert torch.allclose(va, vb, atol=1e-6), k
+
+
+@pytest.mark.parametrize("size,to", [(4, 8), (6, 12), (7, 13)])
+def test_upsampling_convolution_equals_a_convolution_of_the_nearest_upsampling(size, to):
+    from models.unet import upsample_conv
+
+    conv = torch.nn.Conv2d(5, 3, 3, padding=1)
+    x = torch.randn(2, 5, size, size)
+    expected = conv(torch.nn.functional.interpolate(x, size=(to, to), mode="nearest"))
+    assert torch.allclose(upsample_conv(x, conv, (to, to)), expected, atol=1e-5)
+
+
+def test_cpu_attention_equals_the_fused_kernel():
+    from models.unet import attention
+
+    q, k, v = torch.randn(3, 2, 4, 36, 8).unbind(0)
+    assert torch.allclose(attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5)
