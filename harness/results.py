@@ -85,6 +85,17 @@ def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
     return row
 
 
+def training_progress(run_dir: str, trial_id: str, reported: pd.DataFrame | None) -> pd.DataFrame | None:
+    """One row per training epoch of a trial, each epoch once: the worker's per-epoch records (which
+    survive a restart), else what the trial reported to Tune (after a restored run, only the epochs since
+    the restore). The last record of an epoch wins when a restart replayed it."""
+    records = [json.loads(storage.read_bytes(path)) for path in layout.history_files(run_dir, trial_id)]
+    frame = pd.DataFrame(records) if records else reported
+    if frame is None or "epoch" not in frame:
+        return frame
+    return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
 def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows for every trial of a finished Tune run, with its finalist records where it has them.
     grid: ray.tune.ResultGrid. Returns (results rows, history rows)."""
@@ -98,7 +109,7 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
         values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
         config_cols = {f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
                        for k, v in flatten(values).items()}
-        progress = result.metrics_dataframe  # every report of the trial
+        progress = training_progress(run_dir, trial_id, result.metrics_dataframe)
         last_epoch = None
         if progress is not None and "epoch" in progress:
             last_epoch = int(progress["epoch"].max())

@@ -118,6 +118,9 @@ def train_worker(loop_config: dict) -> None:
             "evaluated": False,
             "diverged": bool(diverged),
         }
+        if rank == 0:  # the epoch's training figures, kept across restarts (Tune's own view starts afresh)
+            storage.write_bytes(layout.history_file(loop_config["run_dir"], trial_id, epoch),
+                                json.dumps(metrics).encode())
         if diverged:  # a result, not a crash: say so, keep no checkpoint of the broken weights, stop
             if rank == 0:
                 record = {"epoch": epoch, "step": method.step, "reason": diverged}

@@ -6,6 +6,8 @@
         results.parquet, history.parquet      the results (harness/results.py), then report.html
         artifacts/<trial>/epoch_NNNN/         an evaluation during the sweep: eval.json, samples.png
         artifacts/<trial>/diverged.json       why a trial stopped as diverged
+        artifacts/<trial>/history/epoch_NNNN.json  an epoch's training figures (the loss curves; kept
+                                              across restarts, so a resumed trial's earlier epochs stay)
         train/<trial>/checkpoint_*/state.pt   Ray Train's checkpoints of the trial (the latest are kept)
         finalists/<trial>/                    the finalist stage's evaluation of the trial's last checkpoint
                                               (or failed.json: why it could not be scored)
@@ -58,6 +60,17 @@ def finalist_dir(run_dir: str, trial_id: str) -> str:
 def sampling_dir(record_dir: str, setting: str) -> str:
     """The record of the same checkpoint under another sampler setting (harness.evaluation.setting_key)."""
     return storage.join(record_dir, SAMPLING, setting)
+
+
+def history_file(run_dir: str, trial_id: str, epoch: int) -> str:
+    """One epoch's training figures of a trial (what it reported to Tune that epoch)."""
+    return storage.join(trial_dir(run_dir, trial_id), "history", f"epoch_{epoch:04d}.json")
+
+
+def history_files(run_dir: str, trial_id: str) -> list[str]:
+    """The trial's per-epoch training records, by epoch."""
+    folder = storage.join(trial_dir(run_dir, trial_id), "history")
+    return [storage.join(folder, name) for name in storage.list_dir(folder) if name.endswith(".json")]
 
 
 def diverged_file(run_dir: str, trial_id: str) -> str:

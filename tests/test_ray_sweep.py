@@ -161,6 +161,12 @@ def test_worker_resumes_from_its_last_checkpoint(ray_local, tmp_path):
     second = fit(3)
     assert second.metrics["epoch"] == 3 and second.metrics["resumed_from_epoch"] == 1
     assert second.metrics["step"] == 3 * (140 // 16)  # the steps of epoch 1 were kept, not redone
+    # the loss curve keeps the epoch trained before the restart (Tune's view of the second fit starts at 2)
+    from harness.results import training_progress
+
+    progress = training_progress(str(tmp_path), "t0", second.metrics_dataframe)
+    assert progress["epoch"].tolist() == [1, 2, 3] and progress["resumed_from_epoch"].tolist() == [0, 1, 1]
+    assert progress["loss"].notna().all()
 
 
 def test_worker_loop_does_not_branch_on_the_method():
