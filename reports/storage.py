@@ -29,15 +29,25 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole file, creating its folder; local files are written to a temporary name and
-    renamed, so a reader never sees half a file."""
+    """Write a whole file, creating its folder. A local file is written to a temporary name, flushed to
+    disk (fsync) and renamed over the old one, so a reader sees the old file or the whole new one, never
+    half; if anything fails (a full disk, say) the temporary file is removed and the old file stays."""
     fs, p = _fs(path)
     fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
     if isinstance(fs, pafs.LocalFileSystem):
         tmp = f"{p}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except BaseException as error:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if isinstance(error, OSError):  # say which file (errno, e.g. ENOSPC, kept)
+                raise OSError(error.errno, f"could not write {p}: {error.strerror or error}") from error
+            raise
     else:
         with fs.open_output_stream(p) as f:
             f.write(data)
