@@ -59,8 +59,10 @@ def connect(config: ExperimentConfig, log=print) -> None:
 
 def resolve_resources(config: ExperimentConfig) -> ExperimentConfig:
     """Fill in cpus_per_worker when unset: one per worker on a cluster; locally, the machine's CPUs
-    shared by the concurrent trials' workers after their drivers' share."""
+    shared by the concurrent trials' workers after their drivers' share. And max_failures (see
+    default_max_failures)."""
     cluster = config.cluster
+    cluster.max_failures = default_max_failures(cluster)
     if cluster.cpus_per_worker is None:
         if cluster.address:
             cluster.cpus_per_worker = 1.0
@@ -70,6 +72,20 @@ def resolve_resources(config: ExperimentConfig) -> ExperimentConfig:
             free = total - concurrent * cluster.cpus_per_trial_driver
             cluster.cpus_per_worker = max(0.1, round(free / (concurrent * cluster.workers_per_trial), 2))
     return config
+
+
+def default_max_failures(cluster) -> int:
+    """cluster.max_failures, or where unset 3 on a cluster (a lost node should cost minutes, not the trial)
+    and 0 locally (a local crash is usually a bug)."""
+    if cluster.max_failures is not None:
+        return cluster.max_failures
+    return 3 if cluster.address else 0
+
+
+def cluster_changes(saved: dict, current: dict) -> list[str]:
+    """The cluster settings a resumed run changes: ["name: old -> new", ...] (both to_dict(ClusterConfig))."""
+    return [f"{key}: {saved.get(key)!r} -> {value!r}" for key, value in current.items()
+            if key in saved and saved[key] != value]
 
 
 def param_space(config: ExperimentConfig) -> dict:
@@ -135,9 +151,11 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     cluster = configs[0].cluster
     storage_root = storage.absolute(cluster.storage_path or "runs")
     experiment_dir = storage.join(storage_root, run_name)
+    saved_cluster = None
     if resume:
         run_dir = latest_run(experiment_dir) if resume == "latest" else storage.absolute(resume.rstrip("/"))
         saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.CONFIG)))
+        saved_cluster = saved.get("experiments", [saved])[0].get("cluster", {})
         configs = [experiment_from_dict({**values, "cluster": to_dict(cluster)})
                    for values in saved.get("experiments", [saved])]
         log(f"resuming {run_dir}")
@@ -152,6 +170,9 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
         check_same_data(data, run_dir, configs[0].data.data_root)
     connect(configs[0], log)
     configs = [resolve_resources(c) for c in configs]
+    if saved_cluster is not None:  # restored trials run with this invocation's cluster settings
+        changes = cluster_changes(saved_cluster, to_dict(configs[0].cluster))
+        log("cluster settings changed for the resumed trials: " + ("; ".join(changes) if changes else "none"))
     cache_dir = storage.absolute(cluster.cache_dir) if cluster.cache_dir else layout.default_cache_dir(storage_root)
     if cluster.address:  # before anything is written: every node must see the run's files
         check_shared_storage(storage_root, "storage path", log)
@@ -173,7 +194,8 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     data_ref = ray.put(data)
     reference_ref = reference_task(data_ref, configs[0], cache_dir)
     reference = ray.get(reference_ref)
-    shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref}
+    shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
+              "cluster": to_dict(configs[0].cluster)}  # over each trial's saved settings, also when restored
     grids = {}
     for c in configs:
         # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
@@ -227,6 +249,7 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
                 max_concurrent_trials=config.sweep.max_concurrent_trials,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
-            run_config=ray.tune.RunConfig(name=name, storage_path=storage_path),
+            run_config=ray.tune.RunConfig(name=name, storage_path=storage_path,
+                                          failure_config=ray.tune.FailureConfig(max_failures=config.cluster.max_failures)),
         )
     return tuner.fit()

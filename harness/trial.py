@@ -11,7 +11,7 @@ import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness.config import ClusterConfig, experiment_from_dict
+from harness.config import ClusterConfig, experiment_from_dict, from_dict
 from harness.worker import train_worker
 from reports import layout
 
@@ -28,10 +28,12 @@ def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
 
 def trial_driver(config: dict, shared: dict) -> None:
     """Tune function trainable. config: a resolved ExperimentConfig dict (one point of the space);
-    shared: {"run_dir": str, "data": ObjectRef, "reference": ObjectRef} (see harness/sweep.py)."""
+    shared: {"run_dir": str, "data": ObjectRef, "reference": ObjectRef, "cluster": this invocation's
+    ClusterConfig dict} (see harness/sweep.py). The cluster settings are this invocation's, not the ones
+    saved with the trial: a resumed run may change workers, GPUs or max_failures."""
     experiment = experiment_from_dict(config)
     trial_id = ray.tune.get_context().get_trial_id()
-    cluster = experiment.cluster
+    cluster = from_dict(ClusterConfig, shared["cluster"]) if "cluster" in shared else experiment.cluster
     resources, threads = worker_resources(cluster)
     trainer = TorchTrainer(
         train_worker,

@@ -153,3 +153,22 @@ def test_inception_flags_reach_the_eval_config_with_an_absolute_path(tmp_path, m
     assert plain.eval.inception_weights is None and plain.eval.inception_download is False
     with pytest.raises(SystemExit, match="inception_at"):
         resolve(build_parser("x").parse_args(["--set", "eval.inception_at=sometimes"]), ExperimentConfig(), {})
+
+
+def test_max_failures_defaults_to_three_on_a_cluster_and_zero_locally():
+    from harness.config import ClusterConfig
+    from harness.sweep import default_max_failures
+
+    assert default_max_failures(ClusterConfig()) == 0
+    assert default_max_failures(ClusterConfig(address="auto")) == 3
+    assert default_max_failures(ClusterConfig(address="auto", max_failures=0)) == 0
+
+
+def test_a_resume_names_the_cluster_settings_it_changes():
+    from harness.config import ClusterConfig, to_dict
+    from harness.sweep import cluster_changes
+
+    saved = to_dict(ClusterConfig(workers_per_trial=1, max_failures=0))
+    now = to_dict(ClusterConfig(workers_per_trial=2, max_failures=3))
+    assert cluster_changes(saved, now) == ["workers_per_trial: 1 -> 2", "max_failures: 0 -> 3"]
+    assert cluster_changes(saved, saved) == []

@@ -103,6 +103,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     assert again.run_dir == outcome.run_dir
     assert os.stat(record).st_mtime_ns == written
     assert any("already scored" in line and finalist["trial_id"] in line for line in lines), "\n".join(lines[-6:])
+    assert "cluster settings changed for the resumed trials: none" in lines
     resumed = pd.read_parquet(again.results_path)
     assert sorted(resumed["trial_id"]) == sorted(frame["trial_id"])
     assert resumed["sample_accuracy"].tolist() == frame["sample_accuracy"].tolist()
