@@ -48,11 +48,12 @@ def _fid_projected(gen: np.ndarray, projected: np.ndarray, real_mu: np.ndarray, 
     """fid_traces with the projection gen @ real_sqrt [n, D] given: the features' mean drops out of the
     centered projection, so subsets of one generated set share a single projection."""
     n = len(gen)
-    centered = gen - gen.mean(0)
+    mean = gen.mean(0)
+    centered = gen - mean
     b = projected - projected.mean(0)
     small = b @ b.T / (n - 1) if n <= b.shape[1] else b.T @ b / (n - 1)
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum()
-    diff = gen.mean(0) - real_mu
+    diff = mean - real_mu
     return float(diff @ diff + (centered ** 2).sum() / (n - 1) + real_trace - 2 * tr_covmean)
 
 

@@ -33,7 +33,7 @@ def trial_driver(config: dict, shared: dict) -> None:
     saved with the trial: a resumed run may change workers, GPUs or max_failures."""
     experiment = experiment_from_dict(config)
     trial_id = ray.tune.get_context().get_trial_id()
-    cluster = from_dict(ClusterConfig, shared["cluster"]) if "cluster" in shared else experiment.cluster
+    cluster = from_dict(ClusterConfig, shared["cluster"])
     resources, threads = worker_resources(cluster)
     trainer = TorchTrainer(
         train_worker,

@@ -102,7 +102,7 @@ def train_worker(loop_config: dict) -> None:
                 diverged = watch.verdict(world)  # every rank reads at the same step: all stop together
                 if diverged:
                     break
-        if not diverged:
+        if not diverged and i % config.train.sync_every:  # the steps since the last read
             diverged = watch.verdict(world)
         means = stats.means(world)
         train_seconds = time.time() - t0
