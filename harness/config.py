@@ -145,6 +145,9 @@ class ClusterConfig:
     gpus_per_worker: float = 0.0  # GPUs per worker (0: train on CPU)
     threads_per_worker: int | None = None  # torch threads in a worker (None: cpus_per_worker rounded, >= 1)
     cpus_per_trial_driver: float = 0.25  # the per-trial process that runs TorchTrainer.fit()
+    # further Ray resources each worker asks for, e.g. {"spot": 0.01} to place workers on the nodes that
+    # declare that custom resource (`ray start --resources='{"spot": 4}'`); {}: none
+    worker_resources: dict[str, float] = field(default_factory=dict)
     # restarts of a trial (Tune) and of its workers (Ray Train) after a worker or node failure; None: 3 on a
     # cluster (--address), 0 locally, where a crash is usually a bug to see at once
     max_failures: int | None = None

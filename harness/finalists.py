@@ -23,7 +23,7 @@ from harness.config import ExperimentConfig, config_hash, experiment_from_dict
 from harness.evaluation import evaluate, sampling_grid, setting_key
 from harness.plan import evaluation_plan
 from harness.results import write_record
-from harness.trial import worker_resources
+from harness.trial import task_options
 from models import build_method
 from reports import layout, storage
 
@@ -140,9 +140,8 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
             log(f"finalist {f.trial_id} ({f.experiment}): already scored")
             continue
         config = configs[f.experiment]
-        resources, threads = worker_resources(config.cluster)
-        ref = task.options(num_cpus=resources["CPU"], num_gpus=resources.get("GPU", 0),
-                           name=f"finalist {f.trial_id}").remote(
+        options, threads = task_options(config.cluster)
+        ref = task.options(**options, name=f"finalist {f.trial_id}").remote(
             f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
         pending[ref] = f
         log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")

@@ -6,6 +6,7 @@ every epoch's training figures (for the curves)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -147,9 +148,15 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
 
 
 def write_results(frame: pd.DataFrame, history: pd.DataFrame, run_dir: str) -> str:
-    """Write results.parquet and history.parquet into the run directory; returns the results path."""
+    """Write results.parquet and history.parquet together (storage.write_files: a full disk leaves both
+    old files) and, last, results_manifest.json with their digests: a reader (reports.inputs.read_committed)
+    can tell a finished write of the two from one that a crash cut between them. Returns the results path."""
+    files, manifest = {}, {}
     for name, table in ((layout.RESULTS, frame), (layout.HISTORY, history)):
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
-        storage.write_bytes(layout.run_file(run_dir, name), buffer.getvalue())
+        data = files[layout.run_file(run_dir, name)] = buffer.getvalue()
+        manifest[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "rows": len(table)}
+    storage.write_files(files)  # both or neither, where the storage allows
+    storage.write_bytes(layout.run_file(run_dir, layout.MANIFEST), json.dumps(manifest, indent=1).encode())
     return layout.run_file(run_dir, layout.RESULTS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass
 
@@ -27,8 +28,8 @@ from harness.nodes import check_shared_storage
 from harness.plan import max_epochs
 from harness.reference import EvalReference, prepare_reference
 from harness.results import collect_results, write_results
-from harness.trial import trial_driver, worker_resources
-from reports import build_report, layout, storage
+from harness.trial import task_options, trial_driver
+from reports import build_report, faults, layout, storage
 
 
 @dataclass
@@ -53,8 +54,25 @@ def connect(config: ExperimentConfig, log=print) -> None:
         ray.init(address=cluster.address, runtime_env={"py_modules": modules}, log_to_driver=True)
         log(f"joined Ray cluster at {cluster.address}: {ray.cluster_resources()}")
     else:
-        ray.init(num_cpus=cluster.num_cpus, include_dashboard=True, configure_logging=False)
+        start_local_ray(cluster.num_cpus, configure_logging=False)
         log(f"started local Ray: {ray.cluster_resources()}")
+
+
+def start_local_ray(num_cpus: int | None, **options) -> None:
+    """Start a new single-node Ray (never join one that happens to run on this machine) whose processes
+    are all told its address: Ray Train's placement-group cleaner, which frees an early-stopped trial's
+    resources, queries the dashboard, and without an address it guesses, and fails when a second local
+    Ray (another sweep, the tests) runs on the machine. ``options``: more ray.init arguments."""
+    with socket.socket() as probe:  # a free port for the dashboard, whose address every process gets
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = f"http://127.0.0.1:{port}"
+    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+                       runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": api}}, **options)
+    os.environ["RAY_API_SERVER_ADDRESS"] = api  # this driver's own queries
+    if context.dashboard_url and not context.dashboard_url.endswith(f":{port}"):
+        raise RuntimeError(f"the dashboard took {context.dashboard_url}, not port {port} (taken meanwhile?); "
+                           "run again")
 
 
 def resolve_resources(config: ExperimentConfig) -> ExperimentConfig:
@@ -195,7 +213,8 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     reference_ref = reference_task(data_ref, configs[0], cache_dir)
     reference = ray.get(reference_ref)
     shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
-              "cluster": to_dict(configs[0].cluster)}  # over each trial's saved settings, also when restored
+              "cluster": to_dict(configs[0].cluster),  # over each trial's saved settings, also when restored
+              "fault": faults.spec()}  # the drills' fault hook, passed on to the workers; None in real runs
     grids = {}
     for c in configs:
         # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
@@ -206,6 +225,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     finalists = [f for c in configs
                  for f in select_finalists(*collect_results(grids[c.name], run_dir, data, reference), c)]
     score_finalists(finalists, {c.name: c for c in configs}, shared, log=log)
+    faults.hit("results")
     collected = [collect_results(grids[c.name], run_dir, data, reference) for c in configs]
     frame = pd.concat([f for f, _ in collected], ignore_index=True)
     history = pd.concat([h for _, h in collected], ignore_index=True)
@@ -223,9 +243,8 @@ def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir:
     """The evaluation reference (harness/reference.py) made by a Ray task with a training worker's CPUs and,
     where the cluster has GPUs, one GPU: not on the driver, which may be a small head node. Returns the
     reference's ObjectRef (what trials and finalists receive)."""
-    resources, threads = worker_resources(config.cluster)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(_reference).options(num_cpus=resources["CPU"], num_gpus=gpus, name="evaluation reference")
+    options, threads = task_options(config.cluster, gpus=1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0)
+    task = ray.remote(_reference).options(**options, name="evaluation reference")
     return task.remote(data_ref, config.eval, cache_dir, threads)
 
 
@@ -238,6 +257,11 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
     path = storage.join(storage_path, name)
     if resume and ray.tune.Tuner.can_restore(path):
         tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        if config.sweep.scheduler == "asha":  # Ray saves the searcher's state with the experiment, not the scheduler's
+            log(f"{config.name}: note: Ray restores ASHA without its rung records, so the trials that run now "
+                "are compared only with results reported after this resume (a trial it would have stopped may run on)")
+        # Tuner.restore takes no RunConfig: Tune's own retries stay the first run's; Ray Train's (which
+        # restart a trial's workers after a lost worker or node) follow this invocation's max_failures
     else:
         log(f"{config.name}: {config.method}, search space {config.sweep.space}")
         tuner = ray.tune.Tuner(

@@ -5,6 +5,7 @@ id: a restored Tune experiment continues each trial where it stopped."""
 
 from __future__ import annotations
 
+import json
 
 import ray.train
 import ray.tune
@@ -12,18 +13,41 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from harness.config import ClusterConfig, experiment_from_dict, from_dict
-from harness.worker import train_worker
-from reports import layout
+from harness.worker import CheckpointError, train_worker
+from reports import layout, storage
+
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
+
+
+def check_snapshot(train_storage: str, trial_id: str) -> None:
+    """Raise CheckpointError naming the file when the trial's Ray Train snapshot exists but cannot be read
+    (Ray's own error does not say which file)."""
+    path = storage.join(train_storage, trial_id, SNAPSHOT)
+    if not storage.exists(path):
+        return
+    try:
+        json.loads(storage.read_bytes(path))
+    except ValueError as error:
+        raise CheckpointError(f"cannot resume: unreadable Ray Train checkpoint snapshot {path} ({error}); restore "
+                              "it, or start a new run") from None
 
 
 def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
     """Resources a worker (and a finalist's scoring task) asks Ray for, and the torch threads it runs with."""
     cpus = cluster.cpus_per_worker if cluster.cpus_per_worker is not None else 1.0
-    resources = {"CPU": cpus}
+    resources = {"CPU": cpus, **cluster.worker_resources}
     if cluster.gpus_per_worker > 0:
         resources["GPU"] = cluster.gpus_per_worker
     threads = cluster.threads_per_worker or max(1, round(cpus))
     return resources, threads
+
+
+def task_options(cluster: ClusterConfig, gpus: float | None = None) -> tuple[dict, int]:
+    """Ray task options that ask for what a worker asks (``gpus`` overrides its GPUs), and its threads."""
+    resources, threads = worker_resources(cluster)
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
+    return {"num_cpus": resources["CPU"], "num_gpus": resources.get("GPU", 0) if gpus is None else gpus,
+            "resources": custom}, threads
 
 
 def trial_driver(config: dict, shared: dict) -> None:
@@ -35,6 +59,7 @@ def trial_driver(config: dict, shared: dict) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     cluster = from_dict(ClusterConfig, shared["cluster"])
     resources, threads = worker_resources(cluster)
+    check_snapshot(layout.train_storage(shared["run_dir"]), trial_id)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
@@ -44,6 +69,7 @@ def trial_driver(config: dict, shared: dict) -> None:
             "data": shared["data"],
             "reference": shared["reference"],
             "threads": threads,
+            "fault": shared.get("fault"),  # the drills' fault hook (reports/faults.py); None in real runs
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.workers_per_trial,

@@ -32,7 +32,11 @@ from harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noi
                            restore_noise, training_tensors)
 from models import build_method
 from models.accel import Acceleration, resolve_precision
-from reports import layout, storage
+from reports import faults, layout, storage
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, and no older one of the trial that can."""
 
 
 def configure_device(device: torch.device, train: TrainConfig) -> Acceleration:
@@ -49,9 +53,44 @@ def _save_checkpoint(method, config: dict, epoch: int, precision: str, noise_sta
                 "noise_states": noise_states}, os.path.join(directory, layout.CHECKPOINT_FILE))
 
 
+def _read_state(checkpoint: ray.train.Checkpoint) -> dict:
+    with checkpoint.as_directory() as directory:
+        # to the CPU first: random-number states must stay CPU tensors; load_state_dict copies the
+        # weights and optimizer state onto the method's device
+        return torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+
+
+def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:
+    """The state saved by _save_checkpoint in ``checkpoint`` (Ray Train's latest), or, where that cannot be
+    read (a truncated file, a lost folder), in the newest older checkpoint of the trial beside it, with a
+    warning. Raises CheckpointError naming the file when none can be read: never a silent fresh start."""
+    fs, folder = checkpoint.filesystem, os.path.dirname(checkpoint.path.rstrip("/"))
+    newest = os.path.basename(checkpoint.path.rstrip("/"))
+    try:
+        return _read_state(checkpoint)
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint; the error is named below
+        reason = str(error).strip().split(". ")[0][:200]  # torch's explanations run long
+        failure = f"{checkpoint.path}/{layout.CHECKPOINT_FILE} ({type(error).__name__}: {reason})"
+    import pyarrow.fs as pafs
+
+    older = sorted((info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))
+                    if info.base_name.startswith(layout.CHECKPOINT_PREFIX) and info.base_name < newest), reverse=True)
+    for name in older:
+        try:
+            state = _read_state(ray.train.Checkpoint(f"{folder}/{name}", filesystem=fs))
+        except Exception:  # noqa: BLE001 - try the next older one
+            continue
+        log(f"WARNING: unreadable checkpoint {failure}; resuming from the older {folder}/{name} "
+            f"(epoch {state['epoch']})")
+        return state
+    raise CheckpointError(f"cannot resume from unreadable checkpoint {failure}; no older checkpoint of the "
+                          f"trial can be read either ({len(older)} tried): restore the file, or start a new run")
+
+
 def train_worker(loop_config: dict) -> None:
     """Ray Train entry point. loop_config: {"experiment": resolved config dict, "trial_id": str,
     "run_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference]}."""
+    faults.install(loop_config.get("fault"))
     config = experiment_from_dict(loop_config["experiment"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -68,11 +107,7 @@ def train_worker(loop_config: dict) -> None:
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        with checkpoint.as_directory() as directory:
-            # to the CPU first: random-number states must stay CPU tensors; load_state_dict copies the
-            # weights and optimizer state onto the method's device
-            state = torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location="cpu",
-                               weights_only=False)
+        state = load_checkpoint(checkpoint, log=print if rank == 0 else lambda *_: None)
         method.load_state_dict(state["method"])
         start_epoch = state["epoch"]
         note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, start_epoch)
@@ -86,6 +121,8 @@ def train_worker(loop_config: dict) -> None:
     # scheduler's metric is in every result. The plan evaluates the rungs ASHA decides at, so it never
     # decides on a stale value; "evaluated" says which reports are fresh.
     trial_id = loop_config["trial_id"]
+    if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
+        storage.remove(layout.diverged_file(loop_config["run_dir"], trial_id))
     latest = {config.sweep.metric: math.nan}
     watch = DivergenceWatch(config.train.diverge_after_steps, device)
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
@@ -95,6 +132,7 @@ def train_worker(loop_config: dict) -> None:
         batches = epoch_batches(len(images), epoch, rank, world, config.train.batch_size, config.train.seed,
                                 device=images.device)
         for i, idx in enumerate(batches, start=1):
+            faults.hit("step", trial=trial_id, epoch=epoch, rank=rank, step=i)
             out = method.train_step(images[idx], labels[idx])  # a compile failure raises CompileError here
             stats.add(out)
             watch.observe(out, method.step)
@@ -142,3 +180,4 @@ def train_worker(loop_config: dict) -> None:
             if rank == 0:
                 _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+        faults.hit("epoch_end", trial=trial_id, epoch=epoch, rank=rank)

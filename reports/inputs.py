@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -58,8 +59,21 @@ def is_missing(value) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-def _read_parquet(path: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(storage.read_bytes(path)))
+def read_committed(run_dir: str) -> dict[str, bytes]:
+    """The bytes of results.parquet and history.parquet (where it exists), checked against
+    results_manifest.json when the run has one: raises ValueError when they are not from one write (a
+    crash or a full disk between them); a run written before manifests is taken as it is."""
+    files = {name: storage.read_bytes(layout.run_file(run_dir, name))
+             for name in (layout.RESULTS, layout.HISTORY) if storage.exists(layout.run_file(run_dir, name))}
+    manifest_path = layout.run_file(run_dir, layout.MANIFEST)
+    if storage.exists(manifest_path):
+        manifest = json.loads(storage.read_bytes(manifest_path))
+        for name, entry in manifest.items():
+            if name not in files or hashlib.sha256(files[name]).hexdigest() != entry["sha256"]:
+                raise ValueError(f"{layout.run_file(run_dir, name)} is not the file {manifest_path} lists (the "
+                                 "last write of the results did not finish); run the sweep again with --resume "
+                                 "to write them again")
+    return files
 
 
 def load_inputs(run_dir: str) -> RunInputs:
@@ -68,12 +82,12 @@ def load_inputs(run_dir: str) -> RunInputs:
     path = layout.run_file(run_dir, layout.RESULTS)
     if not storage.exists(path):
         raise FileNotFoundError(f"no results.parquet in {run_dir}")
-    results = _read_parquet(path)
+    files = read_committed(run_dir)
+    results = pd.read_parquet(io.BytesIO(files[layout.RESULTS]))
     if "trial_id" not in results:
         results["trial_id"] = [f"row{i}" for i in range(len(results))]
     results["trial_id"] = results["trial_id"].astype(str)
-    history_path = layout.run_file(run_dir, layout.HISTORY)
-    history = _read_parquet(history_path) if storage.exists(history_path) else pd.DataFrame()
+    history = pd.read_parquet(io.BytesIO(files[layout.HISTORY])) if layout.HISTORY in files else pd.DataFrame()
     if "trial_id" in history:
         history["trial_id"] = history["trial_id"].astype(str)
 

@@ -4,6 +4,8 @@
         config.json                           the resolved configs (a benchmark: one per experiment)
         dataset_summary.json                  images per class per split, the fingerprint
         results.parquet, history.parquet      the results (harness/results.py), then report.html
+        results_manifest.json                 written after both: their sizes and digests, so a reader
+                                              knows the two files are from the same write
         artifacts/<trial>/epoch_NNNN/         an evaluation during the sweep: eval.json, samples.png
         artifacts/<trial>/diverged.json       why a trial stopped as diverged
         artifacts/<trial>/history/epoch_NNNN.json  an epoch's training figures (the loss curves; kept
@@ -27,6 +29,7 @@ CONFIG = "config.json"
 DATASET_SUMMARY = "dataset_summary.json"
 RESULTS = "results.parquet"
 HISTORY = "history.parquet"
+MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} of RESULTS and HISTORY
 REPORT = "report.html"
 EVAL_RECORD = "eval.json"  # one evaluation: {"metrics", "missing", "protocol", "stage", "epoch", ...}
 SAMPLE_GRID = "samples.png"
@@ -83,14 +86,16 @@ def train_storage(run_dir: str) -> str:
 
 
 def record_dirs(run_dir: str, trial_id: str) -> list[str]:
-    """Every evaluation record folder of a trial during the sweep, by epoch, each followed by its sampling
-    settings' folders (relative to the run directory, "/"-separated)."""
+    """Every whole evaluation record folder of a trial during the sweep (one with its eval.json: a write cut
+    short by a crash or a full disk leaves none), by epoch, each followed by its sampling settings' folders
+    (relative to the run directory, "/"-separated)."""
     out = []
     for name in storage.list_dir(trial_dir(run_dir, trial_id)):
-        if name.startswith("epoch_"):
-            relative = f"artifacts/{trial_id}/{name}"
+        relative = f"artifacts/{trial_id}/{name}"
+        if name.startswith("epoch_") and storage.exists(storage.join(run_dir, relative, EVAL_RECORD)):
             out.append(relative)
-            out += [f"{relative}/{SAMPLING}/{s}" for s in storage.list_dir(storage.join(run_dir, relative, SAMPLING))]
+            out += [f"{relative}/{SAMPLING}/{s}" for s in storage.list_dir(storage.join(run_dir, relative, SAMPLING))
+                    if storage.exists(storage.join(run_dir, relative, SAMPLING, s, EVAL_RECORD))]
     return out
 
 

@@ -8,6 +8,8 @@ import posixpath
 
 import pyarrow.fs as pafs
 
+from reports import faults
+
 
 def is_uri(path: str) -> bool:
     return "://" in path
@@ -29,28 +31,52 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole file, creating its folder. A local file is written to a temporary name, flushed to
-    disk (fsync) and renamed over the old one, so a reader sees the old file or the whole new one, never
-    half; if anything fails (a full disk, say) the temporary file is removed and the old file stays."""
-    fs, p = _fs(path)
-    fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
-    if isinstance(fs, pafs.LocalFileSystem):
-        tmp = f"{p}.tmp{os.getpid()}"
-        try:
+    """Write a whole file, creating its folder: write_files for one file."""
+    write_files({path: data})
+
+
+def write_files(files: dict[str, bytes]) -> None:
+    """Write whole files {path: bytes} as one step where the storage allows: each local file is written to
+    a temporary name and flushed to disk (fsync), and only when every one is written are they renamed over
+    the old ones, so a full disk leaves every old file as it was; if anything fails the temporary files
+    are removed. A reader sees an old file or the whole new one, never half. (On object storage, s3:// or
+    gs://, each object is replaced whole as it is written.)"""
+    temps, current = {}, None
+    try:
+        for path, data in files.items():
+            fs, p = _fs(path)
+            current = p
+            fs.create_dir(posixpath.dirname(p) if is_uri(path) else os.path.dirname(p), recursive=True)
+            if not isinstance(fs, pafs.LocalFileSystem):
+                with fs.open_output_stream(p) as f:
+                    f.write(data)
+                continue
+            temps[p] = tmp = f"{p}.tmp{os.getpid()}"
             with open(tmp, "wb") as f:
-                f.write(data)
+                view = memoryview(data)
+                f.write(view[:len(view) // 2])
+                faults.hit("write", path=p)  # drills: a disk that fills mid-write
+                f.write(view[len(view) // 2:])
                 f.flush()
                 os.fsync(f.fileno())
+        for p, tmp in list(temps.items()):
+            current = p
             os.replace(tmp, p)
-        except BaseException as error:
+            del temps[p]
+    except BaseException as error:
+        for tmp in temps.values():
             if os.path.exists(tmp):
                 os.remove(tmp)
-            if isinstance(error, OSError):  # say which file (errno, e.g. ENOSPC, kept)
-                raise OSError(error.errno, f"could not write {p}: {error.strerror or error}") from error
-            raise
-    else:
-        with fs.open_output_stream(p) as f:
-            f.write(data)
+        if isinstance(error, OSError) and current:  # say which file (errno, e.g. ENOSPC, kept)
+            raise OSError(error.errno, f"could not write {current}: {error.strerror or error}") from error
+        raise
+
+
+def remove(path: str) -> None:
+    """Delete a file if it exists."""
+    fs, p = _fs(path)
+    if fs.get_file_info(p).type == pafs.FileType.File:
+        fs.delete_file(p)
 
 
 def read_bytes(path: str) -> bytes:

@@ -1,6 +1,6 @@
 """Ray Train + Ray Tune end to end, on a tiny network: a 2-trial sweep with 2 DDP workers of 0.5 CPU
-each and its finalist stage, an ASHA sweep that stops a trial early, and a worker that resumes from its
-checkpoint."""
+each and its finalist stage, trials that diverge or fail, the script on a CSV, a benchmark of every family.
+(An ASHA sweep, restarts and resumes: tests/test_drills.py.)"""
 
 import ast
 import inspect
@@ -13,7 +13,8 @@ import pytest
 from datasets import DataConfig
 from harness import extractors
 from harness import worker as worker_module
-from harness.config import (ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict)
+from harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from reports import faults
 from models.classifier import ClassifierConfig
 from models.ddpm import DDPMConfig
 from models.diffusion import DiffusionConfig
@@ -40,8 +41,9 @@ def tiny_experiment(tmp_path, **sweep) -> ExperimentConfig:
     )
 
 
-def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_local, tmp_path):
+def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_local, tmp_path, monkeypatch):
     from harness.sweep import run_sweep
+    from reports.inputs import load_inputs
 
     config = tiny_experiment(tmp_path, space={"model.lr": [1e-3, 2e-3]})
     config.eval.inception_at = "final"
@@ -95,79 +97,19 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     assert summary["counts"]["train"]["angry"] == 20
 
     # --resume of a finished run restores the Tuner from its directory: nothing reruns, the finalist is
-    # not scored again, rows agree
+    # not scored again; here the disk is full when the results are written again (the fault hook): the
+    # error names the file, and the previous results stay whole and readable beside their history
     record = os.path.join(outcome.run_dir, "finalists", finalist["trial_id"], "eval.json")
-    written = os.stat(record).st_mtime_ns
+    written, before = os.stat(record).st_mtime_ns, open(outcome.results_path, "rb").read()
     lines = []
-    again = run_sweep(tiny_experiment(tmp_path), resume="latest", log=lines.append)
-    assert again.run_dir == outcome.run_dir
+    monkeypatch.setenv(faults.ENV, json.dumps({"at": "write", "path": "results.parquet", "do": "enospc"}))
+    with pytest.raises(OSError, match=r"could not write .*results\.parquet: No space left on device"):
+        run_sweep(tiny_experiment(tmp_path), resume="latest", log=lines.append)
     assert os.stat(record).st_mtime_ns == written
     assert any("already scored" in line and finalist["trial_id"] in line for line in lines), "\n".join(lines[-6:])
     assert "cluster settings changed for the resumed trials: none" in lines
-    resumed = pd.read_parquet(again.results_path)
-    assert sorted(resumed["trial_id"]) == sorted(frame["trial_id"])
-    assert resumed["sample_accuracy"].tolist() == frame["sample_accuracy"].tolist()
-
-
-def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_local, tmp_path):
-    from harness.sweep import run_sweep
-
-    # lr 0 never learns, so its loss at the first rung is worse than the first trial's: ASHA stops it
-    config = tiny_experiment(tmp_path, space={"model.lr": [3e-3, 0.0]}, scheduler="asha", metric="loss",
-                             mode="min", grace_period=1, reduction_factor=2)
-    config.train.epochs = 3
-    config.train.eval_every = 0  # the sweep adds ASHA's rungs (epochs 1 and 2) to the evaluations
-    outcome = run_sweep(config, log=lambda *_: None)
-    frame = pd.read_parquet(outcome.results_path)
-    kept = frame[frame["config.model.lr"] == 3e-3]
-    stopped = frame[frame["config.model.lr"] == 0.0]
-    assert set(kept["status"]) == {"completed"}
-    assert list(kept["stage"]) == ["tracking", "tracking", "trial_final", "finalist"]  # by loss, the kept one
-    assert list(kept["epoch"]) == [1, 2, 3, 3]
-    assert set(stopped["status"]) == {"stopped_early"} and stopped["epoch"].max() < 3
-    assert "finalist" not in set(stopped["stage"])
-    assert "stopped by the scheduler" in stopped["status_reason"].iloc[0]
-    assert os.path.exists(outcome.report_path)
-
-
-def test_worker_resumes_from_its_last_checkpoint(ray_local, tmp_path):
-    """A second TorchTrainer with the same (storage_path, name) continues from the checkpoint: the
-    Train V2 restoration a restored Tune trial relies on."""
-    import ray
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    import datasets
-    from harness.reference import prepare_reference
-
-    config = tiny_experiment(tmp_path)
-    config.train.epochs = 1
-    data = datasets.load(config.data)
-    reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
-    refs = {"data": ray.put(data), "reference": ray.put(reference)}
-
-    def fit(epochs):
-        config.train.epochs = epochs
-        trainer = TorchTrainer(
-            worker_module.train_worker,
-            train_loop_config={"experiment": to_dict(config), "trial_id": "t0", "threads": 1,
-                               "run_dir": str(tmp_path), **refs},
-            scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
-            run_config=ray.train.RunConfig(name="resume", storage_path=str(tmp_path / "train")),
-        )
-        return trainer.fit()
-
-    first = fit(1)
-    assert first.metrics["epoch"] == 1 and first.metrics["resumed_from_epoch"] == 0
-    second = fit(3)
-    assert second.metrics["epoch"] == 3 and second.metrics["resumed_from_epoch"] == 1
-    assert second.metrics["step"] == 3 * (140 // 16)  # the steps of epoch 1 were kept, not redone
-    # the loss curve keeps the epoch trained before the restart (Tune's view of the second fit starts at 2)
-    from harness.results import training_progress
-
-    progress = training_progress(str(tmp_path), "t0", second.metrics_dataframe)
-    assert progress["epoch"].tolist() == [1, 2, 3] and progress["resumed_from_epoch"].tolist() == [0, 1, 1]
-    assert progress["loss"].notna().all()
+    assert open(outcome.results_path, "rb").read() == before and not list(tmp_path.rglob("*.tmp*"))
+    assert len(load_inputs(outcome.run_dir).results) == len(frame)  # still the pair the manifest lists
 
 
 def test_worker_loop_does_not_branch_on_the_method():
@@ -215,24 +157,36 @@ def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
     assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
 
 
-def test_a_diverging_trial_is_a_result_and_the_sweep_goes_on(ray_local, tmp_path):
-    """A learning rate of 1e6 makes the loss NaN within a few steps: that trial ends as "diverged" with its
-    epoch and reason, no checkpoint of the broken weights is evaluated, and the other trial completes."""
+def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on(ray_local, tmp_path, monkeypatch):
+    """Four trials, locally (max_failures 0): lr 1e6 makes the loss NaN within a few steps (that trial ends
+    as "diverged" with its epoch and reason, and no checkpoint of the broken weights is evaluated); one
+    finishes; one has a worker SIGKILLed mid-epoch; one finds the disk full when it writes its eval.json
+    (both error rows with their reasons, no temporary file left)."""
     from harness.sweep import run_sweep
 
-    config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3]})
+    marks = tmp_path / "marks"
+    monkeypatch.setenv(faults.ENV, json.dumps([
+        {"at": "step", "trial": "00002", "epoch": 1, "step": 2, "do": "kill", "once": str(marks / "killed")},
+        {"at": "write", "path": "_00003/epoch_0002/eval.json", "do": "enospc", "once": str(marks / "full")}]))
+    config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]})
     config.cluster.workers_per_trial = 1
     config.train.eval_every = 0
     outcome = run_sweep(config, log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
-    broken, fine = frame[frame["config.model.lr"] == 1e6], frame[frame["config.model.lr"] == 1e-3]
+    by_lr = {lr: frame[frame["config.model.lr"] == lr] for lr in (1e6, 1e-3, 2e-3, 3e-3)}
+    broken, fine, killed, full = by_lr.values()
     assert list(broken["status"]) == ["diverged"] and set(fine["status"]) == {"completed"}
     assert broken["epoch"].iloc[0] == 1 and "loss became nan" in broken["status_reason"].iloc[0]
     assert broken["sample_accuracy"].isna().all() and "diverged" in json.loads(broken["missing"].iloc[0])["all"]
     assert fine["sample_accuracy"].notna().all() and set(fine["epoch"]) == {2}
-    assert list(fine["stage"]) == ["trial_final", "finalist"]  # a diverged trial is never a finalist
+    assert list(fine["stage"]) == ["trial_final", "finalist"]  # a diverged or failed trial is never a finalist
+    assert list(killed["status"]) == ["error"] and "died" in killed["status_reason"].iloc[0].lower()
+    assert list(full["status"]) == ["error"]
+    assert "could not write" in full["status_reason"].iloc[0] and "eval.json" in full["status_reason"].iloc[0]
+    assert not [p for p in tmp_path.rglob("*.tmp*")]  # no half-written file left behind
     report = open(outcome.report_path, encoding="utf-8").read()
-    assert "diverged" in report and "loss became nan" in report
+    assert "diverged" in report and "loss became nan" in report and "could not write" in report
+
 
 
 def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local, tmp_path):

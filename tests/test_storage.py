@@ -28,3 +28,31 @@ def test_a_write_replaces_the_whole_file(tmp_path):
     storage.write_bytes(path, b"first, longer")
     storage.write_bytes(path, b"second")
     assert storage.read_bytes(path) == b"second" and os.listdir(tmp_path) == ["eval.json"]
+
+
+def test_files_written_together_are_all_kept_old_when_one_fails(tmp_path, monkeypatch):
+    from reports import faults
+
+    first, second = str(tmp_path / "results.parquet"), str(tmp_path / "history.parquet")
+    storage.write_files({first: b"old results", second: b"old history"})
+    monkeypatch.setenv(faults.ENV, '{"at": "write", "path": "history.parquet", "do": "enospc"}')
+    with pytest.raises(OSError, match=r"could not write .*history\.parquet: No space left"):
+        storage.write_files({first: b"new results", second: b"new history"})
+    assert storage.read_bytes(first) == b"old results" and storage.read_bytes(second) == b"old history"
+    assert sorted(os.listdir(tmp_path)) == ["history.parquet", "results.parquet"]
+
+
+def test_results_and_history_out_of_step_are_refused_with_the_file_named(tmp_path):
+    """A crash between the renames of results.parquet and history.parquet leaves one new and one old:
+    the manifest written after both tells the report."""
+    import pandas as pd
+
+    from harness.results import write_results
+    from reports.inputs import load_inputs
+
+    run = str(tmp_path)
+    write_results(pd.DataFrame({"trial_id": ["a"], "loss": [1.0]}), pd.DataFrame({"trial_id": ["a"], "epoch": [1]}), run)
+    assert load_inputs(run).history["epoch"].tolist() == [1]
+    pd.DataFrame({"trial_id": ["a"], "epoch": [2]}).to_parquet(tmp_path / "history.parquet")  # the next write, cut short
+    with pytest.raises(ValueError, match=r"history\.parquet is not the file .*results_manifest\.json lists"):
+        load_inputs(run)

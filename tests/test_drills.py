@@ -1,0 +1,298 @@
+"""Failure drills: a killed driver, a killed worker, a full disk, corrupt checkpoints, and a second local
+sweep beside the first. Each fault is fired at a named point by the fault hook (reports/faults.py), so
+every drill is deterministic; the tests wait on marker files and Ray's checkpoint snapshot, never for a
+fixed time. (The lost node is drilled in tests/test_cluster_storage.py, which needs its own cluster.)"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from reports import faults
+from test_ray_sweep import tiny_experiment
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
+
+ROOT = Path(__file__).resolve().parents[1]
+# the README's script, at the smoke-test size: three identical trials (trial 00000 is the uninterrupted
+# twin of the one the drill kills) of 3 epochs, one worker each of one thread (two Ray instances share
+# the 2 cores), one at a time
+SCRIPT = [sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--smoke-test", "--name", "drill",
+          "--num-samples", "3", "--cpus-per-worker", "0.5", "--set", 'sweep.space={"model.lr": [0.001]}', "--set", "train.epochs=3",
+          "--set", "eval.inception_at=never", "--set", "eval.cas=false", "--set", "eval.augment=false"]
+
+
+def wait_for(condition, what: str, timeout: float = 240, process: subprocess.Popen | None = None, log=None):
+    """Poll ``condition`` until it holds; fail after ``timeout`` s, or at once if ``process`` ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            tail = Path(log).read_text()[-3000:] if log else ""
+            pytest.fail(f"{what}: the run ended first (exit {process.returncode})\n{tail}")
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.2)
+
+
+def checkpointed_epoch(train_dir: Path) -> int | None:
+    """The epoch of the newest checkpoint that Ray Train's snapshot lists (what a restart resumes from)."""
+    try:
+        snapshot = json.loads((train_dir / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def files_under(*folders: Path) -> dict[str, tuple[int, int]]:
+    """{path: (size, mtime_ns)} of every file under the folders."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders if folder.exists()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def epoch_record(run_dir: Path, trial: str, epoch: int) -> dict:
+    return json.loads((run_dir / "artifacts" / trial / "history" / f"epoch_{epoch:04d}.json").read_text())
+
+
+def pid_in(marker: Path) -> int | None:
+    try:
+        return int(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def kill_when_checkpointed(marker: Path, experiment_dir: Path, epoch: int) -> None:
+    """Wait until a worker has paused at the marker and its trial's snapshot lists ``epoch``'s checkpoint
+    (Ray Train registers a report a moment after it is made), then SIGKILL that worker."""
+    wait_for(lambda: pid_in(marker) is not None, "the worker to pause")
+    [train_dir] = [d for d in experiment_dir.glob("*/train/*") if d.name.endswith("00000")]
+    wait_for(lambda: checkpointed_epoch(train_dir) == epoch, f"the epoch-{epoch} checkpoint")
+    os.kill(pid_in(marker), signal.SIGKILL)
+
+
+class ScriptRun:
+    """The sweep script in a subprocess in its own process group (its local Ray's processes with it)."""
+
+    def __init__(self, tmp_path: Path, name: str, fault: dict | None = None, resume: bool = False):
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", faults.ENV)}
+        if fault:
+            env[faults.ENV] = json.dumps(fault)
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.log = tmp_path / f"{name}.log"
+        args = SCRIPT + ["--storage-path", str(tmp_path / "runs")] + (["--resume"] if resume else [])
+        with open(self.log, "w") as out:
+            self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def wait_for(self, condition, what: str) -> None:
+        wait_for(condition, what, process=self.process, log=self.log)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(60)
+
+    def finish(self, timeout: float = 240) -> str:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        text = self.log.read_text()
+        assert self.process.returncode == 0, text[-3000:]
+        return text
+
+
+def driver_drills(tmp_path: Path) -> dict:
+    """Kill the driver (SIGKILL to its process group) when trial 2 has checkpointed epoch 2, resume; kill
+    it again after the last evaluation, before the results; resume again. Returns what the test checks."""
+    marks = tmp_path / "marks"
+    first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00001", "epoch": 2, "rank": 0,
+                                                 "do": "pause", "once": str(marks / "trial2-epoch2")})
+    first.wait_for(lambda: (marks / "trial2-epoch2").exists(), "trial 2 to report epoch 2")
+    [run_dir] = [d for d in (tmp_path / "runs" / "drill").iterdir() if d.name[:1].isdigit()]
+    t1, t2 = sorted(d.name for d in (run_dir / "train").iterdir())  # trial 3 has not started
+    first.wait_for(lambda: checkpointed_epoch(run_dir / "train" / t2) == 2, "trial 2's epoch-2 checkpoint")
+    first.kill()
+    trial1_files = files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1)
+
+    second = ScriptRun(tmp_path, "second", resume=True,
+                       fault={"at": "results", "do": "pause", "once": str(marks / "results")})
+    second.wait_for(lambda: (marks / "results").exists(), "the last evaluation")
+    second.kill()
+    assert not (run_dir / "results.parquet").exists()
+    evaluated = files_under(run_dir / "artifacts", run_dir / "finalists", run_dir / "train")
+
+    third = ScriptRun(tmp_path, "third", resume=True)
+    log = third.finish()
+    [t3] = sorted(set(d.name for d in (run_dir / "train").iterdir()) - {t1, t2})
+    return {"run_dir": run_dir, "trials": (t1, t2, t3), "trial1_files": trial1_files, "evaluated": evaluated,
+            "log": log}
+
+
+def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_it(ray_local, tmp_path):
+    """Two local Ray instances at once: the script's (killed twice, resumed) and this process's, whose
+    ASHA sweep stops a trial; Ray Train frees a stopped trial's resources only if its cleaner finds this
+    instance's dashboard among the two."""
+    from harness.sweep import run_sweep
+
+    outcome = {}
+
+    def drills():
+        try:
+            outcome.update(driver_drills(tmp_path / "driver"))
+        except BaseException as error:  # noqa: BLE001 - re-raised by the test
+            outcome["error"] = error
+
+    beside = threading.Thread(target=drills)
+    beside.start()
+    # lr 0 never learns, so its loss at the first rung is worse than the first trial's: ASHA stops it
+    config = tiny_experiment(tmp_path / "asha", space={"model.lr": [3e-3, 0.0]}, scheduler="asha",
+                             metric="loss", mode="min", grace_period=1, reduction_factor=2)
+    config.train.epochs, config.train.eval_every = 3, 0  # the sweep adds ASHA's rungs to the evaluations
+    asha = run_sweep(config, log=lambda *_: None)
+    other_running = beside.is_alive()
+    beside.join(400)
+    if "error" in outcome:
+        raise outcome["error"]
+    assert other_running, "the script's sweep ended before this one: the two did not overlap"
+
+    frame = pd.read_parquet(asha.results_path)
+    kept, stopped = frame[frame["config.model.lr"] == 3e-3], frame[frame["config.model.lr"] == 0.0]
+    assert list(kept["stage"]) == ["tracking", "tracking", "trial_final", "finalist"]
+    assert list(kept["epoch"]) == [1, 2, 3, 3] and set(kept["status"]) == {"completed"}
+    assert set(stopped["status"]) == {"stopped_early"} and stopped["epoch"].max() < 3
+    assert "stopped by the scheduler" in stopped["status_reason"].iloc[0]
+
+    run_dir, (t1, t2, t3) = outcome["run_dir"], outcome["trials"]
+    # trial 1 finished before the kill: nothing of it was touched again
+    assert files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1) == outcome["trial1_files"]
+    # trial 2 went on from its epoch-2 checkpoint and ended where its uninterrupted twin (trial 1) did
+    last, twin = epoch_record(run_dir, t2, 3), epoch_record(run_dir, t1, 3)
+    assert last["resumed_from_epoch"] == 2 and twin["resumed_from_epoch"] == 0
+    assert last["step"] == twin["step"] and last["loss"] == twin["loss"]
+    # the last kill came after every evaluation: the third run wrote only the results and the report
+    assert files_under(run_dir / "artifacts", run_dir / "finalists", run_dir / "train") == outcome["evaluated"]
+    assert "already scored" in outcome["log"]
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    assert set(frame["trial_id"]) == {t1, t2, t3} and set(frame["status"]) == {"completed"}  # the pending one ran
+    keys = frame[["trial_id", "stage", "epoch", "sampling_setting"]]
+    assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]
+    history = pd.read_parquet(run_dir / "history.parquet")
+    for trial in (t1, t2, t3):  # every epoch once, the ones before the kill included
+        assert history.loc[history["trial_id"] == trial, "epoch"].tolist() == [1, 2, 3], trial
+    assert (run_dir / "report.html").exists()
+
+
+def test_a_killed_worker_restarts_from_its_checkpoint_with_every_ranks_noise(ray_local, tmp_path, monkeypatch):
+    """Rank 1 of two is paused before step 3 of epoch 2 (rank 0 waits in that step's all-reduce) and
+    SIGKILLed once Ray Train has registered the epoch-1 checkpoint; with max_failures=1 Ray Train restarts
+    both ranks from it, and each rank continues its own noise stream: the trial ends exactly where its
+    uninterrupted twin does."""
+    from harness.sweep import run_sweep
+
+    marker = tmp_path / "paused"
+    monkeypatch.setenv(faults.ENV, json.dumps({"at": "step", "trial": "00000", "epoch": 2, "rank": 1, "step": 3,
+                                               "do": "pause", "once": str(marker)}))
+    config = tiny_experiment(tmp_path, num_samples=2)  # two identical trials: the first is killed
+    config.train.eval_every = 0
+    config.eval.finalists = 0
+    config.cluster.max_failures = 1
+    killer = threading.Thread(target=kill_when_checkpointed, args=(marker, tmp_path / "tiny", 1), daemon=True)
+    killer.start()
+    outcome = run_sweep(config, log=lambda *_: None)
+    killer.join(5)
+    assert marker.exists()
+    run_dir = Path(outcome.run_dir)
+    killed, twin = sorted(d.name for d in (run_dir / "train").iterdir())
+    assert epoch_record(run_dir, killed, 2)["resumed_from_epoch"] == 1
+    assert epoch_record(run_dir, twin, 2)["resumed_from_epoch"] == 0
+
+    def final_state(trial):
+        folder = sorted(p for p in (run_dir / "train" / trial).iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))[-1]
+        return torch.load(folder / "state.pt", weights_only=False)
+
+    restarted, uninterrupted = final_state(killed), final_state(twin)
+    assert restarted["epoch"] == uninterrupted["epoch"] == 2
+    assert len(restarted["noise_states"]) == 2
+    for rank, (a, b) in enumerate(zip(restarted["noise_states"], uninterrupted["noise_states"])):
+        assert torch.equal(a, b), f"rank {rank}'s noise stream differs from the uninterrupted one"
+    assert epoch_record(run_dir, killed, 2)["loss"] == epoch_record(run_dir, twin, 2)["loss"]
+    frame = pd.read_parquet(outcome.results_path)
+    assert set(frame["status"]) == {"completed"} and len(frame) == 2
+
+
+def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_path):
+    """A truncated state.pt falls back to the previous checkpoint with a warning; with none readable the
+    error names the file; a truncated Ray Train snapshot, or a checkpoint folder it names deleted, is an
+    error naming the file or folder. Never a silent fresh start. Also: a divergence note from before a
+    restart is removed when the trial trains again."""
+    import shutil
+
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    import datasets
+    from harness import worker as worker_module
+    from harness.config import to_dict
+    from harness.reference import prepare_reference
+    from harness.trial import check_snapshot
+    from harness.worker import CheckpointError
+
+    config = tiny_experiment(tmp_path)
+    data = datasets.load(config.data)
+    reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
+    refs = {"data": ray.put(data), "reference": ray.put(reference)}
+
+    def fit(epochs, storage):
+        config.train.epochs = epochs
+        trainer = TorchTrainer(
+            worker_module.train_worker,
+            train_loop_config={"experiment": to_dict(config), "trial_id": "t0", "threads": 1,
+                               "run_dir": str(storage), **refs},
+            scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
+            run_config=ray.train.RunConfig(name="t0", storage_path=str(storage / "train")),
+        )
+        return trainer.fit()
+
+    first = fit(2, tmp_path / "a")
+    assert first.metrics["resumed_from_epoch"] == 0
+    for copy in ("b", "c"):
+        shutil.copytree(tmp_path / "a", tmp_path / copy)
+
+    def checkpoints(storage):
+        return sorted(p for p in (storage / "train" / "t0").iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))
+
+    # a: the newest state.pt cut in half; a divergence note left by a run that crashed after writing it
+    newest = checkpoints(tmp_path / "a")[-1] / "state.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    note = tmp_path / "a" / "artifacts" / "t0" / "diverged.json"
+    note.write_text(json.dumps({"epoch": 3, "step": 30, "reason": "loss became nan"}))
+    resumed = fit(3, tmp_path / "a")
+    assert resumed.metrics["epoch"] == 3 and resumed.metrics["resumed_from_epoch"] == 1
+    assert resumed.metrics["step"] == 3 * (140 // 16)
+    assert not note.exists()
+
+    # b: every state.pt cut: the error names the file
+    for folder in checkpoints(tmp_path / "b"):
+        (folder / "state.pt").write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(Exception, match=r"(?s)cannot resume from unrea.*state\.pt \(RuntimeError") as failure:
+        fit(3, tmp_path / "b")
+    assert str(checkpoints(tmp_path / "b")[-1]) in str(failure.value)
+
+    # c: the snapshot cut short, then a checkpoint folder it names deleted
+    snapshot = tmp_path / "c" / "train" / "t0" / "checkpoint_manager_snapshot.json"
+    text = snapshot.read_text()
+    snapshot.write_text(text[: len(text) // 2])
+    with pytest.raises(CheckpointError, match=r"unreadable Ray Train checkpoint snapshot .*checkpoint_manager_snapshot\.json"):
+        check_snapshot(str(tmp_path / "c" / "train"), "t0")
+    snapshot.write_text(text)
+    shutil.rmtree(checkpoints(tmp_path / "c")[-1])
+    gone = json.loads(text)["latest_checkpoint_result"]["checkpoint_dir_name"]
+    with pytest.raises(Exception, match=gone):
+        fit(3, tmp_path / "c")
