@@ -20,16 +20,21 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's c
 
 
 def check_snapshot(train_storage: str, trial_id: str) -> None:
-    """Raise CheckpointError naming the file when the trial's Ray Train snapshot exists but cannot be read
-    (Ray's own error does not say which file)."""
+    """Raise CheckpointError naming the file when the trial's Ray Train snapshot exists but cannot be read,
+    or names a checkpoint folder that is gone (Ray's own errors do not say which file, or say it at length)."""
     path = storage.join(train_storage, trial_id, SNAPSHOT)
     if not storage.exists(path):
         return
     try:
-        json.loads(storage.read_bytes(path))
+        snapshot = json.loads(storage.read_bytes(path))
     except ValueError as error:
         raise CheckpointError(f"cannot resume: unreadable Ray Train checkpoint snapshot {path} ({error}); restore "
                               "it, or start a new run") from None
+    for result in snapshot.get("checkpoint_results") or []:
+        folder = storage.join(train_storage, trial_id, result.get("checkpoint_dir_name", ""))
+        if not storage.exists(folder):
+            raise CheckpointError(f"cannot resume: {path} names checkpoint folder {folder}, which is missing; "
+                                  "restore it, or start a new run")
 
 
 def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:

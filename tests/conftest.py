@@ -8,6 +8,8 @@ import pytest
 # most of their time (a report, a finished or dead worker waits for the next look). Set before any Ray
 # starts, so the local Ray's processes, and the sweeps the drills start in subprocesses, inherit it.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# and it starts an actor (a process) per trial that watches for preempted cloud nodes, of no use here
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def test_a_lost_node_costs_one_epoch_and_the_data_travels_with_the_run(two_nodes
     from datasets.export import synthetic_rows, write_fer2013_csv
     from harness.sweep import run_sweep
     from reports import faults
-    from test_drills import checkpointed_epoch, epoch_record, wait_for
+    from drill_tools import checkpointed_epoch, epoch_record, wait_for
     from test_ray_sweep import tiny_experiment
 
     csv = tmp_path / "fer2013.csv"

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from drill_tools import checkpointed_epoch, epoch_record, files_under, kill_when_checkpointed, wait_for
 from reports import faults
 from test_ray_sweep import tiny_experiment
 
@@ -28,52 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = [sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--smoke-test", "--name", "drill",
           "--num-samples", "3", "--cpus-per-worker", "0.5", "--set", 'sweep.space={"model.lr": [0.001]}', "--set", "train.epochs=3",
           "--set", "eval.inception_at=never", "--set", "eval.cas=false", "--set", "eval.augment=false"]
-
-
-def wait_for(condition, what: str, timeout: float = 240, process: subprocess.Popen | None = None, log=None):
-    """Poll ``condition`` until it holds; fail after ``timeout`` s, or at once if ``process`` ended."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process is not None and process.poll() is not None:
-            tail = Path(log).read_text()[-3000:] if log else ""
-            pytest.fail(f"{what}: the run ended first (exit {process.returncode})\n{tail}")
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.2)
-
-
-def checkpointed_epoch(train_dir: Path) -> int | None:
-    """The epoch of the newest checkpoint that Ray Train's snapshot lists (what a restart resumes from)."""
-    try:
-        snapshot = json.loads((train_dir / "checkpoint_manager_snapshot.json").read_text())
-        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def files_under(*folders: Path) -> dict[str, tuple[int, int]]:
-    """{path: (size, mtime_ns)} of every file under the folders."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders if folder.exists()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def epoch_record(run_dir: Path, trial: str, epoch: int) -> dict:
-    return json.loads((run_dir / "artifacts" / trial / "history" / f"epoch_{epoch:04d}.json").read_text())
-
-
-def pid_in(marker: Path) -> int | None:
-    try:
-        return int(marker.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def kill_when_checkpointed(marker: Path, experiment_dir: Path, epoch: int) -> None:
-    """Wait until a worker has paused at the marker and its trial's snapshot lists ``epoch``'s checkpoint
-    (Ray Train registers a report a moment after it is made), then SIGKILL that worker."""
-    wait_for(lambda: pid_in(marker) is not None, "the worker to pause")
-    [train_dir] = [d for d in experiment_dir.glob("*/train/*") if d.name.endswith("00000")]
-    wait_for(lambda: checkpointed_epoch(train_dir) == epoch, f"the epoch-{epoch} checkpoint")
-    os.kill(pid_in(marker), signal.SIGKILL)
 
 
 class ScriptRun:
@@ -154,6 +109,7 @@ def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_
     config = tiny_experiment(tmp_path / "asha", space={"model.lr": [3e-3, 0.0]}, scheduler="asha",
                              metric="loss", mode="min", grace_period=1, reduction_factor=2)
     config.train.epochs, config.train.eval_every = 3, 0  # the sweep adds ASHA's rungs to the evaluations
+    config.cluster.workers_per_trial = 1
     asha = run_sweep(config, log=lambda *_: None)
     other_running = beside.is_alive()
     beside.join(400)
@@ -186,44 +142,6 @@ def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_
     for trial in (t1, t2, t3):  # every epoch once, the ones before the kill included
         assert history.loc[history["trial_id"] == trial, "epoch"].tolist() == [1, 2, 3], trial
     assert (run_dir / "report.html").exists()
-
-
-def test_a_killed_worker_restarts_from_its_checkpoint_with_every_ranks_noise(ray_local, tmp_path, monkeypatch):
-    """Rank 1 of two is paused before step 3 of epoch 2 (rank 0 waits in that step's all-reduce) and
-    SIGKILLed once Ray Train has registered the epoch-1 checkpoint; with max_failures=1 Ray Train restarts
-    both ranks from it, and each rank continues its own noise stream: the trial ends exactly where its
-    uninterrupted twin does."""
-    from harness.sweep import run_sweep
-
-    marker = tmp_path / "paused"
-    monkeypatch.setenv(faults.ENV, json.dumps({"at": "step", "trial": "00000", "epoch": 2, "rank": 1, "step": 3,
-                                               "do": "pause", "once": str(marker)}))
-    config = tiny_experiment(tmp_path, num_samples=2)  # two identical trials: the first is killed
-    config.train.eval_every = 0
-    config.eval.finalists = 0
-    config.cluster.max_failures = 1
-    killer = threading.Thread(target=kill_when_checkpointed, args=(marker, tmp_path / "tiny", 1), daemon=True)
-    killer.start()
-    outcome = run_sweep(config, log=lambda *_: None)
-    killer.join(5)
-    assert marker.exists()
-    run_dir = Path(outcome.run_dir)
-    killed, twin = sorted(d.name for d in (run_dir / "train").iterdir())
-    assert epoch_record(run_dir, killed, 2)["resumed_from_epoch"] == 1
-    assert epoch_record(run_dir, twin, 2)["resumed_from_epoch"] == 0
-
-    def final_state(trial):
-        folder = sorted(p for p in (run_dir / "train" / trial).iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))[-1]
-        return torch.load(folder / "state.pt", weights_only=False)
-
-    restarted, uninterrupted = final_state(killed), final_state(twin)
-    assert restarted["epoch"] == uninterrupted["epoch"] == 2
-    assert len(restarted["noise_states"]) == 2
-    for rank, (a, b) in enumerate(zip(restarted["noise_states"], uninterrupted["noise_states"])):
-        assert torch.equal(a, b), f"rank {rank}'s noise stream differs from the uninterrupted one"
-    assert epoch_record(run_dir, killed, 2)["loss"] == epoch_record(run_dir, twin, 2)["loss"]
-    frame = pd.read_parquet(outcome.results_path)
-    assert set(frame["status"]) == {"completed"} and len(frame) == 2
 
 
 def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_path):
@@ -260,13 +178,13 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
         )
         return trainer.fit()
 
-    first = fit(2, tmp_path / "a")
-    assert first.metrics["resumed_from_epoch"] == 0
-    for copy in ("b", "c"):
-        shutil.copytree(tmp_path / "a", tmp_path / copy)
-
     def checkpoints(storage):
         return sorted(p for p in (storage / "train" / "t0").iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))
+
+    first = fit(2, tmp_path / "a")
+    assert first.metrics["resumed_from_epoch"] == 0 and len(checkpoints(tmp_path / "a")) == 2
+    for copy in ("b", "c"):
+        shutil.copytree(tmp_path / "a", tmp_path / copy)
 
     # a: the newest state.pt cut in half; a divergence note left by a run that crashed after writing it
     newest = checkpoints(tmp_path / "a")[-1] / "state.pt"
@@ -278,21 +196,23 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     assert resumed.metrics["step"] == 3 * (140 // 16)
     assert not note.exists()
 
-    # b: every state.pt cut: the error names the file
+    # b: every state.pt cut: the error names the file (the worker's own loading, without a worker)
     for folder in checkpoints(tmp_path / "b"):
         (folder / "state.pt").write_bytes(b"PK\x03\x04 cut")
-    with pytest.raises(Exception, match=r"(?s)cannot resume from unrea.*state\.pt \(RuntimeError") as failure:
-        fit(3, tmp_path / "b")
+    with pytest.raises(CheckpointError, match=r"cannot resume from unreadable checkpoint .*state\.pt \(RuntimeError"
+                       r".*no older checkpoint of the trial can be read either \(1 tried\)") as failure:
+        worker_module.load_checkpoint(ray.train.Checkpoint(str(checkpoints(tmp_path / "b")[-1])))
     assert str(checkpoints(tmp_path / "b")[-1]) in str(failure.value)
 
-    # c: the snapshot cut short, then a checkpoint folder it names deleted
+    # c: the snapshot cut short, then a checkpoint folder it names deleted: checked before Ray Train starts
     snapshot = tmp_path / "c" / "train" / "t0" / "checkpoint_manager_snapshot.json"
     text = snapshot.read_text()
     snapshot.write_text(text[: len(text) // 2])
     with pytest.raises(CheckpointError, match=r"unreadable Ray Train checkpoint snapshot .*checkpoint_manager_snapshot\.json"):
         check_snapshot(str(tmp_path / "c" / "train"), "t0")
     snapshot.write_text(text)
+    check_snapshot(str(tmp_path / "c" / "train"), "t0")  # whole again: no error
     shutil.rmtree(checkpoints(tmp_path / "c")[-1])
     gone = json.loads(text)["latest_checkpoint_result"]["checkpoint_dir_name"]
-    with pytest.raises(Exception, match=gone):
-        fit(3, tmp_path / "c")
+    with pytest.raises(CheckpointError, match=rf"names checkpoint folder .*{gone}.* which is missing"):
+        check_snapshot(str(tmp_path / "c" / "train"), "t0")

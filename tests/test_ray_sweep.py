@@ -6,6 +6,7 @@ import ast
 import inspect
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -41,18 +42,50 @@ def tiny_experiment(tmp_path, **sweep) -> ExperimentConfig:
     )
 
 
-def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_local, tmp_path, monkeypatch):
+def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_report(ray_local, tmp_path,
+                                                                                      monkeypatch):
+    """Two identical trials (num_samples 2) of 2 DDP workers. The worker drill: rank 1 of the first trial is
+    paused before step 3 of epoch 2 (rank 0 waits in that step's all-reduce) and SIGKILLed once Ray Train has
+    registered the epoch-1 checkpoint; with max_failures 1 both ranks restart from it, each continuing its
+    own noise stream, so the trial ends exactly where its uninterrupted twin does."""
+    import threading
+
+    import torch
+
+    from drill_tools import epoch_record, kill_when_checkpointed
     from harness.sweep import run_sweep
     from reports.inputs import load_inputs
 
-    config = tiny_experiment(tmp_path, space={"model.lr": [1e-3, 2e-3]})
-    config.eval.inception_at = "final"
+    marker = tmp_path / "paused"
+    monkeypatch.setenv(faults.ENV, json.dumps({"at": "step", "trial": "00000", "epoch": 2, "rank": 1, "step": 3,
+                                               "do": "pause", "once": str(marker)}))
+    config = tiny_experiment(tmp_path, num_samples=2)
+    config.eval.inception_at = "finalists"  # tests/test_metrics.py has the other settings
+    config.cluster.max_failures = 1
+    killer = threading.Thread(target=kill_when_checkpointed, args=(marker, tmp_path / "tiny", 1), daemon=True)
+    killer.start()
     outcome = run_sweep(config, log=lambda *_: None)
+    killer.join(5)
+    monkeypatch.delenv(faults.ENV)
     frame = pd.read_parquet(outcome.results_path)
     trials = frame[frame["stage"] != "finalist"]
     assert len(trials) == 4  # 2 trials x evaluations at epochs 1 and 2
     assert set(frame["status"]) == {"completed"}
-    assert sorted(frame["config.model.lr"].unique()) == [1e-3, 2e-3]
+
+    run_dir = Path(outcome.run_dir)
+    killed, twin = sorted(d.name for d in (run_dir / "train").iterdir())
+    assert marker.exists() and epoch_record(run_dir, killed, 2)["resumed_from_epoch"] == 1
+    assert epoch_record(run_dir, twin, 2)["resumed_from_epoch"] == 0
+
+    def final_state(trial):
+        [*_, folder] = sorted(p for p in (run_dir / "train" / trial).iterdir() if p.is_dir())
+        return torch.load(folder / "state.pt", weights_only=False)
+
+    restarted, uninterrupted = final_state(killed), final_state(twin)
+    assert restarted["epoch"] == uninterrupted["epoch"] == 2 and len(restarted["noise_states"]) == 2
+    for rank, (a, b) in enumerate(zip(restarted["noise_states"], uninterrupted["noise_states"])):
+        assert torch.equal(a, b), f"rank {rank}'s noise stream differs from the uninterrupted one"
+    assert epoch_record(run_dir, killed, 2)["loss"] == epoch_record(run_dir, twin, 2)["loss"]
     assert sorted(trials["epoch"]) == [1, 1, 2, 2]
     assert sorted(trials["stage"]) == ["tracking", "tracking", "trial_final", "trial_final"]
     for column in ("sample_accuracy", "fid_domain", "fid_inf_domain", "kid_domain", "is_domain", "bpd",
@@ -65,16 +98,13 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
     assert frame["version.ray"].notna().all() and frame["git_commit"].notna().all()
     assert frame["config.cluster.workers_per_trial"].eq(2).all()
     assert frame["protocol.train_precision"].eq("fp32").all()  # "auto" resolved on these CPU workers
-    final, middle = trials[trials["epoch"] == 2], trials[trials["epoch"] == 1]
+    final = trials[trials["epoch"] == 2]
     for column in ("sample_accuracy_std", "fid_domain_std"):
         assert final[column].notna().all(), column
     assert trials["cas"].isna().all() and trials["aug_gain"].isna().all()  # the finalist stage's
     assert all("finalists only" in json.loads(m)["cas"] for m in trials["missing"])
-    assert middle["fid_inception"].isna().all()  # final epoch only
-    assert all("final epoch" in json.loads(m)["fid_inception"] for m in middle["missing"])
-    if extractors.offline_inception_path() is not None:  # the [fid] extra: Inception metrics with no download
-        assert final[["fid_inception", "fid_inf_inception", "kid_inception", "precision_inception",
-                      "recall_inception"]].notna().all().all()
+    assert trials["fid_inception"].isna().all()  # the finalists' only
+    assert all("finalists only" in json.loads(m)["fid_inception"] for m in trials["missing"])
 
     # the finalist: the best trial by sample accuracy at its last evaluation, from its last checkpoint
     [finalist] = frame[frame["stage"] == "finalist"].to_dict("records")
@@ -85,6 +115,9 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
                    "fid_intra_domain.happy", "fid_inf_domain"):
         assert pd.notna(finalist[column]), column
     assert finalist["protocol.cas_pool_per_class"] == 10 and finalist["protocol.cas_train_images"] == 70
+    if extractors.offline_inception_path() is not None:  # the [fid] extra: Inception metrics with no download
+        assert all(pd.notna(finalist[column]) for column in ("fid_inception", "fid_inf_inception", "kid_inception",
+                                                             "precision_inception", "recall_inception"))
     assert finalist["bpd"] == best["bpd"]  # the bound of the same checkpoint, reused
     for grid in frame["sample_grid"]:
         assert os.path.getsize(os.path.join(outcome.run_dir, grid)) > 100
@@ -107,7 +140,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_writes_results_and_report(ray_
         run_sweep(tiny_experiment(tmp_path), resume="latest", log=lines.append)
     assert os.stat(record).st_mtime_ns == written
     assert any("already scored" in line and finalist["trial_id"] in line for line in lines), "\n".join(lines[-6:])
-    assert "cluster settings changed for the resumed trials: none" in lines
+    assert "cluster settings changed for the resumed trials: max_failures: 1 -> 0" in lines  # this call's
     assert open(outcome.results_path, "rb").read() == before and not list(tmp_path.rglob("*.tmp*"))
     assert len(load_inputs(outcome.run_dir).results) == len(frame)  # still the pair the manifest lists
 

@@ -1,0 +1,57 @@
+"""Helpers of the failure drills (tests/test_drills.py, tests/test_ray_sweep.py, tests/test_cluster_storage.py):
+waiting on files with a timeout, reading Ray Train's checkpoint snapshot, killing a paused worker."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+
+def wait_for(condition, what: str, timeout: float = 240, process: subprocess.Popen | None = None, log=None):
+    """Poll ``condition`` until it holds; fail after ``timeout`` s, or at once if ``process`` ended."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            tail = Path(log).read_text()[-3000:] if log else ""
+            pytest.fail(f"{what}: the run ended first (exit {process.returncode})\n{tail}")
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.2)
+
+
+def checkpointed_epoch(train_dir: Path) -> int | None:
+    """The epoch of the newest checkpoint that Ray Train's snapshot lists (what a restart resumes from)."""
+    try:
+        snapshot = json.loads((train_dir / "checkpoint_manager_snapshot.json").read_text())
+        return snapshot["latest_checkpoint_result"]["metrics"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def files_under(*folders: Path) -> dict[str, tuple[int, int]]:
+    """{path: (size, mtime_ns)} of every file under the folders."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders if folder.exists()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def epoch_record(run_dir: Path, trial: str, epoch: int) -> dict:
+    return json.loads((run_dir / "artifacts" / trial / "history" / f"epoch_{epoch:04d}.json").read_text())
+
+
+def pid_in(marker: Path) -> int | None:
+    try:
+        return int(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def kill_when_checkpointed(marker: Path, experiment_dir: Path, epoch: int) -> None:
+    """Wait until a worker has paused at the marker and its trial's snapshot lists ``epoch``'s checkpoint
+    (Ray Train registers a report a moment after it is made), then SIGKILL that worker."""
+    wait_for(lambda: pid_in(marker) is not None, "the worker to pause")
+    [train_dir] = [d for d in experiment_dir.glob("*/train/*") if d.name.endswith("00000")]
+    wait_for(lambda: checkpointed_epoch(train_dir) == epoch, f"the epoch-{epoch} checkpoint")
+    os.kill(pid_in(marker), signal.SIGKILL)
