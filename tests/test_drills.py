@@ -111,6 +111,10 @@ def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_
     config.train.epochs, config.train.eval_every = 3, 0  # the sweep adds ASHA's rungs to the evaluations
     config.cluster.workers_per_trial = 1
     asha = run_sweep(config, log=lambda *_: None)
+    # the stopped trial's workers' resources come back: its controller was killed with the trial, and
+    # Ray Train's detached cleaner removes the placement group, asking this instance's dashboard (with
+    # two instances and no address it failed: "Found multiple active Ray instances", the CPUs stayed held)
+    wait_for(lambda: ray_local.available_resources().get("CPU", 0) >= 2, "the stopped trial's CPUs", timeout=60)
     other_running = beside.is_alive()
     beside.join(400)
     if "error" in outcome:
