@@ -44,13 +44,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from datasets.base import FER_EMOTIONS, DatasetSpec, uint8_to_float
-from models import build_method
-from models.accel import Acceleration, Accelerator, resolve_precision
-from models.ddpm import DDPMConfig
-from models.diffusion import GaussianDiffusion
-from models.ema import EMA
-from models.unet import UNetConfig
+from condgen_bench.datasets.base import FER_EMOTIONS, DatasetSpec, uint8_to_float
+from condgen_bench.models import build_method
+from condgen_bench.models.accel import Acceleration, Accelerator, resolve_precision
+from condgen_bench.models.ddpm import DDPMConfig
+from condgen_bench.models.diffusion import GaussianDiffusion
+from condgen_bench.models.ema import EMA
+from condgen_bench.models.unet import UNetConfig
 
 try:
     from diffusers import UNet2DModel

@@ -25,16 +25,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import datasets  # noqa: E402
-from datasets import DataConfig  # noqa: E402
-from datasets.base import FER_EMOTIONS  # noqa: E402
-from datasets.export import export  # noqa: E402
-from harness.evaluation import evaluate  # noqa: E402
-from harness.plan import evaluation_plan  # noqa: E402
-from harness.reference import prepare_reference  # noqa: E402
-from models import build_method  # noqa: E402
+from condgen_bench import datasets  # noqa: E402
+from condgen_bench.datasets import DataConfig  # noqa: E402
+from condgen_bench.datasets.base import FER_EMOTIONS  # noqa: E402
+from condgen_bench.datasets.export import export  # noqa: E402
+from condgen_bench.harness.evaluation import evaluate  # noqa: E402
+from condgen_bench.harness.plan import evaluation_plan  # noqa: E402
+from condgen_bench.harness.reference import prepare_reference  # noqa: E402
+from condgen_bench.models import build_method  # noqa: E402
 
 FINALIST_PARTS = [  # (column, the record's metric that times it)
     ("sampling", "sample_seconds_per_image"),  # x the number of samples

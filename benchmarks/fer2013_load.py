@@ -26,7 +26,7 @@ ROWS = {"Training": 28_709, "PublicTest": 3_589, "PrivateTest": 3_589}  # FER201
 def generate(path: str) -> None:
     import numpy as np
 
-    from datasets.export import synthetic_rows, write_fer2013_csv
+    from condgen_bench.datasets.export import synthetic_rows, write_fer2013_csv
 
     total = sum(ROWS.values())
     images, labels, _ = synthetic_rows(-(-total // 7))
@@ -45,8 +45,7 @@ def _status(field: str) -> int:
 
 def measure(path: str) -> dict:
     """Load ``path`` in this process; return seconds, image bytes and peak memory above the baseline."""
-    import datasets
-
+    from condgen_bench import datasets
     baseline = _status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM (peak resident memory) to the current resident size

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from datasets.base import (FER_EMOTIONS, DatasetError, DatasetSplits, DatasetSpec, ImageSet, float_to_uint8,
+from condgen_bench.datasets.base import (FER_EMOTIONS, DatasetError, DatasetSplits, DatasetSpec, ImageSet, float_to_uint8,
                            uint8_to_float)
-from datasets.ckplus import load_ckplus
-from datasets.fer2013 import load_fer2013
-from datasets.imagefolder import load_imagefolder
-from datasets.synthetic_faces import load_synthetic_faces
+from condgen_bench.datasets.ckplus import load_ckplus
+from condgen_bench.datasets.fer2013 import load_fer2013
+from condgen_bench.datasets.imagefolder import load_imagefolder
+from condgen_bench.datasets.synthetic_faces import load_synthetic_faces
 
 
 @dataclass

@@ -16,9 +16,9 @@ import re
 import numpy as np
 import torch
 
-from datasets.base import FER_EMOTIONS, DatasetError, DatasetSplits, select_classes
-from datasets.image_files import class_folders, image_files, read_images
-from datasets.splits import finish, grouped_split, stratified_split
+from condgen_bench.datasets.base import FER_EMOTIONS, DatasetError, DatasetSplits, select_classes
+from condgen_bench.datasets.image_files import class_folders, image_files, read_images
+from condgen_bench.datasets.splits import finish, grouped_split, stratified_split
 
 FOLDER_TO_EMOTION = {"anger": "angry", "contempt": "contempt", "disgust": "disgust", "fear": "fear",
                      "happy": "happy", "sadness": "sad", "surprise": "surprise"}

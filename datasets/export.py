@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.base import FER_EMOTIONS
-from datasets.synthetic_faces import render_faces
+from condgen_bench.datasets.base import FER_EMOTIONS
+from condgen_bench.datasets.synthetic_faces import render_faces
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 CKPLUS_FOLDERS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happy", "sad": "sadness",

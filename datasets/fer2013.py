@@ -19,9 +19,9 @@ import warnings
 import numpy as np
 import torch
 
-from datasets.base import FER_EMOTIONS, DatasetError, DatasetSplits, resize_square, select_classes, to_channels
-from datasets.image_files import class_folders, image_files, read_images
-from datasets.splits import finish
+from condgen_bench.datasets.base import FER_EMOTIONS, DatasetError, DatasetSplits, resize_square, select_classes, to_channels
+from condgen_bench.datasets.image_files import class_folders, image_files, read_images
+from condgen_bench.datasets.splits import finish
 
 SIDE = 48  # FER2013 images are 48x48
 USAGE_SPLITS = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from datasets.base import DatasetError
+from condgen_bench.datasets.base import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")  # compared case-insensitively
 CROPS = ("center", "none")  # center: the largest centred square, then resize; none: resize the whole image

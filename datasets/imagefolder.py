@@ -13,9 +13,9 @@ import os
 import numpy as np
 import torch
 
-from datasets.base import DatasetError, DatasetSplits, select_classes
-from datasets.image_files import class_folders, image_files, read_images
-from datasets.splits import finish, shuffled, stratified_split
+from condgen_bench.datasets.base import DatasetError, DatasetSplits, select_classes
+from condgen_bench.datasets.image_files import class_folders, image_files, read_images
+from condgen_bench.datasets.splits import finish, shuffled, stratified_split
 
 SPLIT_FOLDERS = {"train": ("train",), "validation": ("val", "validation"), "test": ("test",)}
 

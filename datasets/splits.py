@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets.base import DatasetError, DatasetSplits, build_splits, seeded_permutation
+from condgen_bench.datasets.base import DatasetError, DatasetSplits, build_splits, seeded_permutation
 
 
 def shuffled(rows: np.ndarray, seed: int, tag: str) -> np.ndarray:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from datasets.base import FER_EMOTIONS, DatasetSplits, select_classes
-from datasets.splits import finish, keep_classes
+from condgen_bench.datasets.base import FER_EMOTIONS, DatasetSplits, select_classes
+from condgen_bench.datasets.splits import finish, keep_classes
 
 # Expression parameters per emotion: mouth curve (+ = corners up), mouth opening, mouth width,
 # sneer (one corner up), brow angle (+ = inner ends down, as in anger), brow raise, eye opening.

@@ -21,8 +21,8 @@ import sweep_dcgan
 import sweep_ddgan
 import sweep_ddpm
 import sweep_fastgan
-from harness.cli import run_experiment
-from harness.config import apply_overrides
+from condgen_bench.harness.cli import run_experiment
+from condgen_bench.harness.config import apply_overrides
 
 SCRIPTS = {"ddpm": sweep_ddpm, "dcgan": sweep_dcgan, "fastgan": sweep_fastgan, "ddgan": sweep_ddgan}
 # Each family's best setting in its script's measured sweep, at a budget that lets the four fit 15 minutes

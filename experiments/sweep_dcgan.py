@@ -14,11 +14,11 @@ its last tracked epoch), concat stopped at epoch 20 at 57%.
 
 import sys
 
-from datasets import DataConfig
-from harness.cli import run_experiment
-from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from models.classifier import ClassifierConfig
-from models.dcgan import DCGANConfig
+from condgen_bench.datasets import DataConfig
+from condgen_bench.harness.cli import run_experiment
+from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.models.classifier import ClassifierConfig
+from condgen_bench.models.dcgan import DCGANConfig
 
 
 def local_profile() -> ExperimentConfig:

@@ -15,12 +15,12 @@ when ASHA stopped it.
 
 import sys
 
-from datasets import DataConfig
-from harness.cli import run_experiment
-from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from models.classifier import ClassifierConfig
-from models.ddgan import DDGANConfig
-from models.unet import UNetConfig
+from condgen_bench.datasets import DataConfig
+from condgen_bench.harness.cli import run_experiment
+from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.models.classifier import ClassifierConfig
+from condgen_bench.models.ddgan import DDGANConfig
+from condgen_bench.models.unet import UNetConfig
 
 
 def local_profile() -> ExperimentConfig:

@@ -19,12 +19,12 @@ has eight times as many.
 
 import sys
 
-from datasets import DataConfig
-from harness.cli import run_experiment
-from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from models.classifier import ClassifierConfig
-from models.ddpm import DDPMConfig
-from models.unet import UNetConfig
+from condgen_bench.datasets import DataConfig
+from condgen_bench.harness.cli import run_experiment
+from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.models.classifier import ClassifierConfig
+from condgen_bench.models.ddpm import DDPMConfig
+from condgen_bench.models.unet import UNetConfig
 
 
 def local_profile() -> ExperimentConfig:

@@ -17,11 +17,11 @@ no GPU, nothing cached): 13.3 minutes; without augmentation the finalist scores 
 
 import sys
 
-from datasets import DataConfig
-from harness.cli import run_experiment
-from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from models.classifier import ClassifierConfig
-from models.fastgan import FastGANConfig
+from condgen_bench.datasets import DataConfig
+from condgen_bench.harness.cli import run_experiment
+from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.models.classifier import ClassifierConfig
+from condgen_bench.models.fastgan import FastGANConfig
 
 
 def local_profile() -> ExperimentConfig:

@@ -9,8 +9,8 @@ import os
 import sys
 import time
 
-from datasets import DatasetError
-from harness.config import ExperimentConfig, apply_overrides, to_dict
+from condgen_bench.datasets import DatasetError
+from condgen_bench.harness.config import ExperimentConfig, apply_overrides, to_dict
 
 
 def _value(text: str):
@@ -136,7 +136,7 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
         values = [to_dict(c) for c in resolved]
         print(json.dumps(values if several else values[0], indent=2))
         return 0
-    from harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
+    from condgen_bench.harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
 
     t0 = time.time()
     try:

@@ -15,10 +15,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from datasets import DataConfig
-from models import get_method
-from models.accel import PRECISIONS
-from models.classifier import ClassifierConfig
+from condgen_bench.datasets import DataConfig
+from condgen_bench.models import get_method
+from condgen_bench.models.accel import PRECISIONS
+from condgen_bench.models.classifier import ClassifierConfig
 
 
 @dataclass

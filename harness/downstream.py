@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
-from datasets.base import DatasetSplits
-from models.classifier import predict, train_classifier
+from condgen_bench.datasets.base import DatasetSplits
+from condgen_bench.models.classifier import predict, train_classifier
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:

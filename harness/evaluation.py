@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.base import DatasetSplits
-from harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
-from harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
-from harness.fidelity import (FID_INF_DRAWS, accuracy, bootstrap_std, fid_sizes, intra_class_fid, kid_subset,
+from condgen_bench.datasets.base import DatasetSplits
+from condgen_bench.harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
+from condgen_bench.harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
+from condgen_bench.harness.fidelity import (FID_INF_DRAWS, accuracy, bootstrap_std, fid_sizes, intra_class_fid, kid_subset,
                               score_features)
-from harness.plan import EvalPlan
-from harness.reference import EvalReference
-from models.classifier import predict
+from condgen_bench.harness.plan import EvalPlan
+from condgen_bench.harness.reference import EvalReference
+from condgen_bench.models.classifier import predict
 
 # what score_features returns, each stored as "<name>_<extractor kind>" ("fid_domain", "kid_inception_std")
 FIDELITY_KEYS = ("fid", "fid_std", "fid_inf", "kid", "kid_std", "is", "is_std", "precision", "precision_std",

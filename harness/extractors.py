@@ -28,7 +28,7 @@ from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
-from models.classifier import ResNetClassifier
+from condgen_bench.models.classifier import ResNetClassifier
 
 INCEPTION_SIZE = 299  # both Inception extractors resize to 299 x 299 (TensorFlow-1.x-compatible bilinear)
 COMPAT_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name (hub cache)

@@ -21,7 +21,7 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-from harness.extractors import Extractor
+from condgen_bench.harness.extractors import Extractor
 
 FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 5 to N
 FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged

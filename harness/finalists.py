@@ -19,13 +19,13 @@ import pandas as pd
 import ray
 import torch
 
-from harness.config import ExperimentConfig, config_hash, experiment_from_dict
-from harness.evaluation import evaluate, sampling_grid, setting_key
-from harness.plan import evaluation_plan
-from harness.results import write_record
-from harness.trial import task_options
-from models import build_method
-from reports import layout, storage
+from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
+from condgen_bench.harness.evaluation import evaluate, sampling_grid, setting_key
+from condgen_bench.harness.plan import evaluation_plan
+from condgen_bench.harness.results import write_record
+from condgen_bench.harness.trial import task_options
+from condgen_bench.models import build_method
+from condgen_bench.reports import layout, storage
 
 ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have (not diverged, error, no_result)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.config import ExperimentConfig
+from condgen_bench.harness.config import ExperimentConfig
 
 STAGES = ("tracking", "trial_final", "finalist")
 # The parts of an evaluation a plan switches. The samples, the classifier's accuracy on them and the

@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from datasets.base import DatasetSplits
-from harness.downstream import capped_counts, first_of_each_class
-from harness.extractors import Extractor, extract_features, register_classifier, resolve_inception
-from harness.fidelity import accuracy
-from models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
-from reports import layout, storage
+from condgen_bench.datasets.base import DatasetSplits
+from condgen_bench.harness.downstream import capped_counts, first_of_each_class
+from condgen_bench.harness.extractors import Extractor, extract_features, register_classifier, resolve_inception
+from condgen_bench.harness.fidelity import accuracy
+from condgen_bench.models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
+from condgen_bench.reports import layout, storage
 
 
 @dataclass

@@ -16,8 +16,8 @@ import subprocess
 
 import pandas as pd
 
-from harness.config import config_hash, experiment_from_dict, flatten
-from reports import layout, storage
+from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten
+from condgen_bench.reports import layout, storage
 
 
 def versions() -> dict[str, str]:

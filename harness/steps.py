@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from datasets.base import ImageSet
+from condgen_bench.datasets.base import ImageSet
 
 
 def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size: int, seed: int,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -17,19 +19,19 @@ import ray.tune
 import torch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-import datasets
-import harness
-import models
-import reports
-from harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
-from harness.evaluation import sampling_grid
-from harness.finalists import score_finalists, select_finalists
-from harness.nodes import check_shared_storage
-from harness.plan import max_epochs
-from harness.reference import EvalReference, prepare_reference
-from harness.results import collect_results, write_results
-from harness.trial import task_options, trial_driver
-from reports import build_report, faults, layout, storage
+from condgen_bench import datasets
+from condgen_bench import harness
+from condgen_bench import models
+from condgen_bench import reports
+from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
+from condgen_bench.harness.evaluation import sampling_grid
+from condgen_bench.harness.finalists import score_finalists, select_finalists
+from condgen_bench.harness.nodes import check_shared_storage
+from condgen_bench.harness.plan import max_epochs
+from condgen_bench.harness.reference import EvalReference, prepare_reference
+from condgen_bench.harness.results import collect_results, write_results
+from condgen_bench.harness.trial import task_options, trial_driver
+from condgen_bench.reports import build_report, faults, layout, storage
 
 
 @dataclass
@@ -50,12 +52,22 @@ def connect(config: ExperimentConfig, log=print) -> None:
     cluster = config.cluster
     if cluster.address:
         # ship this project's packages to every node, so workers run the same code as the driver
-        modules = [os.path.dirname(m.__file__) for m in (harness, models, datasets, reports)]
-        ray.init(address=cluster.address, runtime_env={"py_modules": modules}, log_to_driver=True)
+        ray.init(address=cluster.address, runtime_env={"py_modules": [package_folder()]}, log_to_driver=True)
         log(f"joined Ray cluster at {cluster.address}: {ray.cluster_resources()}")
     else:
         start_local_ray(cluster.num_cpus, configure_logging=False)
         log(f"started local Ray: {ray.cluster_resources()}")
+
+
+def package_folder() -> str:
+    """A temporary folder condgen_bench/ holding copies of this project's four packages, as they are
+    installed (one import package, condgen_bench), for Ray's py_modules: Ray ships a folder under its own
+    name, and condgen_bench itself is a namespace with no folder of its own in the repository."""
+    target = os.path.join(tempfile.mkdtemp(prefix="condgen-bench-modules-"), "condgen_bench")
+    for module in (harness, models, datasets, reports):
+        shutil.copytree(os.path.dirname(module.__file__), os.path.join(target, module.__name__.rsplit(".", 1)[-1]),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.png"))
+    return target
 
 
 def start_local_ray(num_cpus: int | None, **options) -> None:

@@ -12,9 +12,9 @@ import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from harness.config import ClusterConfig, experiment_from_dict, from_dict
-from harness.worker import CheckpointError, train_worker
-from reports import layout, storage
+from condgen_bench.harness.config import ClusterConfig, experiment_from_dict, from_dict
+from condgen_bench.harness.worker import CheckpointError, train_worker
+from condgen_bench.reports import layout, storage
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
 

@@ -24,15 +24,15 @@ import ray.train
 import ray.train.torch
 import torch
 
-from harness.config import TrainConfig, experiment_from_dict
-from harness.evaluation import evaluate
-from harness.plan import evaluation_plan
-from harness.results import write_record
-from harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
+from condgen_bench.harness.config import TrainConfig, experiment_from_dict
+from condgen_bench.harness.evaluation import evaluate
+from condgen_bench.harness.plan import evaluation_plan
+from condgen_bench.harness.results import write_record
+from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                            restore_noise, training_tensors)
-from models import build_method
-from models.accel import Acceleration, resolve_precision
-from reports import faults, layout, storage
+from condgen_bench.models import build_method
+from condgen_bench.models.accel import Acceleration, resolve_precision
+from condgen_bench.reports import faults, layout, storage
 
 
 class CheckpointError(RuntimeError):

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.dcgan import DCGANConfig, DCGANMethod
-from models.ddgan import DDGANConfig, DDGANMethod
-from models.ddpm import DDPMConfig, DDPMMethod
-from models.fastgan import FastGANConfig, FastGANMethod
-from models.registry import lookup
+from condgen_bench.models.dcgan import DCGANConfig, DCGANMethod
+from condgen_bench.models.ddgan import DDGANConfig, DDGANMethod
+from condgen_bench.models.ddpm import DDPMConfig, DDPMMethod
+from condgen_bench.models.fastgan import FastGANConfig, FastGANMethod
+from condgen_bench.models.registry import lookup
 
 
 @dataclass(frozen=True)

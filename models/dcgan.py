@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.base import DatasetSpec
-from models.diffusion import NoiseStream
-from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
+from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.models.diffusion import NoiseStream
+from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
 
 DISCRIMINATORS = ("concat", "projection")

@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.base import DatasetSpec
-from models.accel import Acceleration
-from models.diffusion import DiffusionConfig, GaussianDiffusion, NoiseStream
-from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
+from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.models.accel import Acceleration
+from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, NoiseStream
+from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
-from models.unet import UNet, UNetConfig, timestep_embedding
+from condgen_bench.models.unet import UNet, UNetConfig, timestep_embedding
 
 D_MAX_MULT = 4  # the discriminator's widths double at each halving up to D_MAX_MULT * ndf
 

@@ -10,11 +10,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
-from models.accel import Acceleration, Accelerator
-from models.diffusion import DiffusionConfig, GaussianDiffusion, TrainingNoise
-from models.ema import EMA
-from models.unet import UNet, UNetConfig
+from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from condgen_bench.models.accel import Acceleration, Accelerator
+from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, TrainingNoise
+from condgen_bench.models.ema import EMA
+from condgen_bench.models.unet import UNet, UNetConfig
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from models.registry import lookup
+from condgen_bench.models.registry import lookup
 
 Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

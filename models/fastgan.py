@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.base import DatasetSpec
-from models.diffaugment import diff_augment, parse_policy
-from models.diffusion import NoiseStream
-from models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
+from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.models.diffaugment import diff_augment, parse_policy
+from condgen_bench.models.diffusion import NoiseStream
+from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
 
 Wrap = Callable[[nn.Module], nn.Module]  # spectral norm on a layer, or the identity

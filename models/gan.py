@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
-from models.accel import Acceleration, Accelerator
-from models.diffusion import NoiseStream, TrainingNoise
-from models.ema import EMA
-from models.registry import lookup
+from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from condgen_bench.models.accel import Acceleration, Accelerator
+from condgen_bench.models.diffusion import NoiseStream, TrainingNoise
+from condgen_bench.models.ema import EMA
+from condgen_bench.models.registry import lookup
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from html import escape
 import pandas as pd
 from PIL import Image
 
-from reports import storage
-from reports.inputs import is_missing, json_dict, missing_reasons, parse_json, spread_of
+from condgen_bench.reports import storage
+from condgen_bench.reports.inputs import is_missing, json_dict, missing_reasons, parse_json, spread_of
 
 
 def note(text: str) -> str:

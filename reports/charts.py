@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
-from reports.inputs import Objective, is_missing, numeric_epoch, parse_json, spread_of
+from condgen_bench.reports.inputs import Objective, is_missing, numeric_epoch, parse_json, spread_of
 
 FIGURE_HEIGHT = 320  # px, every chart but the heatmap
 PALETTE = plotly.colors.qualitative.Plotly + plotly.colors.qualitative.D3  # one colour per trial, cycled

@@ -6,11 +6,11 @@ from html import escape
 
 import plotly.offline
 
-from reports import layout, storage
-from reports import charts
-from reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,
+from condgen_bench.reports import layout, storage
+from condgen_bench.reports import charts
+from condgen_bench.reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,
                             load_inputs, metric_columns, objective, split_stages, swept_columns)
-from reports.sections import DatasetView, dataset_section, header_section
+from condgen_bench.reports.sections import DatasetView, dataset_section, header_section
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:1280px;padding:0 1em}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from reports import layout, storage
+from condgen_bench.reports import layout, storage
 
 # Columns that describe a row rather than measure something; every other numeric column that is
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.

@@ -23,7 +23,7 @@ of either.
 
 from __future__ import annotations
 
-from reports import storage
+from condgen_bench.reports import storage
 
 CONFIG = "config.json"
 DATASET_SUMMARY = "dataset_summary.json"

@@ -8,10 +8,10 @@ from html import escape
 
 import pandas as pd
 
-from reports import charts
-from reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell, missing_list,
+from condgen_bench.reports import charts
+from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell, missing_list,
                             note, table)
-from reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing,
+from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing,
                             rows_at_last_epoch, sort_best_first, spread_of)
 
 # Metrics drawn against the epoch whenever they have values (others only with two or more epochs).

@@ -8,7 +8,7 @@ import posixpath
 
 import pyarrow.fs as pafs
 
-from reports import faults
+from condgen_bench.reports import faults
 
 
 def is_uri(path: str) -> bool:

@@ -19,7 +19,7 @@ def ray_local():
     a sweep run beside the tests (tests/test_drills.py does) does not confuse it."""
     import ray
 
-    from harness.sweep import start_local_ray
+    from condgen_bench.harness.sweep import start_local_ray
 
     start_local_ray(2, configure_logging=False, log_to_driver=False)
     yield ray

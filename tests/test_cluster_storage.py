@@ -22,7 +22,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from harness.nodes import CHECK_PREFIX, SharedStorageError, check_shared_storage  # noqa: E402
+from condgen_bench.harness.nodes import CHECK_PREFIX, SharedStorageError, check_shared_storage  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -105,10 +105,10 @@ def test_a_lost_node_costs_one_epoch_and_the_data_travels_with_the_run(two_nodes
     process SIGKILLed) and an identical one joins: Ray Train (max_failures 3 on a cluster) restarts the
     worker there from checkpoint 1 and the sweep completes. The dataset's CSV is renamed once the driver
     has loaded it: the data reaches the new node through Ray's object store, not the file."""
-    from datasets import DataConfig
-    from datasets.export import synthetic_rows, write_fer2013_csv
-    from harness.sweep import run_sweep
-    from reports import faults
+    from condgen_bench.datasets import DataConfig
+    from condgen_bench.datasets.export import synthetic_rows, write_fer2013_csv
+    from condgen_bench.harness.sweep import run_sweep
+    from condgen_bench.reports import faults
     from drill_tools import checkpointed_epoch, epoch_record, wait_for
     from test_ray_sweep import tiny_experiment
 

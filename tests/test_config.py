@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import build_parser, resolve
-from harness.config import (ExperimentConfig, apply_overrides, config_hash, experiment_from_dict, flatten, from_dict,
+from condgen_bench.harness.cli import build_parser, resolve
+from condgen_bench.harness.config import (ExperimentConfig, apply_overrides, config_hash, experiment_from_dict, flatten, from_dict,
                             to_dict)
-from models.ddpm import DDPMConfig
-from models.unet import UNetConfig
+from condgen_bench.models.ddpm import DDPMConfig
+from condgen_bench.models.unet import UNetConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,11 +96,12 @@ def test_reports_import_nothing_of_the_harness():
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n == "harness" or n.startswith("harness.") for n in names), path
+            assert not any(n == "condgen_bench.harness" or n.startswith("condgen_bench.harness.") or
+                           (n == "condgen_bench" and "harness" in [a.name for a in node.names]) for n in names), path
 
 
 def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
-    from harness.cli import run_experiment
+    from condgen_bench.harness.cli import run_experiment
 
     runs = tmp_path / "runs"
     code = run_experiment(ExperimentConfig(), {}, argv=["--dataset", "ckplus", "--data-root", str(tmp_path / "ck"),
@@ -111,8 +112,8 @@ def test_bad_data_fails_before_anything_is_written(tmp_path, capsys):
 
 
 def test_resume_refuses_changed_data(tmp_path):
-    import datasets
-    from harness.sweep import check_same_data
+    from condgen_bench import datasets
+    from condgen_bench.harness.sweep import check_same_data
 
     data = datasets.load(datasets.DataConfig(image_size=16, num_train=14, num_test=14))
     (tmp_path / "dataset_summary.json").write_text(json.dumps({"fingerprint": data.fingerprint}))
@@ -123,7 +124,7 @@ def test_resume_refuses_changed_data(tmp_path):
 
 
 def test_sampling_sweep_grid_and_names():
-    from harness.evaluation import sampling_grid, setting_key
+    from condgen_bench.harness.evaluation import sampling_grid, setting_key
 
     grid = sampling_grid({"sampler": ["ddim", "ddpm"], "steps": [5, 50], "eta": [0.0, 1.0]})
     # ancestral sampling has no eta: its two eta settings are one
@@ -156,8 +157,8 @@ def test_inception_flags_reach_the_eval_config_with_an_absolute_path(tmp_path, m
 
 
 def test_max_failures_defaults_to_three_on_a_cluster_and_zero_locally():
-    from harness.config import ClusterConfig
-    from harness.sweep import default_max_failures
+    from condgen_bench.harness.config import ClusterConfig
+    from condgen_bench.harness.sweep import default_max_failures
 
     assert default_max_failures(ClusterConfig()) == 0
     assert default_max_failures(ClusterConfig(address="auto")) == 3
@@ -165,8 +166,8 @@ def test_max_failures_defaults_to_three_on_a_cluster_and_zero_locally():
 
 
 def test_a_resume_names_the_cluster_settings_it_changes():
-    from harness.config import ClusterConfig, to_dict
-    from harness.sweep import cluster_changes
+    from condgen_bench.harness.config import ClusterConfig, to_dict
+    from condgen_bench.harness.sweep import cluster_changes
 
     saved = to_dict(ClusterConfig(workers_per_trial=1, max_failures=0))
     now = to_dict(ClusterConfig(workers_per_trial=2, max_failures=3))

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-import datasets
-from datasets import DataConfig, DatasetError, FER_EMOTIONS
-from datasets.export import save_image, write_class_folders, write_fer2013_csv
-from datasets.splits import grouped_split, stratified_split, take_shots
+from condgen_bench import datasets
+from condgen_bench.datasets import DataConfig, DatasetError, FER_EMOTIONS
+from condgen_bench.datasets.export import save_image, write_class_folders, write_fer2013_csv
+from condgen_bench.datasets.splits import grouped_split, stratified_split, take_shots
 
 
 def random_images(n, c=1, size=48, seed=0):
@@ -332,7 +332,7 @@ def test_stratified_split_and_shots_are_seeded():
 
 
 def test_sixteen_bit_and_alpha_images_convert_to_8_bit(tmp_path):
-    from datasets.image_files import read_image
+    from condgen_bench.datasets.image_files import read_image
 
     Image.fromarray(np.full((8, 8), 128 * 257, dtype=np.uint16)).save(tmp_path / "deep.png")
     assert (read_image(str(tmp_path / "deep.png"), channels=1, size=8) == 128).all()

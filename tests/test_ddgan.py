@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from datasets import FER_EMOTIONS, DatasetSpec
-from models.ddgan import DDGANConfig, DDGANGenerator, DDGANMethod, PairDiscriminator, r1_penalty
-from models.diffusion import DiffusionConfig, GaussianDiffusion, vp_betas
-from models.unet import UNet, UNetConfig
+from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
+from condgen_bench.models.ddgan import DDGANConfig, DDGANGenerator, DDGANMethod, PairDiscriminator, r1_penalty
+from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, vp_betas
+from condgen_bench.models.unet import UNet, UNetConfig
 
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=2)
 

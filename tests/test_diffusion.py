@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from models.diffusion import (DiffusionConfig, GaussianDiffusion, cosine_betas, discretized_gaussian_log_likelihood,
+from condgen_bench.models.diffusion import (DiffusionConfig, GaussianDiffusion, cosine_betas, discretized_gaussian_log_likelihood,
                               linear_betas, named_betas, normal_kl)
-from models.unet import UNet, UNetConfig
+from condgen_bench.models.unet import UNet, UNetConfig
 
 f64 = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
 PHI = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731  standard normal CDF

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from drill_tools import checkpointed_epoch, epoch_record, files_under, kill_when_checkpointed, wait_for
-from reports import faults
+from condgen_bench.reports import faults
 from test_ray_sweep import tiny_experiment
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
@@ -93,7 +93,7 @@ def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_
     """Two local Ray instances at once: the script's (killed twice, resumed) and this process's, whose
     ASHA sweep stops a trial; Ray Train frees a stopped trial's resources only if its cleaner finds this
     instance's dashboard among the two."""
-    from harness.sweep import run_sweep
+    from condgen_bench.harness.sweep import run_sweep
 
     outcome = {}
 
@@ -159,12 +159,12 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    import datasets
-    from harness import worker as worker_module
-    from harness.config import to_dict
-    from harness.reference import prepare_reference
-    from harness.trial import check_snapshot
-    from harness.worker import CheckpointError
+    from condgen_bench import datasets
+    from condgen_bench.harness import worker as worker_module
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.reference import prepare_reference
+    from condgen_bench.harness.trial import check_snapshot
+    from condgen_bench.harness.worker import CheckpointError
 
     config = tiny_experiment(tmp_path)
     data = datasets.load(config.data)

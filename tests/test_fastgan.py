@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from datasets.base import DatasetSpec
-from models.diffaugment import diff_augment
-from models.fastgan import FastGANConfig, FastGANDiscriminator, FastGANGenerator, FastGANMethod
+from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.models.diffaugment import diff_augment
+from condgen_bench.models.fastgan import FastGANConfig, FastGANDiscriminator, FastGANGenerator, FastGANMethod
 
 CLASSES = ("a", "b", "c")
 

@@ -8,14 +8,14 @@ import math
 import pytest
 import torch
 
-from datasets import FER_EMOTIONS, DatasetSpec
-from harness.config import EvalConfig
-from harness.evaluation import likelihood_metrics
-from harness.steps import DivergenceWatch, StepStats
-from models import build_method, get_method
-from models.dcgan import DCGANDiscriminator, DCGANGenerator
-from models.gan import get_loss, discriminator_wins, upsampling_plan
-from models.unet import UNetConfig
+from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
+from condgen_bench.harness.config import EvalConfig
+from condgen_bench.harness.evaluation import likelihood_metrics
+from condgen_bench.harness.steps import DivergenceWatch, StepStats
+from condgen_bench.models import build_method, get_method
+from condgen_bench.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from condgen_bench.models.gan import get_loss, discriminator_wins, upsampling_plan
+from condgen_bench.models.unet import UNetConfig
 
 CLASSES = FER_EMOTIONS[:3]
 TINY = {  # per family: config overrides that make its networks tiny

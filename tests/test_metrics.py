@@ -10,14 +10,14 @@ import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
-import datasets
-from datasets import DataConfig
-from harness import evaluation, extractors, fidelity, reference
-from harness.config import EvalConfig, ExperimentConfig
-from harness.extractors import Extractor
-from harness.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
-from harness.plan import evaluation_plan
-from models.classifier import ClassifierConfig
+from condgen_bench import datasets
+from condgen_bench.datasets import DataConfig
+from condgen_bench.harness import evaluation, extractors, fidelity, reference
+from condgen_bench.harness.config import EvalConfig, ExperimentConfig
+from condgen_bench.harness.extractors import Extractor
+from condgen_bench.harness.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
+from condgen_bench.harness.plan import evaluation_plan
+from condgen_bench.models.classifier import ClassifierConfig
 
 FEATURES = Extractor(name="test", layers=(("fid", "f"), ("kid", "f"), ("prc", "f"), ("isc", "logits")),
                      weights_sha256="0", description="test features", rgb=False)

@@ -5,13 +5,13 @@ import io
 import pytest
 import torch
 
-from datasets import DatasetSpec, FER_EMOTIONS
-from models import build_method, get_method
-from models.classifier import ClassifierConfig, ResNetClassifier, random_shift, train_classifier, predict
-from models.ddpm import DDPMConfig
-from models.diffusion import DiffusionConfig
-from models.ema import EMA
-from models.unet import UNet, UNetConfig
+from condgen_bench.datasets import DatasetSpec, FER_EMOTIONS
+from condgen_bench.models import build_method, get_method
+from condgen_bench.models.classifier import ClassifierConfig, ResNetClassifier, random_shift, train_classifier, predict
+from condgen_bench.models.ddpm import DDPMConfig
+from condgen_bench.models.diffusion import DiffusionConfig
+from condgen_bench.models.ema import EMA
+from condgen_bench.models.unet import UNet, UNetConfig
 
 SMALL_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(7, 8),
                         num_heads=2)
@@ -136,7 +136,7 @@ def test_ddpm_state_dict_round_trip_resumes_exactly():
 
 @pytest.mark.parametrize("size,to", [(4, 8), (6, 12), (7, 13)])
 def test_upsampling_convolution_equals_a_convolution_of_the_nearest_upsampling(size, to):
-    from models.unet import upsample_conv
+    from condgen_bench.models.unet import upsample_conv
 
     conv = torch.nn.Conv2d(5, 3, 3, padding=1)
     x = torch.randn(2, 5, size, size)
@@ -145,7 +145,7 @@ def test_upsampling_convolution_equals_a_convolution_of_the_nearest_upsampling(s
 
 
 def test_cpu_attention_equals_the_fused_kernel():
-    from models.unet import attention
+    from condgen_bench.models.unet import attention
 
     q, k, v = torch.randn(3, 2, 4, 36, 8).unbind(0)
     assert torch.allclose(attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5)

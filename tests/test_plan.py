@@ -3,8 +3,8 @@ what each stage computes."""
 
 import pytest
 
-from harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from harness.plan import PARTS, asha_rungs, evaluation_plan
+from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.harness.plan import PARTS, asha_rungs, evaluation_plan
 
 EPOCHS = 12
 

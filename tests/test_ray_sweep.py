@@ -11,15 +11,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from datasets import DataConfig
-from harness import extractors
-from harness import worker as worker_module
-from harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from reports import faults
-from models.classifier import ClassifierConfig
-from models.ddpm import DDPMConfig
-from models.diffusion import DiffusionConfig
-from models.unet import UNetConfig
+from condgen_bench.datasets import DataConfig
+from condgen_bench.harness import extractors
+from condgen_bench.harness import worker as worker_module
+from condgen_bench.harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.reports import faults
+from condgen_bench.models.classifier import ClassifierConfig
+from condgen_bench.models.ddpm import DDPMConfig
+from condgen_bench.models.diffusion import DiffusionConfig
+from condgen_bench.models.unet import UNetConfig
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
@@ -53,8 +53,8 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     import torch
 
     from drill_tools import epoch_record, kill_when_checkpointed
-    from harness.sweep import run_sweep
-    from reports.inputs import load_inputs
+    from condgen_bench.harness.sweep import run_sweep
+    from condgen_bench.reports.inputs import load_inputs
 
     marker = tmp_path / "paused"
     monkeypatch.setenv(faults.ENV, json.dumps({"at": "step", "trial": "00000", "epoch": 2, "rank": 1, "step": 3,
@@ -157,8 +157,8 @@ def test_worker_loop_does_not_branch_on_the_method():
 def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
     """The command line a user types, on a CSV in FER2013's format: the dataset summary (with the
     PublicTest rows as a validation split) reaches the run directory and the report."""
-    from datasets.export import synthetic_rows, write_fer2013_csv
-    from harness.cli import run_experiment
+    from condgen_bench.datasets.export import synthetic_rows, write_fer2013_csv
+    from condgen_bench.harness.cli import run_experiment
 
     images, labels, identity = synthetic_rows(12)
     usages = ["Training" if i < 8 else "PublicTest" if i < 10 else "PrivateTest" for i in identity]
@@ -195,7 +195,7 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
     as "diverged" with its epoch and reason, and no checkpoint of the broken weights is evaluated); one
     finishes; one has a worker SIGKILLed mid-epoch; one finds the disk full when it writes its eval.json
     (both error rows with their reasons, no temporary file left)."""
-    from harness.sweep import run_sweep
+    from condgen_bench.harness.sweep import run_sweep
 
     marks = tmp_path / "marks"
     monkeypatch.setenv(faults.ENV, json.dumps([
@@ -225,8 +225,8 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
 def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local, tmp_path):
     """One run, one shared evaluation, four families trained with 2 workers each (the GANs average
     their gradients themselves): a row per family, and a report that compares them."""
-    from harness.sweep import run_sweep
-    from models import get_method
+    from condgen_bench.harness.sweep import run_sweep
+    from condgen_bench.models import get_method
 
     base = tiny_experiment(tmp_path)
     base.train.epochs, base.train.eval_every = 1, 0

@@ -13,8 +13,8 @@ import plotly.offline
 import pytest
 from PIL import Image
 
-from reports import build_report
-from reports.inputs import best_row, last_evaluations, load_inputs, objective
+from condgen_bench.reports import build_report
+from condgen_bench.reports.inputs import best_row, last_evaluations, load_inputs, objective
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ["angry", "happy", "sad"]
@@ -145,7 +145,7 @@ def test_best_trial_is_best_at_last_evaluation(run):
 def test_command_line(tmp_path):
     run_dir = str(tmp_path / "run")
     make_run(run_dir)
-    out = subprocess.run([sys.executable, "-m", "reports", run_dir], cwd=REPO, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "condgen_bench.reports", run_dir], cwd=REPO, capture_output=True, text=True,
                          timeout=60, check=True)
     path = out.stdout.strip().splitlines()[-1]
     assert path == os.path.join(run_dir, "report.html")

@@ -10,14 +10,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from datasets import FER_EMOTIONS, DatasetSpec
-from harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
+from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
+from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                            restore_noise)
-from models import build_method, get_method
-from models.accel import Acceleration, CompileError, resolve_precision
-from models.ddpm import DDPMConfig
-from models.diffusion import DiffusionConfig
-from models.unet import UNetConfig
+from condgen_bench.models import build_method, get_method
+from condgen_bench.models.accel import Acceleration, CompileError, resolve_precision
+from condgen_bench.models.ddpm import DDPMConfig
+from condgen_bench.models.diffusion import DiffusionConfig
+from condgen_bench.models.unet import UNetConfig
 from test_gan import TINY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from reports import storage
+from condgen_bench.reports import storage
 
 
 def test_a_failed_write_keeps_the_old_file_leaves_no_temporary_and_names_the_path(tmp_path, monkeypatch):
@@ -31,7 +31,7 @@ def test_a_write_replaces_the_whole_file(tmp_path):
 
 
 def test_files_written_together_are_all_kept_old_when_one_fails(tmp_path, monkeypatch):
-    from reports import faults
+    from condgen_bench.reports import faults
 
     first, second = str(tmp_path / "results.parquet"), str(tmp_path / "history.parquet")
     storage.write_files({first: b"old results", second: b"old history"})
@@ -47,8 +47,8 @@ def test_results_and_history_out_of_step_are_refused_with_the_file_named(tmp_pat
     the manifest written after both tells the report."""
     import pandas as pd
 
-    from harness.results import write_results
-    from reports.inputs import load_inputs
+    from condgen_bench.harness.results import write_results
+    from condgen_bench.reports.inputs import load_inputs
 
     run = str(tmp_path)
     write_results(pd.DataFrame({"trial_id": ["a"], "loss": [1.0]}), pd.DataFrame({"trial_id": ["a"], "epoch": [1]}), run)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import datasets
-from datasets import DataConfig, FER_EMOTIONS
-from datasets.synthetic_faces import load_synthetic_faces, render_faces
+from condgen_bench import datasets
+from condgen_bench.datasets import DataConfig, FER_EMOTIONS
+from condgen_bench.datasets.synthetic_faces import load_synthetic_faces, render_faces
 
 
 @pytest.fixture(scope="module")
