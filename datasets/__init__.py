@@ -31,6 +31,14 @@ class DataConfig:
     num_test: int = 1400  # synthetic_faces: test images, identities disjoint from training
     seed: int = 0  # generation, split and few-shot seed
 
+    def __post_init__(self):
+        if self.name not in DATASETS:
+            raise ValueError(f"unknown dataset {self.name!r}; valid: {sorted(DATASETS)}")
+        if self.crop not in ("center", "none"):
+            raise ValueError(f"unknown crop {self.crop!r}; valid: ['center', 'none']")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+
 
 def _root(config: DataConfig) -> str:
     if not config.data_root:
@@ -74,8 +82,6 @@ def load(config: DataConfig) -> DatasetSplits:
     """Load the dataset that ``config.name`` names. Bad input raises DatasetError naming the file."""
     if config.name not in DATASETS:
         raise ValueError(f"unknown dataset {config.name!r}; valid: {sorted(DATASETS)}")
-    if config.channels not in (None, 1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {config.channels}")
     return DATASETS[config.name](config)
 
 

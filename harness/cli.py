@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -120,6 +121,52 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
         raise SystemExit(f"bad configuration: {e}") from None
 
 
+def grid_points(config: ExperimentConfig) -> list[ExperimentConfig]:
+    """Every point of the config's search space as a whole config, each checked as the trial will build it
+    (a misspelt value in sweep.space fails here, not in a worker)."""
+    keys = list(config.sweep.space)
+    points = []
+    for values in itertools.product(*(config.sweep.space[k] for k in keys)):
+        point = dict(zip(keys, values))
+        try:
+            points.append(apply_overrides(config, point))
+        except (KeyError, ValueError, TypeError) as e:
+            raise SystemExit(f"bad configuration: the sweep.space point {point}: {e}") from None
+    return points or [config]
+
+
+def check_all(config: ExperimentConfig) -> None:
+    """check_builds for every distinct network and data setting of the search space."""
+    seen = set()
+    for point in grid_points(config):
+        key = json.dumps([point.method, to_dict(point.model), to_dict(point.data), point.train.seed], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            check_builds(point)
+
+
+def check_builds(config: ExperimentConfig) -> None:
+    """Build the method on a stand-in of the data (the config's channels, image size and classes; 7 classes
+    where it names none) and take one training step on 2 random images, on the CPU: a misnamed setting or a
+    network that does not fit the image size fails here, before Ray starts or anything is written."""
+    import torch
+
+    from condgen_bench.datasets.base import DatasetSpec
+    from condgen_bench.models import build_method
+
+    data = config.data
+    channels = data.channels or (3 if data.name == "imagefolder" else 1)
+    classes = tuple(data.classes or (f"class{i}" for i in range(7)))
+    spec = DatasetSpec("stand-in", channels, data.image_size, classes, "stand-in")
+    try:
+        method = build_method(config.method, config.model, spec, device="cpu", seed=config.train.seed)
+        images = torch.randint(0, 256, (2, channels, data.image_size, data.image_size), dtype=torch.uint8)
+        method.train_step(images, torch.tensor([0, len(classes) - 1]))
+    except Exception as e:  # noqa: BLE001 - any failure here is a configuration the run could not use
+        raise SystemExit(f"bad configuration: {config.name} ({config.method}) does not build and train on "
+                         f"{channels}x{data.image_size}x{data.image_size} images: {type(e).__name__}: {e}") from None
+
+
 def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dict | list[dict],
                    description: str = "", argv=None, presets: dict[str, dict] | None = None,
                    name: str | None = None) -> int:
@@ -132,6 +179,8 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
     several = isinstance(config, list)
     configs, smokes = (config, smoke) if several else ([config], [smoke])
     resolved = [resolve(args, c, s, presets) for c, s in zip(configs, smokes)]
+    for c in resolved:
+        check_all(c)
     if args.dry_run:
         values = [to_dict(c) for c in resolved]
         print(json.dumps(values if several else values[0], indent=2))

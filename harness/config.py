@@ -132,6 +132,15 @@ class SweepConfig:
     reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
     max_concurrent_trials: int = 1
 
+    def __post_init__(self):
+        if self.scheduler not in ("fifo", "asha"):
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: ['asha', 'fifo']")
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"unknown mode {self.mode!r}; valid: ['max', 'min']")
+        if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.grace_period < 1 or self.reduction_factor < 2:
+            raise ValueError("sweep.num_samples, max_concurrent_trials and grace_period must be >= 1, "
+                             "reduction_factor >= 2")
+
 
 @dataclass
 class ClusterConfig:
@@ -170,34 +179,75 @@ class ExperimentConfig:
         if self.model is None:
             self.model = config_cls()
         elif isinstance(self.model, dict):
-            self.model = from_dict(config_cls, self.model)
+            self.model = from_dict(config_cls, self.model, "model.")
 
 
-def from_dict(cls, values: dict):
-    """Build dataclass ``cls`` from a (possibly partial, possibly nested) dict; unknown keys fail."""
+def from_dict(cls, values: dict, path: str = ""):
+    """Build dataclass ``cls`` from a (possibly partial, possibly nested) dict, each value checked against
+    its declared type (``_typed``); unknown keys fail. ``path``: the dotted prefix of ``cls`` in the whole
+    config, for the messages (e.g. "train.")."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(names)}")
-    kwargs = {}
-    for key, value in values.items():
-        kwargs[key] = _coerce(hints[key], value)
-    return cls(**kwargs)
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(path + k for k in unknown)}; valid: {sorted(names)}")
+    kwargs = {key: _typed(hints[key], value, path + key) for key, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as error:  # a check of the dataclass itself: say where it sits
+        if path and not str(error).startswith(path):
+            raise type(error)(f"{path.rstrip('.')}: {error}") from None
+        raise
 
 
-def _coerce(hint, value):
-    """Turn JSON-ish values back into the declared type (nested dataclasses, tuples)."""
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return from_dict(hint, value)
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(value)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if arg is not type(None) and dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return from_dict(arg, value)
-    return value
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _typed(hint, value, path: str):
+    """``value`` as the declared type ``hint``, from JSON-ish input (a dict for a nested dataclass, a list for a
+    tuple, an int where a float is declared); raises TypeError naming the key, the value and the type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, dict):
+            return from_dict(hint, value, path + ".")
+    elif origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _typed(arg, value, path)
+                except TypeError:
+                    continue
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin in (tuple, list):
+        if isinstance(value, (list, tuple)):
+            item = args[0] if args else Any  # tuple[int, ...], list[str]
+            items = [_typed(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return tuple(items) if origin is tuple else items
+    elif origin is dict:
+        if isinstance(value, dict):
+            key_type, value_type = args or (Any, Any)
+            return {_typed(key_type, k, path): _typed(value_type, v, f"{path}.{k}") for k, v in value.items()}
+    else:
+        return value  # a type this check does not cover: as given
+    raise TypeError(f"{path}: expected {_type_name(hint)}, got {value!r} ({type(value).__name__})")
 
 
 def to_dict(config) -> dict:
@@ -212,7 +262,7 @@ def experiment_from_dict(values: dict) -> ExperimentConfig:
     model = values.pop("model", None)
     config = from_dict(ExperimentConfig, values)
     if model is not None:
-        config.model = from_dict(get_method(method).config_cls, model)
+        config.model = from_dict(get_method(method).config_cls, model, "model.")
     return config
 
 

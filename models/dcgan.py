@@ -33,6 +33,11 @@ class DCGANConfig(GANConfig):
     embed_dim: int = 32  # size of the generator's class embedding, concatenated to z
     discriminator: str = "projection"  # "concat" (label maps + batch norm) or "projection" (spectral norm)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.discriminator not in DISCRIMINATORS:
+            raise ValueError(f"unknown discriminator {self.discriminator!r}; valid: {list(DISCRIMINATORS)}")
+
 
 class DCGANGenerator(nn.Module):
     """(z [B, z_dim], y [B]) -> images [B, channels, size, size] in [-1, 1]."""

@@ -32,6 +32,12 @@ class DDPMConfig:
     eta: float = 0.0  # DDIM noise (0: deterministic given x_T)
     guidance: float = 2.0  # classifier-free guidance scale w (0 uncond, 1 cond, >1 guided)
 
+    def __post_init__(self):
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"unknown sampler {self.sampler!r}; valid: ['ddim', 'ddpm']")
+        if self.sampling_steps < 1:
+            raise ValueError(f"sampling_steps must be >= 1, got {self.sampling_steps}")
+
 
 class DDPMMethod(TrainingNoise):
     """Build from (config, dataset spec); ``train_step`` on a batch; ``sample`` n images for given

@@ -49,6 +49,15 @@ class DiffusionConfig:
     p_uncond: float = 0.1  # probability of dropping the label in training (classifier-free guidance)
     clip_denoised: bool = True  # clip the predicted x_0 to [-1, 1] in samplers and in the bound
 
+    def __post_init__(self):
+        for key, valid in (("schedule", SCHEDULES), ("prediction", PREDICTIONS), ("variance", VARIANCES),
+                           ("t_sampling", T_SAMPLERS)):
+            if getattr(self, key) not in valid:
+                raise ValueError(f"unknown diffusion.{key} {getattr(self, key)!r}; valid: {list(valid)}")
+        if self.timesteps < 1 or not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"diffusion.timesteps must be >= 1 and p_uncond in [0, 1], got {self.timesteps}, "
+                             f"{self.p_uncond}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Schedules

@@ -62,6 +62,10 @@ class FastGANConfig(GANConfig):
     # norm alone, as in Miyato & Koyama's projection discriminator
     d_batch_norm: bool = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        parse_policy(self.policy)  # names the unknown ops
+
 
 class UpBlock(nn.Sequential):
     """[B, cin, s, s] -> [B, cout, 2s, 2s]: nearest upsample, 3x3 conv to 2 cout, batch norm, GLU."""

@@ -93,6 +93,12 @@ class GANConfig:
     ema_decay: float = 0.999  # EMA of the generator's weights; samples come from the EMA copy
     win_margin: float = 4.6  # logit margin of a complete discriminator win (sigmoid(4.6) = 0.99)
 
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {list(LOSSES)}")
+        if self.n_critic < 1:
+            raise ValueError(f"n_critic must be >= 1, got {self.n_critic}")
+
 
 def upsampling_plan(image_size: int, min_base: int = 3) -> tuple[int, int]:
     """(base, doublings) with base * 2**doublings == image_size and base the smallest size >= min_base

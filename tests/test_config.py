@@ -173,3 +173,74 @@ def test_a_resume_names_the_cluster_settings_it_changes():
     now = to_dict(ClusterConfig(workers_per_trial=2, max_failures=3))
     assert cluster_changes(saved, now) == ["workers_per_trial: 1 -> 2", "max_failures: 0 -> 3"]
     assert cluster_changes(saved, saved) == []
+
+
+SCRIPTS = sorted((ROOT / "experiments").glob("*.py"))
+
+
+def _dry_run(script: Path, *argv: str, capsys=None) -> str:
+    """Run an experiment script's main with ``--dry-run`` in this process; returns what it printed."""
+    import runpy
+
+    old_argv, old_path = sys.argv, list(sys.path)
+    sys.argv = [str(script), "--dry-run", *argv]
+    sys.path.insert(0, str(script.parent))  # as `python experiments/x.py` has it
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as end:
+        if end.code:
+            raise
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+    return capsys.readouterr().out if capsys else ""
+
+
+def _presets():
+    import runpy
+
+    cases = [(script, None) for script in SCRIPTS]
+    sys.path.insert(0, str(ROOT / "experiments"))  # benchmark.py imports the other scripts
+    try:
+        for script in SCRIPTS:
+            cases += [(script, name) for name in runpy.run_path(str(script)).get("PRESETS", {})]
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    return cases
+
+
+@pytest.mark.parametrize("script,preset", _presets(), ids=lambda v: getattr(v, "stem", v))
+def test_dry_run_of_every_script_and_preset_builds_every_point_of_its_space(script, preset, capsys):
+    out = _dry_run(script, *(["--preset", preset] if preset else []), capsys=capsys)
+    values = json.loads(out)
+    for config in values if isinstance(values, list) else [values]:
+        assert config["method"] and config["sweep"]["space"] is not None
+
+
+BAD_SETTINGS = [  # (--set, the message it must give)
+    ("train.epochs=abc", "train.epochs: expected int, got 'abc' (str)"),
+    ("model.lr=fast", "model.lr: expected float, got 'fast' (str)"),
+    ("train.compile=1", "train.compile: expected bool, got 1 (int)"),
+    ('model.unet.channel_mult=[1, "x"]', "model.unet.channel_mult[1]: expected int, got 'x' (str)"),
+    ("cluster.max_failures=1.5", "cluster.max_failures: expected int | None, got 1.5 (float)"),
+    ("model.sampler=euler", "model: unknown sampler 'euler'; valid: ['ddim', 'ddpm']"),
+    ("model.diffusion.prediction=noise", "unknown diffusion.prediction 'noise'; valid: ['eps', 'x0', 'v']"),
+    ("model.diffusion.schedule=sigmoid", "unknown diffusion.schedule 'sigmoid'"),
+    ("sweep.mode=maximum", "sweep: unknown mode 'maximum'; valid: ['max', 'min']"),
+    ("sweep.scheduler=hyperband", "sweep: unknown scheduler 'hyperband'"),
+    ("data.crop=square", "data: unknown crop 'square'"),
+    ("data.name=cifar", "data: unknown dataset 'cifar'"),
+    ("eval.inception_at=sometimes", "unknown eval.inception_at 'sometimes'"),
+    ("train.precision=fp8", "unknown train.precision 'fp8'"),
+    ("model.nonsense=1", "no config field 'model.nonsense'"),
+    ('sweep.space={"model.sampler": ["ddim", "eular"]}', "the sweep.space point {'model.sampler': 'eular'}"),
+    ("data.image_size=25 --family dcgan", "does not build and train on 1x25x25 images: ValueError: image size 25"),
+]
+
+
+@pytest.mark.parametrize("setting,message", BAD_SETTINGS, ids=[s for s, _ in BAD_SETTINGS])
+def test_a_bad_setting_fails_the_dry_run_with_its_key_value_and_type(setting, message):
+    setting, _, family = setting.partition(" --family ")
+    script = ROOT / "experiments" / f"sweep_{family or 'ddpm'}.py"
+    with pytest.raises(SystemExit) as end:
+        _dry_run(script, "--set", setting)
+    assert message in str(end.value.code), end.value.code
