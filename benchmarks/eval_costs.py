@@ -47,8 +47,9 @@ PROFILE_TRAIN = 3500  # the profile's own training split
 
 
 def load_profile():
-    spec = importlib.util.spec_from_file_location("sweep_ddpm", os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "sweep_ddpm.py"))
+    experiments = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+    sys.path.insert(0, experiments)  # the scripts import their shared laptop profile, as when run
+    spec = importlib.util.spec_from_file_location("sweep_ddpm", os.path.join(experiments, "sweep_ddpm.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.local_profile()

@@ -14,10 +14,9 @@ its last tracked epoch), concat stopped at epoch 20 at 57%.
 
 import sys
 
-from condgen_bench.datasets import DataConfig
+import laptop
 from condgen_bench.harness.cli import run_experiment
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.models.classifier import ClassifierConfig
 from condgen_bench.models.dcgan import DCGANConfig
 
 
@@ -26,10 +25,10 @@ def local_profile() -> ExperimentConfig:
     return ExperimentConfig(
         name="dcgan",
         method="dcgan",
-        data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700),
+        data=laptop.data(),
         model=DCGANConfig(ngf=32, ndf=32, lr=2e-4),
         train=TrainConfig(epochs=30, batch_size=32, eval_every=10),
-        eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
+        eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=laptop.classifier()),
         # ASHA compares the trials on sample accuracy after 10 and 20 epochs and stops the worse one. At lr
         # 1e-4 projection reached 65% after 30 epochs (76% at 2e-4), concat 50% after 20
         sweep=SweepConfig(space={"model.discriminator": ["projection", "concat"]},
@@ -38,13 +37,10 @@ def local_profile() -> ExperimentConfig:
     )
 
 
-SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing is worth looking at
-    "data.image_size": 16, "data.num_train": 140, "data.num_test": 70,
-    "model.ngf": 8, "model.ndf": 8, "train.batch_size": 32, "train.eval_every": 0, "sweep.scheduler": "fifo",
-    "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
+SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the shared ones
+    "model.ngf": 8, "model.ndf": 8, "train.batch_size": 32, "sweep.scheduler": "fifo",
     "sweep.space": {"model.discriminator": ["projection", "concat"], "train.epochs": [2]},
-}
+})
 
 if __name__ == "__main__":
     sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))

@@ -15,10 +15,9 @@ when ASHA stopped it.
 
 import sys
 
-from condgen_bench.datasets import DataConfig
+import laptop
 from condgen_bench.harness.cli import run_experiment
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.models.classifier import ClassifierConfig
 from condgen_bench.models.ddgan import DDGANConfig
 from condgen_bench.models.unet import UNetConfig
 
@@ -28,25 +27,21 @@ def local_profile() -> ExperimentConfig:
     return ExperimentConfig(
         name="ddgan",
         method="ddgan",
-        data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700),
+        data=laptop.data(),
         model=DDGANConfig(unet=UNetConfig(base_channels=16, channel_mult=(1, 2, 2), num_res_blocks=1,
                                           attention_resolutions=()), ndf=16, timesteps=4, lr=3.2e-4),
         train=TrainConfig(epochs=12, batch_size=32, eval_every=4),
-        eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=ClassifierConfig(width=16, epochs=10)),
+        eval=EvalConfig(samples_per_class=32, batch_size=64, classifier=laptop.classifier()),
         # the hybrid first: Tune runs the grid in order, and ASHA can only stop a trial that has a rival
         sweep=SweepConfig(space={"model.x0_weight": [50.0, 0.0]}, scheduler="asha", grace_period=4,
                           metric="sample_accuracy"),
     )
 
 
-SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing is worth looking at
-    "data.image_size": 16, "data.num_train": 140, "data.num_test": 70,
+SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the shared ones
     "model.unet.base_channels": 8, "model.unet.channel_mult": [1, 2], "model.ndf": 4, "model.timesteps": 2,
-    "train.batch_size": 32, "train.eval_every": 0,
-    "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
-    "sweep.space": {"model.x0_weight": [50.0], "train.epochs": [2]},
-}
+    "train.batch_size": 32, "sweep.space": {"model.x0_weight": [50.0], "train.epochs": [2]},
+})
 
 if __name__ == "__main__":
     sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))

@@ -19,10 +19,9 @@ has eight times as many.
 
 import sys
 
-from condgen_bench.datasets import DataConfig
+import laptop
 from condgen_bench.harness.cli import run_experiment
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.models.classifier import ClassifierConfig
 from condgen_bench.models.ddpm import DDPMConfig
 from condgen_bench.models.unet import UNetConfig
 
@@ -32,7 +31,7 @@ def local_profile() -> ExperimentConfig:
     return ExperimentConfig(
         name="ddpm",
         method="ddpm",
-        data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700),
+        data=laptop.data(),
         model=DDPMConfig(
             unet=UNetConfig(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_resolutions=(6,)),
             lr=2e-3, sampler="ddim", sampling_steps=15, eta=1.0, guidance=3.0,
@@ -40,23 +39,19 @@ def local_profile() -> ExperimentConfig:
         train=TrainConfig(epochs=13, batch_size=32),
         # Inception features cost ~0.1 s an image on 2 CPU cores: the finalist's 700 samples only
         eval=EvalConfig(samples_per_class=32, batch_size=32, bpd_images=64, bpd_t_samples=32,
-                        inception_at="finalists", classifier=ClassifierConfig(width=16, epochs=10)),
+                        inception_at="finalists", classifier=laptop.classifier()),
         # ASHA compares trials on sample accuracy after 2 and 6 epochs and keeps the best third going
         sweep=SweepConfig(space={"model.lr": [5e-4, 2e-3], "train.epochs": [2, 13]}, scheduler="asha",
                           metric="sample_accuracy", mode="max", grace_period=2, reduction_factor=3),
     )
 
 
-SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing is worth looking at
-    "data.image_size": 16, "data.num_train": 140, "data.num_test": 70,
+SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the shared ones
     "model.unet.base_channels": 8, "model.unet.channel_mult": [1, 2], "model.unet.attention_resolutions": [8],
     "model.unet.num_heads": 2, "model.sampling_steps": 3, "model.diffusion.timesteps": 50,
-    "train.batch_size": 32, "train.eval_every": 0, "sweep.scheduler": "fifo",
-    "eval.samples_per_class": 4, "eval.bpd_images": 8, "eval.bpd_t_samples": 4,
-    "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
+    "train.batch_size": 32, "sweep.scheduler": "fifo", "eval.bpd_images": 8, "eval.bpd_t_samples": 4,
     "sweep.space": {"model.lr": [1e-3], "train.epochs": [1, 2]},
-}
+})
 
 PRESETS = {  # --preset NAME: studies on top of the profile (dotted overrides; the search space replaced)
     # epsilon vs v prediction x fixed vs learned variance (hybrid loss), each scored with the full bound

@@ -17,10 +17,9 @@ no GPU, nothing cached): 13.3 minutes; without augmentation the finalist scores 
 
 import sys
 
-from condgen_bench.datasets import DataConfig
+import laptop
 from condgen_bench.harness.cli import run_experiment
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.models.classifier import ClassifierConfig
 from condgen_bench.models.fastgan import FastGANConfig
 
 
@@ -29,7 +28,7 @@ def local_profile() -> ExperimentConfig:
     return ExperimentConfig(
         name="fastgan",
         method="fastgan",
-        data=DataConfig(name="synthetic_faces", image_size=24, num_train=3500, num_test=700, shots_per_class=50),
+        data=laptop.data(shots_per_class=50),
         # tuned by hand on this data, 100-150 epochs at 50 shots (accuracy of the EMA generator's samples):
         # FastGAN's hinge loss with batch norm in D stayed at 13-37%; the non-saturating loss with D's
         # batch norm off reached 72-77% with no augmentation and 71% with "color" after 100 epochs (this
@@ -38,7 +37,7 @@ def local_profile() -> ExperimentConfig:
         model=FastGANConfig(ngf=16, ndf=32, recon_weight=0.2, loss="nonsaturating", d_batch_norm=False),
         train=TrainConfig(epochs=100, batch_size=16, eval_every=25),
         eval=EvalConfig(samples_per_class=32, batch_size=64,
-                        classifier=ClassifierConfig(width=16, epochs=10)),
+                        classifier=laptop.classifier()),
         # no augmentation against DiffAugment's color op ("translation" reached 36%: --set
         # 'sweep.space={"model.policy": ["", "color", "translation"]}' runs all three)
         sweep=SweepConfig(space={"model.policy": ["", "color"]}, scheduler="fifo",
@@ -46,13 +45,10 @@ def local_profile() -> ExperimentConfig:
     )
 
 
-SMOKE_TEST = {  # dotted overrides for --smoke-test: every stage runs, nothing is worth looking at
-    "data.image_size": 16, "data.num_train": 140, "data.num_test": 70, "data.shots_per_class": 10,
-    "model.ngf": 4, "model.ndf": 4, "train.batch_size": 16, "train.eval_every": 0,
-    "eval.samples_per_class": 4, "eval.classifier.width": 8, "eval.classifier.epochs": 1,
-    "eval.augment_steps": 20, "eval.final_samples_per_class": 4, "eval.cas_pool_per_class": 10,
+SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the shared ones
+    "data.shots_per_class": 10, "model.ngf": 4, "model.ndf": 4, "train.batch_size": 16,
     "sweep.space": {"model.policy": ["color,translation,cutout"], "train.epochs": [2]},
-}
+})
 
 if __name__ == "__main__":
     sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))

@@ -217,7 +217,7 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     Returns (metrics, missing, protocol)."""
     bpd_n = min(config.bpd_images, len(data.test))
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
-    if not getattr(method, "has_likelihood", False):  # first: no epoch of a GAN has a bound
+    if not method.has_likelihood:  # first: no epoch of a GAN has a bound
         return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}
     if skip:
         return nan, {"bpd": skip}, {}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from condgen_bench.datasets.base import DatasetSpec
-from condgen_bench.models.diffusion import NoiseStream
+from condgen_bench.models.noise import NoiseStream
 from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
 

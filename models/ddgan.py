@@ -34,7 +34,8 @@ from torch import nn
 
 from condgen_bench.datasets.base import DatasetSpec
 from condgen_bench.models.accel import Acceleration
-from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, NoiseStream
+from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
+from condgen_bench.models.noise import NoiseStream
 from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
 from condgen_bench.models.unet import UNet, UNetConfig, timestep_embedding

@@ -12,7 +12,8 @@ from torch import nn
 
 from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
 from condgen_bench.models.accel import Acceleration, Accelerator
-from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, TrainingNoise
+from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
+from condgen_bench.models.noise import TrainingNoise
 from condgen_bench.models.ema import EMA
 from condgen_bench.models.unet import UNet, UNetConfig
 

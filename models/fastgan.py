@@ -40,7 +40,7 @@ from torch import nn
 
 from condgen_bench.datasets.base import DatasetSpec
 from condgen_bench.models.diffaugment import diff_augment, parse_policy
-from condgen_bench.models.diffusion import NoiseStream
+from condgen_bench.models.noise import NoiseStream
 from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
 

@@ -25,7 +25,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
 from condgen_bench.models.accel import Acceleration, Accelerator
-from condgen_bench.models.diffusion import NoiseStream, TrainingNoise
+from condgen_bench.models.noise import NoiseStream, TrainingNoise
 from condgen_bench.models.ema import EMA
 from condgen_bench.models.registry import lookup
 

@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, ImportanceSampler, NoiseStream
+from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion, ImportanceSampler
+from condgen_bench.models.noise import NoiseStream
 
 MU, S = 0.1, 0.25  # the Gaussian data's mean and standard deviation (in the [-1, 1] scale)
 

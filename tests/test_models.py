@@ -149,3 +149,25 @@ def test_cpu_attention_equals_the_fused_kernel():
 
     q, k, v = torch.randn(3, 2, 4, 36, 8).unbind(0)
     assert torch.allclose(attention(q, k, v), torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5)
+
+
+def test_every_registered_family_offers_the_whole_method_interface():
+    """models/interface.py's Method is what the harness uses: each family has every member."""
+    import inspect
+
+    from condgen_bench.datasets.base import DatasetSpec
+    from condgen_bench.models import METHODS, LikelihoodMethod, Method, build_method
+
+    members = {cls: [n for n, _ in inspect.getmembers(cls) if not n.startswith("_")] + ["name", "has_likelihood", "step"]
+               for cls in (Method, LikelihoodMethod)}
+    spec = DatasetSpec("x", 1, 16, tuple("abc"), "x")
+    small = {"ddpm": dict(unet=dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=())),
+             "dcgan": dict(ngf=4, ndf=4), "fastgan": dict(ngf=4, ndf=4), "ddgan": dict(ndf=4, timesteps=2)}
+    from condgen_bench.harness.config import from_dict
+
+    for family, entry in METHODS.items():
+        method = build_method(family, from_dict(entry.config_cls, small[family]), spec)
+        interface = LikelihoodMethod if method.has_likelihood else Method
+        assert isinstance(method, interface), family
+        assert not [m for m in members[interface] if not hasattr(method, m)], family
+    assert "bits_per_dim" in members[LikelihoodMethod] and "bits_per_dim" not in members[Method]

@@ -1,0 +1,63 @@
+"""The interface every generative method offers the harness (harness/worker.py, evaluation.py,
+finalists.py use nothing else). A family implements it on its method class and registers the class
+with its config dataclass in models/__init__.py."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Method(Protocol):
+    """Built as ``cls(config, spec, device="cpu", wrap=None, seed=0, accel=None)``: config, the family's
+    dataclass; spec, a datasets.base.DatasetSpec (channels, image size, classes); wrap, applied to the trained
+    network (Ray Train's prepare_model: the device, DDP); accel, a models.accel.Acceleration (precision,
+    channels-last, compile; None: fp32)."""
+
+    name: str  # the registry name, e.g. "ddpm"
+    has_likelihood: bool  # True for a LikelihoodMethod (bits_per_dim, likelihood_protocol)
+    step: int  # training steps taken (restored with the state)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
+        """One update on images [B, C, H, W] uint8 and labels [B] int64. Returns 0-dim tensors on the
+        device (no host sync) or floats: "loss" and any "loss_*" must stay finite; "d_wins" (GANs) is 1 on a
+        step the discriminator wins completely."""
+
+    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **settings) -> torch.Tensor:
+        """labels [N], seeds [N] -> images [N, C, H, W] uint8; image i a function of (labels[i], seeds[i]) and
+        the settings (each family's sampler axes; unknown ones raise ValueError)."""
+
+    def sampling_settings(self, **settings) -> dict:
+        """The settings a sample call with ``settings`` uses, the family's defaults filled in (recorded)."""
+
+    def network_evaluations(self, **settings) -> int:
+        """Network calls per generated image under ``settings``."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume (random-number states as CPU tensors)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()`` output, onto this method's device."""
+
+    def seed_noise(self, seed: int) -> None:
+        """Seed this rank's training noise."""
+
+    def noise_state(self) -> torch.Tensor:
+        """This rank's training-noise generator state: a CPU uint8 tensor."""
+
+    def load_noise_state(self, state: torch.Tensor) -> None:
+        """Continue this rank's training noise from ``noise_state()`` output."""
+
+
+@runtime_checkable
+class LikelihoodMethod(Method, Protocol):
+    """A Method with a likelihood bound (has_likelihood True): DDPM; a GAN has none."""
+
+    def bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor,
+                     t_samples: int | None = None) -> dict[str, torch.Tensor]:
+        """The bound on real images [B, C, H, W] uint8 -> per-image tensors [B]."""
+
+    def likelihood_protocol(self) -> dict:
+        """How bits_per_dim computes the bound (recorded with the figure)."""
