@@ -62,9 +62,11 @@ class ScriptRun:
         return text
 
 
-def driver_drills(tmp_path: Path) -> dict:
+def driver_drills(tmp_path: Path, beside_done: threading.Event) -> dict:
     """Kill the driver (SIGKILL to its process group) when trial 2 has checkpointed epoch 2, resume; kill
-    it again after the last evaluation, before the results; resume again. Returns what the test checks."""
+    it again after the last evaluation, before the results (once ``beside_done`` is set: the paused run
+    keeps its Ray instance up until the sweep beside it has finished); resume again. Returns what the test
+    checks."""
     marks = tmp_path / "marks"
     first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00001", "epoch": 2, "rank": 0,
                                                  "do": "pause", "once": str(marks / "trial2-epoch2")})
@@ -78,6 +80,7 @@ def driver_drills(tmp_path: Path) -> dict:
     second = ScriptRun(tmp_path, "second", resume=True,
                        fault={"at": "results", "do": "pause", "once": str(marks / "results")})
     second.wait_for(lambda: (marks / "results").exists(), "the last evaluation")
+    assert beside_done.wait(300), "the sweep beside this one did not finish"
     second.kill()
     assert not (run_dir / "results.parquet").exists()
     evaluated = files_under(run_dir / "artifacts", run_dir / "finalists", run_dir / "train")
@@ -90,16 +93,16 @@ def driver_drills(tmp_path: Path) -> dict:
 
 
 def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_it(ray_local, tmp_path):
-    """Two local Ray instances at once: the script's (killed twice, resumed) and this process's, whose
-    ASHA sweep stops a trial; Ray Train frees a stopped trial's resources only if its cleaner finds this
-    instance's dashboard among the two."""
+    """Two local Ray instances at once: the script's (killed twice, resumed; its second run waits, paused,
+    until this process's sweep is done) and this process's, whose ASHA sweep stops a trial; Ray Train frees
+    a stopped trial's resources only if its cleaner finds this instance's dashboard among the two."""
     from condgen_bench.harness.sweep import run_sweep
 
-    outcome = {}
+    outcome, asha_done = {}, threading.Event()
 
     def drills():
         try:
-            outcome.update(driver_drills(tmp_path / "driver"))
+            outcome.update(driver_drills(tmp_path / "driver", asha_done))
         except BaseException as error:  # noqa: BLE001 - re-raised by the test
             outcome["error"] = error
 
@@ -110,16 +113,17 @@ def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_
                              metric="loss", mode="min", grace_period=1, reduction_factor=2)
     config.train.epochs, config.train.eval_every = 3, 0  # the sweep adds ASHA's rungs to the evaluations
     config.cluster.workers_per_trial = 1
-    asha = run_sweep(config, log=lambda *_: None)
-    # the stopped trial's workers' resources come back: its controller was killed with the trial, and
-    # Ray Train's detached cleaner removes the placement group, asking this instance's dashboard (with
-    # two instances and no address it failed: "Found multiple active Ray instances", the CPUs stayed held)
-    wait_for(lambda: ray_local.available_resources().get("CPU", 0) >= 2, "the stopped trial's CPUs", timeout=60)
-    other_running = beside.is_alive()
+    try:
+        asha = run_sweep(config, log=lambda *_: None)
+        # the stopped trial's workers' resources come back: its controller was killed with the trial, and
+        # Ray Train's detached cleaner removes the placement group, asking this instance's dashboard (with
+        # two instances and no address it failed: "Found multiple active Ray instances", the CPUs stayed held)
+        wait_for(lambda: ray_local.available_resources().get("CPU", 0) >= 2, "the stopped trial's CPUs", timeout=60)
+    finally:
+        asha_done.set()  # the script's second run, paused with its Ray up, may be killed now
     beside.join(400)
     if "error" in outcome:
         raise outcome["error"]
-    assert other_running, "the script's sweep ended before this one: the two did not overlap"
 
     frame = pd.read_parquet(asha.results_path)
     kept, stopped = frame[frame["config.model.lr"] == 3e-3], frame[frame["config.model.lr"] == 0.0]
