@@ -19,10 +19,7 @@ import ray.tune
 import torch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from condgen_bench import datasets
-from condgen_bench import harness
-from condgen_bench import models
-from condgen_bench import reports
+from condgen_bench import datasets, harness, models, reports
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.evaluation import sampling_grid
 from condgen_bench.harness.finalists import score_finalists, select_finalists

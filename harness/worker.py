@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 
+import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
@@ -71,8 +72,6 @@ def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:
     except Exception as error:  # noqa: BLE001 - any unreadable checkpoint; the error is named below
         reason = str(error).strip().split(". ")[0][:200]  # torch's explanations run long
         failure = f"{checkpoint.path}/{layout.CHECKPOINT_FILE} ({type(error).__name__}: {reason})"
-    import pyarrow.fs as pafs
-
     older = sorted((info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))
                     if info.base_name.startswith(layout.CHECKPOINT_PREFIX) and info.base_name < newest), reverse=True)
     for name in older:

@@ -79,10 +79,9 @@ def read_committed(run_dir: str) -> dict[str, bytes]:
 def load_inputs(run_dir: str) -> RunInputs:
     """Read results.parquet (required), history.parquet, dataset_summary.json and config.json (all
     optional) from ``run_dir``, a local path or a URI. Raises FileNotFoundError without results."""
-    path = layout.run_file(run_dir, layout.RESULTS)
-    if not storage.exists(path):
-        raise FileNotFoundError(f"no results.parquet in {run_dir}")
     files = read_committed(run_dir)
+    if layout.RESULTS not in files:
+        raise FileNotFoundError(f"no results.parquet in {run_dir}")
     results = pd.read_parquet(io.BytesIO(files[layout.RESULTS]))
     if "trial_id" not in results:
         results["trial_id"] = [f"row{i}" for i in range(len(results))]
