@@ -139,7 +139,8 @@ def check_all(config: ExperimentConfig) -> None:
     """check_builds for every distinct network and data setting of the search space."""
     seen = set()
     for point in grid_points(config):
-        key = json.dumps([point.method, to_dict(point.model), to_dict(point.data), point.train.seed], sort_keys=True)
+        key = json.dumps([point.method, to_dict(point.model), to_dict(point.data), point.train.seed,
+                          point.eval.sampling_sweep], sort_keys=True)
         if key not in seen:
             seen.add(key)
             check_builds(point)
@@ -148,10 +149,12 @@ def check_all(config: ExperimentConfig) -> None:
 def check_builds(config: ExperimentConfig) -> None:
     """Build the method on a stand-in of the data (the config's channels, image size and classes; 7 classes
     where it names none) and take one training step on 2 random images, on the CPU: a misnamed setting or a
-    network that does not fit the image size fails here, before Ray starts or anything is written."""
+    network that does not fit the image size fails here, before Ray starts or anything is written; so does
+    a sampling sweep over axes the method's sampler lacks."""
     import torch
 
     from condgen_bench.datasets.base import DatasetSpec
+    from condgen_bench.harness.evaluation import sampling_grid
     from condgen_bench.models import build_method
 
     data = config.data
@@ -162,6 +165,7 @@ def check_builds(config: ExperimentConfig) -> None:
         method = build_method(config.method, config.model, spec, device="cpu", seed=config.train.seed)
         images = torch.randint(0, 256, (2, channels, data.image_size, data.image_size), dtype=torch.uint8)
         method.train_step(images, torch.tensor([0, len(classes) - 1]))
+        sampling_grid(method, config.eval.sampling_sweep)
     except Exception as e:  # noqa: BLE001 - any failure here is a configuration the run could not use
         raise SystemExit(f"bad configuration: {config.name} ({config.method}) does not build and train on "
                          f"{channels}x{data.image_size}x{data.image_size} images: {type(e).__name__}: {e}") from None

@@ -75,8 +75,9 @@ class EvalConfig:
     # "final": the bound at each trial's last epoch and for the finalists; "every": at every evaluation
     bpd_at: str = "final"
     # Sampler settings evaluated on each finalist's checkpoint besides the model's own, each its own
-    # results row: a grid over the axes "sampler", "steps", "eta", "guidance", e.g.
-    # {"steps": [5, 10, 25, 50], "guidance": [1.0, 3.0]}; an axis left out keeps the model's setting.
+    # results row: a grid over the method's sampler axes (its sampler_axes: DDPM "sampler", "steps", "eta",
+    # "guidance"; GANs none), e.g. {"steps": [5, 10, 25, 50], "guidance": [1.0, 3.0]}; an axis left out
+    # keeps the model's setting.
     sampling_sweep: dict[str, list] = field(default_factory=dict)
     kid_subset_size: int = 1000  # capped at half of the generated or the real set (harness/fidelity.kid_subset)
     kid_subsets: int = 100

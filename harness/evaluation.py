@@ -50,33 +50,33 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-SWEEP_AXES = ("sampler", "steps", "eta", "guidance")  # what EvalConfig.sampling_sweep may vary
-
-
-def sampling_grid(sweep: dict[str, list]) -> list[dict]:
-    """The settings of a sampling sweep: the product of its axes, e.g. {"steps": [10, 50], "guidance": [1, 3]}
-    -> 4 dicts. An ancestral ("ddpm") setting ignores eta, so settings differing only there are merged."""
-    unknown = sorted(set(sweep) - set(SWEEP_AXES))
+def sampling_grid(method, sweep: dict[str, list]) -> list[dict]:
+    """The settings of a sampling sweep over ``method``'s sampler axes (method.sampler_axes): the product
+    of the listed values in the method's axis order, e.g. {"steps": [10, 50], "guidance": [1, 3]} -> 4
+    dicts. Settings the method samples alike (method.sampling_settings equal: DDPM's ancestral sampler
+    ignores eta) are merged into the first, without the axes it ignores. Unknown axes raise ValueError."""
+    axes = [axis.name for axis in method.sampler_axes]
+    unknown = sorted(set(sweep) - set(axes))
     if unknown:
-        raise ValueError(f"unknown sampling sweep axes {unknown}; valid: {list(SWEEP_AXES)}")
+        raise ValueError(f"unknown sampling sweep axes {unknown} for {method.name}; its sampler's axes: "
+                         f"{axes or 'none (nothing to vary)'}")
     grid = [{}]
-    for axis in SWEEP_AXES:
+    for axis in axes:
         if axis in sweep:
             grid = [{**g, axis: value} for g in grid for value in sweep[axis]]
-    out = []
+    out, seen = [], []
     for g in grid:
-        if g.get("sampler") == "ddpm":
-            g = {k: v for k, v in g.items() if k != "eta"}
-        if g not in out:
-            out.append(g)
+        used = method.sampling_settings(**g)
+        if used not in seen:
+            seen.append(used)
+            out.append({k: v for k, v in g.items() if k in used})
     return out
 
 
 def setting_key(settings: dict) -> str:
-    """A folder-safe name of sampler settings: {"sampler": "ddim", "steps": 10, "guidance": 2.0} ->
-    "ddim-steps10-guidance2"."""
-    parts = [str(settings["sampler"])] if "sampler" in settings else []
-    parts += [f"{k}{settings[k]:g}" for k in ("steps", "eta", "guidance") if k in settings]
+    """A folder-safe name of sampler settings, in their order: text values as they are, numbers after
+    their axis name: {"sampler": "ddim", "steps": 10, "guidance": 2.0} -> "ddim-steps10-guidance2"."""
+    parts = [str(v) if isinstance(v, str) else f"{k}{v:g}" for k, v in settings.items()]
     return "-".join(parts) or "default"
 
 
@@ -212,8 +212,9 @@ def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, 
 
 
 def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = None) -> tuple[dict, dict, dict]:
-    """The variational bound on the real test split's first ``bpd_images`` images, per image, then
-    its mean and standard error (bits/dim) and the mean of each part; ``skip``: the reason not to.
+    """The method's likelihood figure (DDPM's variational bound) on the real test split's first
+    ``bpd_images`` images, per image, then its mean and standard error (bits/dim) and the mean of each part
+    the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
     Returns (metrics, missing, protocol)."""
     bpd_n = min(config.bpd_images, len(data.test))
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
@@ -234,8 +235,9 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     total = per_image["total"]
     metrics = {"bpd": total.mean().item(),
                "bpd_stderr": (total.std(unbiased=True) / math.sqrt(len(total))).item() if len(total) > 1 else math.nan}
-    for key in ("prior", "decoder", "kl"):
-        metrics[f"bpd_{key}"] = per_image[key].mean().item()
+    for key in per_image:  # the method's parts of the figure (DDPM: prior, decoder, kl)
+        if key != "total":
+            metrics[f"bpd_{key}"] = per_image[key].mean().item()
     metrics["bpd_seconds"] = time.time() - t0
     protocol = {"bpd_images": bpd_n, "bpd_split": "test",
                 "bpd_t_samples": "all" if config.bpd_t_samples is None else config.bpd_t_samples,

@@ -120,7 +120,7 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     own_record, own_grid = score(None, bound)
     bound = bound_of(own_record)
     own = method.sampling_settings()
-    for settings in sampling_grid(plan.sampling_sweep):
+    for settings in sampling_grid(method, plan.sampling_sweep):
         if method.sampling_settings(**settings) != own:  # the model's own setting is the record below
             write_record(layout.sampling_dir(folder, setting_key(settings)), *score(settings, bound))
     write_record(folder, own_record, own_grid)  # last: its presence says the finalist is whole

@@ -73,8 +73,9 @@ def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
     row = dict(base)
     settings = record["protocol"].get("sampling", {})
     row.update(stage=record.get("stage"), sampling_setting=record.get("sampling_setting", "default"),
-               sampler=settings.get("sampler"), sampling_steps=settings.get("steps"), eta=settings.get("eta"),
-               guidance=settings.get("guidance"), epoch=record["epoch"], step=record["step"])
+               epoch=record["epoch"], step=record["step"])
+    # each setting the method's sampler used, one column each ("sampling.steps"; the method's sampler_axes)
+    row.update({f"sampling.{k}": v for k, v in settings.items()})
     if "finalist_rank" in record:
         row["finalist_rank"] = record["finalist_rank"]
     row["train_seconds"] = float(train_seconds.get(record["epoch"], math.nan)) if train_seconds is not None else math.nan

@@ -21,7 +21,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from condgen_bench import datasets, harness, models, reports
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
-from condgen_bench.harness.evaluation import sampling_grid
 from condgen_bench.harness.finalists import score_finalists, select_finalists
 from condgen_bench.harness.nodes import check_shared_storage
 from condgen_bench.harness.plan import max_epochs
@@ -189,9 +188,8 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     else:
         run_dir = storage.join(experiment_dir, time.strftime("%Y%m%d-%H%M%S"))
     check_shared(configs)
-    # the data first: bad input fails here, before Ray starts or anything is written
-    for c in configs:
-        sampling_grid(c.eval.sampling_sweep)  # and a misspelt sampling sweep
+    # the data first: bad input fails here, before Ray starts or anything is written (a bad setting failed
+    # earlier, in cli.check_builds)
     data = datasets.load(configs[0].data)
     if resume:
         check_same_data(data, run_dir, configs[0].data.data_root)

@@ -15,6 +15,7 @@ from condgen_bench.models.accel import Acceleration, Accelerator
 from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
 from condgen_bench.models.noise import TrainingNoise
 from condgen_bench.models.ema import EMA
+from condgen_bench.models.interface import SamplerAxis
 from condgen_bench.models.unet import UNet, UNetConfig
 
 
@@ -52,6 +53,8 @@ class DDPMMethod(TrainingNoise):
 
     name = "ddpm"
     has_likelihood = True
+    sampler_axes = (SamplerAxis("sampler", "sampler"), SamplerAxis("steps", "sampling steps", cost=True),
+                    SamplerAxis("eta", "eta"), SamplerAxis("guidance", "guidance w"))
 
     def __init__(self, config: DDPMConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
                  wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,
@@ -92,10 +95,16 @@ class DDPMMethod(TrainingNoise):
                 "grad_norm": grad_norm, "lr": lr}
 
     def sampling_settings(self, **overrides) -> dict:
-        """The sampler settings an evaluation used (recorded with its metrics)."""
+        """The sampler settings an evaluation used (recorded with its metrics): the config's, with
+        ``overrides`` (any of sampler_axes) applied; the ancestral sampler ignores eta, so it is left out."""
+        unknown = sorted(set(overrides) - {axis.name for axis in self.sampler_axes})
+        if unknown:
+            raise ValueError(f"unknown sampler settings {unknown} for ddpm; valid: {[a.name for a in self.sampler_axes]}")
         settings = {"sampler": self.config.sampler, "steps": self.config.sampling_steps, "eta": self.config.eta,
                     "guidance": self.config.guidance}
         settings.update({k: v for k, v in overrides.items() if v is not None})
+        if settings["sampler"] == "ddpm":
+            del settings["eta"]
         return settings
 
     def network_evaluations(self, **overrides) -> int:
@@ -115,7 +124,7 @@ class DDPMMethod(TrainingNoise):
         for start in range(0, len(labels), batch_size):
             x = self.diffusion.sample(self.ema.shadow, labels[start:start + batch_size].to(self.device),
                                       seeds[start:start + batch_size], shape, null_label=self.null_label,
-                                      sampler=s["sampler"], steps=s["steps"], eta=s["eta"], guidance=s["guidance"])
+                                      sampler=s["sampler"], steps=s["steps"], eta=s.get("eta", 0.0), guidance=s["guidance"])
             out.append(float_to_uint8(x).cpu())
         return torch.cat(out)
 

@@ -178,6 +178,7 @@ class GANMethod(TrainingNoise):
 
     name = "gan"
     has_likelihood = False
+    sampler_axes = ()  # one generator call (DDGAN: its T steps) with the EMA weights: nothing to vary
 
     def __init__(self, config: GANConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
                  wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,

@@ -4,9 +4,20 @@ with its config dataclass in models/__init__.py."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
+
+
+@dataclass(frozen=True)
+class SamplerAxis:
+    """One setting of a family's sampler that an evaluation may vary (EvalConfig.sampling_sweep); its
+    default is the family's config value, which ``sampling_settings()`` fills in."""
+
+    name: str  # the keyword of sample() / sampling_settings() and the key in eval.sampling_sweep
+    label: str  # how the report names it ("guidance w")
+    cost: bool = False  # network evaluations per image grow with it: the report's sampling chart's x axis
 
 
 @runtime_checkable
@@ -19,6 +30,8 @@ class Method(Protocol):
     name: str  # the registry name, e.g. "ddpm"
     has_likelihood: bool  # True for a LikelihoodMethod (bits_per_dim, likelihood_protocol)
     step: int  # training steps taken (restored with the state)
+    # what a sampling sweep may vary, in the order a setting's name lists them; () for a fixed sampler
+    sampler_axes: ClassVar[tuple[SamplerAxis, ...]]
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """One update on images [B, C, H, W] uint8 and labels [B] int64. Returns 0-dim tensors on the
@@ -30,7 +43,9 @@ class Method(Protocol):
         the settings (each family's sampler axes; unknown ones raise ValueError)."""
 
     def sampling_settings(self, **settings) -> dict:
-        """The settings a sample call with ``settings`` uses, the family's defaults filled in (recorded)."""
+        """The settings a sample call with ``settings`` uses, the family's defaults filled in (recorded); an
+        axis the resulting setting ignores is left out (DDPM's ancestral sampler has no eta), so two settings
+        that sample alike compare equal. Unknown axes raise ValueError."""
 
     def network_evaluations(self, **settings) -> int:
         """Network calls per generated image under ``settings``."""
@@ -53,11 +68,13 @@ class Method(Protocol):
 
 @runtime_checkable
 class LikelihoodMethod(Method, Protocol):
-    """A Method with a likelihood bound (has_likelihood True): DDPM; a GAN has none."""
+    """A Method with a likelihood figure (has_likelihood True): DDPM's bound; a GAN has none."""
 
     def bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor,
                      t_samples: int | None = None) -> dict[str, torch.Tensor]:
-        """The bound on real images [B, C, H, W] uint8 -> per-image tensors [B]."""
+        """Bits/dim of real images [B, C, H, W] uint8 (labels [B] their classes, seeds [B] any noise the
+        estimate draws; t_samples: a cheaper Monte Carlo estimate where the method has one) -> per-image
+        tensors [B]: "total", and any parts of it ("prior", ...), each recorded as bpd_<part>."""
 
     def likelihood_protocol(self) -> dict:
         """How bits_per_dim computes the bound (recorded with the figure)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
@@ -116,23 +118,29 @@ def cost_scatter(rows: pd.DataFrame, cost: str, metric: str, colors: dict[str, s
     return to_fragment(fig)
 
 
-def sampling_curve(rows: pd.DataFrame, metric: str, title: str) -> str | None:
-    """One checkpoint's metric against the sampling steps, a line per (sampler, eta, guidance); None
-    unless at least two step counts were evaluated."""
-    if not {"sampling_steps", metric} <= set(rows.columns):
+def sampling_curve(rows: pd.DataFrame, metric: str, title: str, axes) -> str | None:
+    """One checkpoint's metric against its sampler's cost axis (of ``axes``, the method's sampler_axes: the
+    one with cost=True, e.g. the sampling steps), a line per combination of the other axes that take two or
+    more values among ``rows``; None unless at least two values of the cost axis were evaluated."""
+    cost = next((axis for axis in axes if axis.cost), None)
+    if cost is None or not {f"sampling.{cost.name}", metric} <= set(rows.columns):
         return None
-    rows = rows.assign(_steps=pd.to_numeric(rows["sampling_steps"], errors="coerce")).dropna(subset=["_steps", metric])
-    if rows["_steps"].nunique() < 2:
+    rows = rows.assign(_x=pd.to_numeric(rows[f"sampling.{cost.name}"], errors="coerce")).dropna(subset=["_x", metric])
+    if rows["_x"].nunique() < 2:
         return None
     label = pd.Series("", index=rows.index)
-    for column, short in (("sampler", ""), ("eta", "eta "), ("guidance", "w ")):
-        if column in rows:
-            label = label + rows[column].map(lambda v, s=short: "" if is_missing(v) else f"{s}{v:g} " if s else f"{v} ")
-    fig = go.Figure(layout=dict(title=title, xaxis_title="sampling steps", yaxis_title=metric))
-    for name, part in rows.sort_values("_steps").groupby(label.str.strip(), sort=False):
-        fig.add_scatter(x=part["_steps"], y=part[metric], name=name or "default", mode="lines+markers",
-                        text=part.get("network_evaluations"), hovertemplate="steps %{x}<br>%{y}<br>NFE %{text}<extra></extra>")
-    if log_axis(rows["_steps"]):
+    for axis in axes:
+        column = f"sampling.{axis.name}"
+        if axis.cost or column not in rows or rows[column].nunique() < 2:
+            continue
+        label = label + rows[column].map(lambda v, a=axis: "" if is_missing(v) else
+                                         f"{a.label} {v:g} " if isinstance(v, numbers.Number) else f"{v} ")
+    fig = go.Figure(layout=dict(title=title, xaxis_title=cost.label, yaxis_title=metric))
+    for name, part in rows.sort_values("_x").groupby(label.str.strip(), sort=False):
+        fig.add_scatter(x=part["_x"], y=part[metric], name=name or "default", mode="lines+markers",
+                        text=part.get("network_evaluations"),
+                        hovertemplate=f"{cost.label} %{{x}}<br>%{{y}}<br>NFE %{{text}}<extra></extra>")
+    if log_axis(rows["_x"]):
         fig.update_xaxes(type="log")
     return to_fragment(fig)
 

@@ -8,6 +8,7 @@ from html import escape
 
 import pandas as pd
 
+from condgen_bench.models import METHODS
 from condgen_bench.reports import charts
 from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell, missing_list,
                             note, table)
@@ -200,20 +201,28 @@ def cost_section(view: DatasetView) -> str:
 
 
 def sampling_section(view: DatasetView) -> str:
-    """Quality against sampling steps for every finalist evaluated under a sampling sweep, best first;
-    empty when no run swept the sampler."""
+    """Quality against the sampler's cost axis (the method's sampler_axes: DDPM's steps) for every finalist
+    evaluated under a sampling sweep, best first; empty when no run swept the sampler."""
     rows = view.finalists
-    if rows.empty or "sampling_steps" not in rows or rows.groupby("trial_id")["sampling_steps"].nunique().max() < 2:
+    if rows.empty:
         return ""
-    out = "<h2>Quality against sampling steps <small>(finalists' checkpoints, same weights)</small></h2>"
+    out = ""
     for trial in dict.fromkeys(view.finalist_rows()["trial_id"]):
         part = rows[rows["trial_id"] == trial]
         epoch = fmt(part["epoch"].iloc[0]) if "epoch" in part and len(part) else "?"
-        charts_ = [charts.sampling_curve(part, metric, f"{trial}, epoch {epoch}: {metric}")
+        axes = sampler_axes(part["method"].iloc[0]) if "method" in part else ()
+        charts_ = [charts.sampling_curve(part, metric, f"{trial}, epoch {epoch}: {metric}", axes)
                    for metric in dict.fromkeys([view.obj.metric, "fid_domain"])]
         if any(charts_):
             out += figures(charts_, "")
-    return out
+    return out and ("<h2>Quality against sampler settings <small>(finalists' checkpoints, same weights, "
+                    "each family's sampler settings)</small></h2>" + out)
+
+
+def sampler_axes(method: str) -> tuple:
+    """The sampler axes a family declares (models: Method.sampler_axes); () for a name no longer registered."""
+    entry = METHODS.get(method)
+    return entry.cls.sampler_axes if entry is not None else ()
 
 
 def per_class_section(view: DatasetView) -> str:

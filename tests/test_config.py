@@ -124,15 +124,29 @@ def test_resume_refuses_changed_data(tmp_path):
 
 
 def test_sampling_sweep_grid_and_names():
+    """The grid runs over the method's own sampler axes: DDPM's four, a GAN's none."""
+    from condgen_bench.datasets.base import DatasetSpec
     from condgen_bench.harness.evaluation import sampling_grid, setting_key
+    from condgen_bench.models import build_method
+    from condgen_bench.models.dcgan import DCGANConfig
+    from condgen_bench.models.ddpm import DDPMConfig
 
-    grid = sampling_grid({"sampler": ["ddim", "ddpm"], "steps": [5, 50], "eta": [0.0, 1.0]})
-    # ancestral sampling has no eta: its two eta settings are one
+    spec = DatasetSpec("x", 1, 16, tuple("abc"), "x")
+    ddpm = build_method("ddpm", DDPMConfig(unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                                                          attention_resolutions=())), spec)
+    grid = sampling_grid(ddpm, {"eta": [0.0, 1.0], "steps": [5, 50], "sampler": ["ddim", "ddpm"]})
+    # the method's axis order; ancestral sampling has no eta: its two eta settings are one, named without it
     assert len(grid) == 4 + 2 and {"sampler": "ddpm", "steps": 5} in grid
+    assert list(grid[0]) == ["sampler", "steps", "eta"]
+    assert setting_key(grid[0]) == "ddim-steps5-eta0"
     assert setting_key({"sampler": "ddim", "steps": 10, "guidance": 2.0}) == "ddim-steps10-guidance2"
-    assert setting_key({}) == "default" and sampling_grid({}) == [{}]
-    with pytest.raises(ValueError, match="unknown sampling sweep axes"):
-        sampling_grid({"step": [5]})
+    assert setting_key({}) == "default" and sampling_grid(ddpm, {}) == [{}]
+    with pytest.raises(ValueError, match=r"unknown sampling sweep axes \['step'\] for ddpm"):
+        sampling_grid(ddpm, {"step": [5]})
+    dcgan = build_method("dcgan", DCGANConfig(ngf=4, ndf=4), spec)
+    assert sampling_grid(dcgan, {}) == [{}]
+    with pytest.raises(ValueError, match="for dcgan; its sampler's axes: none"):
+        sampling_grid(dcgan, {"steps": [5]})
 
 
 def test_presets_apply_first_and_merge_with_the_smoke_test():
@@ -234,6 +248,8 @@ BAD_SETTINGS = [  # (--set, the message it must give)
     ("model.nonsense=1", "no config field 'model.nonsense'"),
     ('sweep.space={"model.sampler": ["ddim", "eular"]}', "the sweep.space point {'model.sampler': 'eular'}"),
     ("data.image_size=25 --family dcgan", "does not build and train on 1x25x25 images: ValueError: image size 25"),
+    ('eval.sampling_sweep={"step": [5]}', "unknown sampling sweep axes ['step'] for ddpm"),
+    ('eval.sampling_sweep={"steps": [5]} --family dcgan', "for dcgan; its sampler's axes: none"),
 ]
 
 

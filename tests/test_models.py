@@ -158,7 +158,7 @@ def test_every_registered_family_offers_the_whole_method_interface():
     from condgen_bench.datasets.base import DatasetSpec
     from condgen_bench.models import METHODS, LikelihoodMethod, Method, build_method
 
-    members = {cls: [n for n, _ in inspect.getmembers(cls) if not n.startswith("_")] + ["name", "has_likelihood", "step"]
+    members = {cls: [n for n, _ in inspect.getmembers(cls) if not n.startswith("_")] + ["name", "has_likelihood", "step", "sampler_axes"]
                for cls in (Method, LikelihoodMethod)}
     spec = DatasetSpec("x", 1, 16, tuple("abc"), "x")
     small = {"ddpm": dict(unet=dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=())),
@@ -170,4 +170,12 @@ def test_every_registered_family_offers_the_whole_method_interface():
         interface = LikelihoodMethod if method.has_likelihood else Method
         assert isinstance(method, interface), family
         assert not [m for m in members[interface] if not hasattr(method, m)], family
+        # its sampler axes: what sampling_settings accepts (a setting of each at its default changes nothing),
+        # at most one of them the cost axis; anything else is refused
+        own = method.sampling_settings()
+        for axis in method.sampler_axes:
+            assert method.sampling_settings(**{axis.name: own[axis.name]}) == own, (family, axis)
+        assert sum(axis.cost for axis in method.sampler_axes) <= 1, family
+        with pytest.raises(ValueError):
+            method.sampling_settings(no_such_axis=1)
     assert "bits_per_dim" in members[LikelihoodMethod] and "bits_per_dim" not in members[Method]

@@ -59,6 +59,7 @@ def evaluation(run_dir, trial: str, epoch: int, accuracy: float, bpd: float, sec
             "network_evaluations": 25.0, "missing": json.dumps(missing), "protocol.num_samples": 96,
             "protocol.resolution": "1x32x32",
             "protocol.sampling": json.dumps({"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance": 2.0}),
+            "sampling.sampler": "ddim", "sampling.steps": 25, "sampling.eta": 0.0, "sampling.guidance": 2.0,
             "sample_grid": grid}
 
 
@@ -196,3 +197,28 @@ def test_finalists_are_the_headline_and_the_trials_table_keeps_the_sweeps_rows(t
     trials = text[text.index("<h2>All trials"):text.index("<h2>Curves")]
     assert trials.count("trial_b") == 1 and "77.0%" not in trials  # the sweep's last row, 80%
     assert "finalist <b>trial_b</b>" in text and "700 samples scored" in text
+    assert "Quality against sampler settings" not in text  # no sampling sweep ran
+
+
+def test_a_finalists_sampling_sweep_is_drawn_along_its_familys_cost_axis(tmp_path):
+    """A finalist scored under several sampler settings (eval.sampling_sweep) gets a chart along the axis its
+    family declares as the cost (models: Method.sampler_axes; DDPM's steps), a line per other swept axis."""
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    results = pd.read_parquet(os.path.join(run_dir, "results.parquet"))
+    results["stage"] = "tracking"
+    finalists = []
+    for i, (sampler, steps) in enumerate([("ddim", 25), ("ddim", 5), ("ddim", 50), ("ddpm", 5), ("ddpm", 50)]):
+        row = {**common("trial_b", "ddpm", "completed", "", 0.002),
+               **evaluation(run_dir, "trial_b", 3, 0.5 + steps / 200, 2.7, 0.02), "stage": "finalist",
+               "finalist_rank": 1, "sampling.sampler": sampler, "sampling.steps": steps,
+               "sampling_setting": "default" if i == 0 else f"{sampler}-steps{steps}"}
+        if sampler == "ddpm":
+            row["sampling.eta"] = NAN  # the ancestral sampler has no eta
+        finalists.append(row)
+    write_parquet(pd.concat([results, pd.DataFrame(finalists)], ignore_index=True),
+                  os.path.join(run_dir, "results.parquet"))
+    text = open(build_report(run_dir), encoding="utf-8").read()
+    section = text[text.index("Quality against sampler settings"):]
+    assert "trial_b, epoch 3: sample_accuracy" in section and '"sampling steps"' in section
+    assert section.count('"name":"ddim"') == 2 and section.count('"name":"ddpm"') == 2  # two metrics each
