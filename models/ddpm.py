@@ -11,12 +11,11 @@ import torch
 from torch import nn
 
 from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
-from condgen_bench.models.accel import Acceleration, Accelerator
+from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
-from condgen_bench.models.noise import TrainingNoise
-from condgen_bench.models.ema import EMA
 from condgen_bench.models.interface import SamplerAxis
-from condgen_bench.models.unet import UNet, UNetConfig
+from condgen_bench.models.unet import UNetConfig
+from condgen_bench.models.unet_method import UNetMethod
 
 
 @dataclass
@@ -41,14 +40,12 @@ class DDPMConfig:
             raise ValueError(f"sampling_steps must be >= 1, got {self.sampling_steps}")
 
 
-class DDPMMethod(TrainingNoise):
+class DDPMMethod(UNetMethod):
     """Build from (config, dataset spec); ``train_step`` on a batch; ``sample`` n images for given
     labels and seeds; ``bits_per_dim`` of real images; ``state_dict`` / ``load_state_dict``.
 
-    ``wrap`` is applied to the trained network (the harness passes Ray Train's ``prepare_model``,
-    which moves it to the device and wraps it in DDP); the EMA copy is never wrapped. ``accel`` sets the
-    training step's precision, memory format and compilation (models/accel.py); sampling and the bound
-    run in float32 with the EMA weights whatever the training precision.
+    The network, its EMA copy, optimizer, ``wrap`` and ``accel`` are UNetMethod's (models/unet_method.py);
+    sampling and the bound run in float32 with the EMA weights whatever the training precision.
     """
 
     name = "ddpm"
@@ -59,22 +56,8 @@ class DDPMMethod(TrainingNoise):
     def __init__(self, config: DDPMConfig, spec: DatasetSpec, device: torch.device | str = "cpu",
                  wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,
                  accel: Acceleration | None = None):
-        self.config = config
-        self.spec = spec
-        self.device = torch.device(device)
-        self.acc = Accelerator(accel, self.device)
-        torch.manual_seed(seed)  # the same initial weights on every rank
         self.diffusion = GaussianDiffusion(config.diffusion)
-        out_channels = self.diffusion.output_channels(spec.channels)
-        self.net = self.acc.prepare(
-            UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet).to(self.device))
-        self.ema = EMA(self.net, config.ema_decay)
-        self.train_net = self.acc.maybe_compile(wrap(self.net) if wrap else self.net)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scaler = self.acc.scaler()
-        self.step = 0
-        self.null_label = spec.num_classes
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        super().__init__(config, spec, self.diffusion.output_channels(spec.channels), device, wrap, seed, accel)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """One optimizer step. images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss", "mse",
@@ -82,15 +65,11 @@ class DDPMMethod(TrainingNoise):
         tensors on the device (no host sync: the harness reads them once per sync interval), and "lr", a float."""
         x0 = self.acc.images(uint8_to_float(images.to(self.device)))
         y = labels.to(self.device)
-        lr = self.config.lr * min(1.0, (self.step + 1) / max(1, self.config.warmup_steps))
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        lr = self.warm_up()
         with self.acc.autocast():
             terms = self.diffusion.training_losses(self.train_net, x0, y, self.null_label, self.generator)
         loss = terms["loss"].mean()
-        grad_norm = self.acc.step(loss, self.opt, self.scaler, self.net.parameters(), self.config.grad_clip)
-        self.ema.update(self.net)
-        self.step += 1
+        grad_norm = self.update(loss)
         return {"loss": loss.detach(), "mse": terms["mse"].mean().detach(), "vb": terms["vb"].mean().detach(),
                 "grad_norm": grad_norm, "lr": lr}
 
@@ -145,23 +124,10 @@ class DDPMMethod(TrainingNoise):
                 "bpd_decoder": "Gaussian discretized to 256 levels, open end bins",
                 "bpd_conditioning": "true label, no guidance, EMA weights"}
 
-    def state_dict(self) -> dict:
-        """Everything needed to resume; random-number states as CPU tensors."""
-        state = {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                 "step": self.step, "generator": self.noise_state()}
-        if self.scaler is not None:
-            state["scaler"] = self.scaler.state_dict()
-        if self.diffusion.t_sampler is not None:
-            state["t_sampler"] = self.diffusion.t_sampler.state_dict()
-        return state
+    def extra_state(self) -> dict:
+        """The importance sampler's loss history, where t is importance-sampled."""
+        return {"t_sampler": self.diffusion.t_sampler.state_dict()} if self.diffusion.t_sampler is not None else {}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
-        self.step = state["step"]
-        self.load_noise_state(state["generator"])
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
+    def load_extra_state(self, state: dict) -> None:
         if self.diffusion.t_sampler is not None and "t_sampler" in state:
             self.diffusion.t_sampler.load_state_dict(state["t_sampler"])

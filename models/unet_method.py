@@ -1,0 +1,85 @@
+"""What the families that train one conditional UNet share (DDPM, flow matching): building the network,
+its EMA copy and AdamW; the warmed-up learning rate; the update after a loss; resuming. A family adds its
+objective (train_step), sampler and likelihood."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.models.accel import Acceleration, Accelerator
+from condgen_bench.models.ema import EMA
+from condgen_bench.models.noise import TrainingNoise
+from condgen_bench.models.unet import UNet
+
+
+class UNetMethod(TrainingNoise):
+    """A UNet from (spec.channels) to ``out_channels`` channels, conditioned on the class (label
+    spec.num_classes is the null class of classifier-free guidance), trained by AdamW with a linear
+    warm-up, with an EMA copy for sampling and likelihoods.
+
+    The config needs ``unet``, ``lr``, ``weight_decay``, ``warmup_steps``, ``grad_clip`` and ``ema_decay``.
+    ``wrap`` is applied to the trained network (Ray Train's ``prepare_model``: the device, DDP); the EMA
+    copy is never wrapped. ``accel`` sets the training step's precision, memory format and compilation
+    (models/accel.py); sampling and likelihoods run in float32 with the EMA weights."""
+
+    def __init__(self, config, spec: DatasetSpec, out_channels: int, device: torch.device | str = "cpu",
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, seed: int = 0,
+                 accel: Acceleration | None = None):
+        self.config = config
+        self.spec = spec
+        self.device = torch.device(device)
+        self.acc = Accelerator(accel, self.device)
+        torch.manual_seed(seed)  # the same initial weights on every rank
+        self.net = self.acc.prepare(
+            UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet).to(self.device))
+        self.ema = EMA(self.net, config.ema_decay)
+        self.train_net = self.acc.maybe_compile(wrap(self.net) if wrap else self.net)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scaler = self.acc.scaler()
+        self.step = 0
+        self.null_label = spec.num_classes
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def warm_up(self) -> float:
+        """Set and return this step's learning rate: the peak lr ramped linearly over warmup_steps."""
+        lr = self.config.lr * min(1.0, (self.step + 1) / max(1, self.config.warmup_steps))
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """Step on ``loss`` (0-dim; through the precision's scaler, with the gradient clipped), then the EMA.
+        Returns the gradient norm, a 0-dim tensor on the device."""
+        grad_norm = self.acc.step(loss, self.opt, self.scaler, self.net.parameters(), self.config.grad_clip)
+        self.ema.update(self.net)
+        self.step += 1
+        return grad_norm
+
+    def extra_state(self) -> dict:
+        """A family's own state to resume (beside the network, EMA, optimizer, step and noise)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what extra_state saved (``state``: the whole checkpoint dict)."""
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume; random-number states as CPU tensors."""
+        state = {"net": self.net.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                 "step": self.step, "generator": self.noise_state()}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return {**state, **self.extra_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.step = state["step"]
+        self.load_noise_state(state["generator"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.load_extra_state(state)
