@@ -9,6 +9,7 @@ from condgen_bench.models.dcgan import DCGANConfig, DCGANMethod
 from condgen_bench.models.ddgan import DDGANConfig, DDGANMethod
 from condgen_bench.models.ddpm import DDPMConfig, DDPMMethod
 from condgen_bench.models.fastgan import FastGANConfig, FastGANMethod
+from condgen_bench.models.flow import FlowConfig, FlowMethod
 from condgen_bench.models.interface import LikelihoodMethod, Method
 from condgen_bench.models.registry import lookup
 
@@ -24,6 +25,7 @@ METHODS: dict[str, MethodEntry] = {
     "dcgan": MethodEntry(DCGANConfig, DCGANMethod),
     "fastgan": MethodEntry(FastGANConfig, FastGANMethod),
     "ddgan": MethodEntry(DDGANConfig, DDGANMethod),
+    "flow": MethodEntry(FlowConfig, FlowMethod),
 }
 
 

@@ -162,7 +162,8 @@ def test_every_registered_family_offers_the_whole_method_interface():
                for cls in (Method, LikelihoodMethod)}
     spec = DatasetSpec("x", 1, 16, tuple("abc"), "x")
     small = {"ddpm": dict(unet=dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=())),
-             "dcgan": dict(ngf=4, ndf=4), "fastgan": dict(ngf=4, ndf=4), "ddgan": dict(ndf=4, timesteps=2)}
+             "dcgan": dict(ngf=4, ndf=4), "fastgan": dict(ngf=4, ndf=4), "ddgan": dict(ndf=4, timesteps=2),
+             "flow": dict(unet=dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=()))}
     from condgen_bench.harness.config import from_dict
 
     for family, entry in METHODS.items():

@@ -32,6 +32,19 @@ def ddpm(seed=0, accel=None, wrap=None):
     return build_method("ddpm", config, SPEC, seed=seed, accel=accel, wrap=wrap)
 
 
+def flow(accel=None):
+    from condgen_bench.models.flow import FlowConfig
+
+    return build_method("flow", FlowConfig(unet=TINY_UNET, lr=2e-3, warmup_steps=1), SPEC, seed=0, accel=accel)
+
+
+def any_family(family, accel=None):
+    """A tiny method of ``family`` and its image size."""
+    if family in ("ddpm", "flow"):
+        return (ddpm(accel=accel) if family == "ddpm" else flow(accel=accel)), 8
+    return gan(family, accel=accel), GAN_SIZE
+
+
 def gan(family, accel=None):
     config = get_method(family).config_cls(**GAN_TINY[family])
     return build_method(family, config, DatasetSpec("toy", 1, GAN_SIZE, FER_EMOTIONS[:3], "fp"), seed=0, accel=accel)
@@ -109,10 +122,10 @@ def host_reads(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("family", ["ddpm", "dcgan", "fastgan", "ddgan"])
+@pytest.mark.parametrize("family", ["ddpm", "dcgan", "fastgan", "ddgan", "flow"])
 def test_a_training_step_reads_nothing_back_to_the_host(family, host_reads):
-    method = ddpm() if family == "ddpm" else gan(family)
-    images, labels = batch(size=8 if family == "ddpm" else GAN_SIZE)
+    method, size = any_family(family)
+    images, labels = batch(size=size)
     for _ in range(2):
         out = method.train_step(images, labels)
     assert host_reads == []
@@ -190,13 +203,12 @@ def test_auto_precision_is_bf16_on_gpus_and_fp32_elsewhere():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-@pytest.mark.parametrize("family", ["ddpm", "dcgan", "fastgan", "ddgan"])
+@pytest.mark.parametrize("family", ["ddpm", "dcgan", "fastgan", "ddgan", "flow"])
 def test_mixed_precision_steps_give_finite_losses_and_change_the_weights(family, precision):
-    accel = Acceleration(precision)
-    method = ddpm(accel=accel) if family == "ddpm" else gan(family, accel=accel)
-    net = method.net if family == "ddpm" else method.G
+    method, size = any_family(family, accel=Acceleration(precision))
+    net = method.net if family in ("ddpm", "flow") else method.G
     before = [p.detach().clone() for p in net.parameters()]
-    images, labels = batch(size=8 if family == "ddpm" else GAN_SIZE)
+    images, labels = batch(size=size)
     outs = [method.train_step(images, labels) for _ in range(2)]
     losses = [float(o[k]) for o in outs for k in o if k == "loss" or k.startswith("loss_")]
     assert losses and all(math.isfinite(v) for v in losses)
