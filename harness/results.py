@@ -148,12 +148,24 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
     return frame, pd.DataFrame(history)
 
 
+def text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:
+    """A column whose values mix text and numbers (a protocol entry one family records as a count and
+    another as a sentence, e.g. protocol.bpd_t_samples) as text, so that Parquet can store it."""
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if frame[column].dtype == object and values.map(lambda v: isinstance(v, str)).any() \
+                and not values.map(lambda v: isinstance(v, str)).all():
+            frame[column] = frame[column].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v))
+                                              else str(v))
+    return frame
+
+
 def write_results(frame: pd.DataFrame, history: pd.DataFrame, run_dir: str) -> str:
     """Write results.parquet and history.parquet together (storage.write_files: a full disk leaves both
     old files) and, last, results_manifest.json with their digests: a reader (reports.inputs.read_committed)
     can tell a finished write of the two from one that a crash cut between them. Returns the results path."""
     files, manifest = {}, {}
-    for name, table in ((layout.RESULTS, frame), (layout.HISTORY, history)):
+    for name, table in ((layout.RESULTS, text_where_mixed(frame.copy())), (layout.HISTORY, history)):
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
         data = files[layout.run_file(run_dir, name)] = buffer.getvalue()

@@ -4,6 +4,7 @@ each and its finalist stage, trials that diverge or fail, the script on a CSV, a
 
 import ast
 import inspect
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -223,8 +224,9 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
 
 
 def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local, tmp_path):
-    """One run, one shared evaluation, four families trained with 2 workers each (the GANs average
-    their gradients themselves): a row per family, and a report that compares them."""
+    """One run, one shared evaluation, five families trained with 2 workers each (the GANs average
+    their gradients themselves): a row per family, and a report that compares them. Flow matching's
+    finalist is also scored under a sampling sweep over its own axes (Heun, 2 steps)."""
     from condgen_bench.harness.sweep import run_sweep
     from condgen_bench.models import get_method
 
@@ -232,24 +234,31 @@ def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local,
     base.train.epochs, base.train.eval_every = 1, 0
     tiny_gans = {"dcgan": dict(ngf=4, ndf=4, z_dim=8), "fastgan": dict(ngf=4, ndf=4, z_dim=8),
                  "ddgan": dict(ndf=4, z_dim=8, timesteps=2, unet=UNetConfig(
-                     base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=2))}
+                     base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=2)),
+                 "flow": dict(unet=base.model.unet, sampling_steps=3, likelihood_steps=2)}
     configs = [base] + [ExperimentConfig(name=family, method=family, model=get_method(family).config_cls(**model),
                                          data=base.data, train=base.train, eval=base.eval, sweep=base.sweep,
                                          cluster=base.cluster) for family, model in tiny_gans.items()]
     configs[0].name = "ddpm"
+    configs[-1].eval = dataclasses.replace(base.eval, sampling_sweep={"sampler": ["heun"], "steps": [2]})
     outcome = run_sweep(configs, name="benchmark", log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
     assert set(frame["status"]) == {"completed"} and frame["sample_accuracy"].notna().all()
     finalists = frame[frame["stage"] == "finalist"]  # one per experiment, scored by concurrent Ray tasks
-    assert sorted(finalists["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan"] and finalists["cas"].notna().all()
+    assert sorted(finalists["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan", "flow", "flow"]
+    flow = finalists[finalists["method"] == "flow"].set_index("sampling_setting")
+    assert flow.loc["default", ["sampling.sampler", "sampling.steps", "network_evaluations"]].tolist() == ["euler", 3, 6]
+    assert flow.loc["heun-steps2", ["sampling.sampler", "sampling.steps", "network_evaluations"]].tolist() == ["heun", 2, 8]
+    assert finalists.loc[finalists["sampling_setting"] == "default", "cas"].notna().all()
     frame = frame[frame["stage"] != "finalist"]
-    assert sorted(frame["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan"]
-    gans = frame[frame["method"] != "ddpm"]
-    assert gans["bpd"].isna().all() and frame.loc[frame["method"] == "ddpm", "bpd"].notna().all()
+    assert sorted(frame["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan", "flow"]
+    gans = frame[~frame["method"].isin(["ddpm", "flow"])]
+    assert gans["bpd"].isna().all() and frame.loc[frame["method"].isin(["ddpm", "flow"]), "bpd"].notna().all()
+    assert frame.loc[frame["method"] == "flow", "bpd_divergence"].notna().all()  # the ODE likelihood's part
     assert sorted(gans["network_evaluations"]) == [1, 1, 2]  # ddgan: T = 2 generator calls
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
     assert history.loc[history["trial_id"].isin(gans["trial_id"]), "train/loss_d"].notna().all()
     report = open(outcome.report_path, encoding="utf-8").read()
-    assert all(family in report for family in ("ddpm", "dcgan", "fastgan", "ddgan"))
+    assert all(family in report for family in ("ddpm", "dcgan", "fastgan", "ddgan", "flow"))
     saved = json.load(open(os.path.join(outcome.run_dir, "config.json")))
-    assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "fastgan", "ddgan"]
+    assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "fastgan", "ddgan", "flow"]

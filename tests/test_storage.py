@@ -56,3 +56,21 @@ def test_results_and_history_out_of_step_are_refused_with_the_file_named(tmp_pat
     pd.DataFrame({"trial_id": ["a"], "epoch": [2]}).to_parquet(tmp_path / "history.parquet")  # the next write, cut short
     with pytest.raises(ValueError, match=r"history\.parquet is not the file .*results_manifest\.json lists"):
         load_inputs(run)
+
+
+def test_a_column_mixing_text_and_numbers_is_stored_as_text(tmp_path):
+    """A protocol entry one family records as a count (DDPM's bpd_t_samples 32) and another as a sentence
+    (the flow family's "not used") would stop Parquet: the writer stores such a column as text."""
+    import pandas as pd
+
+    from condgen_bench.harness.results import text_where_mixed
+
+    frame = pd.DataFrame({"protocol.bpd_t_samples": [32, "not used: no Monte Carlo over t", None],
+                          "sample_accuracy": [0.5, 0.25, float("nan")], "method": ["ddpm", "flow", "dcgan"]})
+    with pytest.raises(Exception, match="bpd_t_samples"):
+        frame.to_parquet(tmp_path / "raw.parquet")
+    fixed = text_where_mixed(frame.copy())
+    fixed.to_parquet(tmp_path / "results.parquet")
+    back = pd.read_parquet(tmp_path / "results.parquet")
+    assert back["protocol.bpd_t_samples"].tolist()[:2] == ["32", "not used: no Monte Carlo over t"]
+    assert back["protocol.bpd_t_samples"].isna().tolist()[2] and back["sample_accuracy"].dtype == float
