@@ -16,8 +16,8 @@ from condgen_bench.reports import layout, storage
 # Columns that describe a row rather than measure something; every other numeric column that is
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
-               "git_commit", "epoch", "step", "missing", "sample_grid", "stage", "finalist_rank"}
-NON_METRIC_PREFIXES = ("config.", "protocol.", "version.")
+               "git_commit", "epoch", "step", "missing", "sample_grid", "stage", "finalist_rank", "sampling_setting"}
+NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
 # Costs: shown in the tables and against quality, not drawn as training curves.
 COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_per_image", "network_evaluations")
