@@ -255,6 +255,12 @@ def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local,
     gans = frame[~frame["method"].isin(["ddpm", "flow"])]
     assert gans["bpd"].isna().all() and frame.loc[frame["method"].isin(["ddpm", "flow"]), "bpd"].notna().all()
     assert frame.loc[frame["method"] == "flow", "bpd_divergence"].notna().all()  # the ODE likelihood's part
+    # every figure the results writer emitted for the five families and their finalists is in the catalog
+    from condgen_bench.reports.catalog import uncatalogued
+    from condgen_bench.reports.inputs import metric_columns
+
+    written = pd.read_parquet(outcome.results_path)
+    assert len(metric_columns(written)) > 60 and uncatalogued(metric_columns(written)) == []
     assert sorted(gans["network_evaluations"]) == [1, 1, 2]  # ddgan: T = 2 generator calls
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
     assert history.loc[history["trial_id"].isin(gans["trial_id"]), "train/loss_d"].notna().all()

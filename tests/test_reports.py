@@ -222,3 +222,24 @@ def test_a_finalists_sampling_sweep_is_drawn_along_its_familys_cost_axis(tmp_pat
     section = text[text.index("Quality against sampler settings"):]
     assert "trial_b, epoch 3: sample_accuracy" in section and '"sampling steps"' in section
     assert section.count('"name":"ddim"') == 2 and section.count('"name":"ddpm"') == 2  # two metrics each
+
+
+def test_the_catalog_names_every_metric_of_a_run_and_flags_a_new_one(tmp_path):
+    """Each results column that measures something has an entry (spreads and per-class columns through
+    their metric); a new metric without one is listed; entries are consistent."""
+    from condgen_bench.reports.catalog import METRICS, lookup, uncatalogued
+    from condgen_bench.reports.inputs import metric_columns
+
+    columns = metric_columns(pd.DataFrame([evaluation(str(tmp_path), "trial_a", 1, 0.5, 3.0, 0.01)]))
+    assert "sample_accuracy.angry" in columns and uncatalogued(columns) == []
+    assert not [c for c in columns if c.startswith("sampling.")]  # sampler settings describe the row
+    assert uncatalogued(columns + ["fid_new_extractor", "sample_accuracy_p90"]) == ["fid_new_extractor",
+                                                                                  "sample_accuracy_p90"]
+    assert lookup("kid_domain_std").name == "kid_domain" and lookup("fid_intra_domain.sad").name == "fid_intra_domain"
+    assert lookup("bpd.angry") is None  # bits/dim is not kept per class
+    assert METRICS["fid_domain"].arrow == "↓" and METRICS["sample_accuracy"].arrow == "↑"
+    assert METRICS["is_domain"].high == "classes" and METRICS["aug_gain"].scaled(-0.045) == pytest.approx(-4.5)
+    for metric in METRICS.values():
+        assert metric.spread is None or metric.spread.startswith(metric.name + "_"), metric.name
+        assert metric.kind != "cost" or metric.direction == "min", metric.name
+        assert metric.wall_clock == (metric.kind == "cost" and metric.name != "network_evaluations"), metric.name

@@ -1,0 +1,131 @@
+"""The metric catalog: every figure results.parquet holds, with its label, unit, direction, range, a short
+definition and the column of its spread. The results writer checks its columns against it
+(harness/results.py) and the report labels its tables and charts from it, so the two cannot drift: a new
+metric without an entry is reported by ``uncatalogued`` (and fails the tests that write real results)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# how a value is shown: "%" and "points" are stored as fractions and shown x 100
+UNITS = ("%", "points", "", "bits/dim", "s", "s/image", "calls/image")
+DIRECTIONS = ("max", "min", "none")  # better when higher / lower; "none": descriptive (a reference, a part)
+KINDS = ("quality", "reference", "cost")  # what it measures: the generator, the yardstick, the price
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the results column
+    label: str  # what the report calls it
+    unit: str  # one of UNITS
+    direction: str  # one of DIRECTIONS
+    definition: str  # one sentence, shown on hover
+    kind: str = "quality"  # one of KINDS
+    spread: str | None = None  # the column of its spread (std over resamples, or standard error)
+    low: float | None = None  # its range, where it has one (None: unbounded)
+    high: float | str | None = None  # a number, or "classes" (IS: at most the number of classes)
+    per_class: bool = False  # "<name>.<class>" columns hold it per class
+    wall_clock: bool = False  # a time measured on the machine that ran it (not a property of the model)
+
+    def __post_init__(self):
+        if self.unit not in UNITS or self.direction not in DIRECTIONS or self.kind not in KINDS:
+            raise ValueError(f"{self.name}: unit {self.unit!r}, direction {self.direction!r}, kind {self.kind!r}")
+
+    @property
+    def arrow(self) -> str:
+        """↑ better when higher, ↓ better when lower, "" neither."""
+        return {"max": "↑", "min": "↓"}.get(self.direction, "")
+
+    def scaled(self, value: float) -> float:
+        """The value in its display unit (fractions as percent or points)."""
+        return value * 100 if self.unit in ("%", "points") else value
+
+
+def _fidelity(kind: str, where: str) -> list[Metric]:
+    """FID / FID∞ / KID / IS / precision / recall in one extractor's features."""
+    return [
+        Metric(f"fid_{kind}", f"FID ({where})", "", "min", f"Fréchet distance between Gaussians fitted to real and "
+               f"generated {where} features; 0 for identical statistics, biased upward at small sample sizes",
+               spread=f"fid_{kind}_std", low=0),
+        Metric(f"fid_inf_{kind}", f"FID∞ ({where})", "", "min", "FID extrapolated to infinitely many samples "
+               "from FIDs at several sample sizes (Chong & Forsyth), comparable across sample counts", low=0),
+        Metric(f"kid_{kind}", f"KID ({where})", "", "min", f"squared MMD with a cubic polynomial kernel between "
+               f"real and generated {where} features, unbiased, averaged over subsets", spread=f"kid_{kind}_std"),
+        Metric(f"is_{kind}", f"IS ({where})", "", "max", f"Inception score with the {where} classifier's "
+               "class probabilities: exp E KL(p(y|x) || p(y)); 1 for one blurred class, at most the number of "
+               "classes", spread=f"is_{kind}_std", low=1, high="classes"),
+        Metric(f"precision_{kind}", f"precision ({where})", "%", "max", "share of generated samples inside the "
+               f"k-NN balls of the real {where} features (fidelity)", spread=f"precision_{kind}_std", low=0, high=1),
+        Metric(f"recall_{kind}", f"recall ({where})", "%", "max", "share of real samples inside the k-NN balls "
+               f"of the generated {where} features (diversity)", spread=f"recall_{kind}_std", low=0, high=1),
+    ]
+
+
+def _seconds(name: str, label: str, definition: str, unit: str = "s") -> Metric:
+    return Metric(name, label, unit, "min", definition, kind="cost", low=0, wall_clock=True)
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in [
+    Metric("sample_accuracy", "accuracy on samples", "%", "max", "share of generated samples that the "
+           "evaluation classifier (trained on the real data) assigns to the class they were generated for",
+           spread="sample_accuracy_std", low=0, high=1, per_class=True),
+    *_fidelity("domain", "domain classifier"),
+    Metric("fid_intra_domain", "intra-class FID", "", "min", "FID between each class's generated and real test "
+           "images in the domain features, averaged over classes", low=0, per_class=True),
+    *_fidelity("inception", "Inception"),
+    Metric("bpd", "bits/dim", "bits/dim", "min", "negative log-likelihood of the real test images in bits per "
+           "pixel and channel (DDPM: its variational bound; flow: the ODE likelihood); lower is better",
+           spread="bpd_stderr", low=0),
+    Metric("bpd_prior", "bits/dim: prior part", "bits/dim", "none", "the prior term of bits/dim"),
+    Metric("bpd_decoder", "bits/dim: decoder part", "bits/dim", "none", "DDPM's discretized decoder term"),
+    Metric("bpd_kl", "bits/dim: KL part", "bits/dim", "none", "DDPM's sum of the per-step KL terms"),
+    Metric("bpd_divergence", "bits/dim: divergence part", "bits/dim", "none",
+           "the flow's volume change: minus the integrated divergence of its velocity"),
+    Metric("cas", "CAS", "%", "max", "classification accuracy score: a classifier trained only on generated "
+           "images, tested on the real test split", spread="cas_std", low=0, high=1),
+    Metric("aug_gain", "augmentation gain", "points", "max", "accuracy of a classifier trained on a few real "
+           "images a class plus generated ones, minus trained on the real ones alone (points)",
+           spread="aug_gain_std", low=-1, high=1),
+    Metric("aug_real_accuracy", "few-shot accuracy, real only", "%", "none", "the augmentation gain's baseline",
+           kind="reference", spread="aug_real_accuracy_std", low=0, high=1),
+    Metric("aug_mixed_accuracy", "few-shot accuracy, real + generated", "%", "max",
+           "the augmentation gain's classifier with generated images added", spread="aug_mixed_accuracy_std",
+           low=0, high=1),
+    Metric("classifier_real_accuracy", "classifier on real test images", "%", "none", "the evaluation "
+           "classifier's accuracy on the real test split: the ceiling of accuracy on samples", kind="reference",
+           spread="classifier_real_accuracy_std", low=0, high=1, per_class=True),
+    Metric("cas_real_accuracy", "CAS ceiling (real)", "%", "none", "the CAS recipe trained on as many real "
+           "images: what CAS would be for a perfect generator", kind="reference", low=0, high=1),
+    Metric("network_evaluations", "network calls per image", "calls/image", "min", "network evaluations per "
+           "generated image under the sampler setting (guidance counts twice): the portable sampling cost",
+           kind="cost", low=1),
+    _seconds("sample_seconds_per_image", "sampling time per image", "wall-clock seconds per generated image, "
+             "batched, on the machine that ran the evaluation", unit="s/image"),
+    _seconds("train_seconds", "training time", "wall-clock seconds of training up to this epoch"),
+    _seconds("eval_seconds", "evaluation time", "wall-clock seconds of this evaluation"),
+    _seconds("bpd_seconds", "bits/dim time", "wall-clock seconds of the likelihood"),
+    _seconds("pool_sample_seconds", "pool sampling time", "wall-clock seconds generating the CAS and "
+             "augmentation pool"),
+    _seconds("cas_seconds", "CAS time", "wall-clock seconds training and testing the CAS classifier"),
+    _seconds("aug_seconds", "augmentation time", "wall-clock seconds of the augmentation-gain classifiers"),
+    _seconds("domain_metrics_seconds", "domain metrics time", "wall-clock seconds of the domain-feature metrics"),
+    _seconds("inception_metrics_seconds", "Inception metrics time", "wall-clock seconds of the Inception metrics"),
+]}
+SPREADS = {m.spread: m for m in METRICS.values() if m.spread}  # spread column -> its metric
+
+
+def lookup(column: str) -> Metric | None:
+    """The catalog entry a results column belongs to: the metric itself, the metric whose spread it is, or
+    a per-class column ("sample_accuracy.angry") of a per-class metric; None if none."""
+    if column in METRICS:
+        return METRICS[column]
+    if column in SPREADS:
+        return SPREADS[column]
+    base = column.split(".", 1)[0]
+    entry = METRICS.get(base) or SPREADS.get(base)
+    return entry if entry is not None and "." in column and entry.per_class else None
+
+
+def uncatalogued(columns) -> list[str]:
+    """The metric columns (reports.inputs.metric_columns) with no catalog entry."""
+    return [c for c in columns if lookup(c) is None]
