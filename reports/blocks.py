@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
+import os
 from html import escape
 
 import pandas as pd
 from PIL import Image
 
 from condgen_bench.reports import storage
+from condgen_bench.reports.catalog import label as metric_label, lookup
 from condgen_bench.reports.inputs import is_missing, json_dict, missing_reasons, parse_json, spread_of
 
 
@@ -38,8 +41,22 @@ def fmt(value, percent: bool = False) -> str:
 
 
 def is_fraction(metric: str) -> bool:
-    """True for metrics shown as percentages (accuracies)."""
-    return "accuracy" in metric or metric == "cas"
+    """True for metrics shown x 100 (as % or points): by the catalog, else by name (accuracies)."""
+    entry = lookup(metric)
+    return entry.unit in ("%", "points") if entry is not None else "accuracy" in metric or metric == "cas"
+
+
+def metric_title(metric: str) -> str:
+    """The hover text of a column: its definition, range and direction (the column name where uncatalogued)."""
+    entry = lookup(metric)
+    if entry is None:
+        return f"{metric} (not in the metric catalog)"
+    bounds = "" if entry.low is None and entry.high is None else \
+        f" Range {fmt(entry.low) if entry.low is not None else '-inf'} to " \
+        f"{'the number of classes' if entry.high == 'classes' else fmt(entry.high) if entry.high is not None else 'inf'}."
+    better = {"max": " Higher is better.", "min": " Lower is better."}.get(entry.direction, "")
+    clock = " Wall clock on the machine that ran it." if entry.wall_clock else ""
+    return f"{entry.definition}.{bounds}{better}{clock} Column {metric}."
 
 
 def distinct(rows: pd.DataFrame, column: str, percent: bool = False) -> list[str]:
@@ -54,22 +71,37 @@ def metric_cell(row: pd.Series, metric: str) -> str:
         missing = json_dict(row.get("missing"))
         reason = missing.get(metric) or missing.get(metric.split(".")[0]) or missing.get("all")
         return f'<td class="na" title="{escape(str(reason))}">—†</td>' if reason else '<td class="na">—</td>'
-    spread = spread_of(metric, row.index)
-    text = fmt(value, is_fraction(metric))
+    entry = lookup(metric)
+    spread = entry.spread if entry is not None and entry.name == metric and entry.spread in row.index \
+        else spread_of(metric, row.index)
     if spread and not is_missing(row.get(spread)):
-        text += " ± " + fmt(row[spread], is_fraction(metric))
-    return f"<td>{escape(text)}</td>"
+        return f"<td>{escape(with_spread(float(value), float(row[spread]), metric))}</td>"
+    return f"<td>{escape(fmt(value, is_fraction(metric)))}</td>"
 
 
-def table(header: list[str], lines: list[str]) -> str:
-    """A <table> from header texts (escaped here) and ready-made <tr> lines."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+def with_spread(value: float, spread: float, metric: str) -> str:
+    """"value ± spread" to the spread's second significant digit (6.53 ± 0.38, 67.1% ± 1.6%); fractions
+    x 100, with "%" where the catalog's unit is "%" (points have none)."""
+    scale = 100 if is_fraction(metric) else 1
+    entry = lookup(metric)
+    suffix = "%" if scale == 100 and (entry is None or entry.unit == "%") else ""
+    if not math.isfinite(spread) or spread <= 0 or not math.isfinite(value):
+        return f"{fmt(value * scale)}{suffix} ± {fmt(spread * scale)}{suffix}"
+    digits = min(6, max(0, 1 - math.floor(math.log10(spread * scale))))
+    return f"{value * scale:.{digits}f}{suffix} ± {spread * scale:.{digits}f}{suffix}"
+
+
+def table(header: list[str | tuple[str, str]], lines: list[str]) -> str:
+    """A <table> from header texts, or (text, hover text) pairs (escaped here), and ready-made <tr> lines."""
+    head = "".join(f'<th title="{escape(h[1])}">{escape(h[0])}</th>' if isinstance(h, tuple) else f"<th>{escape(h)}</th>"
+                   for h in header)
     return f"<table><tr>{head}</tr>\n" + "\n".join(lines) + "</table>"
 
 
-def labelled_row(label: str, cells: list[str]) -> str:
-    """A <tr> with a left-aligned header cell and ready-made <td> cells."""
-    return f'<tr><th class="l">{escape(label)}</th>{"".join(cells)}</tr>'
+def labelled_row(label: str, cells: list[str], title: str = "") -> str:
+    """A <tr> with a left-aligned header cell (``title``: its hover text) and ready-made <td> cells."""
+    hover = f' title="{escape(title)}"' if title else ""
+    return f'<tr><th class="l"{hover}>{escape(label)}</th>{"".join(cells)}</tr>'
 
 
 def key_values(pairs: list[tuple[str, str]]) -> str:
@@ -93,11 +125,11 @@ def missing_list(rows: pd.DataFrame) -> str:
 
 
 def grid_image(run_dir: str, relative, classes: list[str], cell_px: int) -> str:
-    """A sample-grid PNG (path relative to ``run_dir``) inline, scaled up so that one of its rows (one
+    """A sample-grid PNG (path relative to ``run_dir``, or absolute: several runs) inline, scaled up so that one of its rows (one
     class) is about ``cell_px`` high, with the class names beside its rows."""
     if is_missing(relative) or not relative:
         return note("no sample grid")
-    path = storage.join(run_dir, str(relative))
+    path = str(relative) if os.path.isabs(str(relative)) or "://" in str(relative) else storage.join(run_dir, str(relative))
     if not storage.exists(path):
         return note(f"sample grid {relative} not found")
     data = storage.read_bytes(path)

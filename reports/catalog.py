@@ -129,3 +129,15 @@ def lookup(column: str) -> Metric | None:
 def uncatalogued(columns) -> list[str]:
     """The metric columns (reports.inputs.metric_columns) with no catalog entry."""
     return [c for c in columns if lookup(c) is None]
+
+
+def label(column: str) -> str:
+    """A column's label with its unit and direction arrow ("FID (Inception) ↓", "bits/dim (bits/dim) ↓"),
+    per-class columns with their class, wall-clock times marked as such; the column name if uncatalogued."""
+    entry = lookup(column)
+    if entry is None:
+        return column
+    text = entry.label + (f": {column.split('.', 1)[1]}" if "." in column else "")
+    unit = "" if entry.unit in ("", "%") or entry.unit in entry.label else f" ({entry.unit})"
+    clock = ", wall clock" if entry.wall_clock else ""
+    return f"{text}{unit}{clock} {entry.arrow}".strip()

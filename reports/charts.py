@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.colors
 import plotly.graph_objects as go
 
+from condgen_bench.reports.catalog import label
 from condgen_bench.reports.inputs import Objective, is_missing, numeric_epoch, parse_json, spread_of
 
 FIGURE_HEIGHT = 320  # px, every chart but the heatmap
@@ -69,7 +70,7 @@ def metric_curve(rows: pd.DataFrame, metric: str, colors: dict[str, str]) -> str
     """One metric against epoch, a line per trial (per sampling setting), error bars from its spread."""
     rows = rows.assign(_epoch=numeric_epoch(rows)).dropna(subset=["_epoch", metric]).sort_values("_epoch")
     spread = spread_of(metric, rows.columns)
-    fig = go.Figure(layout=dict(title=metric, xaxis_title="epoch"))
+    fig = go.Figure(layout=dict(title=label(metric), xaxis_title="epoch"))
     for name, part in rows.groupby(_line_keys(rows), sort=False):
         error = dict(type="data", array=part[spread], visible=True) if spread else None
         fig.add_scatter(x=part["_epoch"], y=part[metric], name=name, mode="lines+markers", error_y=error,
@@ -85,7 +86,7 @@ def hyperparameter_scatter(last: pd.DataFrame, param: str, obj: Objective) -> st
     numeric = pd.to_numeric(rows[param], errors="coerce")
     x = numeric if numeric.notna().all() else rows[param].astype(str)
     name = param.removeprefix("config.")
-    fig = go.Figure(layout=dict(title=f"{obj.metric} vs {name}", xaxis_title=name, yaxis_title=obj.metric))
+    fig = go.Figure(layout=dict(title=f"{label(obj.metric)} vs {name}", xaxis_title=name, yaxis_title=label(obj.metric)))
     methods = rows.get("method", pd.Series("", index=rows.index)).fillna("").astype(str)
     for method in dict.fromkeys(methods):
         part = methods == method
@@ -107,7 +108,8 @@ def cost_scatter(rows: pd.DataFrame, cost: str, metric: str, colors: dict[str, s
     sampling = rows.get("protocol.sampling", pd.Series(None, index=rows.index)).map(_sampling_label)
     epochs = numeric_epoch(rows).map(lambda e: "?" if is_missing(e) else f"{e:g}")
     hover = rows["trial_id"] + "<br>epoch " + epochs + "<br>" + sampling
-    fig = go.Figure(layout=dict(title=f"{metric} vs {cost}", xaxis_title=cost, yaxis_title=metric))
+    fig = go.Figure(layout=dict(title=f"{label(metric)} vs {label(cost)}", xaxis_title=label(cost),
+                                yaxis_title=label(metric)))
     for trial in dict.fromkeys(rows["trial_id"]):
         part = rows["trial_id"] == trial
         fig.add_scatter(x=rows.loc[part, cost], y=rows.loc[part, metric], name=trial, mode="markers",
@@ -128,15 +130,15 @@ def sampling_curve(rows: pd.DataFrame, metric: str, title: str, axes) -> str | N
     rows = rows.assign(_x=pd.to_numeric(rows[f"sampling.{cost.name}"], errors="coerce")).dropna(subset=["_x", metric])
     if rows["_x"].nunique() < 2:
         return None
-    label = pd.Series("", index=rows.index)
+    names = pd.Series("", index=rows.index)
     for axis in axes:
         column = f"sampling.{axis.name}"
         if axis.cost or column not in rows or rows[column].nunique() < 2:
             continue
-        label = label + rows[column].map(lambda v, a=axis: "" if is_missing(v) else
+        names = names + rows[column].map(lambda v, a=axis: "" if is_missing(v) else
                                          f"{a.label} {v:g} " if isinstance(v, numbers.Number) else f"{v} ")
-    fig = go.Figure(layout=dict(title=title, xaxis_title=cost.label, yaxis_title=metric))
-    for name, part in rows.sort_values("_x").groupby(label.str.strip(), sort=False):
+    fig = go.Figure(layout=dict(title=title, xaxis_title=cost.label, yaxis_title=label(metric)))
+    for name, part in rows.sort_values("_x").groupby(names.str.strip(), sort=False):
         fig.add_scatter(x=part["_x"], y=part[metric], name=name or "default", mode="lines+markers",
                         text=part.get("network_evaluations"),
                         hovertemplate=f"{cost.label} %{{x}}<br>%{{y}}<br>NFE %{{text}}<extra></extra>")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from html import escape
 
 import plotly.offline
@@ -9,15 +10,16 @@ import plotly.offline
 from condgen_bench.reports import layout, storage
 from condgen_bench.reports import charts
 from condgen_bench.reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,
-                            load_inputs, metric_columns, objective, split_stages, swept_columns)
-from condgen_bench.reports.sections import DatasetView, dataset_section, header_section
+                            load_inputs, merge_inputs, metric_columns, objective, split_stages, swept_columns)
+from condgen_bench.reports.sections import DatasetView, dataset_section, header_section, leaderboard_section
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em auto;max-width:1280px;padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;margin-top:1.6em}h3{font-size:1.1em}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:2px 7px;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}tr.best td{background:#fff2bf;font-weight:600}
+th{background:#f3f3f3}td.l,th.l{text-align:left}th[title]{cursor:help}th.group{background:#e4e9f2}
+td.top{font-weight:700;background:#e6f4e6}tr.best td{background:#fff2bf;font-weight:600}
 .na{color:#999}.note{color:#777;font-style:italic}.reason{color:#a33;font-size:12px;max-width:28em;text-align:left}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px}
 .gridwrap{display:flex;gap:8px;margin:.5em 0}
@@ -27,12 +29,16 @@ code{font-size:12px;background:#f6f6f6;padding:0 3px}
 """
 
 
-def build_report(run_dir: str) -> str:
-    """Read the finished run at ``run_dir`` (local path or URI), write ``run_dir/report.html``, and
-    return that path."""
-    inputs = load_inputs(run_dir)
-    body = [header_section(inputs)] + [dataset_section(v) for v in dataset_views(inputs)]
-    path = layout.run_file(run_dir, layout.REPORT)
+def build_report(run_dirs: str | list[str], output: str | None = None) -> str:
+    """Read one finished run directory, or several (local paths or URIs), and write the report: to
+    ``output``, else ``run_dir/report.html`` for one run and ``report.html`` in the working directory for
+    several. Returns the path written. Several runs make one page: a leaderboard per dataset across
+    them, then each dataset's sections."""
+    runs = [run_dirs] if isinstance(run_dirs, str) else list(run_dirs)
+    inputs = merge_inputs([load_inputs(run) for run in runs])
+    views = dataset_views(inputs)
+    body = [header_section(inputs), leaderboard_section(views)] + [dataset_section(v) for v in views]
+    path = output or (layout.run_file(runs[0], layout.REPORT) if len(runs) == 1 else os.path.abspath(layout.REPORT))
     storage.write_bytes(path, page(experiment_name(inputs), "\n".join(body)).encode("utf-8"))
     return path
 
@@ -58,6 +64,6 @@ def dataset_views(inputs: RunInputs) -> list[DatasetView]:
         last = last_evaluations(trials, obj)
         metrics = metric_columns(rows)
         views.append(DatasetView(inputs, str(name), trials, last, obj, metrics, headline_metrics(metrics),
-                                 class_names(rows, inputs.summary), swept_columns(rows), best_row(last, obj),
+                                 class_names(rows, inputs.summary_for(str(name))), swept_columns(rows), best_row(last, obj),
                                  charts.trial_colors(last["trial_id"]), finalists))
     return views

@@ -7,7 +7,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -16,7 +16,8 @@ from condgen_bench.reports import layout, storage
 # Columns that describe a row rather than measure something; every other numeric column that is
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
-               "git_commit", "epoch", "step", "missing", "sample_grid", "stage", "finalist_rank", "sampling_setting"}
+               "git_commit", "epoch", "step", "missing", "sample_grid", "stage", "finalist_rank", "sampling_setting",
+               "run"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
 # Costs: shown in the tables and against quality, not drawn as training curves.
@@ -25,11 +26,16 @@ COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_
 
 @dataclass
 class RunInputs:
-    run_dir: str
+    run_dir: str  # the run directory (several runs: their directories, comma-separated)
     results: pd.DataFrame  # results.parquet, one row per (trial, evaluation)
     history: pd.DataFrame  # history.parquet, one row per (trial, training epoch); empty if absent
     summary: dict | None  # dataset_summary.json, None if absent
     config: dict  # config.json, {} if absent
+    summaries: dict = field(default_factory=dict)  # several runs: dataset name -> its dataset_summary.json
+
+    def summary_for(self, dataset: str) -> dict:
+        """The dataset_summary.json of ``dataset`` ({} if no run has one)."""
+        return self.summaries.get(dataset) or self.summary or {}
 
 
 @dataclass
@@ -95,6 +101,35 @@ def load_inputs(run_dir: str) -> RunInputs:
         return json.loads(storage.read_bytes(file)) if storage.exists(file) else None
 
     return RunInputs(run_dir, results, history, read_json(layout.DATASET_SUMMARY), read_json(layout.CONFIG) or {})
+
+
+def merge_inputs(runs: list[RunInputs]) -> RunInputs:
+    """Several runs as one: their results and histories stacked with a "run" column (each run's
+    experiment name), sample grids addressed from each run's directory, trial ids prefixed with the run's
+    number where two runs share one, each dataset's summary kept. One run is returned as it is."""
+    if len(runs) == 1:
+        return runs[0]
+    ids = [set(run.results["trial_id"]) for run in runs]
+    clash = any(a & b for i, a in enumerate(ids) for b in ids[i + 1:])
+    results, histories, summaries = [], [], {}
+    for i, run in enumerate(runs, 1):
+        rows = run.results.assign(run=experiment_name(run))
+        if "sample_grid" in rows:
+            rows["sample_grid"] = rows["sample_grid"].map(
+                lambda g, d=run.run_dir: g if is_missing(g) else storage.join(d, str(g)))
+        history = run.history.copy()
+        if clash:
+            rows["trial_id"] = f"{i}:" + rows["trial_id"]
+            if "trial_id" in history:
+                history["trial_id"] = f"{i}:" + history["trial_id"]
+        results.append(rows)
+        histories.append(history)
+        if run.summary:
+            summaries.setdefault(str(run.summary.get("name")), run.summary)
+    names = list(dict.fromkeys(experiment_name(run) for run in runs))
+    return RunInputs(", ".join(run.run_dir for run in runs), pd.concat(results, ignore_index=True),
+                     pd.concat(histories, ignore_index=True), None,
+                     {**runs[0].config, "name": f"{len(runs)} runs: " + ", ".join(names)}, summaries)
 
 
 def experiment_name(inputs: RunInputs) -> str:

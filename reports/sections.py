@@ -10,8 +10,9 @@ import pandas as pd
 
 from condgen_bench.models import METHODS
 from condgen_bench.reports import charts
-from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell, missing_list,
-                            note, table)
+from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell,
+                                          metric_label, metric_title, missing_list, note, table)
+from condgen_bench.reports.catalog import METRICS, lookup
 from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing,
                             rows_at_last_epoch, sort_best_first, spread_of)
 
@@ -65,6 +66,63 @@ def header_section(inputs: RunInputs) -> str:
     return f"<h1>{escape(experiment_name(inputs))}</h1>\n" + key_values(pairs)
 
 
+# the leaderboard's columns, in order (each shown where some method has a value)
+LEADERBOARD = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "fid_inception", "fid_inf_inception",
+               "kid_inception", "is_inception", "bpd", "cas", "aug_gain")
+
+
+def leaderboard_section(views: list[DatasetView]) -> str:
+    """The top of the page: per dataset, one row per method at its best configuration (its finalist
+    where the finalist stage ran, else its best trial's last evaluation) with the headline metrics, each
+    with its spread and direction, the best value of each column marked."""
+    out = "<h1>Leaderboard</h1>"
+    for view in views:
+        rows = leaderboard_rows(view)
+        out += f"<h2>{escape(view.name)}</h2>"
+        if not rows:
+            out += note(f"no method has a value for {view.obj.metric}")
+            continue
+        columns = [m for m in LEADERBOARD if any(not is_missing(r.get(m)) for r in rows.values())]
+        tops = {m: best_value(rows.values(), m) for m in columns}
+        several_runs = "run" in view.inputs.results and view.inputs.results["run"].nunique() > 1
+        header = ["method", *(["run"] if several_runs else []), "trial", "stage", "epoch",
+                  *((metric_label(m), metric_title(m)) for m in columns)]
+        lines = []
+        for method, r in rows.items():
+            cells = [f'<td class="l"><b>{escape(method)}</b></td>']
+            cells += [f'<td class="l">{escape(fmt(r.get("run")))}</td>'] if several_runs else []
+            cells += [f'<td class="l">{escape(r["trial_id"])}</td>',
+                      f'<td class="l">{escape(fmt(r.get("stage")))}</td>', f"<td>{escape(fmt(r.get('epoch')))}</td>"]
+            for m in columns:
+                cell = metric_cell(r, m)
+                cells.append(cell.replace("<td>", '<td class="top">', 1) if tops[m] is not None
+                             and not is_missing(r.get(m)) and float(r[m]) == tops[m] else cell)
+            lines.append(f"<tr>{''.join(cells)}</tr>")
+        out += (table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; the best value "
+                                           "of each column is marked; ± is each figure's own spread"))
+    return out
+
+
+def leaderboard_rows(view: DatasetView) -> dict[str, pd.Series]:
+    """{method: its best row}, best first by the objective: each method's best finalist (own sampler),
+    else its best trial at its last evaluation."""
+    finalists = view.finalist_rows()
+    source = finalists if len(finalists) else view.last
+    methods = source.get("method", pd.Series("", index=source.index)).fillna("").astype(str)
+    best = {m: best_row(source[methods == m], view.obj) for m in dict.fromkeys(methods)}
+    ranked = sort_best_first(pd.DataFrame([r for r in best.values() if r is not None]), view.obj)
+    return {str(r.get("method") or "(method unknown)"): r for _, r in ranked.iterrows()}
+
+
+def best_value(rows, metric: str) -> float | None:
+    """The best value of ``metric`` among ``rows`` by its catalog direction (None: no direction or no value)."""
+    entry = lookup(metric)
+    values = [float(r[metric]) for r in rows if not is_missing(r.get(metric))]
+    if entry is None or entry.direction == "none" or not values:
+        return None
+    return max(values) if entry.direction == "max" else min(values)
+
+
 def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
     parts = [summary_section, finalists_section, intra_class_section, trials_section, curves_section,
@@ -75,7 +133,7 @@ def dataset_section(view: DatasetView) -> str:
 
 def summary_section(view: DatasetView) -> str:
     """Images per class per split, from dataset_summary.json."""
-    summary = view.inputs.summary or {}
+    summary = view.inputs.summary_for(view.name)
     out = "<h2>Dataset</h2>" + "".join(f"<p>fingerprint <code>{escape(f)}</code></p>"
                                        for f in distinct(view.rows, "dataset_fingerprint"))
     several = view.inputs.results.get("dataset", pd.Series(dtype=object)).nunique() > 1
@@ -95,7 +153,7 @@ def finalists_section(view: DatasetView) -> str:
     evaluation."""
     finalists = view.finalist_rows()
     if finalists.empty:
-        out = f"<h2>Best configuration <small>(by {escape(view.obj.metric)}, {view.obj.mode})</small></h2>"
+        out = f"<h2>Best configuration <small>(by {escape(metric_label(view.obj.metric))})</small></h2>"
         out += note("no finalist stage ran (eval.finalists = 0, or no trial could be scored): the sweep's "
                     "figures at each method's best trial")
         if view.best is None:
@@ -103,7 +161,7 @@ def finalists_section(view: DatasetView) -> str:
         methods = view.last.get("method", pd.Series("", index=view.last.index)).fillna("").astype(str)
         columns = {m: best_row(view.last[methods == m], view.obj) for m in dict.fromkeys(methods)}
     else:
-        out = (f"<h2>Finalists <small>(best trials by {escape(view.obj.metric)}, {view.obj.mode}, scored after the "
+        out = (f"<h2>Finalists <small>(best trials by {escape(metric_label(view.obj.metric))}, scored after the "
                "sweep with the full suite)</small></h2>")
         columns = {f"{r.get('method')} {r['trial_id']}": r for _, r in finalists.iterrows()}
     columns = {name: r for name, r in columns.items() if r is not None}
@@ -111,10 +169,27 @@ def finalists_section(view: DatasetView) -> str:
     lines = [labelled_row(name, [f"<td>{escape(fmt(r.get(column)))}</td>" for r in columns.values()])
              for name, column in [("trial", "trial_id"), ("epoch", "epoch"), ("samples", "protocol.num_samples")]
              + [(p.removeprefix("config."), p) for p in view.params]]
-    lines += [labelled_row(m, [metric_cell(r, m) for r in columns.values()])
-              for m in view.metrics if m not in spreads and "." not in m
-              and any(not is_missing(r.get(m)) or m in str(r.get("missing")) for r in columns.values())]
-    return out + table(["", *columns], lines)
+    shown = [m for m in view.metrics if m not in spreads and "." not in m
+             and any(not is_missing(r.get(m)) or m in str(r.get("missing")) for r in columns.values())]
+    return out + table(["", *columns], lines + metric_rows(view, shown, list(columns.values())))
+
+
+def metric_rows(view: DatasetView, metrics: list[str], rows: list[pd.Series]) -> list[str]:
+    """<tr> lines of ``metrics`` for ``rows`` (a column each), labelled from the metric catalog (label, unit,
+    direction arrow; the definition on hover) in the catalog's order, grouped: the generator's quality,
+    the yardsticks it is measured against, and its costs (wall-clock times named with the machine)."""
+    order = {name: i for i, name in enumerate(METRICS)}
+    machine = ", ".join(distinct(view.all_rows(), "version.platform")) or "the machine that ran it"
+    groups = {"quality": "quality", "reference": "yardsticks",
+              "cost": f"costs (times: wall clock on {machine}; network calls per image: portable)"}
+    lines = []
+    for kind, title in groups.items():
+        part = sorted((m for m in metrics if (lookup(m).kind if lookup(m) else "quality") == kind),
+                      key=lambda m: order.get(m, len(order)))
+        if part:
+            lines.append(f'<tr><th class="l group" colspan="{len(rows) + 1}">{escape(title)}</th></tr>')
+            lines += [labelled_row(metric_label(m), [metric_cell(r, m) for r in rows], metric_title(m)) for m in part]
+    return lines
 
 
 def intra_class_section(view: DatasetView) -> str:
@@ -137,7 +212,7 @@ def trials_section(view: DatasetView) -> str:
     params = [p.removeprefix("config.") for p in view.params]
     # metrics of the sweep's evaluations (the finalist stage's own, such as CAS, are in the table above)
     headline = [m for m in view.headline if m in view.last and view.last[m].notna().any()]
-    header = ["trial", "method", "status", *params, "epoch", *headline]
+    header = ["trial", "method", "status", *params, "epoch", *((metric_label(m), metric_title(m)) for m in headline)]
     lines = []
     for _, row in view.last.iterrows():
         reason = "" if is_missing(row.get("status_reason")) else str(row["status_reason"])
@@ -167,12 +242,15 @@ def curves_section(view: DatasetView) -> str:
 
 def curve_metrics(view: DatasetView) -> list[str]:
     """The objective and CURVES_FIRST where they have values, then any other headline metric with two or
-    more evaluated epochs in one trial (costs and the classifier's real accuracy left out)."""
+    more evaluated epochs in one trial (costs, yardsticks such as the classifier's real accuracy, and the
+    parts of a figure left out: the metric catalog's kind and direction)."""
     if "epoch" not in view.rows:
         return []
     out = []
     for metric in dict.fromkeys([view.obj.metric, *CURVES_FIRST, *view.headline]):
-        if metric not in view.rows or metric in COST_METRICS or metric == "classifier_real_accuracy":
+        entry = lookup(metric)
+        if metric not in view.rows or metric in COST_METRICS or (entry is not None and (
+                entry.kind != "quality" or entry.direction == "none")):  # costs, yardsticks, parts of a figure
             continue
         points = view.rows[["trial_id", "epoch", metric]].dropna()
         if len(points) and (metric in (view.obj.metric, *CURVES_FIRST)
@@ -185,7 +263,7 @@ def hyperparameter_section(view: DatasetView) -> str:
     """The objective at each trial's last evaluation against each swept parameter."""
     scatters = [charts.hyperparameter_scatter(view.last, p, view.obj) for p in view.params
                 if view.obj.metric in view.last]
-    return (f"<h2>Hyperparameters against {escape(view.obj.metric)}</h2>"
+    return (f"<h2>Hyperparameters against {escape(metric_label(view.obj.metric))}</h2>"
             + figures(scatters, "no swept parameter with values of the metric"))
 
 

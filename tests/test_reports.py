@@ -126,7 +126,7 @@ def test_report_content(run):
     assert ERROR_REASON in text
     assert "guidance" in text  # the sampling protocol
     assert f'title="{BPD_REASON}">—' in text  # a missing value says why
-    assert "80.0%" in text and "0.02 ± 0.004" in text and "2.7 ± 0.05" in text  # accuracy as %, x ± s
+    assert "80.0%" in text and "0.0200 ± 0.0040" in text and "2.700 ± 0.050" in text  # accuracy as %, x ± s to the spread's 2 digits
     assert '"real test images"' in text and "(overall)" not in text  # per-class real accuracy row
 
 
@@ -243,3 +243,51 @@ def test_the_catalog_names_every_metric_of_a_run_and_flags_a_new_one(tmp_path):
         assert metric.spread is None or metric.spread.startswith(metric.name + "_"), metric.name
         assert metric.kind != "cost" or metric.direction == "min", metric.name
         assert metric.wall_clock == (metric.kind == "cost" and metric.name != "network_evaluations"), metric.name
+
+
+def make_second_run(run_dir, dataset: str) -> None:
+    """make_run's trials on another dataset (as if on an exported image folder), its trial ids the same."""
+    make_run(run_dir)
+    results = pd.read_parquet(os.path.join(run_dir, "results.parquet"))
+    results["dataset"] = dataset
+    results["sample_accuracy"] = results["sample_accuracy"] * 0.5
+    write_parquet(results, os.path.join(run_dir, "results.parquet"))
+    with open(os.path.join(run_dir, "dataset_summary.json"), "w") as f:
+        json.dump({"name": dataset, "counts": {"train": {c: 3 for c in CLASSES}}}, f)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({"name": "folder-sweep", "method": "ddpm", "sweep": {"metric": "sample_accuracy", "mode": "max"}}, f)
+
+
+def test_one_page_over_two_runs_on_two_datasets_has_a_leaderboard_per_dataset(tmp_path):
+    """python -m condgen_bench.reports RUN RUN --output FILE: a leaderboard per dataset, a row per method at
+    its best configuration with labelled, directed columns and the best of each marked; each dataset's
+    sections follow, with each run's sample grids."""
+    first, second = str(tmp_path / "faces"), str(tmp_path / "folder")
+    make_run(first)
+    make_second_run(second, "folder")
+    output = str(tmp_path / "both.html")
+    out = subprocess.run([sys.executable, "-m", "condgen_bench.reports", first, second, "--output", output],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == output and not os.path.exists(os.path.join(first, "report.html"))
+    text = open(output, encoding="utf-8").read()
+    board = text[text.index("<h1>Leaderboard</h1>"):text.index("<h1>Dataset")]
+    faces, folder = board.split("<h2>folder</h2>")
+    assert "<h2>faces</h2>" in faces
+    for part, best in ((faces, "80.0%"), (folder, "40.0%")):  # trial_b's last evaluation: 0.8, halved in folder
+        assert "accuracy on samples ↑" in part and "FID (domain classifier) ↓" in part and "bits/dim" in part
+        rows = re.findall(r"<tr><td class=\"l\"><b>(\w+)</b>", part)
+        assert rows == ["ddpm", "dcgan"], rows  # ddpm's best (trial_b) ranks first by accuracy
+        assert f'<td class="top">{best}' in part
+        assert "faces-sweep" in part or "folder-sweep" in part  # the run each row comes from
+    assert "<h1>Dataset faces</h1>" in text and "<h1>Dataset folder</h1>" in text
+    assert "1:trial_b" in text and "2:trial_b" in text  # the same trial ids in two runs kept apart
+    assert text.count("data:image/png;base64,") >= 6  # both runs' grids found from their own folders
+
+
+def test_the_finalists_table_is_labelled_from_the_catalog(run):
+    _, _, text = run
+    best = text[text.index("<h2>Best configuration"):text.index("<h2>All trials")]
+    assert "accuracy on samples ↑" in best and "sample_accuracy" not in best.split("title=")[0]
+    assert 'class="l group"' in best and "costs (times: wall clock" in best
+    assert "Lower is better" in best and "sampling time per image (s/image), wall clock ↓" in best
