@@ -1,0 +1,71 @@
+"""The report in a real browser: headless Chromium renders a report over two runs on two datasets from
+file://, with every host unresolvable. No console error, every plotly figure drew its SVG, no request left
+the file, and a screenshot lands in the test's folder. Skipped, with the reason printed (pytest -ra),
+where no Chromium is installed (.ci/run installs Debian's package when it can)."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from condgen_bench.reports import build_report
+from test_reports import make_run, make_second_run
+
+BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
+               None)
+# headless, no background traffic of the browser's own, and no host resolvable: nothing can be fetched
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
+         "--disable-client-side-phishing-detection", "--host-resolver-rules=MAP * ~NOTFOUND",
+         "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider"]
+
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (apt-get install -y chromium): "
+                                                        "the report was not rendered in a browser")
+
+
+def render(page: str, folder) -> dict:
+    """Open ``page`` (a local HTML file) in headless Chromium, let its scripts run, and return what a user
+    would have met: {"console": console messages, "requests": URLs the page asked the network for,
+    "figures": plotly figure divs, "drawn": those holding a rendered SVG}."""
+    net_log = os.path.join(folder, "net.json")
+    out = subprocess.run([BROWSER, *FLAGS, f"--log-net-log={net_log}", "--dump-dom", "--virtual-time-budget=20000",
+                          "file://" + os.path.abspath(page)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    requests = set()
+    for event in json.load(open(net_log))["events"]:
+        params = event.get("params", {})
+        # the page's own requests carry its (file://) origin; the browser's own say "not an origin"
+        if "url" in params and params.get("initiator", "not an origin") != "not an origin":
+            requests.add(params["url"])
+    figures = out.stdout.split('class="plotly-graph-div')[1:]
+    return {"console": [line for line in out.stderr.splitlines() if ":CONSOLE" in line],
+            "requests": sorted(u for u in requests if not u.startswith(("file:", "data:", "blob:"))),
+            "figures": len(figures), "drawn": sum('class="main-svg"' in f for f in figures)}
+
+
+def test_the_checks_catch_a_broken_page(tmp_path):
+    """The three checks can fail: a script error, a fetch and a figure that never drew are all seen."""
+    page = tmp_path / "broken.html"
+    page.write_text('<html><body><div class="plotly-graph-div" id="f"></div><img src="https://example.com/x.png">'
+                    '<script>console.error("broken"); notDefined();</script></body></html>')
+    seen = render(str(page), tmp_path)
+    assert any("notDefined" in line for line in seen["console"]), seen
+    assert seen["requests"] == ["https://example.com/x.png"]
+    assert (seen["figures"], seen["drawn"]) == (1, 0)
+
+
+def test_a_report_over_two_runs_renders_offline_without_errors(tmp_path):
+    first, second = str(tmp_path / "faces"), str(tmp_path / "folder")
+    make_run(first)
+    make_second_run(second, "folder")
+    page = build_report([first, second], str(tmp_path / "report.html"))
+    seen = render(page, tmp_path)
+    assert seen["console"] == [] and seen["requests"] == []
+    assert seen["figures"] >= 10 and seen["drawn"] == seen["figures"], seen
+    shot = tmp_path / "report.png"
+    subprocess.run([BROWSER, *FLAGS, f"--screenshot={shot}", "--window-size=1280,1600", "--virtual-time-budget=20000",
+                    "file://" + page], capture_output=True, timeout=180, check=True)
+    assert shot.stat().st_size > 20_000
+    print(f"screenshot: {shot}")
