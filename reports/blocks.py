@@ -91,11 +91,53 @@ def with_spread(value: float, spread: float, metric: str) -> str:
     return f"{value * scale:.{digits}f}{suffix} ± {spread * scale:.{digits}f}{suffix}"
 
 
-def table(header: list[str | tuple[str, str]], lines: list[str]) -> str:
-    """A <table> from header texts, or (text, hover text) pairs (escaped here), and ready-made <tr> lines."""
+def table(header: list[str | tuple[str, str]], lines: list[str], sortable: bool = False) -> str:
+    """A <table> from header texts, or (text, hover text) pairs (escaped here), and ready-made <tr> lines;
+    ``sortable``: its rows sort by a clicked heading and filter by typed text (TABLE_SCRIPT, in the page)."""
     head = "".join(f'<th title="{escape(h[1])}">{escape(h[0])}</th>' if isinstance(h, tuple) else f"<th>{escape(h)}</th>"
                    for h in header)
+    if sortable:
+        return (f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>\n' + "\n".join(lines)
+                + "</tbody></table>")
     return f"<table><tr>{head}</tr>\n" + "\n".join(lines) + "</table>"
+
+
+# Sorting and filtering of table.sortable, inline (the page fetches nothing): a filter box above each; a
+# click on a heading sorts by that column (numbers by value, "—" last), a second click reverses.
+TABLE_SCRIPT = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var body = table.tBodies[0];
+  var box = document.createElement("input");
+  box.type = "search"; box.placeholder = "filter rows"; box.className = "filter";
+  table.parentNode.insertBefore(box, table);
+  box.addEventListener("input", function () {
+    var words = box.value.toLowerCase();
+    Array.prototype.forEach.call(body.rows, function (row) {
+      row.style.display = row.textContent.toLowerCase().indexOf(words) >= 0 ? "" : "none";
+    });
+  });
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, column) {
+    th.addEventListener("click", function () {
+      var down = th.getAttribute("data-sorted") === "up";
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) { c.removeAttribute("data-sorted"); });
+      th.setAttribute("data-sorted", down ? "down" : "up");
+      var key = function (row) {
+        var text = row.cells[column] ? row.cells[column].textContent.replace("\u2605", "").trim() : "";
+        return /^[-+]?[0-9]*[.]?[0-9]+(e[-+]?[0-9]+)?%?(\\s|$)/i.test(text) ? parseFloat(text) : text;
+      };
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        var missingX = x === "" || x === "\u2014" || x === "\u2014\u2020", missingY = y === "" || y === "\u2014" || y === "\u2014\u2020";
+        if (missingX !== missingY) { return missingX ? 1 : -1; }
+        var order = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+        return down ? -order : order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+"""
 
 
 def labelled_row(label: str, cells: list[str], title: str = "") -> str:

@@ -9,6 +9,7 @@ import plotly.offline
 
 from condgen_bench.reports import layout, storage
 from condgen_bench.reports import charts
+from condgen_bench.reports.blocks import TABLE_SCRIPT
 from condgen_bench.reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,
                             load_inputs, merge_inputs, metric_columns, objective, split_stages, swept_columns)
 from condgen_bench.reports.sections import DatasetView, dataset_section, header_section, leaderboard_section
@@ -19,7 +20,9 @@ h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;margin-top:1.
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:2px 7px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}th[title]{cursor:help}th.group{background:#e4e9f2}
-td.top{font-weight:700;background:#e6f4e6}tr.best td{background:#fff2bf;font-weight:600}
+td.top{font-weight:700;background:#e6f4e6}
+table.sortable th{cursor:pointer}th[data-sorted=up]:after{content:" \\25B2"}th[data-sorted=down]:after{content:" \\25BC"}
+input.filter{margin:.3em 0;padding:2px 6px;width:22em}tr.best td{background:#fff2bf;font-weight:600}
 .na{color:#999}.note{color:#777;font-style:italic}.reason{color:#a33;font-size:12px;max-width:28em;text-align:left}
 .figs{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px}
 .gridwrap{display:flex;gap:8px;margin:.5em 0}
@@ -47,7 +50,7 @@ def page(title: str, body: str) -> str:
     """A whole HTML document with plotly.js inlined once in the head."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f"<style>{CSS}</style>\n<script>{plotly.offline.get_plotlyjs()}</script>\n</head>"
-            f"<body>\n{body}\n</body></html>\n")
+            f"<body>\n{body}\n<script>{TABLE_SCRIPT}</script>\n</body></html>\n")
 
 
 def dataset_views(inputs: RunInputs) -> list[DatasetView]:

@@ -21,6 +21,7 @@ CURVES_FIRST = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "bpd
 COSTS = ("sample_seconds_per_image", "network_evaluations")  # x axes of the quality-against-cost plots
 GRID_CELL_PX = 96  # on-screen height of one class row of the best trial's sample grid
 OTHER_GRID_CELL_PX = 64  # the same for the other trials' grids
+OTHER_GRIDS = 24  # other trials' grids shown, best first (each is ~30 KB inline)
 
 
 @dataclass
@@ -223,7 +224,8 @@ def trials_section(view: DatasetView) -> str:
                  + [f"<td>{escape(fmt(row.get(c)))}</td>" for c in [*view.params, "epoch"]]
                  + [metric_cell(row, m) for m in headline])
         lines.append(f'<tr{" class=best" if mark else ""}>{"".join(cells)}</tr>')
-    return ("<h2>All trials <small>(last evaluation, best first)</small></h2>" + table(header, lines)
+    return ("<h2>All trials <small>(last evaluation, best first; click a heading to sort, type to filter)"
+            "</small></h2>" + table(header, lines, sortable=True)
             + missing_list(view.last))
 
 
@@ -326,10 +328,14 @@ def samples_section(view: DatasetView) -> str:
     if "sample_grid" not in view.last:
         return out
     others = view.last[view.last["trial_id"] != best_id].dropna(subset=["sample_grid"])
+    shown = others.head(OTHER_GRIDS)  # best first: the page stays small with hundreds of trials
     grids = "".join(f"<h3>{escape(r['trial_id'])} (epoch {fmt(r.get('epoch'))})</h3>"
                     + grid_image(view.inputs.run_dir, r["sample_grid"], view.classes, OTHER_GRID_CELL_PX)
-                    for _, r in others.iterrows())
-    return out + (f"<details><summary>other trials ({len(others)})</summary>{grids}</details>" if grids else "")
+                    for _, r in shown.iterrows())
+    rest = (note(f"the other {len(others) - len(shown)} trials' grids are in the run folder (sample_grid column "
+                 "of results.parquet)") if len(others) > len(shown) else "")
+    summary = f"other trials ({len(shown)} best of {len(others)})" if rest else f"other trials ({len(others)})"
+    return out + (f"<details><summary>{summary}</summary>{grids}{rest}</details>" if grids else "")
 
 
 def protocol_section(view: DatasetView) -> str:

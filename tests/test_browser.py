@@ -5,6 +5,7 @@ where no Chromium is installed (.ci/run installs Debian's package when it can)."
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -69,3 +70,33 @@ def test_a_report_over_two_runs_renders_offline_without_errors(tmp_path):
                     "file://" + page], capture_output=True, timeout=180, check=True)
     assert shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+# run after the page's own scripts: sort the trials table by accuracy, then filter it, and leave the
+# outcome in data attributes of <body> for --dump-dom to show
+CLICKS = """<script>
+var table = document.querySelector("table.sortable");
+var heading = Array.prototype.find.call(table.tHead.rows[0].cells, function (c) {
+  return c.textContent.indexOf("accuracy on samples") === 0; });
+var ids = function () { return Array.prototype.filter.call(table.tBodies[0].rows, function (r) {
+  return r.style.display !== "none"; }).map(function (r) { return r.cells[0].textContent.trim(); }).join(","); };
+heading.click(); document.body.setAttribute("data-ascending", ids());
+heading.click(); document.body.setAttribute("data-descending", ids());
+var box = table.previousElementSibling; box.value = "dcgan"; box.dispatchEvent(new Event("input"));
+document.body.setAttribute("data-filtered", ids());
+</script></body>"""
+
+
+def test_the_trials_table_sorts_and_filters_in_the_browser(tmp_path):
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    page = tmp_path / "clicked.html"
+    page.write_text(open(build_report(run_dir), encoding="utf-8").read().replace("</body>", CLICKS))
+    out = subprocess.run([BROWSER, *FLAGS, "--dump-dom", "--virtual-time-budget=20000", f"file://{page}"],
+                         capture_output=True, text=True, timeout=180)
+    body = re.search(r"<body([^>]*)>", out.stdout).group(1)
+    order = dict(re.findall(r'data-(\w+)="([^"]*)"', body))
+    # accuracy at each trial's last evaluation: a 45%, d 60%, b 80% (the best, starred), c none (last)
+    assert order["ascending"] == "trial_a,trial_d,★ trial_b,trial_c", order
+    assert order["descending"] == "★ trial_b,trial_d,trial_a,trial_c", order
+    assert order["filtered"] == "trial_d", order

@@ -291,3 +291,34 @@ def test_the_finalists_table_is_labelled_from_the_catalog(run):
     assert "accuracy on samples ↑" in best and "sample_accuracy" not in best.split("title=")[0]
     assert 'class="l group"' in best and "costs (times: wall clock" in best
     assert "Lower is better" in best and "sampling time per image (s/image), wall clock ↓" in best
+
+
+def test_a_200_trial_run_gives_a_usable_page_under_15_mb(tmp_path):
+    """200 trials, 3 evaluations each, a 30 KB sample grid each (noise: PNG cannot shrink it): the page stays
+    under 15 MB (plotly once, the 24 best other trials' grids), the trials table lists all 200, sortable."""
+    import numpy as np
+
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(200):
+        trial = f"t{t:03d}"
+        grid = os.path.join("artifacts", trial, "samples.png")
+        os.makedirs(os.path.join(run_dir, os.path.dirname(grid)))
+        Image.fromarray(rng.integers(0, 256, (168, 192), dtype=np.uint8)).save(os.path.join(run_dir, grid))
+        for epoch in (1, 2, 3):
+            row = {**common(trial, "ddpm" if t % 2 else "dcgan", "completed", "", float(rng.uniform(1e-4, 1e-2))),
+                   **evaluation(run_dir, trial, epoch, float(rng.uniform(0.1, 0.9)), 3.0, 0.01)}
+            rows.append({**row, "sample_grid": grid})
+    write_parquet(pd.DataFrame(rows), os.path.join(run_dir, "results.parquet"))
+    os.remove(os.path.join(run_dir, "history.parquet"))
+    path = build_report(run_dir)
+    size = os.path.getsize(path)
+    text = open(path, encoding="utf-8").read()
+    trials = text[text.index('<table class="sortable">'):]
+    trials = trials[:trials.index("</table>")]
+    assert trials.count("<tr") == 201  # the heading and 200 trials
+    assert "(24 best of 199)" in text and "the other 175 trials&#x27; grids" in text
+    assert size < 15_000_000, size
+    print(f"200-trial report: {size / 1e6:.1f} MB")
