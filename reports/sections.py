@@ -10,10 +10,10 @@ import pandas as pd
 
 from condgen_bench.models import METHODS
 from condgen_bench.reports import charts
-from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, key_values, labelled_row, metric_cell,
-                                          metric_label, metric_title, missing_list, note, table)
+from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, is_fraction, key_values, labelled_row,
+                                          metric_cell, metric_label, metric_title, missing_list, note, table)
 from condgen_bench.reports.catalog import METRICS, lookup
-from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing,
+from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing, json_dict,
                             rows_at_last_epoch, sort_best_first, spread_of)
 
 # Metrics drawn against the epoch whenever they have values (others only with two or more epochs).
@@ -83,6 +83,7 @@ def leaderboard_section(views: list[DatasetView]) -> str:
         if not rows:
             out += note(f"no method has a value for {view.obj.metric}")
             continue
+        out += f'<p class="summary">{escape(summary_text(view, rows))}</p>'
         columns = [m for m in LEADERBOARD if any(not is_missing(r.get(m)) for r in rows.values())]
         tops = {m: best_value(rows.values(), m) for m in columns}
         several_runs = "run" in view.inputs.results and view.inputs.results["run"].nunique() > 1
@@ -102,6 +103,65 @@ def leaderboard_section(views: list[DatasetView]) -> str:
         out += (table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; the best value "
                                            "of each column is marked; ± is each figure's own spread"))
     return out
+
+
+def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
+    """A paragraph written from the figures: who leads on the sweep metric and on FID and by how much
+    (against the two figures' own spreads), the cheapest and dearest sampling and training, and which
+    leaderboard figures are missing and why."""
+    sentences = []
+    for metric in dict.fromkeys([view.obj.metric, "fid_domain", "fid_inception"]):
+        ranked = [(m, r) for m, r in rows.items() if not is_missing(r.get(metric))]
+        entry = lookup(metric)
+        if not ranked or entry is None or entry.direction == "none":
+            continue
+        ranked.sort(key=lambda mr: float(mr[1][metric]), reverse=entry.direction == "max")
+        (first, a), rest = ranked[0], ranked[1:]
+        shown = lambda r: fmt(r[metric], is_fraction(metric))  # noqa: E731
+        if not rest:
+            sentences.append(f"{first} is the only method with {entry.label}: {shown(a)}.")
+            continue
+        second, b = rest[0]
+        margin = abs(float(a[metric]) - float(b[metric]))
+        spreads = [r.get(entry.spread) for r in (a, b)] if entry.spread else [None]
+        if any(is_missing(x) for x in spreads):
+            verdict = "no spread is recorded to judge whether that is noise"
+        else:
+            combined = (float(spreads[0]) ** 2 + float(spreads[1]) ** 2) ** 0.5
+            scale = 100 if is_fraction(metric) else 1
+            verdict = (f"{'more' if margin > 2 * combined else 'less'} than twice the two figures' combined "
+                       f"spread ({combined * scale:.2g}), so "
+                       + ("unlikely to be noise" if margin > 2 * combined else "within noise"))
+        scale, unit = (100, " points") if is_fraction(metric) else (1, "")
+        sentences.append(f"On {entry.label} ({'higher' if entry.direction == 'max' else 'lower'} is better) "
+                         f"{first} leads with {shown(a)} against {second}'s {shown(b)}: a margin of "
+                         f"{margin * scale:.3g}{unit}, {verdict}.")
+    machine = ", ".join(distinct(view.all_rows(), "version.platform")) or "the machine that ran it"
+    for cost, what, unit in (("network_evaluations", "Sampling costs", " network calls per image"),
+                             ("train_seconds", "Training took", f" s (wall clock on {machine})")):
+        priced = {}
+        for method, r in rows.items():
+            if not is_missing(r.get(cost)):
+                priced.setdefault(float(r[cost]), []).append(method)
+        if len(priced) > 1:
+            low, high = min(priced), max(priced)
+            sentences.append(f"{what} from {low:.3g} ({', '.join(priced[low])}) to {high:.3g} "
+                             f"({', '.join(priced[high])}){unit}.")
+    missing: dict[str, dict[str, list[str]]] = {}  # reason -> label -> methods
+    for method, r in rows.items():
+        reasons = json_dict(r.get("missing"))
+        for metric in LEADERBOARD:
+            reason = reasons.get(metric) or reasons.get("all")
+            if is_missing(r.get(metric)) and reason:
+                labels = missing.setdefault(str(reason).replace(method, "the method"), {})
+                labels.setdefault(lookup(metric).label, []).append(method)
+    for reason, labels in missing.items():
+        by_methods: dict[tuple, list[str]] = {}
+        for label_, methods in labels.items():
+            by_methods.setdefault(tuple(methods), []).append(label_)
+        sentences += [f"Missing: {', '.join(names)} for {', '.join(methods)} ({reason})."
+                      for methods, names in by_methods.items()]
+    return " ".join(sentences)
 
 
 def leaderboard_rows(view: DatasetView) -> dict[str, pd.Series]:

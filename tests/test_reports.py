@@ -322,3 +322,20 @@ def test_a_200_trial_run_gives_a_usable_page_under_15_mb(tmp_path):
     assert "(24 best of 199)" in text and "the other 175 trials&#x27; grids" in text
     assert size < 15_000_000, size
     print(f"200-trial report: {size / 1e6:.1f} MB")
+
+
+@pytest.mark.parametrize("std,verdict", [(0.1, "within noise"), (0.02, "unlikely to be noise")])
+def test_the_summary_names_the_leader_its_margin_and_what_is_missing(tmp_path, std, verdict):
+    """Written from the figures: ddpm (trial_b, 80%) leads dcgan (trial_d, 60%) by 20 points, judged against
+    the two figures' spreads; FID's leader; the missing bits/dim of the GAN and why."""
+    import html
+
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    results = pd.read_parquet(os.path.join(run_dir, "results.parquet"))
+    results["sample_accuracy_std"] = std
+    write_parquet(results, os.path.join(run_dir, "results.parquet"))
+    text = html.unescape(re.search(r'<p class="summary">(.*?)</p>', open(build_report(run_dir)).read()).group(1))
+    assert "ddpm leads with 80.0% against dcgan's 60.0%: a margin of 20 points" in text, text
+    assert f"so {verdict}" in text and "FID (domain classifier) (lower is better) ddpm leads with 20" in text
+    assert "Missing: bits/dim for dcgan (the method has no likelihood)." in text
