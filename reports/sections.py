@@ -97,7 +97,7 @@ def leaderboard_section(views: list[DatasetView]) -> str:
                       f'<td class="l">{escape(fmt(r.get("stage")))}</td>', f"<td>{escape(fmt(r.get('epoch')))}</td>"]
             for m in columns:
                 cell = metric_cell(r, m)
-                cells.append(cell.replace("<td>", '<td class="top">', 1) if tops[m] is not None
+                cells.append(cell.replace("<td>", '<td class="top">', 1) if tops[m] is not None and len(rows) > 1
                              and not is_missing(r.get(m)) and float(r[m]) == tops[m] else cell)
             lines.append(f"<tr>{''.join(cells)}</tr>")
         out += (table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; the best value "
@@ -109,7 +109,10 @@ def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
     """A paragraph written from the figures: who leads on the sweep metric and on FID and by how much
     (against the two figures' own spreads), the cheapest and dearest sampling and training, and which
     leaderboard figures are missing and why."""
-    sentences = []
+    sentences, board = [], rows
+    if len(rows) == 1:  # one method: its configurations are what compete (each trial at its last evaluation)
+        method = next(iter(rows))
+        rows = {configuration_name(method, r, view.params): r for _, r in view.last.iterrows()}
     for metric in dict.fromkeys([view.obj.metric, "fid_domain", "fid_inception"]):
         ranked = [(m, r) for m, r in rows.items() if not is_missing(r.get(metric))]
         entry = lookup(metric)
@@ -148,7 +151,7 @@ def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
             sentences.append(f"{what} from {low:.3g} ({', '.join(priced[low])}) to {high:.3g} "
                              f"({', '.join(priced[high])}){unit}.")
     missing: dict[str, dict[str, list[str]]] = {}  # reason -> label -> methods
-    for method, r in rows.items():
+    for method, r in board.items():  # the leaderboard's rows
         reasons = json_dict(r.get("missing"))
         for metric in LEADERBOARD:
             reason = reasons.get(metric) or reasons.get("all")
@@ -162,6 +165,12 @@ def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
         sentences += [f"Missing: {', '.join(names)} for {', '.join(methods)} ({reason})."
                       for methods, names in by_methods.items()]
     return " ".join(sentences)
+
+
+def configuration_name(method: str, row: pd.Series, params: list[str]) -> str:
+    """"ddpm c5db7_00003 (model.lr 0.002, train.epochs 13)": the method, trial and its swept settings."""
+    settings = ", ".join(f"{p.removeprefix('config.')} {fmt(row.get(p))}" for p in params)
+    return f"{method} {row['trial_id']}" + (f" ({settings})" if settings else "")
 
 
 def leaderboard_rows(view: DatasetView) -> dict[str, pd.Series]:
