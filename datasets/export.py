@@ -3,8 +3,8 @@ folders with subject-coded file names, and a generic class-folder tree.
 
 Used by the tests and the benchmarks, and by anyone who wants to try a loader without the real data:
 
-    python -m datasets.export fer2013-csv /tmp/fer2013.csv --identities 100
-    python -m datasets.export ckplus /tmp/ckplus --identities 40
+    python -m condgen_bench.datasets.export fer2013-csv /tmp/fer2013.csv --identities 100
+    python -m condgen_bench.datasets.export ckplus /tmp/ckplus --identities 40
 
 writes the embedded synthetic faces in that format.
 """
