@@ -92,7 +92,7 @@ def test_the_trials_table_sorts_and_filters_in_the_browser(tmp_path):
     make_run(run_dir)
     page = tmp_path / "clicked.html"
     page.write_text(open(build_report(run_dir), encoding="utf-8").read().replace("</body>", CLICKS))
-    out = subprocess.run([BROWSER, *FLAGS, "--dump-dom", "--virtual-time-budget=20000", f"file://{page}"],
+    out = subprocess.run([BROWSER, *FLAGS, "--dump-dom", "--virtual-time-budget=5000", f"file://{page}"],
                          capture_output=True, text=True, timeout=180)
     body = re.search(r"<body([^>]*)>", out.stdout).group(1)
     order = dict(re.findall(r'data-(\w+)="([^"]*)"', body))
