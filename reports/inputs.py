@@ -127,7 +127,8 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
         if run.summary:
             summaries.setdefault(str(run.summary.get("name")), run.summary)
     names = list(dict.fromkeys(experiment_name(run) for run in runs))
-    return RunInputs(", ".join(run.run_dir for run in runs), pd.concat(results, ignore_index=True),
+    # .copy(): one block per dtype again (the stacked frames' columns would otherwise stay fragmented)
+    return RunInputs(", ".join(run.run_dir for run in runs), pd.concat(results, ignore_index=True).copy(),
                      pd.concat(histories, ignore_index=True), None,
                      {**runs[0].config, "name": f"{len(runs)} runs: " + ", ".join(names)}, summaries)
 
