@@ -48,6 +48,10 @@ class DatasetView:
         own = rows[rows.get("sampling_setting", pd.Series("default", index=rows.index)).fillna("default") == "default"]
         return sort_best_first(own, self.obj)
 
+    def machine(self) -> str:
+        """The platform(s) the rows were measured on (version.platform), for labelling wall-clock times."""
+        return ", ".join(distinct(self.all_rows(), "version.platform")) or "the machine that ran it"
+
     def all_rows(self) -> pd.DataFrame:
         """Every row of the dataset, the sweep's and the finalists'."""
         return pd.concat([self.rows, self.finalists]) if len(self.finalists) else self.rows
@@ -139,7 +143,7 @@ def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
         sentences.append(f"On {entry.label} ({'higher' if entry.direction == 'max' else 'lower'} is better) "
                          f"{first} leads with {shown(a)} against {second}'s {shown(b)}: a margin of "
                          f"{margin * scale:.3g}{unit}, {verdict}.")
-    machine = ", ".join(distinct(view.all_rows(), "version.platform")) or "the machine that ran it"
+    machine = view.machine()
     for cost, what, unit in (("network_evaluations", "Sampling costs", " network calls per image"),
                              ("train_seconds", "Training took", f" s (wall clock on {machine})")):
         priced = {}
@@ -228,8 +232,7 @@ def finalists_section(view: DatasetView) -> str:
                     "figures at each method's best trial")
         if view.best is None:
             return out + note(f"no trial has a value for {view.obj.metric}")
-        methods = view.last.get("method", pd.Series("", index=view.last.index)).fillna("").astype(str)
-        columns = {m: best_row(view.last[methods == m], view.obj) for m in dict.fromkeys(methods)}
+        columns = leaderboard_rows(view)  # each method's best trial, as the leaderboard has it
     else:
         out = (f"<h2>Finalists <small>(best trials by {escape(metric_label(view.obj.metric))}, scored after the "
                "sweep with the full suite)</small></h2>")
@@ -249,7 +252,7 @@ def metric_rows(view: DatasetView, metrics: list[str], rows: list[pd.Series]) ->
     direction arrow; the definition on hover) in the catalog's order, grouped: the generator's quality,
     the yardsticks it is measured against, and its costs (wall-clock times named with the machine)."""
     order = {name: i for i, name in enumerate(METRICS)}
-    machine = ", ".join(distinct(view.all_rows(), "version.platform")) or "the machine that ran it"
+    machine = view.machine()
     groups = {"quality": "quality", "reference": "yardsticks",
               "cost": f"costs (times: wall clock on {machine}; network calls per image: portable)"}
     lines = []
