@@ -19,8 +19,9 @@ from PIL import Image
 from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
-from condgen_bench.harness.fidelity import (FID_INF_DRAWS, accuracy, bootstrap_std, fid_sizes, intra_class_fid, kid_subset,
-                              score_features)
+from condgen_bench.harness.fidelity import (FID_INF_DRAWS, GaussianStats, accuracy, bootstrap_std, fid_sizes,
+                                            intra_class_fid, kid_subset, score_features)
+from condgen_bench.harness.paired import bpd_arrays, sample_arrays
 from condgen_bench.harness.plan import EvalPlan
 from condgen_bench.harness.reference import EvalReference
 from condgen_bench.models.classifier import predict
@@ -101,12 +102,13 @@ def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, ref
 
 
 def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
-                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes]:
+                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes, dict]:
     """Generate the plan's seeded images (plan.samples_per_class a class) with the method's sampler
     (``settings`` override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
     IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
     intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
-    Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid)."""
+    Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid, the per-sample arrays
+    of the paired tests: harness.paired.sample_arrays)."""
     settings = settings or {}
     k = data.num_classes
     n = plan.samples_per_class
@@ -135,8 +137,8 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     values, reasons, features = fidelity_metrics(samples, "domain", domain, ref, config, device)
     metrics.update(values)
     missing.update(reasons)
+    layer = domain.layer("fid")
     if plan.computes("intra_class_fid"):
-        layer = domain.layer("fid")
         mean, per_class_fid = intra_class_fid(features[layer], labels, ref.real_features["domain"][layer],
                                               data.test.labels, data.class_names)
         metrics["fid_intra_domain"] = mean
@@ -144,6 +146,9 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     else:
         metrics["fid_intra_domain"] = math.nan
         missing["fid_intra_domain"] = plan.skip["intra_class_fid"]
+    real = ref.real_features["domain"][layer]
+    per_sample = sample_arrays(torch.as_tensor(hits).bool(), labels, seeds, features[layer], real,
+                               GaussianStats.of(real), ref.weights_hash)
     metrics["domain_metrics_seconds"] = time.time() - t0
     skip = (plan.skip.get("inception") if not plan.computes("inception") else
             ref.inception_missing if ref.inception is None or "inception" not in ref.real_features else None)
@@ -180,7 +185,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
                                     f"{data.image_size}" + (", gray repeated to 3 channels" if data.channels == 1 else ""),
         })
     grid_rows = torch.cat([samples[labels == c][: config.grid_per_class] for c in range(k)])
-    return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k))
+    return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k)), per_sample
 
 
 def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan,
@@ -211,25 +216,26 @@ def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, 
     return metrics, missing, protocol
 
 
-def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = None) -> tuple[dict, dict, dict]:
+def likelihood_metrics(method, data: DatasetSplits, config,
+                       skip: str | None = None) -> tuple[dict, dict, dict, dict]:
     """The method's likelihood figure (DDPM's variational bound) on the real test split's first
     ``bpd_images`` images, per image, then its mean and standard error (bits/dim) and the mean of each part
     the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
-    Returns (metrics, missing, protocol)."""
+    Returns (metrics, missing, protocol, per-image arrays of the paired test: harness.paired.bpd_arrays)."""
     bpd_n = min(config.bpd_images, len(data.test))
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
     if not method.has_likelihood:  # first: no epoch of a GAN has a bound
-        return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}
+        return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}, {}
     if skip:
-        return nan, {"bpd": skip}, {}
+        return nan, {"bpd": skip}, {}, {}
     if bpd_n == 0:
-        return nan, {"bpd": "disabled (eval.bpd_images = 0)"}, {"bpd_images": 0}
+        return nan, {"bpd": "disabled (eval.bpd_images = 0)"}, {"bpd_images": 0}, {}
     t0 = time.time()
     parts = []
+    seeds = config.seed + 10_000_000 + torch.arange(bpd_n)
     for start in range(0, bpd_n, config.batch_size):
         sl = slice(start, min(start + config.batch_size, bpd_n))
-        parts.append(method.bits_per_dim(data.test.images[sl], data.test.labels[sl],
-                                         config.seed + 10_000_000 + torch.arange(sl.start, sl.stop),
+        parts.append(method.bits_per_dim(data.test.images[sl], data.test.labels[sl], seeds[sl],
                                          t_samples=config.bpd_t_samples))
     per_image = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     total = per_image["total"]
@@ -242,24 +248,28 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     protocol = {"bpd_images": bpd_n, "bpd_split": "test",
                 "bpd_t_samples": "all" if config.bpd_t_samples is None else config.bpd_t_samples,
                 **method.likelihood_protocol()}
-    return metrics, {}, protocol
+    return metrics, {}, protocol, bpd_arrays(total, data.test.images[:bpd_n], seeds)
 
 
 def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
-             settings: dict | None = None, likelihood: tuple[dict, dict, dict] | None = None) -> tuple[dict, bytes]:
+             settings: dict | None = None, likelihood: tuple[dict, dict, dict, dict] | None = None
+             ) -> tuple[dict, bytes]:
     """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference, computing what
     ``plan`` says: its samples under the method's sampler (or ``settings``), its bound on real test images
     (``likelihood``: reuse a result of likelihood_metrics, which does not depend on the sampler), and
     under the method's own sampler CAS and the augmentation gain.
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
-    metrics (NaN where missing), "missing" {metric: reason}, and the protocol every figure was computed under.
+    metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under,
+    and "per_sample" {name: array}: what the paired tests need (harness/paired.py; write_record stores it
+    beside the record, not in it).
     """
     t_start = time.time()
-    metrics, missing, protocol, grid = sample_metrics(method, data, ref, config, plan, device, settings)
+    metrics, missing, protocol, grid, per_sample = sample_metrics(method, data, ref, config, plan, device, settings)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"))
-    parts = [likelihood]
+    *bound, per_image = likelihood
+    parts = [bound]
     if settings:
         own = "computed under the model's own sampler only"
         parts.append(({"cas": math.nan, "aug_gain": math.nan}, {"cas": own, "aug_gain": own}, {}))
@@ -270,4 +280,5 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
         missing.update(reasons)
         protocol.update(settings_used)
     metrics["eval_seconds"] = time.time() - t_start
-    return {"stage": plan.stage, "metrics": metrics, "missing": missing, "protocol": protocol}, grid
+    return {"stage": plan.stage, "metrics": metrics, "missing": missing, "protocol": protocol,
+            "per_sample": {**per_sample, **per_image}}, grid

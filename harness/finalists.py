@@ -22,7 +22,7 @@ import torch
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
 from condgen_bench.harness.evaluation import evaluate, sampling_grid, setting_key
 from condgen_bench.harness.plan import evaluation_plan
-from condgen_bench.harness.results import write_record
+from condgen_bench.harness.results import read_per_sample, write_record
 from condgen_bench.harness.trial import task_options
 from condgen_bench.models import build_method
 from condgen_bench.reports import layout, storage
@@ -67,22 +67,24 @@ def is_scored(run_dir: str, trial_id: str) -> bool:
     return storage.exists(storage.join(layout.finalist_dir(run_dir, trial_id), layout.EVAL_RECORD))
 
 
-def bound_of(record: dict) -> tuple[dict, dict, dict]:
+def bound_of(record: dict) -> tuple[dict, dict, dict, dict]:
     """The bits/dim part of an evaluation record, as likelihood_metrics returns it (metrics, missing,
-    protocol): the bound does not depend on the samples, so other records of the checkpoint reuse it."""
-    return tuple({k: v for k, v in record[part].items() if k.startswith("bpd")}
-                 for part in ("metrics", "missing", "protocol"))
+    protocol, per-image arrays): the bound does not depend on the samples, so other records of the
+    checkpoint reuse it."""
+    return tuple({k: v for k, v in record.get(part, {}).items() if k.startswith("bpd")}
+                 for part in ("metrics", "missing", "protocol", "per_sample"))
 
 
-def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, dict, dict] | None:
+def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, dict, dict, dict] | None:
     """The bound computed on the same checkpoint at its trial-final evaluation, or None."""
-    path = storage.join(layout.epoch_dir(run_dir, trial_id, epoch), layout.EVAL_RECORD)
+    folder = layout.epoch_dir(run_dir, trial_id, epoch)
+    path = storage.join(folder, layout.EVAL_RECORD)
     if not storage.exists(path):
         return None
     record = json.loads(storage.read_bytes(path))
     if record.get("stage") != "trial_final" or math.isnan(record["metrics"].get("bpd", math.nan)):
         return None
-    return bound_of(record)
+    return bound_of({**record, "per_sample": read_per_sample(folder)})
 
 
 def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int) -> dict:

@@ -16,6 +16,7 @@ import subprocess
 
 import pandas as pd
 
+from condgen_bench.harness import paired
 from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten
 from condgen_bench.reports import layout, storage
 
@@ -59,9 +60,19 @@ def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged:
 
 
 def write_record(folder: str, record: dict, grid_png: bytes) -> None:
-    """An evaluation's samples.png, then its eval.json (whose presence says the record is whole)."""
+    """An evaluation's samples.png and its per-sample arrays (per_sample.npz, from record["per_sample"]:
+    harness/paired.py), then its eval.json without them (its presence says the record is whole)."""
     storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
-    storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), json.dumps(record, indent=1).encode())
+    if record.get("per_sample"):
+        storage.write_bytes(storage.join(folder, layout.PER_SAMPLE), paired.to_bytes(record["per_sample"]))
+    text = json.dumps({k: v for k, v in record.items() if k != "per_sample"}, indent=1)
+    storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), text.encode())
+
+
+def read_per_sample(folder: str) -> dict:
+    """The per-sample arrays written beside the record in ``folder`` ({} for a record without them)."""
+    path = storage.join(folder, layout.PER_SAMPLE)
+    return paired.from_bytes(storage.read_bytes(path)) if storage.exists(path) else {}
 
 
 def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
@@ -84,6 +95,8 @@ def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
     row.update({f"protocol.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
                 for k, v in record["protocol"].items()})
     row["sample_grid"] = f"{relative}/{layout.SAMPLE_GRID}"
+    if storage.exists(storage.join(run_dir, relative, layout.PER_SAMPLE)):
+        row["per_sample"] = f"{relative}/{layout.PER_SAMPLE}"
     return row
 
 

@@ -16,8 +16,8 @@ from condgen_bench.reports import layout, storage
 # Columns that describe a row rather than measure something; every other numeric column that is
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
-               "git_commit", "epoch", "step", "missing", "sample_grid", "stage", "finalist_rank", "sampling_setting",
-               "run"}
+               "git_commit", "epoch", "step", "missing", "sample_grid", "per_sample", "stage", "finalist_rank",
+               "sampling_setting", "run", "seeds"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
 # Costs: shown in the tables and against quality, not drawn as training curves.
@@ -100,12 +100,16 @@ def load_inputs(run_dir: str) -> RunInputs:
         file = layout.run_file(run_dir, name)
         return json.loads(storage.read_bytes(file)) if storage.exists(file) else None
 
-    return RunInputs(run_dir, results, history, read_json(layout.DATASET_SUMMARY), read_json(layout.CONFIG) or {})
+    summary = read_json(layout.DATASET_SUMMARY)
+    if summary and "datasets" in summary:  # a benchmark over several datasets: one entry each
+        return RunInputs(run_dir, results, history, summary["datasets"][0], read_json(layout.CONFIG) or {},
+                         {str(d.get("name")): d for d in summary["datasets"]})
+    return RunInputs(run_dir, results, history, summary, read_json(layout.CONFIG) or {})
 
 
 def merge_inputs(runs: list[RunInputs]) -> RunInputs:
     """Several runs as one: their results and histories stacked with a "run" column (each run's
-    experiment name), sample grids addressed from each run's directory, trial ids prefixed with the run's
+    experiment name), sample grids and per-sample files addressed from each run's directory, trial ids prefixed with the run's
     number where two runs share one, each dataset's summary kept. One run is returned as it is."""
     if len(runs) == 1:
         return runs[0]
@@ -114,9 +118,9 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
     results, histories, summaries = [], [], {}
     for i, run in enumerate(runs, 1):
         rows = run.results.assign(run=experiment_name(run))
-        if "sample_grid" in rows:
-            rows["sample_grid"] = rows["sample_grid"].map(
-                lambda g, d=run.run_dir: g if is_missing(g) else storage.join(d, str(g)))
+        for column in ("sample_grid", "per_sample"):  # files of a record, relative to their run
+            if column in rows:
+                rows[column] = rows[column].map(lambda g, d=run.run_dir: g if is_missing(g) else storage.join(d, str(g)))
         history = run.history.copy()
         if clash:
             rows["trial_id"] = f"{i}:" + rows["trial_id"]
@@ -124,6 +128,8 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
                 history["trial_id"] = f"{i}:" + history["trial_id"]
         results.append(rows)
         histories.append(history)
+        for summary in run.summaries.values():
+            summaries.setdefault(str(summary.get("name")), summary)
         if run.summary:
             summaries.setdefault(str(run.summary.get("name")), run.summary)
     names = list(dict.fromkeys(experiment_name(run) for run in runs))
@@ -131,6 +137,13 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
     return RunInputs(", ".join(run.run_dir for run in runs), pd.concat(results, ignore_index=True).copy(),
                      pd.concat(histories, ignore_index=True), None,
                      {**runs[0].config, "name": f"{len(runs)} runs: " + ", ".join(names)}, summaries)
+
+
+def record_file(run_dir: str, relative) -> str:
+    """A file of a record (results' sample_grid / per_sample): relative to ``run_dir``, or as it is when
+    absolute or a URI (a report over several runs)."""
+    relative = str(relative)
+    return relative if os.path.isabs(relative) or "://" in relative else storage.join(run_dir, relative)
 
 
 def experiment_name(inputs: RunInputs) -> str:
@@ -231,6 +244,38 @@ def best_row(last: pd.DataFrame, obj: Objective) -> pd.Series | None:
         return None
     scored = last[pd.to_numeric(last[obj.metric], errors="coerce").notna()]
     return sort_best_first(scored, obj).iloc[0] if len(scored) else None
+
+
+SEED_COLUMN = "config.train.seed"  # the setting that tells seed twins apart
+
+
+def aggregate_seeds(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of configurations that differ only by the training seed (config.train.seed; e.g. repeats of a
+    point) folded into one: each metric the mean over the seeds, its spread column (x_std / x_stderr) the
+    std over the seeds, ``seeds`` their number, trial_id the trials' ids; no per-sample file (a mean has no
+    samples). Other rows are kept as they are, with seeds 1."""
+    rows = rows.assign(seeds=1)
+    if SEED_COLUMN not in rows or len(rows) < 2:
+        return rows
+    settings = [c for c in rows.columns if c.startswith("config.") and c != SEED_COLUMN and c != "config.sweep.space"]
+    key = rows[["method", *settings] if "method" in rows else settings].astype(str).agg("|".join, axis=1)
+    metrics = [m for m in metric_columns(rows) if m != "seeds"]
+    spread_columns = {m + suffix for m in metrics for suffix in SPREAD_SUFFIXES}
+    out = []
+    for _, group in rows.groupby(key, sort=False):
+        if len(group) < 2 or group[SEED_COLUMN].nunique() < len(group):  # not one configuration's seeds
+            out += [r for _, r in group.iterrows()]
+            continue
+        first = group.iloc[0].copy()
+        for metric in (m for m in metrics if m not in spread_columns):
+            values = pd.to_numeric(group[metric], errors="coerce").dropna()
+            first[metric] = values.mean() if len(values) else math.nan
+            first[spread_of(metric, rows.columns) or metric + "_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        first["seeds"] = len(group)
+        first["trial_id"] = ", ".join(group["trial_id"].astype(str))
+        first["per_sample"] = None
+        out.append(first)
+    return pd.DataFrame(out)
 
 
 def swept_columns(rows: pd.DataFrame) -> list[str]:

@@ -6,7 +6,8 @@
         results.parquet, history.parquet      the results (harness/results.py), then report.html
         results_manifest.json                 written after both: their sizes and digests, so a reader
                                               knows the two files are from the same write
-        artifacts/<trial>/epoch_NNNN/         an evaluation during the sweep: eval.json, samples.png
+        artifacts/<trial>/epoch_NNNN/         an evaluation during the sweep: eval.json, samples.png,
+                                              per_sample.npz (what the report's paired tests resample)
         artifacts/<trial>/diverged.json       why a trial stopped as diverged
         artifacts/<trial>/history/epoch_NNNN.json  an epoch's training figures (the loss curves; kept
                                               across restarts, so a resumed trial's earlier epochs stay)
@@ -33,6 +34,7 @@ MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} o
 REPORT = "report.html"
 EVAL_RECORD = "eval.json"  # one evaluation: {"metrics", "missing", "protocol", "stage", "epoch", ...}
 SAMPLE_GRID = "samples.png"
+PER_SAMPLE = "per_sample.npz"  # beside eval.json: what the paired tests need (harness/paired.py)
 DIVERGED = "diverged.json"  # {"epoch", "step", "reason"}
 FINALIST_FAILED = "failed.json"  # in a finalist's folder when its scoring raised: {"error"}; retried on --resume
 CHECKPOINT_FILE = "state.pt"  # inside each Ray Train checkpoint folder

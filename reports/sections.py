@@ -13,8 +13,10 @@ from condgen_bench.reports import charts
 from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, is_fraction, key_values, labelled_row,
                                           metric_cell, metric_label, metric_title, missing_list, note, table)
 from condgen_bench.reports.catalog import METRICS, lookup
-from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, best_row, experiment_name, is_missing, json_dict,
-                            rows_at_last_epoch, sort_best_first, spread_of)
+from condgen_bench.harness import paired
+from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, aggregate_seeds, best_row, experiment_name,
+                                          is_missing, json_dict, rows_at_last_epoch, sort_best_first, spread_of)
+from condgen_bench.reports.noise import METHOD as NOISE_METHOD, PerSampleFiles, describe, difference
 
 # Metrics drawn against the epoch whenever they have values (others only with two or more epochs).
 CURVES_FIRST = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "bpd")
@@ -78,8 +80,9 @@ LEADERBOARD = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "fid_
 
 def leaderboard_section(views: list[DatasetView]) -> str:
     """The top of the page: per dataset, one row per method at its best configuration (its finalist
-    where the finalist stage ran, else its best trial's last evaluation) with the headline metrics, each
-    with its spread and direction, the best value of each column marked."""
+    where the finalist stage ran, else its best trial's last evaluation; a mean ± std where the
+    configuration ran with several seeds) with the headline metrics, each with its spread and direction;
+    per column the best value marked, and the figures within noise of it (reports/noise.py)."""
     out = "<h1>Leaderboard</h1>"
     for view in views:
         rows = leaderboard_rows(view)
@@ -87,36 +90,78 @@ def leaderboard_section(views: list[DatasetView]) -> str:
         if not rows:
             out += note(f"no method has a value for {view.obj.metric}")
             continue
-        out += f'<p class="summary">{escape(summary_text(view, rows))}</p>'
+        files = PerSampleFiles(view.inputs.run_dir)
+        out += f'<p class="summary">{escape(summary_text(view, rows, files))}</p>'
         columns = [m for m in LEADERBOARD if any(not is_missing(r.get(m)) for r in rows.values())]
-        tops = {m: best_value(rows.values(), m) for m in columns}
         several_runs = "run" in view.inputs.results and view.inputs.results["run"].nunique() > 1
+        seeds = any(int(r.get("seeds", 1) or 1) > 1 for r in rows.values())
         header = ["method", *(["run"] if several_runs else []), "trial", "stage", "epoch",
-                  *((metric_label(m), metric_title(m)) for m in columns)]
+                  *(["seeds"] if seeds else []), *((metric_label(m), metric_title(m)) for m in columns)]
+        marks = {m: noise_marks(view, rows, m, files) for m in columns}
         lines = []
         for method, r in rows.items():
             cells = [f'<td class="l"><b>{escape(method)}</b></td>']
             cells += [f'<td class="l">{escape(fmt(r.get("run")))}</td>'] if several_runs else []
             cells += [f'<td class="l">{escape(r["trial_id"])}</td>',
                       f'<td class="l">{escape(fmt(r.get("stage")))}</td>', f"<td>{escape(fmt(r.get('epoch')))}</td>"]
+            cells += [f"<td>{escape(fmt(r.get('seeds')))}</td>"] if seeds else []
             for m in columns:
-                cell = metric_cell(r, m)
-                cells.append(cell.replace("<td>", '<td class="top">', 1) if tops[m] is not None and len(rows) > 1
-                             and not is_missing(r.get(m)) and float(r[m]) == tops[m] else cell)
+                cells.append(marked_cell(metric_cell(r, m), *marks[m].get(method, ("", ""))))
             lines.append(f"<tr>{''.join(cells)}</tr>")
-        out += (table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; the best value "
-                                           "of each column is marked; ± is each figure's own spread"))
+        out += table(header, lines) + note(
+            f"methods ranked by {metric_label(view.obj.metric)}; ± is each figure's own spread (over seeds "
+            "where a row has several); in each column ★ marks the best and ≈ the figures within noise of it "
+            f"({paired.LEVEL:.0%} interval of the difference holds 0; hover a figure for its difference, "
+            "interval and test; the tests are named under the evaluation protocol)")
     return out
 
 
-def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
-    """A paragraph written from the figures: who leads on the sweep metric and on FID and by how much
-    (against the two figures' own spreads), the cheapest and dearest sampling and training, and which
-    leaderboard figures are missing and why."""
+def noise_marks(view: DatasetView, rows: dict[str, pd.Series], metric: str,
+                files: PerSampleFiles) -> dict[str, tuple[str, str]]:
+    """{method: (mark, hover text)} in one leaderboard column: "best" for the best value (ties too),
+    "tie" for a figure within noise of it, "" beyond noise or without a verdict. One row: no marks."""
+    top = best_value(rows.values(), metric)
+    if top is None or len(rows) < 2:
+        return {}
+    leader = next(m for m, r in rows.items() if not is_missing(r.get(metric)) and float(r[metric]) == top)
+    scale = 100 if is_fraction(metric) else 1
+    out = {}
+    for method, r in rows.items():
+        if is_missing(r.get(metric)):
+            continue
+        if float(r[metric]) == top:
+            out[method] = ("best", "the best value of the column")
+            continue
+        diff = difference(metric, r, rows[leader], files)
+        if diff is None:
+            out[method] = ("", f"no spread to judge the difference from {leader}'s")
+        else:
+            verdict = "within noise of" if diff.within_noise else "beyond noise from"
+            out[method] = ("tie" if diff.within_noise else "",
+                           f"{verdict} {leader}'s: difference {describe(diff, scale)}")
+    return out
+
+
+def marked_cell(cell: str, mark: str, title: str) -> str:
+    """A metric <td> with its noise mark: ★ and class "top" for the best, ≈ and class "tie" within noise."""
+    if not mark and not title:
+        return cell
+    body = cell.removeprefix("<td>").removesuffix("</td>")
+    symbol = {"best": " ★", "tie": " ≈"}.get(mark, "")
+    css = {"best": ' class="top"', "tie": ' class="tie"'}.get(mark, "")
+    return f'<td{css} title="{escape(title)}">{body}{symbol}</td>'
+
+
+def summary_text(view: DatasetView, rows: dict[str, pd.Series], files: PerSampleFiles | None = None) -> str:
+    """A paragraph written from the figures: who leads on the sweep metric and on FID and by how much,
+    whether that is within noise (reports/noise.py), the cheapest and dearest sampling and training, and
+    which leaderboard figures are missing and why."""
+    files = files or PerSampleFiles(view.inputs.run_dir)
     sentences, board = [], rows
     if len(rows) == 1:  # one method: its configurations are what compete (each trial at its last evaluation)
         method = next(iter(rows))
-        rows = {configuration_name(method, r, view.params): r for _, r in view.last.iterrows()}
+        rows = {configuration_name(method, r, view.params): r
+                for _, r in aggregate_seeds(view.last).iterrows()}
     for metric in dict.fromkeys([view.obj.metric, "fid_domain", "fid_inception"]):
         ranked = [(m, r) for m, r in rows.items() if not is_missing(r.get(metric))]
         entry = lookup(metric)
@@ -129,20 +174,17 @@ def summary_text(view: DatasetView, rows: dict[str, pd.Series]) -> str:
             sentences.append(f"{first} is the only method with {entry.label}: {shown(a)}.")
             continue
         second, b = rest[0]
-        margin = abs(float(a[metric]) - float(b[metric]))
-        spreads = [r.get(entry.spread) for r in (a, b)] if entry.spread else [None]
-        if any(is_missing(x) for x in spreads):
+        scale, unit = (100, " points") if is_fraction(metric) else (1, "")
+        diff = difference(metric, a, b, files)
+        if diff is None:
             verdict = "no spread is recorded to judge whether that is noise"
         else:
-            combined = (float(spreads[0]) ** 2 + float(spreads[1]) ** 2) ** 0.5
-            scale = 100 if is_fraction(metric) else 1
-            verdict = (f"{'more' if margin > 2 * combined else 'less'} than twice the two figures' combined "
-                       f"spread ({combined * scale:.2g}), so "
-                       + ("unlikely to be noise" if margin > 2 * combined else "within noise"))
-        scale, unit = (100, " points") if is_fraction(metric) else (1, "")
+            verdict = (f"{'beyond' if not diff.within_noise else 'within'} noise: the {paired.LEVEL:.0%} interval "
+                       f"of the difference is [{diff.low * scale:.3g}, {diff.high * scale:.3g}]{unit} "
+                       f"({'paired' if diff.method.startswith('paired') else 'unpaired'})")
         sentences.append(f"On {entry.label} ({'higher' if entry.direction == 'max' else 'lower'} is better) "
                          f"{first} leads with {shown(a)} against {second}'s {shown(b)}: a margin of "
-                         f"{margin * scale:.3g}{unit}, {verdict}.")
+                         f"{abs(float(a[metric]) - float(b[metric])) * scale:.3g}{unit}, {verdict}.")
     machine = view.machine()
     for cost, what, unit in (("network_evaluations", "Sampling costs", " network calls per image"),
                              ("train_seconds", "Training took", f" s (wall clock on {machine})")):
@@ -179,9 +221,10 @@ def configuration_name(method: str, row: pd.Series, params: list[str]) -> str:
 
 def leaderboard_rows(view: DatasetView) -> dict[str, pd.Series]:
     """{method: its best row}, best first by the objective: each method's best finalist (own sampler),
-    else its best trial at its last evaluation."""
+    else its best trial at its last evaluation; a configuration run with several seeds as one row of
+    means (inputs.aggregate_seeds)."""
     finalists = view.finalist_rows()
-    source = finalists if len(finalists) else view.last
+    source = aggregate_seeds(finalists if len(finalists) else view.last)
     methods = source.get("method", pd.Series("", index=source.index)).fillna("").astype(str)
     best = {m: best_row(source[methods == m], view.obj) for m in dict.fromkeys(methods)}
     ranked = sort_best_first(pd.DataFrame([r for r in best.values() if r is not None]), view.obj)
@@ -418,4 +461,5 @@ def protocol_section(view: DatasetView) -> str:
              for c in rows.columns if c.startswith("protocol.")]
     real = distinct(rows, "classifier_real_accuracy", percent=True)
     pairs.append(("classifier accuracy on real test images", "\n".join(real) or "—"))
+    pairs.append(("leaderboard noise marks", NOISE_METHOD))
     return "<h2>Evaluation protocol</h2>" + key_values(pairs) + missing_list(rows)

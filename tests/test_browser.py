@@ -41,7 +41,7 @@ def render(page: str, folder) -> dict:
         if "url" in params and params.get("initiator", "not an origin") != "not an origin":
             requests.add(params["url"])
     figures = out.stdout.split('class="plotly-graph-div')[1:]
-    return {"console": [line for line in out.stderr.splitlines() if ":CONSOLE" in line],
+    return {"dom": out.stdout, "console": [line for line in out.stderr.splitlines() if ":CONSOLE" in line],
             "requests": sorted(u for u in requests if not u.startswith(("file:", "data:", "blob:"))),
             "figures": len(figures), "drawn": sum('class="main-svg"' in f for f in figures)}
 
@@ -64,7 +64,10 @@ def test_a_report_over_two_runs_renders_offline_without_errors(tmp_path):
     page = build_report([first, second], str(tmp_path / "report.html"))
     seen = render(page, tmp_path)
     assert seen["console"] == [] and seen["requests"] == []
-    assert seen["figures"] >= 10 and seen["drawn"] == seen["figures"], seen
+    assert seen["figures"] >= 10 and seen["drawn"] == seen["figures"], {k: v for k, v in seen.items() if k != "dom"}
+    # the leaderboard of each dataset as drawn: the best of each column starred, KIDs within noise of it marked
+    board = seen["dom"][seen["dom"].index("<h1>Leaderboard</h1>"):seen["dom"].index("<h1>Dataset")]
+    assert board.count("<h2>") == 2 and board.count('class="tie"') >= 2 and board.count("★") >= 8, board
     shot = tmp_path / "report.png"
     subprocess.run([BROWSER, *FLAGS, f"--screenshot={shot}", "--window-size=1280,1600", "--virtual-time-budget=20000",
                     "file://" + page], capture_output=True, timeout=180, check=True)

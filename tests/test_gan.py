@@ -160,7 +160,7 @@ def test_a_gan_has_no_bits_per_dim_and_says_so(family):
         test = range(10)
 
     for skip in (None, "computed at the final epoch only"):  # the reason is the same at every epoch
-        metrics, missing, _ = likelihood_metrics(method, Data(), EvalConfig(bpd_images=8), skip=skip)
+        metrics, missing, _, _ = likelihood_metrics(method, Data(), EvalConfig(bpd_images=8), skip=skip)
         assert math.isnan(metrics["bpd"]) and missing["bpd"] == f"{family} has no likelihood"
 
 

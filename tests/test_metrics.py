@@ -12,7 +12,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from condgen_bench import datasets
 from condgen_bench.datasets import DataConfig
-from condgen_bench.harness import evaluation, extractors, fidelity, reference
+from condgen_bench.harness import evaluation, extractors, fidelity, paired, reference
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig
 from condgen_bench.harness.extractors import Extractor
 from condgen_bench.harness.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
@@ -358,3 +358,75 @@ def test_a_node_without_the_runs_inception_weights_records_why(data, tmp_path, m
     weights.unlink()
     record, _ = _evaluate(CopyGenerator(data), data, ref, _eval_config(inception_at="every"))
     assert "not on this node" in record["missing"]["fid_inception"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The paired tests (harness/paired.py)
+
+
+def test_the_paired_statistics_of_every_sample_are_the_metrics():
+    """FID of the kept float32 features equals the recorded FID; the KID statistic plus the real-real
+    term is the unbiased squared MMD over all samples."""
+    gen, real = _features(60, seed=1, shift=0.3)["f"], _features(80, seed=2)["f"]
+    arrays = paired.sample_arrays(torch.ones(60, dtype=torch.bool), torch.zeros(60), torch.arange(60), gen, real,
+                                  fidelity.GaussianStats.of(real), "hash")
+    everything = np.arange(60)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(gen), fid_features_to_statistics(real),
+                                   verbose=False)["frechet_inception_distance"]
+    assert paired._statistic("fid_domain", arrays)(everything) == pytest.approx(fid, rel=1e-4)
+    g, r = gen.numpy(), real.numpy()
+    kgg, krr, kgr = paired.kid_kernel(g, g), paired.kid_kernel(r, r), paired.kid_kernel(g, r)
+    mmd = ((kgg.sum() - np.trace(kgg)) / (60 * 59) + (krr.sum() - np.trace(krr)) / (80 * 79) - 2 * kgr.mean())
+    real_term = (krr.sum() - np.trace(krr)) / (80 * 79)
+    assert paired._statistic("kid_domain", arrays)(everything) + real_term == pytest.approx(mmd, rel=1e-6)  # float32 features
+
+
+def test_pairing_finds_a_small_shift_that_the_spreads_cannot():
+    """Bits/dim of the same 200 images under two models, the second worse by 0.02 on every image, the
+    images varying by 0.5: paired over the images the shift is beyond noise; from the two standard errors
+    (unpaired) it is not; records of other images do not pair."""
+    x = torch.as_tensor(np.random.default_rng(0).normal(4.0, 0.5, 200))
+    images, seeds = torch.zeros(200, 1, 2, 2, dtype=torch.uint8), torch.arange(200)
+    a = paired.bpd_arrays(x, images, seeds)
+    b = paired.bpd_arrays(x + 0.02 + 0.001 * torch.randn(200, dtype=torch.float64), images, seeds)
+    assert paired.pairs("bpd", a, b) and not paired.pairs("bpd", a, paired.bpd_arrays(x, images + 1, seeds))
+    diff = paired.paired_difference("bpd", a, b)
+    assert not diff.within_noise and diff.high < 0 and diff.value == pytest.approx(-0.02, abs=1e-3)
+    stderr = float(x.std() / math.sqrt(200))
+    assert paired.unpaired_difference(a["bpd"].mean(), b["bpd"].mean(), stderr, stderr).within_noise
+
+
+class OtherCopyGenerator(CopyGenerator):
+    """Other real training images of the same classes: the same distribution as CopyGenerator's samples,
+    other draws from it."""
+
+    def sample(self, labels, seeds, batch_size=64):
+        out = torch.empty((len(labels),) + self.images.shape[1:], dtype=torch.uint8)
+        for c in labels.unique():
+            where = torch.nonzero(labels == c).flatten()
+            pool = torch.nonzero(self.labels == c).flatten()
+            out[where] = self.images[pool[(torch.arange(len(where)) + len(pool) // 2) % len(pool)]]
+        return out
+
+
+def test_identical_generators_are_within_noise_and_the_data_beats_noise_beyond_it(data, tmp_path):
+    """On real evaluation records (8 samples a class, the same seeds and reference): two copies of one
+    generator differ by exactly 0 on every paired metric; a generator of other images of the same
+    classes is within noise of the copy on FID / KID; the copy of the data beats uniform noise beyond noise
+    on accuracy, FID and KID."""
+    # a classifier trained long enough to tell the classes apart (the default tiny one is near chance)
+    config = _eval_config(final_samples_per_class=8, classifier=ClassifierConfig(width=8, epochs=40, batch_size=32))
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    records = {name: _evaluate(generator, data, ref, config)[0]["per_sample"]
+               for name, generator in (("copy", CopyGenerator(data)), ("copy again", CopyGenerator(data)),
+                                       ("other copy", OtherCopyGenerator(data)), ("noise", NoiseGenerator(data)))}
+    for metric in ("sample_accuracy", "fid_domain", "kid_domain"):
+        assert paired.pairs(metric, records["copy"], records["noise"]), metric
+        same = paired.paired_difference(metric, records["copy"], records["copy again"], resamples=200)
+        assert same.within_noise and same.value == same.low == same.high == 0, (metric, same)
+        data_vs_noise = paired.paired_difference(metric, records["copy"], records["noise"], resamples=200)
+        assert not data_vs_noise.within_noise, (metric, data_vs_noise)
+        assert (data_vs_noise.low > 0) if metric == "sample_accuracy" else (data_vs_noise.high < 0), metric
+    for metric in ("fid_domain", "kid_domain"):
+        other = paired.paired_difference(metric, records["copy"], records["other copy"], resamples=200)
+        assert other.within_noise and other.value != 0, (metric, other)

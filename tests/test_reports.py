@@ -8,11 +8,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import plotly.offline
 import pytest
 from PIL import Image
 
+from condgen_bench.harness import paired
 from condgen_bench.reports import build_report
 from condgen_bench.reports.inputs import best_row, last_evaluations, load_inputs, objective
 
@@ -48,19 +50,24 @@ def common(trial: str, method: str, status: str, reason: str, lr: float) -> dict
 def evaluation(run_dir, trial: str, epoch: int, accuracy: float, bpd: float, seconds: float) -> dict:
     grid = os.path.join("artifacts", trial, f"epoch_{epoch:04d}", "samples.png")
     write_png(os.path.join(run_dir, grid), len(CLASSES), 4, int(200 * accuracy))
+    # the paired test's file: the first round(96 accuracy) of the 96 seeded samples hit their class
+    hits = np.arange(96) < round(96 * accuracy)
+    per_sample = os.path.join(os.path.dirname(grid), "per_sample.npz")
+    with open(os.path.join(run_dir, per_sample), "wb") as f:
+        f.write(paired.to_bytes({"hit": hits, "sample_key": np.str_("seeds 0-95, reference fp123")}))
     missing = {} if not math.isnan(bpd) else {"bpd": BPD_REASON}
     return {"epoch": epoch, "step": epoch * 10, "train_seconds": 5.0 * epoch, "sample_accuracy": accuracy,
             **{f"sample_accuracy.{c}": accuracy - 0.1 * i for i, c in enumerate(CLASSES)},
             "classifier_real_accuracy": 0.97, **{f"classifier_real_accuracy.{c}": 0.93 + 0.01 * i
                                                  for i, c in enumerate(CLASSES)},
-            "fid_domain": 100 * (1 - accuracy), "kid_domain": 0.02,
+            "fid_domain": 100 * (1 - accuracy), "kid_domain": 0.025 - 0.005 * accuracy,
             "kid_domain_std": 0.004, "is_domain": 2.5, "is_domain_std": 0.1, "bpd": bpd,
             "bpd_stderr": NAN if math.isnan(bpd) else 0.05, "sample_seconds_per_image": seconds,
             "network_evaluations": 25.0, "missing": json.dumps(missing), "protocol.num_samples": 96,
             "protocol.resolution": "1x32x32",
             "protocol.sampling": json.dumps({"sampler": "ddim", "steps": 25, "eta": 0.0, "guidance": 2.0}),
             "sampling.sampler": "ddim", "sampling.steps": 25, "sampling.eta": 0.0, "sampling.guidance": 2.0,
-            "sample_grid": grid}
+            "sample_grid": grid, "per_sample": per_sample}
 
 
 def make_run(run_dir) -> None:
@@ -126,7 +133,7 @@ def test_report_content(run):
     assert ERROR_REASON in text
     assert "guidance" in text  # the sampling protocol
     assert f'title="{BPD_REASON}">—' in text  # a missing value says why
-    assert "80.0%" in text and "0.0200 ± 0.0040" in text and "2.700 ± 0.050" in text  # accuracy as %, x ± s to the spread's 2 digits
+    assert "80.0%" in text and "0.0210 ± 0.0040" in text and "2.700 ± 0.050" in text  # accuracy as %, x ± s to the spread's 2 digits
     assert '"real test images"' in text and "(overall)" not in text  # per-class real accuracy row
 
 
@@ -278,7 +285,12 @@ def test_one_page_over_two_runs_on_two_datasets_has_a_leaderboard_per_dataset(tm
         assert "accuracy on samples ↑" in part and "FID (domain classifier) ↓" in part and "bits/dim" in part
         rows = re.findall(r"<tr><td class=\"l\"><b>(\w+)</b>", part)
         assert rows == ["ddpm", "dcgan"], rows  # ddpm's best (trial_b) ranks first by accuracy
-        assert f'<td class="top">{best}' in part
+        assert re.search(f'<td class="top" title="the best value of the column">{best} ★', part)
+        # dcgan's accuracy (0.6 vs 0.8; 0.3 vs 0.4) is beyond noise by the paired bootstrap over the 96
+        # samples; its KID (0.02 ± 0.004, the same as ddpm's) within noise by the unpaired interval
+        assert re.search(r'title="beyond noise from ddpm&#x27;s: difference -(20|10) \[[^]]*\] \(paired bootstrap '
+                         r'over the same 96 samples', part), part
+        assert re.search(r'<td class="tie" title="within noise of ddpm&#x27;s: difference \+0.001 [^"]*unpaired', part)
         assert "faces-sweep" in part or "folder-sweep" in part  # the run each row comes from
     assert "<h1>Dataset faces</h1>" in text and "<h1>Dataset folder</h1>" in text
     assert "1:trial_b" in text and "2:trial_b" in text  # the same trial ids in two runs kept apart
@@ -324,18 +336,25 @@ def test_a_200_trial_run_gives_a_usable_page_under_15_mb(tmp_path):
     print(f"200-trial report: {size / 1e6:.1f} MB")
 
 
-@pytest.mark.parametrize("std,verdict", [(0.1, "within noise"), (0.02, "unlikely to be noise")])
-def test_the_summary_names_the_leader_its_margin_and_what_is_missing(tmp_path, std, verdict):
-    """Written from the figures: ddpm (trial_b, 80%) leads dcgan (trial_d, 60%) by 20 points, judged against
-    the two figures' spreads; FID's leader; the missing bits/dim of the GAN and why."""
+@pytest.mark.parametrize("per_sample,std,verdict", [(True, 0.1, "beyond noise: the 95% interval of the difference is "
+                                                                  "[12.7, 28.3] points (paired)"),
+                                                     (False, 0.1, "within noise: the 95% interval of the difference is "
+                                                                  "[-7.72, 47.7] points (unpaired)"),
+                                                     (False, 0.02, "beyond noise")])
+def test_the_summary_names_the_leader_its_margin_and_what_is_missing(tmp_path, per_sample, std, verdict):
+    """Written from the figures: ddpm (trial_b, 80%) leads dcgan (trial_d, 60%) by 20 points, judged by the
+    paired bootstrap over their 96 samples where the records kept them (whatever their spreads say), else
+    against the two figures' spreads; FID's leader; the missing bits/dim of the GAN and why."""
     import html
 
     run_dir = str(tmp_path / "run")
     make_run(run_dir)
     results = pd.read_parquet(os.path.join(run_dir, "results.parquet"))
     results["sample_accuracy_std"] = std
+    if not per_sample:  # a run from before per-sample files
+        results = results.drop(columns="per_sample")
     write_parquet(results, os.path.join(run_dir, "results.parquet"))
     text = html.unescape(re.search(r'<p class="summary">(.*?)</p>', open(build_report(run_dir)).read()).group(1))
-    assert "ddpm leads with 80.0% against dcgan's 60.0%: a margin of 20 points" in text, text
-    assert f"so {verdict}" in text and "FID (domain classifier) (lower is better) ddpm leads with 20" in text
+    assert "ddpm leads with 80.0% against dcgan's 60.0%: a margin of 20 points, " + verdict in text, text
+    assert "FID (domain classifier) (lower is better) ddpm leads with 20" in text
     assert "Missing: bits/dim for dcgan (the method has no likelihood)." in text
