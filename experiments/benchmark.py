@@ -1,14 +1,17 @@
-"""Benchmark every generator family on one dataset: each family's best local configuration (or, with
---sweeps, its script's whole search space) on the same data, scored by one shared evaluation, into one
-results file and one report that compares them.
+"""Benchmark every generator family on one or more datasets: each family's best local configuration (or,
+with --sweeps, its script's whole search space) on the same data, scored by one shared evaluation per
+dataset, into one results file and one report with a leaderboard per dataset.
 
     python experiments/benchmark.py                       # every family on 24 px faces
     python experiments/benchmark.py --smoke-test          # every family for seconds
     python experiments/benchmark.py --dataset fer2013 --data-root ~/data/fer2013.csv --image-size 32
+    python experiments/benchmark.py --dataset synthetic_faces --dataset imagefolder --data-root ~/data/folder
     python experiments/benchmark.py --families dcgan,ddgan --sweeps   # each family's own sweep
 
-Every flag (--dataset, --set, --epochs, cluster flags, ...) applies to each family's experiment; the
-data and the evaluation are those of the DDPM profile, for all. The default fits a 2-core laptop: one
+--dataset may be repeated, each followed by its own --data-root (synthetic_faces needs none): every family
+runs on each dataset, as experiments named <family>-<dataset>. Every other flag (--set, --epochs,
+--image-size, cluster flags, ...) applies to each experiment; the data settings and the evaluation are
+those of the DDPM profile, for all. The default fits a 2-core laptop: one
 trial a family at a shortened budget (each script's BENCHMARK), its finalist scored with the whole suite
 except the Inception metrics, whose 700 real and 700 generated images a family would cost minutes more on
 the CPU (--set eval.inception_at=finalists adds them). A family joins by registering in models/ and
@@ -16,7 +19,9 @@ having its experiments/sweep_<family>.py with a BENCHMARK setting.
 """
 
 import argparse
+import dataclasses
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -55,14 +60,47 @@ def profiles(families: list[str], sweeps: bool = False):
     return configs, smokes
 
 
+class DatasetList(argparse.Action):
+    """--dataset NAME appends a dataset; --data-root PATH sets the root of the last one named."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        found = getattr(namespace, self.dest) or []
+        if option_string == "--dataset":
+            found.append({"data.name": value})
+        elif not found or "data.data_root" in found[-1]:
+            parser.error(f"--data-root {value}: give it after the --dataset it belongs to")
+        else:
+            found[-1]["data.data_root"] = os.path.abspath(os.path.expanduser(value))
+        setattr(namespace, self.dest, found)
+
+
+def on_datasets(configs, smokes, datasets: list[dict]):
+    """Each (family) config once per dataset ({"data.name", "data.data_root"}), named <family>-<dataset>;
+    the smoke profiles likewise."""
+    out, out_smokes = [], []
+    for entry in datasets:
+        for config, smoke in zip(configs, smokes):
+            data = dataclasses.replace(config.data, name=entry["data.name"],
+                                       data_root=entry.get("data.data_root"))
+            out.append(dataclasses.replace(config, name=f"{config.name}-{entry['data.name']}", data=data))
+            out_smokes.append(smoke)
+    return out, out_smokes
+
+
 if __name__ == "__main__":
     pick = argparse.ArgumentParser(add_help=False)
     pick.add_argument("--families", default=",".join(SCRIPTS), help="comma-separated, from " + ", ".join(SCRIPTS))
     pick.add_argument("--sweeps", action="store_true", help="each family's whole search space from its script")
+    pick.add_argument("--dataset", "--data-root", dest="datasets", action=DatasetList, default=None)
     known, rest = pick.parse_known_args()
     families = [f.strip() for f in known.families.split(",") if f.strip()]
     unknown = sorted(set(families) - set(SCRIPTS))
     if unknown:
         sys.exit(f"unknown families {unknown}; valid: {sorted(SCRIPTS)}")
     configs, smokes = profiles(families, known.sweeps)
+    if known.datasets and len(known.datasets) > 1:
+        configs, smokes = on_datasets(configs, smokes, known.datasets)
+    elif known.datasets:  # one dataset: the experiments keep the families' names
+        rest += [arg for key, flag in (("data.name", "--dataset"), ("data.data_root", "--data-root"))
+                 if key in known.datasets[0] for arg in (flag, known.datasets[0][key])]
     sys.exit(run_experiment(configs, smokes, description=__doc__, argv=rest, name="benchmark"))

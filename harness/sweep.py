@@ -140,24 +140,45 @@ def latest_run(experiment_dir: str) -> str:
 
 
 def check_same_data(data, run_dir: str, data_root: str | None) -> None:
-    """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with."""
+    """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with (its dataset
+    of that name, in a run of several)."""
     saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY)))
+    saved = next((d for d in saved.get("datasets", [saved]) if d["name"] == data.name), None)
+    if saved is None:
+        raise datasets.DatasetError(f"{data_root or data.name}: the run {run_dir} has no dataset {data.name}")
     if saved["fingerprint"] != data.fingerprint:
         raise datasets.DatasetError(
             f"{data_root or data.name}: the data changed since {run_dir} started (fingerprint {data.fingerprint}, "
             f"the run's {saved['fingerprint']}); start a new run instead")
 
 
+def dataset_groups(configs: list[ExperimentConfig]) -> list[list[ExperimentConfig]]:
+    """The experiments grouped by their data (config.data), in order of first appearance: each group
+    shares one loaded dataset and one evaluation reference."""
+    groups: dict[str, list[ExperimentConfig]] = {}
+    for config in configs:
+        groups.setdefault(json.dumps(to_dict(config.data), sort_keys=True), []).append(config)
+    return list(groups.values())
+
+
 def check_shared(configs: list[ExperimentConfig]) -> None:
-    """The experiments of one run share the data, the evaluation classifier and the cluster; their names
-    (each one's folder in a benchmark run) differ."""
+    """The experiments of one run share the cluster; those on one dataset (a benchmark may hold several)
+    share the evaluation classifier; datasets differ by name (the results' dataset column); experiment
+    names (each one's folder in a benchmark run) differ."""
     first = configs[0]
     for config in configs[1:]:
-        for part in ("data", "cluster"):
-            if to_dict(getattr(config, part)) != to_dict(getattr(first, part)):
-                raise ValueError(f"experiments {first.name!r} and {config.name!r} differ in {part}: a run shares it")
-        if to_dict(config.eval.classifier) != to_dict(first.eval.classifier):
-            raise ValueError(f"experiments {first.name!r} and {config.name!r} differ in eval.classifier")
+        if to_dict(config.cluster) != to_dict(first.cluster):
+            raise ValueError(f"experiments {first.name!r} and {config.name!r} differ in cluster: a run shares it")
+    groups = dataset_groups(configs)
+    for group in groups:
+        for config in group[1:]:
+            if to_dict(config.eval.classifier) != to_dict(group[0].eval.classifier):
+                raise ValueError(f"experiments {group[0].name!r} and {config.name!r} differ in eval.classifier")
+    names = [group[0].data.name for group in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"one run holds each dataset once, got {names} with different settings; run the "
+                         "variants as separate runs and build one report over them "
+                         "(python -m condgen_bench.reports RUN_DIR RUN_DIR ...)")
     names = [config.name for config in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"experiment names must differ within a run, got {names}")
@@ -188,13 +209,16 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     else:
         run_dir = storage.join(experiment_dir, time.strftime("%Y%m%d-%H%M%S"))
     check_shared(configs)
+    groups = dataset_groups(configs)
     # the data first: bad input fails here, before Ray starts or anything is written (a bad setting failed
     # earlier, in cli.check_builds)
-    data = datasets.load(configs[0].data)
+    loaded = [datasets.load(group[0].data) for group in groups]
     if resume:
-        check_same_data(data, run_dir, configs[0].data.data_root)
+        for group, data in zip(groups, loaded):
+            check_same_data(data, run_dir, group[0].data.data_root)
     connect(configs[0], log)
     configs = [resolve_resources(c) for c in configs]
+    groups = dataset_groups(configs)
     if saved_cluster is not None:  # restored trials run with this invocation's cluster settings
         changes = cluster_changes(saved_cluster, to_dict(configs[0].cluster))
         log("cluster settings changed for the resumed trials: " + ("; ".join(changes) if changes else "none"))
@@ -204,41 +228,51 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
         if cluster.cache_dir:
             check_shared_storage(cache_dir, "cache dir", log)
 
+    summaries = [describe_data(data, log) for data in loaded]
+    storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
+        summaries[0] if len(summaries) == 1 else {"datasets": summaries}, indent=1).encode())
+    saved = (to_dict(configs[0]) if len(configs) == 1 else
+             {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
+    storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
+
+    # every dataset's evaluation reference at once (Ray tasks), then each dataset's experiments in turn
+    data_refs = [ray.put(data) for data in loaded]
+    reference_refs = [reference_task(data_ref, group[0], cache_dir) for data_ref, group in zip(data_refs, groups)]
+    references = ray.get(reference_refs)
+    frames, histories = [], []
+    for group, data, data_ref, reference, reference_ref in zip(groups, loaded, data_refs, references, reference_refs):
+        shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
+                  "cluster": to_dict(configs[0].cluster),  # over each trial's saved settings, also when restored
+                  "fault": faults.spec()}  # the drills' fault hook, passed on to the workers; None in real runs
+        grids = {}
+        for c in group:
+            # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
+            tune_dir, tune_name = ((experiment_dir, os.path.basename(run_dir)) if len(configs) == 1
+                                   else (run_dir, c.name))
+            grids[c.name] = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
+        # the finalist stage: the dataset's experiments' best trials at once, concurrently where resources allow
+        finalists = [f for c in group
+                     for f in select_finalists(*collect_results(grids[c.name], run_dir, data, reference), c)]
+        score_finalists(finalists, {c.name: c for c in group}, shared, log=log)
+        faults.hit("results")
+        collected = [collect_results(grids[c.name], run_dir, data, reference) for c in group]
+        frames += [f for f, _ in collected]
+        histories += [h for _, h in collected]
+    frame = pd.concat(frames, ignore_index=True)
+    history = pd.concat(histories, ignore_index=True)
+    results_path = write_results(frame, history, run_dir)
+    report_path = build_report(run_dir)
+    return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)
+
+
+def describe_data(data, log=print) -> dict:
+    """Log the dataset's shape and images per class per split; returns its dataset_summary.json entry."""
     summary = data.summary()
     log(f"dataset {data.name} ({data.fingerprint}): {data.channels}x{data.image_size}x{data.image_size}, "
         + ", ".join(f"{len(part)} {split}" for split, part in data.splits().items()))
     for split, counts in summary.items():
         log(f"  {split:10s} " + "  ".join(f"{name} {count}" for name, count in counts.items()))
-    storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
-        {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": summary},
-        indent=1).encode())
-    saved = (to_dict(configs[0]) if len(configs) == 1 else
-             {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
-    storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
-
-    data_ref = ray.put(data)
-    reference_ref = reference_task(data_ref, configs[0], cache_dir)
-    reference = ray.get(reference_ref)
-    shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
-              "cluster": to_dict(configs[0].cluster),  # over each trial's saved settings, also when restored
-              "fault": faults.spec()}  # the drills' fault hook, passed on to the workers; None in real runs
-    grids = {}
-    for c in configs:
-        # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
-        tune_dir, tune_name = ((experiment_dir, os.path.basename(run_dir)) if len(configs) == 1
-                               else (run_dir, c.name))
-        grids[c.name] = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
-    # the finalist stage: every experiment's best trials at once, concurrently where resources allow
-    finalists = [f for c in configs
-                 for f in select_finalists(*collect_results(grids[c.name], run_dir, data, reference), c)]
-    score_finalists(finalists, {c.name: c for c in configs}, shared, log=log)
-    faults.hit("results")
-    collected = [collect_results(grids[c.name], run_dir, data, reference) for c in configs]
-    frame = pd.concat([f for f, _ in collected], ignore_index=True)
-    history = pd.concat([h for _, h in collected], ignore_index=True)
-    results_path = write_results(frame, history, run_dir)
-    report_path = build_report(run_dir)
-    return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)
+    return {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": summary}
 
 
 def _reference(data, eval_config, cache_dir: str, threads: int) -> EvalReference:

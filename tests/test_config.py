@@ -260,3 +260,22 @@ def test_a_bad_setting_fails_the_dry_run_with_its_key_value_and_type(setting, me
     with pytest.raises(SystemExit) as end:
         _dry_run(script, "--set", setting)
     assert message in str(end.value.code), end.value.code
+
+
+def test_benchmark_takes_several_datasets_each_with_its_root(tmp_path, capsys):
+    """--dataset repeated, each followed by its --data-root: every family on each dataset, named
+    <family>-<dataset>; a --data-root before any --dataset is refused."""
+    script = ROOT / "experiments" / "benchmark.py"
+    out = _dry_run(script, "--families", "dcgan,ddpm", "--dataset", "synthetic_faces", "--dataset", "imagefolder",
+                   "--data-root", str(tmp_path / "folder"), capsys=capsys)
+    configs = json.loads(out)
+    assert [c["name"] for c in configs] == ["dcgan-synthetic_faces", "ddpm-synthetic_faces", "dcgan-imagefolder",
+                                            "ddpm-imagefolder"]
+    assert [c["data"]["data_root"] for c in configs] == [None, None, str(tmp_path / "folder"), str(tmp_path / "folder")]
+    one = json.loads(_dry_run(script, "--families", "dcgan", "--dataset", "imagefolder", "--data-root",
+                              str(tmp_path), capsys=capsys))  # one dataset: the families' own names
+    assert [(c["name"], c["data"]["name"], c["data"]["data_root"]) for c in one] == [("dcgan", "imagefolder",
+                                                                                     str(tmp_path))]
+    with pytest.raises(SystemExit):
+        _dry_run(script, "--data-root", str(tmp_path), "--dataset", "imagefolder")
+    assert "give it after the --dataset it belongs to" in capsys.readouterr().err

@@ -16,6 +16,8 @@ from condgen_bench.datasets import DataConfig
 from condgen_bench.harness import extractors
 from condgen_bench.harness import worker as worker_module
 from condgen_bench.harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.harness import paired
+from condgen_bench.harness.results import read_per_sample
 from condgen_bench.reports import faults
 from condgen_bench.models.classifier import ClassifierConfig
 from condgen_bench.models.ddpm import DDPMConfig
@@ -155,40 +157,62 @@ def test_worker_loop_does_not_branch_on_the_method():
     assert "config.method ==" not in source and "isinstance(method" not in source
 
 
-def test_sweep_script_on_a_fer2013_csv_with_a_class_subset(ray_local, tmp_path):
-    """The command line a user types, on a CSV in FER2013's format: the dataset summary (with the
-    PublicTest rows as a validation split) reaches the run directory and the report."""
-    from condgen_bench.datasets.export import synthetic_rows, write_fer2013_csv
+def test_one_run_on_a_fer2013_csv_and_an_image_folder_with_a_class_subset(ray_local, tmp_path):
+    """The command line a user types, for one run over two datasets: a CSV in FER2013's format and an
+    image folder (the same faces exported), each with its own evaluation reference. Each dataset's summary
+    (FER2013's PublicTest rows as a validation split) reaches the run directory; the results and the
+    report's leaderboard hold each dataset apart; the run resumes on the same data."""
+    from condgen_bench.datasets import FER_EMOTIONS
+    from condgen_bench.datasets.export import synthetic_rows, write_class_folders, write_fer2013_csv
     from condgen_bench.harness.cli import run_experiment
 
     images, labels, identity = synthetic_rows(12)
     usages = ["Training" if i < 8 else "PublicTest" if i < 10 else "PrivateTest" for i in identity]
     write_fer2013_csv(str(tmp_path / "fer2013.csv"), images, labels, usages)
+    write_class_folders(str(tmp_path / "folder"), images, labels, list(FER_EMOTIONS))
     config = tiny_experiment(tmp_path, space={"train.epochs": [1]})
     config.cluster.workers_per_trial = 1
-    code = run_experiment(config, {}, argv=["--dataset", "fer2013", "--data-root", str(tmp_path),
-                                            "--classes", "happy,sad,neutral", "--set", "train.batch_size=8",
-                                            "--set", 'eval.sampling_sweep={"steps": [2, 4], "guidance": [1]}',
-                                            "--set", "eval.bpd_at=final"])
+    fer = dataclasses.replace(config, name="tiny-fer2013",
+                              data=dataclasses.replace(config.data, name="fer2013", data_root=str(tmp_path)),
+                              eval=dataclasses.replace(config.eval, sampling_sweep={"steps": [2, 4], "guidance": [1]}))
+    folder = dataclasses.replace(config, name="tiny-imagefolder", eval=dataclasses.replace(config.eval, bpd_images=0),
+                                 data=dataclasses.replace(config.data, name="imagefolder",
+                                                          data_root=str(tmp_path / "folder")))
+    code = run_experiment([fer, folder], [{}, {}], name="two-datasets",
+                          argv=["--classes", "happy,sad,neutral", "--set", "train.batch_size=8",
+                                "--set", "eval.bpd_at=final"])
     assert code == 0
-    [run_dir] = [d for d in (tmp_path / "tiny").iterdir() if d.is_dir()]
-    summary = json.loads((run_dir / "dataset_summary.json").read_text())
-    assert summary["counts"] == {split: {"happy": n, "sad": n, "neutral": n}
-                                 for split, n in (("train", 8), ("validation", 2), ("test", 2))}
+    [run_dir] = [d for d in (tmp_path / "two-datasets").iterdir() if d.is_dir()]
+    summaries = json.loads((run_dir / "dataset_summary.json").read_text())["datasets"]
+    assert [s["name"] for s in summaries] == ["fer2013", "imagefolder"]
+    assert summaries[0]["counts"] == {split: {"happy": n, "sad": n, "neutral": n}
+                                      for split, n in (("train", 8), ("validation", 2), ("test", 2))}
+    assert sum(summaries[1]["counts"]["test"].values()) > 0
     frame = pd.read_parquet(run_dir / "results.parquet")
-    assert frame["dataset"].eq("fer2013").all() and frame["sample_accuracy.neutral"].notna().all()
-    # the trial-final evaluation, then the finalist's checkpoint under its own sampler and the two swept
-    # settings: three finalist rows, one bound
-    finalist = frame[frame["stage"] == "finalist"]
-    assert list(frame.loc[frame["stage"] != "finalist", "stage"]) == ["trial_final"]
+    assert sorted(frame["dataset"].unique()) == ["fer2013", "imagefolder"] and frame["sample_accuracy.neutral"].notna().all()
+    for dataset, experiment in (("fer2013", "tiny-fer2013"), ("imagefolder", "tiny-imagefolder")):
+        rows = frame[frame["dataset"] == dataset]
+        assert list(rows.loc[rows["stage"] != "finalist", "stage"]) == ["trial_final"]
+        assert set(rows["dataset_fingerprint"]) == {next(s["fingerprint"] for s in summaries if s["name"] == dataset)}
+        assert (run_dir / experiment).is_dir()  # each experiment's Tune state
+    # FER2013's finalist: its checkpoint under its own sampler and the two swept settings, one bound
+    fer_rows = frame[frame["dataset"] == "fer2013"]
+    finalist = fer_rows[fer_rows["stage"] == "finalist"]
     assert sorted(finalist["sampling_setting"]) == ["default", "steps2-guidance1", "steps4-guidance1"]
     assert sorted(finalist["network_evaluations"]) == [2, 4, 6]  # the model's own: 3 steps, guidance 2
-    assert frame["bpd"].nunique() == 1 and frame["bpd"].notna().all()
+    assert fer_rows["bpd"].nunique() == 1 and fer_rows["bpd"].notna().all()
     assert finalist.loc[finalist["sampling_setting"] != "default", "cas"].isna().all()  # own sampler only
-    assert frame["protocol.bpd_timesteps"].eq(50).all()
+    assert fer_rows["protocol.bpd_timesteps"].eq(50).all()
+    assert list(frame.loc[frame["dataset"] == "imagefolder", "stage"]) == ["trial_final", "finalist"]
     report = (run_dir / "report.html").read_text()
+    board = report[report.index("<h1>Leaderboard</h1>"):report.index("<h1>Dataset")]
+    assert "<h2>fer2013</h2>" in board and "<h2>imagefolder</h2>" in board
+    assert "<h1>Dataset fer2013</h1>" in report and "<h1>Dataset imagefolder</h1>" in report
     assert "validation" in report and "neutral" in report
     assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
+    # resuming finds both datasets unchanged and scores nothing again
+    assert run_experiment([fer, folder], [{}, {}], name="two-datasets", argv=["--resume", str(run_dir),
+                                                                              "--classes", "happy,sad,neutral"]) == 0
 
 
 def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on(ray_local, tmp_path, monkeypatch):
@@ -267,5 +291,14 @@ def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local,
     assert history.loc[history["trial_id"].isin(gans["trial_id"]), "train/loss_d"].notna().all()
     report = open(outcome.report_path, encoding="utf-8").read()
     assert all(family in report for family in ("ddpm", "dcgan", "fastgan", "ddgan", "flow"))
+    # every record kept its per-sample values: the families' finalists pair on the same samples (and the two
+    # likelihoods on the same test images), and the leaderboard's noise marks use the paired bootstrap
+    assert written["per_sample"].notna().all()
+    own = written[(written["stage"] == "finalist") & (written["sampling_setting"] == "default")].set_index("method")
+    arrays = {m: read_per_sample(os.path.join(outcome.run_dir, os.path.dirname(own.loc[m, "per_sample"])))
+              for m in ("ddpm", "dcgan", "flow")}
+    assert paired.pairs("sample_accuracy", arrays["ddpm"], arrays["dcgan"]) and paired.pairs("bpd", arrays["ddpm"],
+                                                                                            arrays["flow"])
+    assert "paired bootstrap over the same" in report
     saved = json.load(open(os.path.join(outcome.run_dir, "config.json")))
     assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "fastgan", "ddgan", "flow"]
