@@ -21,7 +21,7 @@ from condgen_bench.harness.downstream import augmentation_gain, classification_a
 from condgen_bench.harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
 from condgen_bench.harness.fidelity import (FID_INF_DRAWS, GaussianStats, accuracy, bootstrap_std, fid_sizes,
                                             intra_class_fid, kid_subset, score_features)
-from condgen_bench.harness.paired import bpd_arrays, sample_arrays
+from condgen_bench.reports.paired import bpd_arrays, sample_arrays
 from condgen_bench.harness.plan import EvalPlan
 from condgen_bench.harness.reference import EvalReference
 from condgen_bench.models.classifier import predict
@@ -108,7 +108,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
     intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
     Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid, the per-sample arrays
-    of the paired tests: harness.paired.sample_arrays)."""
+    of the paired tests: reports.paired.sample_arrays)."""
     settings = settings or {}
     k = data.num_classes
     n = plan.samples_per_class
@@ -221,7 +221,7 @@ def likelihood_metrics(method, data: DatasetSplits, config,
     """The method's likelihood figure (DDPM's variational bound) on the real test split's first
     ``bpd_images`` images, per image, then its mean and standard error (bits/dim) and the mean of each part
     the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
-    Returns (metrics, missing, protocol, per-image arrays of the paired test: harness.paired.bpd_arrays)."""
+    Returns (metrics, missing, protocol, per-image arrays of the paired test: reports.paired.bpd_arrays)."""
     bpd_n = min(config.bpd_images, len(data.test))
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
     if not method.has_likelihood:  # first: no epoch of a GAN has a bound
@@ -261,7 +261,7 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under,
-    and "per_sample" {name: array}: what the paired tests need (harness/paired.py; write_record stores it
+    and "per_sample" {name: array}: what the paired tests need (reports/paired.py; write_record stores it
     beside the record, not in it).
     """
     t_start = time.time()

@@ -16,7 +16,7 @@ import subprocess
 
 import pandas as pd
 
-from condgen_bench.harness import paired
+from condgen_bench.reports import paired
 from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten
 from condgen_bench.reports import layout, storage
 
@@ -61,7 +61,7 @@ def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged:
 
 def write_record(folder: str, record: dict, grid_png: bytes) -> None:
     """An evaluation's samples.png and its per-sample arrays (per_sample.npz, from record["per_sample"]:
-    harness/paired.py), then its eval.json without them (its presence says the record is whole)."""
+    reports/paired.py), then its eval.json without them (its presence says the record is whole)."""
     storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
     if record.get("per_sample"):
         storage.write_bytes(storage.join(folder, layout.PER_SAMPLE), paired.to_bytes(record["per_sample"]))

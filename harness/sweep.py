@@ -143,7 +143,8 @@ def check_same_data(data, run_dir: str, data_root: str | None) -> None:
     """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with (its dataset
     of that name, in a run of several)."""
     saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY)))
-    saved = next((d for d in saved.get("datasets", [saved]) if d["name"] == data.name), None)
+    if "datasets" in saved:  # a run over several datasets
+        saved = next((d for d in saved["datasets"] if d["name"] == data.name), None)
     if saved is None:
         raise datasets.DatasetError(f"{data_root or data.name}: the run {run_dir} has no dataset {data.name}")
     if saved["fingerprint"] != data.fingerprint:

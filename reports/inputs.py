@@ -258,7 +258,8 @@ def aggregate_seeds(rows: pd.DataFrame) -> pd.DataFrame:
     if SEED_COLUMN not in rows or len(rows) < 2:
         return rows
     settings = [c for c in rows.columns if c.startswith("config.") and c != SEED_COLUMN and c != "config.sweep.space"]
-    key = rows[["method", *settings] if "method" in rows else settings].astype(str).agg("|".join, axis=1)
+    columns = ["method", *settings] if "method" in rows else settings
+    key = rows[columns].apply(lambda column: column.map(str)).agg("|".join, axis=1)  # str: NaN, lists too
     metrics = [m for m in metric_columns(rows) if m != "seeds"]
     spread_columns = {m + suffix for m in metrics for suffix in SPREAD_SUFFIXES}
     out = []

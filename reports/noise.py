@@ -1,4 +1,4 @@
-"""Which of two leaderboard figures is better by more than noise: harness/paired.py's tests applied to
+"""Which of two leaderboard figures is better by more than noise: reports/paired.py's tests applied to
 the rows' per-sample files, with the rows' spreads where a figure was not kept per sample.
 
 A row that stands for several seeds of one configuration (``seeds`` > 1, sections.aggregate_seeds)
@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from condgen_bench.harness import paired
+from condgen_bench.reports import paired
 from condgen_bench.reports import storage
 from condgen_bench.reports.catalog import lookup
 from condgen_bench.reports.inputs import is_missing, record_file

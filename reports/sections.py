@@ -13,7 +13,7 @@ from condgen_bench.reports import charts
 from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, is_fraction, key_values, labelled_row,
                                           metric_cell, metric_label, metric_title, missing_list, note, table)
 from condgen_bench.reports.catalog import METRICS, lookup
-from condgen_bench.harness import paired
+from condgen_bench.reports import paired
 from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, aggregate_seeds, best_row, experiment_name,
                                           is_missing, json_dict, rows_at_last_epoch, sort_best_first, spread_of)
 from condgen_bench.reports.noise import METHOD as NOISE_METHOD, PerSampleFiles, describe, difference

@@ -279,3 +279,25 @@ def test_benchmark_takes_several_datasets_each_with_its_root(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _dry_run(script, "--data-root", str(tmp_path), "--dataset", "imagefolder")
     assert "give it after the --dataset it belongs to" in capsys.readouterr().err
+
+
+def test_a_run_shares_the_cluster_and_holds_each_dataset_once():
+    """Experiments of one run may differ in data (a benchmark over datasets), each dataset once; those on
+    one dataset share the evaluation classifier; all share the cluster; names differ."""
+    import dataclasses
+
+    from condgen_bench.harness.sweep import check_shared, dataset_groups
+
+    faces = ExperimentConfig(name="a")
+    folder = dataclasses.replace(faces, name="b", data=dataclasses.replace(faces.data, name="imagefolder",
+                                                                           data_root="/x"))
+    check_shared([faces, folder])
+    assert [[c.name for c in g] for g in dataset_groups([faces, folder, dataclasses.replace(faces, name="c")])] == \
+        [["a", "c"], ["b"]]
+    other_folder = dataclasses.replace(folder, name="d", data=dataclasses.replace(folder.data, data_root="/y"))
+    with pytest.raises(ValueError, match="one run holds each dataset once"):
+        check_shared([faces, folder, other_folder])
+    with pytest.raises(ValueError, match="differ in cluster"):
+        check_shared([faces, dataclasses.replace(folder, cluster=dataclasses.replace(faces.cluster, num_cpus=3))])
+    with pytest.raises(ValueError, match="names must differ"):
+        check_shared([faces, dataclasses.replace(folder, name="a")])

@@ -12,7 +12,8 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from condgen_bench import datasets
 from condgen_bench.datasets import DataConfig
-from condgen_bench.harness import evaluation, extractors, fidelity, paired, reference
+from condgen_bench.harness import evaluation, extractors, fidelity, reference
+from condgen_bench.reports import paired
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig
 from condgen_bench.harness.extractors import Extractor
 from condgen_bench.harness.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
@@ -361,7 +362,7 @@ def test_a_node_without_the_runs_inception_weights_records_why(data, tmp_path, m
 
 
 # ---------------------------------------------------------------------------------------------
-# The paired tests (harness/paired.py)
+# The paired tests (reports/paired.py)
 
 
 def test_the_paired_statistics_of_every_sample_are_the_metrics():

@@ -16,7 +16,7 @@ from condgen_bench.datasets import DataConfig
 from condgen_bench.harness import extractors
 from condgen_bench.harness import worker as worker_module
 from condgen_bench.harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.harness import paired
+from condgen_bench.reports import paired
 from condgen_bench.harness.results import read_per_sample
 from condgen_bench.reports import faults
 from condgen_bench.models.classifier import ClassifierConfig

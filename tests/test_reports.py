@@ -14,7 +14,7 @@ import plotly.offline
 import pytest
 from PIL import Image
 
-from condgen_bench.harness import paired
+from condgen_bench.reports import paired
 from condgen_bench.reports import build_report
 from condgen_bench.reports.inputs import best_row, last_evaluations, load_inputs, objective
 
@@ -44,7 +44,8 @@ def common(trial: str, method: str, status: str, reason: str, lr: float) -> dict
             "dataset": "faces", "dataset_fingerprint": "fp123", "git_commit": "abc123", "version.python": "3.11.9",
             "version.torch": "2.4.0", "config.model.lr": lr, "config.train.epochs": 3,
             "config.model.unet.channel_mult": "[1, 2, 4]", "config.sweep.metric": "sample_accuracy",
-            "config.sweep.mode": "max", "config.sweep.space": json.dumps({"model.lr": [0.0005, 0.002, 0.01]})}
+            "config.sweep.mode": "max", "config.sweep.space": json.dumps({"model.lr": [0.0005, 0.002, 0.01]}),
+            "config.data.data_root": None}
 
 
 def evaluation(run_dir, trial: str, epoch: int, accuracy: float, bpd: float, seconds: float) -> dict:
@@ -358,3 +359,25 @@ def test_the_summary_names_the_leader_its_margin_and_what_is_missing(tmp_path, p
     assert "ddpm leads with 80.0% against dcgan's 60.0%: a margin of 20 points, " + verdict in text, text
     assert "FID (domain classifier) (lower is better) ddpm leads with 20" in text
     assert "Missing: bits/dim for dcgan (the method has no likelihood)." in text
+
+
+def test_a_configuration_run_with_several_seeds_is_one_leaderboard_row_of_mean_and_std(tmp_path):
+    """trial_e repeats trial_b's configuration (ddpm, lr 0.002) with another training seed: the leaderboard
+    shows one ddpm row, the mean over the two seeds ± their std, without a per-sample test (a mean has no
+    samples); a noise mark against it uses the standard error std / sqrt(2)."""
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    results = pd.read_parquet(os.path.join(run_dir, "results.parquet")).assign(**{"config.train.seed": 0})
+    twin = {**common("trial_e", "ddpm", "completed", "", 0.002), "config.train.seed": 1,
+            **evaluation(run_dir, "trial_e", 3, 0.7, 2.8, 0.02)}
+    results = pd.concat([results, pd.DataFrame([twin])], ignore_index=True)
+    results["sample_accuracy_std"] = 0.02
+    write_parquet(results, os.path.join(run_dir, "results.parquet"))
+    text = open(build_report(run_dir), encoding="utf-8").read()
+    board = text[text.index("<h1>Leaderboard</h1>"):text.index("<h1>Dataset")]
+    assert "<th>seeds</th>" in board
+    row = re.search(r"<tr><td class=\"l\"><b>ddpm</b></td>(.*?)</tr>", board).group(1)
+    assert '<td class="l">trial_b, trial_e</td>' in row and "<td>2</td>" in row
+    assert "75.0% ± 7.1% ★" in row  # mean of 80% and 70%, their std 7.07 points
+    # dcgan's 60% ± 2%: 15 points behind, the interval ±1.96 × sqrt(5² + 2²) = ±10.6 points
+    assert re.search(r"beyond noise from ddpm&#x27;s: difference -15 \[-25.6, -4.45\] \(unpaired", board), board

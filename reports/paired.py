@@ -15,11 +15,14 @@ paired test needs:
 |                   |                                       | in a difference)                             |
 | bpd               | bits/dim of each real test image [M]  | mean of bpd[idx]                             |
 
-``compare`` resamples the index set once per bootstrap draw and applies the same indices to both
+``paired_difference`` resamples the index set once per bootstrap draw and applies the same indices to both
 records (a paired bootstrap), giving the difference and its 95% percentile interval; "within noise"
 means the interval holds 0. Records that do not pair (other seeds, other reference, nothing kept) and
 every other metric with a spread column (Inception FID, IS, CAS, ...) get an unpaired interval: the
 difference ± 1.96 times the two spreads combined. Nothing kept and no spread: no verdict (None).
+
+The harness writes these arrays (harness/evaluation.py) and the report reads them (reports/noise.py);
+the module sits in reports/, which imports nothing of the harness.
 """
 
 from __future__ import annotations
