@@ -29,6 +29,9 @@ class TrainConfig:
     eval_every: int = 0  # evaluate every k epochs as well as at the end (0: only at the end)
     eval_epochs: list[int] = field(default_factory=list)  # further epochs to evaluate (the sweep adds ASHA's rungs)
     keep_checkpoints: int = 2  # checkpoints kept per trial (the latest are kept)
+    # smaller epoch budgets this trial also stands for (set by the sweep when it reads swept budgets off one
+    # run, harness/budgets.py): each one's last epoch gets a final evaluation and a kept checkpoint
+    budgets: list[int] = field(default_factory=list)
     # a trial ends as "diverged" when its discriminator wins completely on this many steps in a row
     # (GANs; 0: never); a non-finite loss always ends it
     diverge_after_steps: int = 300
@@ -132,6 +135,9 @@ class SweepConfig:
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
     max_concurrent_trials: int = 1
+    # swept train.epochs that differ only in the budget run as one trial to the largest, the smaller ones
+    # read off it, where training does not depend on the budget (harness/budgets.py)
+    fold_budgets: bool = True
 
     def __post_init__(self):
         if self.scheduler not in ("fifo", "asha"):

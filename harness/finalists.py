@@ -19,6 +19,7 @@ import pandas as pd
 import ray
 import torch
 
+from condgen_bench.harness.budgets import budget_values, split_budget_id
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
 from condgen_bench.harness.evaluation import evaluate, sampling_grid, setting_key
 from condgen_bench.harness.plan import evaluation_plan
@@ -88,28 +89,37 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, d
 
 
 def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int) -> dict:
-    """Score one finalist (runs as a Ray task): load the trial's newest checkpoint, rebuild the method from
-    the trial's own config saved in it, evaluate it under the finalist plan, once per sampling-sweep setting
-    and then under its own sampler, writing each record under finalists/<trial_id>/. Returns a one-line
-    summary {"trial_id", "epoch", "seconds"}."""
+    """Score one finalist (runs as a Ray task): load the trial's newest checkpoint (for a budget read off a
+    trial, "<trial>@<budget>", that budget's kept checkpoint), rebuild the method from the trial's own config
+    saved in it, evaluate it under the finalist plan, once per sampling-sweep setting and then under its own
+    sampler, writing each record under finalists/<trial_id>/. Returns a one-line summary {"trial_id",
+    "epoch", "seconds"}."""
     t0 = time.time()
     torch.set_num_threads(threads)
     device = "cuda" if ray.get_gpu_ids() else "cpu"
-    checkpoint = layout.latest_checkpoint(run_dir, trial_id)
-    if checkpoint is None:
-        raise FileNotFoundError(f"trial {trial_id} has no checkpoint under {layout.train_storage(run_dir)}")
+    trial, budget = split_budget_id(trial_id)  # a smaller budget read off a trial: its kept checkpoint
+    if budget is None:
+        checkpoint = layout.latest_checkpoint(run_dir, trial_id)
+        if checkpoint is None:
+            raise FileNotFoundError(f"trial {trial_id} has no checkpoint under {layout.train_storage(run_dir)}")
+    else:
+        checkpoint = layout.budget_checkpoint(run_dir, trial, budget)
+        if not storage.exists(storage.join(checkpoint, layout.CHECKPOINT_FILE)):
+            raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint}")
     # on the CPU first: the saved random-number states must stay CPU tensors
     state = torch.load(io.BytesIO(storage.read_bytes(storage.join(checkpoint, layout.CHECKPOINT_FILE))),
                        map_location="cpu", weights_only=False)
-    config = experiment_from_dict(state["config"])  # the trial's point of the search space
+    # the trial's point of the search space (as the budget-epoch trial it stands for)
+    values = state["config"] if budget is None else budget_values(state["config"], budget)
+    config = experiment_from_dict(values)
     method = build_method(config.method, config.model, data.spec(), device=device, seed=config.train.seed)
     method.load_state_dict(state["method"])
     epoch = state["epoch"]
     plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs, stage="finalist")
-    bound = _trial_final_bound(run_dir, trial_id, epoch)
+    bound = _trial_final_bound(run_dir, trial, epoch)
     folder = layout.finalist_dir(run_dir, trial_id)
     extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
-             "checkpoint": checkpoint, "config_hash": config_hash(state["config"])}
+             "checkpoint": checkpoint, "config_hash": config_hash(values)}
 
     def score(settings: dict | None, likelihood):
         record, grid = evaluate(method, data, reference, config.eval, plan, device=device, settings=settings,

@@ -8,8 +8,8 @@ number of trials times the size of the training set:
 | "tracking"    | a trial's evaluation epochs and ASHA's rungs | samples, classifier accuracy (overall, per  |
 |               |                                              | class), domain FID (raw and FID∞) / KID /   |
 |               |                                              | IS / PR: what the sweep metric needs        |
-| "trial_final" | each trial's last epoch                      | tracking + bits/dim + Inception metrics     |
-|               |                                              | (eval.inception_at "final" or "every")      |
+| "trial_final" | each trial's last epoch, and the last of each | tracking + bits/dim + Inception metrics     |
+|               | budget read off it (harness/budgets.py)      | (eval.inception_at "final" or "every")      |
 | "finalist"    | after Tune, on the best eval.finalists       | the full suite on final_samples_per_class   |
 |               | trials of each experiment (by the sweep      | samples a class: tracking + bits/dim +      |
 |               | metric), from their last checkpoints         | Inception + CAS + augmentation gain +       |
@@ -70,6 +70,11 @@ def is_tracking_epoch(config: ExperimentConfig, epoch: int) -> bool:
     """Every eval_every-th epoch, the listed eval_epochs and ASHA's rungs (which it decides on)."""
     every = config.train.eval_every
     return (every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs or epoch in asha_rungs(config)
+
+
+def ends_a_budget(config: ExperimentConfig, epoch: int) -> bool:
+    """Is ``epoch`` the last of the trial, or of a smaller budget read off it (train.budgets)?"""
+    return epoch == config.train.epochs or epoch in config.train.budgets
 
 
 def evaluation_plan(config: ExperimentConfig, epoch: int, is_final: bool, stage: str) -> EvalPlan:

@@ -13,10 +13,12 @@ import math
 import os
 import platform
 import subprocess
+from dataclasses import dataclass
 
 import pandas as pd
 
 from condgen_bench.reports import paired
+from condgen_bench.harness.budgets import budget_id, budget_values
 from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten
 from condgen_bench.reports import layout, storage
 
@@ -112,53 +114,90 @@ def training_progress(run_dir: str, trial_id: str, reported: pd.DataFrame | None
 
 
 def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows for every trial of a finished Tune run, with its finalist records where it has them.
-    grid: ray.tune.ResultGrid. Returns (results rows, history rows)."""
+    """Rows for every trial of a finished Tune run, with its finalist records where it has them; a trial
+    that smaller epoch budgets were read off (train.budgets, harness/budgets.py) also gives each budget's
+    rows, as the trial "<trial id>@<budget>". grid: ray.tune.ResultGrid. Returns (results rows, history rows)."""
     common = {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "git_commit": git_commit(),
               **{f"version.{k}": v for k, v in versions().items()}}
     rows, history = [], []
     for result in grid:
         trial_id = os.path.basename(result.path).removeprefix("trial_")
-        experiment = experiment_from_dict(result.config)
-        values = json.loads(json.dumps(result.config))
-        values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
-        config_cols = {f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                       for k, v in flatten(values).items()}
         progress = training_progress(run_dir, trial_id, result.metrics_dataframe)
-        last_epoch = None
-        if progress is not None and "epoch" in progress:
-            last_epoch = int(progress["epoch"].max())
-            columns = ["loss", "train_seconds", "images_per_second",
-                       *(c for c in progress.columns if c.startswith("train/"))]
-            for _, r in progress.iterrows():
-                history.append({"trial_id": trial_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
         diverged_path = layout.diverged_file(run_dir, trial_id)
         diverged = json.loads(storage.read_bytes(diverged_path)) if storage.exists(diverged_path) else None
-        status, reason = _trial_status(result, last_epoch, experiment.train.epochs, diverged)
-        # the precision the worker resolved ("auto" becomes bf16 or fp32 by device); the config's where it never reported
-        reported = (progress["train_precision"].dropna() if progress is not None and "train_precision" in progress
-                    else pd.Series(dtype=object))
-        base = {"trial_id": trial_id, "method": experiment.method, "config_hash": config_hash(result.config),
-                "status": status, "status_reason": reason, **common, **config_cols,
-                "protocol.train_precision": reported.iloc[-1] if len(reported) else experiment.train.precision}
-        train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
-                         if progress is not None and "train_seconds" in progress else None)
-        records = layout.record_dirs(run_dir, trial_id)
-        rows += [_record_row(base, run_dir, relative, train_seconds)
-                 for relative in records + layout.finalist_records(run_dir, trial_id)]
-        failed = storage.join(layout.finalist_dir(run_dir, trial_id), layout.FINALIST_FAILED)
-        if not layout.finalist_records(run_dir, trial_id) and storage.exists(failed):
-            error = json.loads(storage.read_bytes(failed))["error"]
-            rows.append({**base, "stage": "finalist", "epoch": last_epoch,
-                         "missing": json.dumps({"all": f"finalist scoring failed: {error}"})})
-        if diverged is not None:  # the point where it diverged: its epoch and reason, no metrics
-            rows.append({**base, "epoch": diverged["epoch"], "step": diverged["step"],
-                         "missing": json.dumps({"all": f"diverged: {diverged['reason']}"})})
-        elif not records:
-            rows.append({**base, "epoch": last_epoch, "missing": json.dumps({"all": reason or "no evaluation ran"})})
+        trial = TrialOutcome(trial_id, result, progress, diverged)
+        for budget in experiment_from_dict(result.config).train.budgets:
+            trial_rows, trial_history = _trial_rows(run_dir, trial, budget_values(result.config, budget), common,
+                                                    budget)
+            rows += trial_rows
+            history += trial_history
+        trial_rows, trial_history = _trial_rows(run_dir, trial, result.config, common)
+        rows += trial_rows
+        history += trial_history
     frame = pd.DataFrame(rows)
     frame["classifier_real_accuracy"] = reference.classifier_accuracy
     return frame, pd.DataFrame(history)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What Tune and the worker left of one trial."""
+    trial_id: str
+    result: object  # ray.tune.Result
+    progress: pd.DataFrame | None  # training_progress
+    diverged: dict | None  # diverged.json, None if it did not diverge
+
+
+def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict,
+                budget: int | None = None) -> tuple[list[dict], list[dict]]:
+    """The results rows and history rows of a trial run under ``config_values`` (its resolved config), or,
+    with ``budget``, of the smaller budget read off it: the rows of the epochs up to the budget, as the
+    trial "<trial id>@<budget>" (budget_of: the trial), its finalist records its own."""
+    experiment = experiment_from_dict(config_values)
+    row_id = trial.trial_id if budget is None else budget_id(trial.trial_id, budget)
+    values = json.loads(json.dumps(config_values))
+    values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
+    config_cols = {f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                   for k, v in flatten(values).items()}
+    progress, diverged = trial.progress, trial.diverged
+    if progress is not None and "epoch" in progress and budget is not None:
+        progress = progress[progress["epoch"] <= budget]
+    if diverged is not None and budget is not None and diverged["epoch"] > budget:
+        diverged = None  # after the budget's last epoch: the budget itself finished
+    history, last_epoch = [], None
+    if progress is not None and "epoch" in progress and len(progress):
+        last_epoch = int(progress["epoch"].max())
+        columns = ["loss", "train_seconds", "images_per_second", *(c for c in progress.columns if c.startswith("train/"))]
+        for _, r in progress.iterrows():
+            history.append({"trial_id": row_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
+    if budget is not None and last_epoch is not None and last_epoch >= budget and diverged is None:
+        status, reason = "completed", ""  # what came after the budget's last epoch is the longer budget's
+    else:
+        status, reason = _trial_status(trial.result, last_epoch, experiment.train.epochs, diverged)
+    # the precision the worker resolved ("auto" becomes bf16 or fp32 by device); the config's where it never reported
+    reported = (progress["train_precision"].dropna() if progress is not None and "train_precision" in progress
+                else pd.Series(dtype=object))
+    base = {"trial_id": row_id, "method": experiment.method, "config_hash": config_hash(config_values),
+            "status": status, "status_reason": reason, **common, **config_cols,
+            "protocol.train_precision": reported.iloc[-1] if len(reported) else experiment.train.precision}
+    if budget is not None:
+        base["budget_of"] = trial.trial_id
+    train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
+                     if progress is not None and "train_seconds" in progress else None)
+    records = [r for r in layout.record_dirs(run_dir, trial.trial_id) if budget is None or layout.record_epoch(r) <= budget]
+    rows = [_record_row(base, run_dir, relative, train_seconds)
+            for relative in records + layout.finalist_records(run_dir, row_id)]
+    failed = storage.join(layout.finalist_dir(run_dir, row_id), layout.FINALIST_FAILED)
+    if not layout.finalist_records(run_dir, row_id) and storage.exists(failed):
+        error = json.loads(storage.read_bytes(failed))["error"]
+        rows.append({**base, "stage": "finalist", "epoch": last_epoch,
+                     "missing": json.dumps({"all": f"finalist scoring failed: {error}"})})
+    if diverged is not None:  # the point where it diverged: its epoch and reason, no metrics
+        rows.append({**base, "epoch": diverged["epoch"], "step": diverged["step"],
+                     "missing": json.dumps({"all": f"diverged: {diverged['reason']}"})})
+    elif not records:
+        rows.append({**base, "epoch": last_epoch, "missing": json.dumps({"all": reason or "no evaluation ran"})})
+    return rows, history
 
 
 def text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:

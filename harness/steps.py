@@ -15,6 +15,11 @@ import torch.distributed as dist
 from condgen_bench.datasets.base import ImageSet
 
 
+def steps_per_epoch(num_images: int, world: int, batch_size: int) -> int:
+    """Batches each rank takes in one epoch of ``num_images`` (epoch_batches cuts the rest)."""
+    return (num_images // world) // batch_size
+
+
 def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size: int, seed: int,
                   device: torch.device | str = "cpu"):
     """This rank's batches of one epoch: a permutation shared by all ranks (seeded by seed and epoch, drawn
@@ -22,7 +27,7 @@ def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size
     number of steps. Yields index tensors [B] on ``device`` (copied there once per epoch)."""
     perm = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     shard = perm[rank::world]
-    steps = (num_images // world) // batch_size
+    steps = steps_per_epoch(num_images, world, batch_size)
     if steps == 0:
         raise ValueError(f"{num_images} images cannot fill one batch of {batch_size} on each of {world} workers")
     shard = shard[:steps * batch_size].to(device)

@@ -20,6 +20,7 @@ import torch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from condgen_bench import datasets, harness, models, reports
+from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
 from condgen_bench.harness.nodes import check_shared_storage
@@ -115,9 +116,15 @@ def cluster_changes(saved: dict, current: dict) -> list[str]:
 
 
 def param_space(config: ExperimentConfig) -> dict:
-    """The resolved config as a dict, with a grid_search at every path of the search space."""
+    """The resolved config as a dict, with a grid_search at every path of the search space; swept epoch
+    budgets that one run can stand for (harness/budgets.py) become that run's train.epochs and budgets."""
     values = to_dict(config)
-    for path, options in config.sweep.space.items():
+    space = dict(config.sweep.space)
+    budgets = folded_budgets(config)
+    if budgets:
+        del space["train.epochs"]
+        values["train"]["epochs"], values["train"]["budgets"] = budgets[-1], budgets[:-1]
+    for path, options in space.items():
         set_path(values, path, ray.tune.grid_search(list(options)))
     return values
 
@@ -305,7 +312,9 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
         # Tuner.restore takes no RunConfig: Tune's own retries stay the first run's; Ray Train's (which
         # restart a trial's workers after a lost worker or node) follow this invocation's max_failures
     else:
-        log(f"{config.name}: {config.method}, search space {config.sweep.space}")
+        budgets = folded_budgets(config)
+        log(f"{config.name}: {config.method}, search space {config.sweep.space}"
+            + (f"; epoch budgets {budgets} read off one run per point" if budgets else ""))
         tuner = ray.tune.Tuner(
             trainable,
             param_space=param_space(config),

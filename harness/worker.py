@@ -27,10 +27,10 @@ import torch
 
 from condgen_bench.harness.config import TrainConfig, experiment_from_dict
 from condgen_bench.harness.evaluation import evaluate
-from condgen_bench.harness.plan import evaluation_plan
+from condgen_bench.harness.plan import ends_a_budget, evaluation_plan
 from condgen_bench.harness.results import write_record
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
-                           restore_noise, training_tensors)
+                                          restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
 from condgen_bench.models.accel import Acceleration, resolve_precision
 from condgen_bench.reports import faults, layout, storage
@@ -112,6 +112,8 @@ def train_worker(loop_config: dict) -> None:
         note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, start_epoch)
         print(f"rank {rank}: resumed from epoch {start_epoch}; {note}")
     images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
+    # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
+    method.set_training_length(config.train.epochs * steps_per_epoch(len(images), world, config.train.batch_size))
     if rank == 0:
         print(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
               f"compile {accel.compile}")
@@ -165,7 +167,7 @@ def train_worker(loop_config: dict) -> None:
                                     json.dumps(record, indent=1).encode())
             ray.train.report({**latest, **metrics})
             return
-        plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs, stage="trial")
+        plan = evaluation_plan(config, epoch, is_final=ends_a_budget(config, epoch), stage="trial")
         if rank == 0 and plan.stage:
             record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
             record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default")
@@ -178,5 +180,9 @@ def train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
                 _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
+                if epoch in config.train.budgets:  # a smaller budget's last epoch: its checkpoint is kept
+                    kept = layout.budget_checkpoint(loop_config["run_dir"], trial_id, epoch)
+                    with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
+                        storage.write_bytes(storage.join(kept, layout.CHECKPOINT_FILE), f.read())
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
         faults.hit("epoch_end", trial=trial_id, epoch=epoch, rank=rank)

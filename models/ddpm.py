@@ -15,6 +15,7 @@ from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
 from condgen_bench.models.interface import SamplerAxis
 from condgen_bench.models.unet import UNetConfig
+from condgen_bench.models.schedule import check_schedule
 from condgen_bench.models.unet_method import UNetMethod
 
 
@@ -23,6 +24,8 @@ class DDPMConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     lr: float = 2e-4  # AdamW peak learning rate
+    # after the warm-up: "constant", or "cosine" decay to 0 at the trial's last step (models/schedule.py)
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     warmup_steps: int = 100  # linear learning-rate warm-up
     grad_clip: float = 1.0  # max gradient norm (0: off)
@@ -34,6 +37,7 @@ class DDPMConfig:
     guidance: float = 2.0  # classifier-free guidance scale w (0 uncond, 1 cond, >1 guided)
 
     def __post_init__(self):
+        check_schedule(self.lr_schedule)
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"unknown sampler {self.sampler!r}; valid: ['ddim', 'ddpm']")
         if self.sampling_steps < 1:

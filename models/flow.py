@@ -26,6 +26,7 @@ from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.interface import SamplerAxis
 from condgen_bench.models.noise import NoiseStream
 from condgen_bench.models.unet import UNetConfig
+from condgen_bench.models.schedule import check_schedule
 from condgen_bench.models.unet_method import UNetMethod
 
 SAMPLERS = ("euler", "heun")
@@ -39,6 +40,8 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, C, H, 
 class FlowConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     lr: float = 2e-4  # AdamW peak learning rate
+    # after the warm-up: "constant", or "cosine" decay to 0 at the trial's last step (models/schedule.py)
+    lr_schedule: str = "constant"
     weight_decay: float = 0.0
     warmup_steps: int = 100  # linear learning-rate warm-up
     grad_clip: float = 1.0  # max gradient norm (0: off)
@@ -57,6 +60,7 @@ class FlowConfig:
     likelihood_probes: int = 1
 
     def __post_init__(self):
+        check_schedule(self.lr_schedule)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; valid: {list(SAMPLERS)}")
         if self.t_sampling not in T_SAMPLINGS:

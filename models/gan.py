@@ -28,6 +28,7 @@ from condgen_bench.models.accel import Acceleration, Accelerator
 from condgen_bench.models.noise import NoiseStream, TrainingNoise
 from condgen_bench.models.ema import EMA
 from condgen_bench.models.registry import lookup
+from condgen_bench.models.schedule import check_schedule, lr_factor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,6 +88,8 @@ class GANConfig:
     lr: float = 2e-4  # generator Adam learning rate (what --lr sweeps)
     d_lr: float | None = None  # discriminator Adam learning rate (None: lr)
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas of both networks (DCGAN's beta1 = 0.5)
+    # both learning rates "constant", or "cosine" decay to 0 at the trial's last step (models/schedule.py)
+    lr_schedule: str = "constant"
     n_critic: int = 1  # discriminator updates (each on its own batch) per generator update
     loss: str = "nonsaturating"  # "nonsaturating" (DCGAN's) or "hinge"
     z_dim: int = 64  # latent dimensions
@@ -94,6 +97,7 @@ class GANConfig:
     win_margin: float = 4.6  # logit margin of a complete discriminator win (sigmoid(4.6) = 0.99)
 
     def __post_init__(self):
+        check_schedule(self.lr_schedule)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {list(LOSSES)}")
         if self.n_critic < 1:
@@ -202,9 +206,10 @@ class GANMethod(TrainingNoise):
         self.train_G = self.acc.maybe_compile(self.G)  # what the losses call (the EMA copy samples)
         self.scaler_g, self.scaler_d = self.acc.scaler(), self.acc.scaler()
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=tuple(config.betas))
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=config.d_lr if config.d_lr is not None else config.lr,
-                                      betas=tuple(config.betas))
+        self.d_peak_lr = config.d_lr if config.d_lr is not None else config.lr
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.d_peak_lr, betas=tuple(config.betas))
         self.step = 0  # discriminator updates (one per batch the harness gives)
+        self.total_steps: int | None = None  # set_training_length
         self.g_steps = 0  # generator updates
         self.last_g_loss = float("nan")  # the latest generator loss (reported between generator updates)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -225,6 +230,10 @@ class GANMethod(TrainingNoise):
 
     # training ------------------------------------------------------------------------------
 
+    def set_training_length(self, total_steps: int) -> None:
+        """The trial's number of train_step calls (its epoch budget), where the cosine schedule ends."""
+        self.total_steps = total_steps
+
     def latents(self, batch: int) -> torch.Tensor:
         """Training latents z ~ N(0, I): [batch, z_dim], from the seeded training generator."""
         return torch.randn(batch, self.config.z_dim, generator=self.generator, device=self.device)
@@ -235,6 +244,10 @@ class GANMethod(TrainingNoise):
         before its first update), "loss_d", "d_wins", ...}: 0-dim tensors on the device (no host sync)."""
         real = self.acc.images(uint8_to_float(images.to(self.device)))
         y = labels.to(self.device)
+        factor = lr_factor(self.config.lr_schedule, self.step, 0, self.total_steps)
+        for opt, peak in ((self.opt_g, self.config.lr), (self.opt_d, self.d_peak_lr)):
+            for group in opt.param_groups:
+                group["lr"] = peak * factor
         self.G.train()
         self.D.train()
         with self.acc.autocast():

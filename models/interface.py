@@ -38,6 +38,10 @@ class Method(Protocol):
         device (no host sync) or floats: "loss" and any "loss_*" must stay finite; "d_wins" (GANs) is 1 on a
         step the discriminator wins completely."""
 
+    def set_training_length(self, total_steps: int) -> None:
+        """The trial's number of train_step calls (epochs x batches an epoch), told before training: a
+        schedule that decays to the trial's end ("cosine", models/schedule.py) needs it."""
+
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **settings) -> torch.Tensor:
         """labels [N], seeds [N] -> images [N, C, H, W] uint8; image i a function of (labels[i], seeds[i]) and
         the settings (each family's sampler axes; unknown ones raise ValueError)."""

@@ -13,6 +13,7 @@ from condgen_bench.datasets.base import DatasetSpec
 from condgen_bench.models.accel import Acceleration, Accelerator
 from condgen_bench.models.ema import EMA
 from condgen_bench.models.noise import TrainingNoise
+from condgen_bench.models.schedule import lr_factor
 from condgen_bench.models.unet import UNet
 
 
@@ -21,7 +22,8 @@ class UNetMethod(TrainingNoise):
     spec.num_classes is the null class of classifier-free guidance), trained by AdamW with a linear
     warm-up, with an EMA copy for sampling and likelihoods.
 
-    The config needs ``unet``, ``lr``, ``weight_decay``, ``warmup_steps``, ``grad_clip`` and ``ema_decay``.
+    The config needs ``unet``, ``lr``, ``lr_schedule``, ``weight_decay``, ``warmup_steps``, ``grad_clip`` and
+    ``ema_decay``.
     ``wrap`` is applied to the trained network (Ray Train's ``prepare_model``: the device, DDP); the EMA
     copy is never wrapped. ``accel`` sets the training step's precision, memory format and compilation
     (models/accel.py); sampling and likelihoods run in float32 with the EMA weights."""
@@ -41,12 +43,18 @@ class UNetMethod(TrainingNoise):
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = self.acc.scaler()
         self.step = 0
+        self.total_steps: int | None = None  # set_training_length
         self.null_label = spec.num_classes
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
+    def set_training_length(self, total_steps: int) -> None:
+        """The trial's number of train_step calls (its epoch budget), where the cosine schedule ends."""
+        self.total_steps = total_steps
+
     def warm_up(self) -> float:
-        """Set and return this step's learning rate: the peak lr ramped linearly over warmup_steps."""
-        lr = self.config.lr * min(1.0, (self.step + 1) / max(1, self.config.warmup_steps))
+        """Set and return this step's learning rate: the peak lr ramped linearly over warmup_steps, then
+        kept (lr_schedule "constant") or decayed to 0 at the trial's last step ("cosine"; models/schedule.py)."""
+        lr = self.config.lr * lr_factor(self.config.lr_schedule, self.step, self.config.warmup_steps, self.total_steps)
         for group in self.opt.param_groups:
             group["lr"] = lr
         return lr

@@ -9,6 +9,8 @@
         artifacts/<trial>/epoch_NNNN/         an evaluation during the sweep: eval.json, samples.png,
                                               per_sample.npz (what the report's paired tests resample)
         artifacts/<trial>/diverged.json       why a trial stopped as diverged
+        artifacts/<trial>/budget_NNNN/state.pt   the checkpoint of a smaller epoch budget read off the
+                                              trial (harness/budgets.py), kept for the finalist stage
         artifacts/<trial>/history/epoch_NNNN.json  an epoch's training figures (the loss curves; kept
                                               across restarts, so a resumed trial's earlier epochs stay)
         train/<trial>/checkpoint_*/state.pt   Ray Train's checkpoints of the trial (the latest are kept)
@@ -101,6 +103,11 @@ def record_dirs(run_dir: str, trial_id: str) -> list[str]:
     return out
 
 
+def record_epoch(relative: str) -> int:
+    """The epoch of a record folder from record_dirs ("artifacts/<trial>/epoch_0002[/sampling/...]" -> 2)."""
+    return int(relative.split("/")[2].removeprefix("epoch_"))
+
+
 def finalist_records(run_dir: str, trial_id: str) -> list[str]:
     """The finalist record folders of a trial (its own sampler first, then the sampling sweep), relative to
     the run directory; [] if the trial was not scored as a finalist (or its scoring did not finish)."""
@@ -109,6 +116,12 @@ def finalist_records(run_dir: str, trial_id: str) -> list[str]:
         return []
     return [relative] + [f"{relative}/{SAMPLING}/{s}"
                          for s in storage.list_dir(storage.join(run_dir, relative, SAMPLING))]
+
+
+def budget_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
+    """The kept checkpoint folder of a smaller epoch budget read off the trial (harness/budgets.py), holding
+    CHECKPOINT_FILE like Ray Train's (whose folders rotate)."""
+    return storage.join(trial_dir(run_dir, trial_id), f"budget_{epoch:04d}")
 
 
 def latest_checkpoint(run_dir: str, trial_id: str) -> str | None:

@@ -179,4 +179,16 @@ def test_every_registered_family_offers_the_whole_method_interface():
         assert sum(axis.cost for axis in method.sampler_axes) <= 1, family
         with pytest.raises(ValueError):
             method.sampling_settings(no_such_axis=1)
+        # lr_schedule cosine: the learning rate falls to ~0 at the trial's last step (set_training_length)
+        cosine = build_method(family, from_dict(entry.config_cls, {**small[family], "lr_schedule": "cosine",
+                                                                     **({"warmup_steps": 0} if "unet" in small[family] else {})}), spec)
+        cosine.set_training_length(3)
+        images, labels = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8), torch.tensor([0, 2])
+        rates = []
+        for _ in range(3):
+            cosine.train_step(images, labels)
+            optimizer = cosine.opt if hasattr(cosine, "opt") else cosine.opt_d
+            rates.append(optimizer.param_groups[0]["lr"])
+        peak = entry.config_cls().lr if family != "ddgan" else cosine.d_peak_lr
+        assert rates[0] == pytest.approx(peak) and rates[1] < rates[0] and rates[2] < 0.3 * peak, (family, rates)
     assert "bits_per_dim" in members[LikelihoodMethod] and "bits_per_dim" not in members[Method]

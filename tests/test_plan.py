@@ -87,3 +87,52 @@ def test_disabled_parts_say_so_and_unknown_names_fail():
         plan.computes("fid")
     with pytest.raises(ValueError, match="valid"):
         evaluation_plan(config, 1, False, "tracking")
+
+
+# ---------------------------------------------------------------------------------------------
+# Epoch budgets read off one run (harness/budgets.py)
+
+
+def test_swept_budgets_fold_into_one_run_unless_training_depends_on_the_budget():
+    from condgen_bench.harness.budgets import budget_id, budget_values, folded_budgets, split_budget_id
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.sweep import param_space
+
+    config = ExperimentConfig(sweep=SweepConfig(space={"model.lr": [1e-3, 2e-3], "train.epochs": [13, 2, 6]}))
+    assert folded_budgets(config) == [2, 6, 13]
+    values = param_space(config)  # one run per learning rate, to 13 epochs, standing for 2 and 6 too
+    assert values["train"]["epochs"] == 13 and values["train"]["budgets"] == [2, 6]
+    assert values["model"]["lr"] == {"grid_search": [1e-3, 2e-3]} and "grid_search" not in str(values["train"])
+    cosine = ExperimentConfig(sweep=SweepConfig(space={"train.epochs": [2, 13],
+                                                       "model.lr_schedule": ["constant", "cosine"]}))
+    assert folded_budgets(cosine) == []  # cosine decays to each budget's own end: separate trials
+    assert param_space(cosine)["train"]["epochs"] == {"grid_search": [2, 13]}
+    assert folded_budgets(ExperimentConfig(sweep=SweepConfig(space={"train.epochs": [2, 13]}, fold_budgets=False))) == []
+    assert folded_budgets(ExperimentConfig(sweep=SweepConfig(space={"train.epochs": [4]}))) == []
+    assert split_budget_id(budget_id("c5db7_00001", 2)) == ("c5db7_00001", 2)
+    assert split_budget_id("c5db7_00001") == ("c5db7_00001", None)
+    stands_for = budget_values(to_dict(ExperimentConfig(train=TrainConfig(epochs=13, budgets=[2, 6]))), 6)
+    assert stands_for["train"]["epochs"] == 6 and stands_for["train"]["budgets"] == []
+
+
+def test_a_budget_read_off_a_run_ends_with_the_final_evaluation_a_separate_trial_would_have():
+    long = ExperimentConfig(train=TrainConfig(epochs=13, budgets=[2, 6]))
+    short = ExperimentConfig(train=TrainConfig(epochs=2))
+    from condgen_bench.harness.plan import ends_a_budget
+
+    assert [e for e in range(1, 14) if ends_a_budget(long, e)] == [2, 6, 13]
+    assert evaluation_plan(long, 2, is_final=ends_a_budget(long, 2), stage="trial") == \
+        evaluation_plan(short, 2, is_final=True, stage="trial")
+
+
+def test_the_cosine_schedule_decays_to_the_trials_own_end_and_constant_does_not():
+    from condgen_bench.models.schedule import lr_factor
+
+    assert [lr_factor("constant", s, 4, 100) for s in (0, 3, 50, 99)] == [0.25, 1.0, 1.0, 1.0]
+    assert lr_factor("cosine", 3, 4, 100) == 1.0 and lr_factor("cosine", 99, 4, 100) < 0.001
+    assert lr_factor("cosine", 52, 4, 100) == pytest.approx(0.5)  # halfway from the warm-up's end
+    # the first steps of a 2-epoch and a 13-epoch cosine trial already differ; constant ones never do
+    assert lr_factor("cosine", 10, 4, 20) != lr_factor("cosine", 10, 4, 130)
+    assert lr_factor("constant", 10, 4, 20) == lr_factor("constant", 10, 4, 130)
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        ExperimentConfig().model.__class__(lr_schedule="linear")

@@ -302,3 +302,41 @@ def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local,
     assert "paired bootstrap over the same" in report
     saved = json.load(open(os.path.join(outcome.run_dir, "config.json")))
     assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "fastgan", "ddgan", "flow"]
+
+
+def test_epoch_budgets_read_off_one_run_equal_separate_trials(ray_local, tmp_path):
+    """train.epochs [1, 2] under a constant learning rate: one run of 2 epochs stands for both budgets
+    (sweep.fold_budgets), both are finalists, and every figure of its 1-epoch budget, during the sweep and
+    as a finalist scored from the kept epoch-1 checkpoint, equals a separate 1-epoch trial's to the last
+    digit."""
+    from condgen_bench.harness.sweep import run_sweep
+    from condgen_bench.reports.catalog import lookup
+    from condgen_bench.reports.inputs import metric_columns
+
+    base = tiny_experiment(tmp_path, space={"train.epochs": [1, 2]})
+    base.cluster.workers_per_trial = 1
+    base.train.eval_every = 0
+    base.eval = dataclasses.replace(base.eval, finalists=2, cas=False, augment=False)
+    folded = dataclasses.replace(base, name="folded")
+    separate = dataclasses.replace(base, name="separate", sweep=dataclasses.replace(base.sweep,
+                                                                                    space={"train.epochs": [1]}))
+    outcome = run_sweep([folded, separate], name="budgets", log=lambda *_: None)
+    frame = pd.read_parquet(outcome.results_path)
+    runs = frame[frame["config.name"] == "folded"]
+    [trial] = runs["budget_of"].dropna().unique()  # one training run
+    assert sorted(runs["trial_id"].unique()) == sorted([trial, f"{trial}@1"])
+    assert sorted(runs.loc[runs["stage"] == "finalist", "trial_id"]) == sorted([trial, f"{trial}@1"])
+    assert (Path(outcome.run_dir) / "artifacts" / trial / "budget_0001" / "state.pt").exists()
+    assert runs.groupby("trial_id")["config.train.epochs"].first().to_dict() == {trial: 2, f"{trial}@1": 1}
+    figures = [m for m in metric_columns(frame) if not (lookup(m) and lookup(m).wall_clock)
+               and frame[m].notna().any() and not m.endswith("_seconds")]
+    assert {"sample_accuracy", "fid_domain", "kid_domain", "bpd", "fid_intra_domain"} <= set(figures)
+    [twin] = frame.loc[frame["config.name"] == "separate", "trial_id"].unique()
+    for stage in ("trial_final", "finalist"):
+        a = frame[(frame["trial_id"] == f"{trial}@1") & (frame["stage"] == stage)]
+        b = frame[(frame["trial_id"] == twin) & (frame["stage"] == stage)]
+        assert len(a) == len(b) == 1 and a["epoch"].iloc[0] == 1 and a["status"].iloc[0] == "completed", stage
+        assert a[figures].iloc[0].equals(b[figures].iloc[0]), (stage, a[figures].iloc[0].compare(b[figures].iloc[0]))
+    history = pd.read_parquet(Path(outcome.run_dir) / "history.parquet").set_index(["trial_id", "epoch"])
+    assert history.loc[(f"{trial}@1", 1), "loss"] == history.loc[(trial, 1), "loss"] == history.loc[(twin, 1), "loss"]
+    assert (f"{trial}@1", 2) not in history.index
