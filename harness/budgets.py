@@ -32,7 +32,8 @@ def depends_on_budget(config) -> str | None:
 def folded_budgets(config) -> list[int]:
     """The swept epoch budgets, ascending, that one run per point stands for; [] where they stay separate
     trials (one budget, sweep.fold_budgets off, or training that depends on the budget)."""
-    budgets = sorted(set(config.sweep.space.get("train.epochs", [])))
+    epochs = config.sweep.space.get("train.epochs", [])
+    budgets = sorted(set(epochs)) if isinstance(epochs, list) else []  # a drawn range of epochs: no fixed budgets
     if len(budgets) < 2 or not config.sweep.fold_budgets or depends_on_budget(config):
         return []
     return budgets

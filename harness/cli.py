@@ -12,6 +12,7 @@ import time
 
 from condgen_bench.datasets import DatasetError
 from condgen_bench.harness.config import ExperimentConfig, apply_overrides, to_dict
+from condgen_bench.harness.search import extreme_values
 
 
 def _value(text: str):
@@ -60,7 +61,12 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
     sweep.add_argument("--name", default=None, help="experiment name: runs go to <storage-path>/<name>/<timestamp>")
     sweep.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates to sweep (model.lr)")
     sweep.add_argument("--epochs", type=int, nargs="+", default=None, help="epoch budgets to sweep (train.epochs)")
-    sweep.add_argument("--num-samples", type=int, default=None, help="repeats of the whole grid")
+    sweep.add_argument("--search", choices=["grid", "random", "optuna"], default=None,
+                       help="how points of sweep.space are drawn: every combination (grid), random draws, or "
+                            "Optuna's TPE (the [optuna] extra); distributions such as "
+                            "'loguniform(1e-4,1e-2)' need random or optuna")
+    sweep.add_argument("--num-samples", type=int, default=None,
+                       help="grid: repeats of every point, each with its own train.seed; random / optuna: points drawn")
     sweep.add_argument("--scheduler", choices=["fifo", "asha"], default=None,
                        help="asha stops poor trials early on the sweep metric")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -95,6 +101,7 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
         "cluster.workers_per_trial": args.workers_per_trial, "cluster.cpus_per_worker": args.cpus_per_worker,
         "cluster.gpus_per_worker": args.gpus_per_worker, "sweep.max_concurrent_trials": args.max_concurrent_trials,
         "sweep.num_samples": args.num_samples, "sweep.scheduler": args.scheduler, "name": args.name,
+        "sweep.search": args.search,
         "data.name": args.dataset, "data.shots_per_class": args.shots_per_class, "data.image_size": args.image_size,
         # absolute: the saved config must still find the data when resumed from another directory
         "data.data_root": os.path.abspath(os.path.expanduser(args.data_root)) if args.data_root else None,
@@ -122,17 +129,44 @@ def resolve(args: argparse.Namespace, config: ExperimentConfig, smoke: dict,
 
 
 def grid_points(config: ExperimentConfig) -> list[ExperimentConfig]:
-    """Every point of the config's search space as a whole config, each checked as the trial will build it
-    (a misspelt value in sweep.space fails here, not in a worker)."""
+    """Every point of the config's search space as a whole config (each distribution at its two ends),
+    each checked as the trial will build it (a misspelt value in sweep.space fails here, not in a worker)."""
     keys = list(config.sweep.space)
     points = []
-    for values in itertools.product(*(config.sweep.space[k] for k in keys)):
+    # a distribution's two ends stand for it (harness/search.py)
+    for values in itertools.product(*(extreme_values(config.sweep.space[k]) for k in keys)):
         point = dict(zip(keys, values))
         try:
             points.append(apply_overrides(config, point))
         except (KeyError, ValueError, TypeError) as e:
             raise SystemExit(f"bad configuration: the sweep.space point {point}: {e}") from None
     return points or [config]
+
+
+def trial_count(config: ExperimentConfig) -> int:
+    """Tune trials the sweep starts: a grid's points (epoch budgets read off one run count once) times its
+    seeded repeats; num_samples draws for random and Optuna searches."""
+    from condgen_bench.harness.budgets import folded_budgets
+
+    if config.sweep.search != "grid":
+        return config.sweep.num_samples
+    folded = "train.epochs" if folded_budgets(config) else None
+    points = 1
+    for path, values in config.sweep.space.items():
+        points *= 1 if path == folded else len(values)
+    return points * config.sweep.num_samples
+
+
+def describe_trials(config: ExperimentConfig) -> str:
+    """One line for --dry-run: how many trials, and how many run at once."""
+    from condgen_bench.harness.budgets import folded_budgets
+
+    budgets = folded_budgets(config)
+    concurrent = config.sweep.max_concurrent_trials
+    at_once = (f"{concurrent} at a time" if concurrent else
+               "on a cluster as many at a time as its CPUs and GPUs hold (sized when it starts), locally 1 at a time")
+    return (f"{config.name}: {trial_count(config)} trials ({config.sweep.search} search"
+            + (f"; epoch budgets {budgets} read off one run each" if budgets else "") + f"), {at_once}")
 
 
 def check_all(config: ExperimentConfig) -> None:
@@ -188,6 +222,8 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
     if args.dry_run:
         values = [to_dict(c) for c in resolved]
         print(json.dumps(values if several else values[0], indent=2))
+        for c in resolved:  # beside the config (stdout stays JSON)
+            print(describe_trials(c), file=sys.stderr)
         return 0
     from condgen_bench.harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
 

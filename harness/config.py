@@ -17,6 +17,7 @@ from typing import Any
 
 from condgen_bench.datasets import DataConfig
 from condgen_bench.models import get_method
+from condgen_bench.harness.search import check_space
 from condgen_bench.models.accel import PRECISIONS
 from condgen_bench.models.classifier import ClassifierConfig
 
@@ -126,15 +127,22 @@ class EvalConfig:
 
 @dataclass
 class SweepConfig:
-    # The search space: a grid over dotted config paths, e.g. {"model.lr": [1e-4, 1e-3]}.
-    space: dict[str, list] = field(default_factory=dict)
-    num_samples: int = 1  # repeats of the whole grid
+    # The search space over dotted config paths: a list of values each, or (random / optuna search) a
+    # distribution: {"model.lr": "loguniform(1e-4, 1e-2)", "train.epochs": [2, 13]} (harness/search.py)
+    space: dict[str, list | str] = field(default_factory=dict)
+    search: str = "grid"  # "grid" (every combination), "random" or "optuna" (num_samples points drawn)
+    search_seed: int = 0  # seeds the random and Optuna draws
+    # grid: repeats of every point, each with its own train.seed (seed, seed + 1, ...); random / optuna:
+    # the number of points drawn
+    num_samples: int = 1
     scheduler: str = "fifo"  # "fifo" (every trial runs its epochs) or "asha" (stop poor trials early)
     metric: str = "sample_accuracy"  # what ASHA and "best trial" use
     mode: str = "max"  # "max" or "min" for the metric
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
-    max_concurrent_trials: int = 1
+    # trials running at once; None: locally 1, on a cluster as many as its CPUs and GPUs hold (one trial:
+    # its driver and workers_per_trial workers; harness/sweep.py concurrency)
+    max_concurrent_trials: int | None = None
     # swept train.epochs that differ only in the budget run as one trial to the largest, the smaller ones
     # read off it, where training does not depend on the budget (harness/budgets.py)
     fold_budgets: bool = True
@@ -144,7 +152,9 @@ class SweepConfig:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: ['asha', 'fifo']")
         if self.mode not in ("max", "min"):
             raise ValueError(f"unknown mode {self.mode!r}; valid: ['max', 'min']")
-        if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.grace_period < 1 or self.reduction_factor < 2:
+        check_space(self.space, self.search)
+        if (self.num_samples < 1 or (self.max_concurrent_trials is not None and self.max_concurrent_trials < 1)
+                or self.grace_period < 1 or self.reduction_factor < 2):
             raise ValueError("sweep.num_samples, max_concurrent_trials and grace_period must be >= 1, "
                              "reduction_factor >= 2")
 

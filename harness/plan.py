@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from condgen_bench.harness.config import ExperimentConfig
+from condgen_bench.harness.search import extreme_values
 
 STAGES = ("tracking", "trial_final", "finalist")
 # The parts of an evaluation a plan switches. The samples, the classifier's accuracy on them and the
@@ -51,7 +52,7 @@ class EvalPlan:
 
 def max_epochs(config: ExperimentConfig) -> int:
     """The largest epoch budget of the experiment (its own, or the largest swept one)."""
-    return max([config.train.epochs, *config.sweep.space.get("train.epochs", [])])
+    return max([config.train.epochs, *extreme_values(config.sweep.space.get("train.epochs", [config.train.epochs]))])
 
 
 def asha_rungs(config: ExperimentConfig) -> list[int]:

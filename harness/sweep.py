@@ -27,6 +27,7 @@ from condgen_bench.harness.nodes import check_shared_storage
 from condgen_bench.harness.plan import max_epochs
 from condgen_bench.harness.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import collect_results, write_results
+from condgen_bench.harness.search import search_algorithm, tune_space
 from condgen_bench.harness.trial import task_options, trial_driver
 from condgen_bench.reports import build_report, faults, layout, storage
 
@@ -85,20 +86,36 @@ def start_local_ray(num_cpus: int | None, **options) -> None:
 
 
 def resolve_resources(config: ExperimentConfig) -> ExperimentConfig:
-    """Fill in cpus_per_worker when unset: one per worker on a cluster; locally, the machine's CPUs
-    shared by the concurrent trials' workers after their drivers' share. And max_failures (see
-    default_max_failures)."""
+    """Fill in what is unset: cpus_per_worker (one per worker on a cluster; locally, the machine's CPUs
+    shared by the concurrent trials' workers after their drivers' share), max_concurrent_trials
+    (``concurrency``) and max_failures (``default_max_failures``)."""
     cluster = config.cluster
     cluster.max_failures = default_max_failures(cluster)
+    if cluster.cpus_per_worker is None and cluster.address:
+        cluster.cpus_per_worker = 1.0
+    if config.sweep.max_concurrent_trials is None:
+        config.sweep.max_concurrent_trials = concurrency(config, ray.cluster_resources())
     if cluster.cpus_per_worker is None:
-        if cluster.address:
-            cluster.cpus_per_worker = 1.0
-        else:
-            total = ray.cluster_resources().get("CPU", 1.0)
-            concurrent = config.sweep.max_concurrent_trials
-            free = total - concurrent * cluster.cpus_per_trial_driver
-            cluster.cpus_per_worker = max(0.1, round(free / (concurrent * cluster.workers_per_trial), 2))
+        total = ray.cluster_resources().get("CPU", 1.0)
+        concurrent = config.sweep.max_concurrent_trials
+        free = total - concurrent * cluster.cpus_per_trial_driver
+        cluster.cpus_per_worker = max(0.1, round(free / (concurrent * cluster.workers_per_trial), 2))
     return config
+
+
+def concurrency(config: ExperimentConfig, resources: dict) -> int:
+    """How many trials run at once where sweep.max_concurrent_trials is unset: locally 1 (a laptop's cores
+    go to one trial's workers); on a cluster, as many trials as its CPUs and GPUs hold, each one driver
+    (cpus_per_trial_driver) and workers_per_trial workers (cpus_per_worker, gpus_per_worker). resources:
+    ray.cluster_resources()."""
+    cluster = config.cluster
+    if not cluster.address:
+        return 1
+    per_trial_cpus = cluster.cpus_per_trial_driver + cluster.workers_per_trial * (cluster.cpus_per_worker or 1.0)
+    fits = [resources.get("CPU", 0.0) / per_trial_cpus]
+    if cluster.gpus_per_worker > 0:
+        fits.append(resources.get("GPU", 0.0) / (cluster.workers_per_trial * cluster.gpus_per_worker))
+    return max(1, int(min(fits) + 1e-9))
 
 
 def default_max_failures(cluster) -> int:
@@ -116,17 +133,29 @@ def cluster_changes(saved: dict, current: dict) -> list[str]:
 
 
 def param_space(config: ExperimentConfig) -> dict:
-    """The resolved config as a dict, with a grid_search at every path of the search space; swept epoch
-    budgets that one run can stand for (harness/budgets.py) become that run's train.epochs and budgets."""
+    """The resolved config as a dict, with a Tune domain at every path of the search space (harness/search.py:
+    grid_search over a grid's lists, else choices and distributions); swept epoch budgets that one run can
+    stand for (harness/budgets.py) become that run's train.epochs and budgets; a grid's repeats
+    (num_samples) its train.seed."""
     values = to_dict(config)
     space = dict(config.sweep.space)
     budgets = folded_budgets(config)
     if budgets:
         del space["train.epochs"]
         values["train"]["epochs"], values["train"]["budgets"] = budgets[-1], budgets[:-1]
-    for path, options in space.items():
-        set_path(values, path, ray.tune.grid_search(list(options)))
+    sweep = config.sweep
+    if sweep.search == "grid" and sweep.num_samples > 1 and "train.seed" not in space:
+        # repeats of a grid point are runs with their own seeds (a copy of a seeded run would be identical)
+        space["train.seed"] = [config.train.seed + i for i in range(sweep.num_samples)]
+    for path, domain in tune_space(space, sweep.search).items():
+        set_path(values, path, domain)
     return values
+
+
+def tune_samples(config: ExperimentConfig) -> int:
+    """Tune's num_samples: the points a random or Optuna search draws; 1 for a grid, whose repeats are
+    seeds in the grid (param_space)."""
+    return 1 if config.sweep.search == "grid" else config.sweep.num_samples
 
 
 def make_scheduler(config: ExperimentConfig):
@@ -320,7 +349,8 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
             param_space=param_space(config),
             tune_config=ray.tune.TuneConfig(
                 scheduler=make_scheduler(config),
-                num_samples=config.sweep.num_samples,
+                search_alg=search_algorithm(config.sweep),
+                num_samples=tune_samples(config),
                 max_concurrent_trials=config.sweep.max_concurrent_trials,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),

@@ -26,9 +26,7 @@ import ray.train.torch
 import torch
 
 from condgen_bench.harness.config import TrainConfig, experiment_from_dict
-from condgen_bench.harness.evaluation import evaluate
 from condgen_bench.harness.plan import ends_a_budget, evaluation_plan
-from condgen_bench.harness.results import write_record
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
@@ -169,6 +167,11 @@ def train_worker(loop_config: dict) -> None:
             return
         plan = evaluation_plan(config, epoch, is_final=ends_a_budget(config, epoch), stage="trial")
         if rank == 0 and plan.stage:
+            # imported here: the evaluation's torch-fidelity (and torchvision) take ~1.3 s to import, which every
+            # process that unpickles train_worker (the trial's driver, Ray Train's controller, ranks > 0) skips
+            from condgen_bench.harness.evaluation import evaluate
+            from condgen_bench.harness.results import write_record
+
             record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
             record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default")
             record["protocol"]["train_precision"] = accel.precision

@@ -1,6 +1,8 @@
 """The typed config: round trips, overrides, the command line, --dry-run."""
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from condgen_bench.harness.cli import build_parser, resolve
-from condgen_bench.harness.config import (ExperimentConfig, apply_overrides, config_hash, experiment_from_dict, flatten, from_dict,
-                            to_dict)
+from condgen_bench.harness.config import (ExperimentConfig, SweepConfig, TrainConfig, apply_overrides, config_hash,
+                                          experiment_from_dict, flatten, from_dict, to_dict)
 from condgen_bench.models.ddpm import DDPMConfig
 from condgen_bench.models.unet import UNetConfig
 
@@ -121,6 +123,15 @@ def test_resume_refuses_changed_data(tmp_path):
     other = datasets.load(datasets.DataConfig(image_size=16, num_train=14, num_test=14, seed=1))
     with pytest.raises(datasets.DatasetError, match="the data changed since"):
         check_same_data(other, str(tmp_path), None)
+    # a run over several datasets: each is checked against its own entry
+    (tmp_path / "dataset_summary.json").write_text(json.dumps({"datasets": [
+        {"name": "fer2013", "fingerprint": "x"}, {"name": data.name, "fingerprint": data.fingerprint}]}))
+    check_same_data(data, str(tmp_path), None)
+    with pytest.raises(datasets.DatasetError, match="the data changed since"):
+        check_same_data(other, str(tmp_path), None)
+    (tmp_path / "dataset_summary.json").write_text(json.dumps({"datasets": [{"name": "fer2013", "fingerprint": "x"}]}))
+    with pytest.raises(datasets.DatasetError, match=f"has no dataset {data.name}"):
+        check_same_data(data, str(tmp_path), None)
 
 
 def test_sampling_sweep_grid_and_names():
@@ -284,8 +295,6 @@ def test_benchmark_takes_several_datasets_each_with_its_root(tmp_path, capsys):
 def test_a_run_shares_the_cluster_and_holds_each_dataset_once():
     """Experiments of one run may differ in data (a benchmark over datasets), each dataset once; those on
     one dataset share the evaluation classifier; all share the cluster; names differ."""
-    import dataclasses
-
     from condgen_bench.harness.sweep import check_shared, dataset_groups
 
     faces = ExperimentConfig(name="a")
@@ -301,3 +310,67 @@ def test_a_run_shares_the_cluster_and_holds_each_dataset_once():
         check_shared([faces, dataclasses.replace(folder, cluster=dataclasses.replace(faces.cluster, num_cpus=3))])
     with pytest.raises(ValueError, match="names must differ"):
         check_shared([faces, dataclasses.replace(folder, name="a")])
+
+
+def test_search_spaces_take_distributions_and_say_what_is_wrong():
+    from condgen_bench.harness.search import Distribution, check_space, parse
+
+    assert parse("loguniform(1e-4, 1e-2)") == Distribution("loguniform", 1e-4, 1e-2)
+    assert parse(" randint(2,8) ").ends() == [2, 7] and parse([1, 2]) == [1, 2]
+    for text, message in [("lognormal(1, 2)", "unknown distribution 'lognormal'"),
+                          ("uniform(2, 1)", "low < high"), ("loguniform(0, 1)", "loguniform needs low > 0"),
+                          ("randint(1.5, 4)", "integer bounds"), ("uniform(a, 1)", "bounds must be numbers"),
+                          ("1e-3", "expected a list of values or a distribution")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse(text, "sweep.space.model.lr")
+    with pytest.raises(ValueError, match="a distribution needs sweep.search random or optuna"):
+        check_space({"model.lr": "uniform(0.1, 0.2)"}, "grid")
+    args = build_parser("x").parse_args(["--search", "random", "--num-samples", "4", "--set",
+                                         'sweep.space={"model.lr": "loguniform(1e-4,1e-2)"}'])
+    config = resolve(args, ExperimentConfig(), {})
+    assert (config.sweep.search, config.sweep.num_samples) == ("random", 4)
+    with pytest.raises(SystemExit, match="a distribution needs sweep.search random"):
+        resolve(build_parser("x").parse_args(["--set", 'sweep.space={"model.lr": "uniform(0.1,0.2)"}']),
+                ExperimentConfig(), {})
+
+
+def test_the_tune_space_of_each_search_and_seeded_repeats_of_a_grid():
+    from ray.tune.search.sample import Categorical, Float
+
+    from condgen_bench.harness.search import search_algorithm
+    from condgen_bench.harness.sweep import param_space, tune_samples
+
+    grid = ExperimentConfig(train=TrainConfig(seed=7), sweep=SweepConfig(space={"model.lr": [1e-3, 2e-3]},
+                                                                        num_samples=3))
+    values = param_space(grid)  # 2 learning rates x 3 seeds, one Tune sample
+    assert values["model"]["lr"] == {"grid_search": [1e-3, 2e-3]} and values["train"]["seed"] == {"grid_search": [7, 8, 9]}
+    assert tune_samples(grid) == 1 and search_algorithm(grid.sweep) is None
+    drawn = ExperimentConfig(sweep=SweepConfig(space={"model.lr": "loguniform(1e-4,1e-2)", "model.warmup_steps": [0, 10]},
+                                               search="random", num_samples=4))
+    values = param_space(drawn)
+    assert isinstance(values["model"]["lr"], Float) and isinstance(values["model"]["warmup_steps"], Categorical)
+    assert tune_samples(drawn) == 4 and values["train"]["seed"] == 0
+    assert type(search_algorithm(drawn.sweep)).__name__ == "BasicVariantGenerator"
+    optuna = dataclasses.replace(drawn.sweep, search="optuna", metric="fid_domain", mode="min")
+    searcher = search_algorithm(optuna)
+    assert type(searcher).__name__ == "OptunaSearch" and (searcher.metric, searcher.mode) == ("fid_domain", "min")
+
+
+def test_trials_and_concurrency_follow_the_space_and_the_cluster(capsys):
+    from condgen_bench.harness.cli import describe_trials, trial_count
+    from condgen_bench.harness.config import ClusterConfig
+    from condgen_bench.harness.sweep import concurrency
+
+    default = ExperimentConfig(sweep=SweepConfig(space={"model.lr": [1e-3, 2e-3], "train.epochs": [2, 13]},
+                                                 num_samples=2))
+    assert trial_count(default) == 4  # 2 learning rates x 2 seeds; the budgets read off one run each
+    unfolded = dataclasses.replace(default, sweep=dataclasses.replace(default.sweep, fold_budgets=False))
+    assert trial_count(unfolded) == 8
+    assert "4 trials (grid search; epoch budgets [2, 13] read off one run each), on a cluster as many" in \
+        describe_trials(default)
+    assert concurrency(default, {"CPU": 2.0}) == 1  # locally one trial at a time
+    cluster = ClusterConfig(address="auto", workers_per_trial=4, cpus_per_worker=1.0)
+    assert concurrency(dataclasses.replace(default, cluster=cluster), {"CPU": 16.0}) == 3  # 4.25 CPUs a trial
+    gpus = dataclasses.replace(cluster, gpus_per_worker=1.0)
+    assert concurrency(dataclasses.replace(default, cluster=gpus), {"CPU": 64.0, "GPU": 8.0}) == 2
+    assert concurrency(dataclasses.replace(default, cluster=gpus), {"CPU": 64.0, "GPU": 2.0}) == 1

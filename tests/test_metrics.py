@@ -200,9 +200,11 @@ def _counting(monkeypatch, real_images):
     return calls
 
 
-def test_real_features_are_computed_once_for_two_trials_and_a_later_run(data, tmp_path, monkeypatch):
+def test_real_features_are_computed_once_for_two_trials_and_a_later_run(tmp_path, monkeypatch):
+    # a small test split and one sample a class: Inception's features cost ~0.1 s an image here
+    data = datasets.load(DataConfig(image_size=16, num_train=140, num_test=21))
     calls = _counting(monkeypatch, data.test.images)
-    config = _eval_config(inception_at="every")
+    config = _eval_config(inception_at="every", final_samples_per_class=1, kid_subsets=2)
     ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
     per_run = 1 + (ref.inception is not None)  # the domain classifier, and Inception when available
     assert len(calls) == per_run

@@ -47,7 +47,7 @@ def tiny_experiment(tmp_path, **sweep) -> ExperimentConfig:
 
 def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_report(ray_local, tmp_path,
                                                                                       monkeypatch):
-    """Two identical trials (num_samples 2) of 2 DDP workers. The worker drill: rank 1 of the first trial is
+    """Two identical trials (the same seed twice) of 2 DDP workers. The worker drill: rank 1 of the first trial is
     paused before step 3 of epoch 2 (rank 0 waits in that step's all-reduce) and SIGKILLed once Ray Train has
     registered the epoch-1 checkpoint; with max_failures 1 both ranks restart from it, each continuing its
     own noise stream, so the trial ends exactly where its uninterrupted twin does."""
@@ -62,7 +62,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     marker = tmp_path / "paused"
     monkeypatch.setenv(faults.ENV, json.dumps({"at": "step", "trial": "00000", "epoch": 2, "rank": 1, "step": 3,
                                                "do": "pause", "once": str(marker)}))
-    config = tiny_experiment(tmp_path, num_samples=2)
+    config = tiny_experiment(tmp_path, space={"train.seed": [0, 0]})  # twins: one seed twice
     config.eval.inception_at = "finalists"  # tests/test_metrics.py has the other settings
     config.cluster.max_failures = 1
     killer = threading.Thread(target=kill_when_checkpointed, args=(marker, tmp_path / "tiny", 1), daemon=True)
@@ -157,64 +157,6 @@ def test_worker_loop_does_not_branch_on_the_method():
     assert "config.method ==" not in source and "isinstance(method" not in source
 
 
-def test_one_run_on_a_fer2013_csv_and_an_image_folder_with_a_class_subset(ray_local, tmp_path):
-    """The command line a user types, for one run over two datasets: a CSV in FER2013's format and an
-    image folder (the same faces exported), each with its own evaluation reference. Each dataset's summary
-    (FER2013's PublicTest rows as a validation split) reaches the run directory; the results and the
-    report's leaderboard hold each dataset apart; the run resumes on the same data."""
-    from condgen_bench.datasets import FER_EMOTIONS
-    from condgen_bench.datasets.export import synthetic_rows, write_class_folders, write_fer2013_csv
-    from condgen_bench.harness.cli import run_experiment
-
-    images, labels, identity = synthetic_rows(12)
-    usages = ["Training" if i < 8 else "PublicTest" if i < 10 else "PrivateTest" for i in identity]
-    write_fer2013_csv(str(tmp_path / "fer2013.csv"), images, labels, usages)
-    write_class_folders(str(tmp_path / "folder"), images, labels, list(FER_EMOTIONS))
-    config = tiny_experiment(tmp_path, space={"train.epochs": [1]})
-    config.cluster.workers_per_trial = 1
-    fer = dataclasses.replace(config, name="tiny-fer2013",
-                              data=dataclasses.replace(config.data, name="fer2013", data_root=str(tmp_path)),
-                              eval=dataclasses.replace(config.eval, sampling_sweep={"steps": [2, 4], "guidance": [1]}))
-    folder = dataclasses.replace(config, name="tiny-imagefolder", eval=dataclasses.replace(config.eval, bpd_images=0),
-                                 data=dataclasses.replace(config.data, name="imagefolder",
-                                                          data_root=str(tmp_path / "folder")))
-    code = run_experiment([fer, folder], [{}, {}], name="two-datasets",
-                          argv=["--classes", "happy,sad,neutral", "--set", "train.batch_size=8",
-                                "--set", "eval.bpd_at=final"])
-    assert code == 0
-    [run_dir] = [d for d in (tmp_path / "two-datasets").iterdir() if d.is_dir()]
-    summaries = json.loads((run_dir / "dataset_summary.json").read_text())["datasets"]
-    assert [s["name"] for s in summaries] == ["fer2013", "imagefolder"]
-    assert summaries[0]["counts"] == {split: {"happy": n, "sad": n, "neutral": n}
-                                      for split, n in (("train", 8), ("validation", 2), ("test", 2))}
-    assert sum(summaries[1]["counts"]["test"].values()) > 0
-    frame = pd.read_parquet(run_dir / "results.parquet")
-    assert sorted(frame["dataset"].unique()) == ["fer2013", "imagefolder"] and frame["sample_accuracy.neutral"].notna().all()
-    for dataset, experiment in (("fer2013", "tiny-fer2013"), ("imagefolder", "tiny-imagefolder")):
-        rows = frame[frame["dataset"] == dataset]
-        assert list(rows.loc[rows["stage"] != "finalist", "stage"]) == ["trial_final"]
-        assert set(rows["dataset_fingerprint"]) == {next(s["fingerprint"] for s in summaries if s["name"] == dataset)}
-        assert (run_dir / experiment).is_dir()  # each experiment's Tune state
-    # FER2013's finalist: its checkpoint under its own sampler and the two swept settings, one bound
-    fer_rows = frame[frame["dataset"] == "fer2013"]
-    finalist = fer_rows[fer_rows["stage"] == "finalist"]
-    assert sorted(finalist["sampling_setting"]) == ["default", "steps2-guidance1", "steps4-guidance1"]
-    assert sorted(finalist["network_evaluations"]) == [2, 4, 6]  # the model's own: 3 steps, guidance 2
-    assert fer_rows["bpd"].nunique() == 1 and fer_rows["bpd"].notna().all()
-    assert finalist.loc[finalist["sampling_setting"] != "default", "cas"].isna().all()  # own sampler only
-    assert fer_rows["protocol.bpd_timesteps"].eq(50).all()
-    assert list(frame.loc[frame["dataset"] == "imagefolder", "stage"]) == ["trial_final", "finalist"]
-    report = (run_dir / "report.html").read_text()
-    board = report[report.index("<h1>Leaderboard</h1>"):report.index("<h1>Dataset")]
-    assert "<h2>fer2013</h2>" in board and "<h2>imagefolder</h2>" in board
-    assert "<h1>Dataset fer2013</h1>" in report and "<h1>Dataset imagefolder</h1>" in report
-    assert "validation" in report and "neutral" in report
-    assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
-    # resuming finds both datasets unchanged and scores nothing again
-    assert run_experiment([fer, folder], [{}, {}], name="two-datasets", argv=["--resume", str(run_dir),
-                                                                              "--classes", "happy,sad,neutral"]) == 0
-
-
 def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on(ray_local, tmp_path, monkeypatch):
     """Four trials, locally (max_failures 0): lr 1e6 makes the loss NaN within a few steps (that trial ends
     as "diverged" with its epoch and reason, and no checkpoint of the broken weights is evaluated); one
@@ -225,10 +167,10 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
     marks = tmp_path / "marks"
     monkeypatch.setenv(faults.ENV, json.dumps([
         {"at": "step", "trial": "00002", "epoch": 1, "step": 2, "do": "kill", "once": str(marks / "killed")},
-        {"at": "write", "path": "_00003/epoch_0002/eval.json", "do": "enospc", "once": str(marks / "full")}]))
+        {"at": "write", "path": "_00003/epoch_0001/eval.json", "do": "enospc", "once": str(marks / "full")}]))
     config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]})
     config.cluster.workers_per_trial = 1
-    config.train.eval_every = 0
+    config.train.epochs, config.train.eval_every = 1, 0
     outcome = run_sweep(config, log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
     by_lr = {lr: frame[frame["config.model.lr"] == lr] for lr in (1e6, 1e-3, 2e-3, 3e-3)}
@@ -236,7 +178,7 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
     assert list(broken["status"]) == ["diverged"] and set(fine["status"]) == {"completed"}
     assert broken["epoch"].iloc[0] == 1 and "loss became nan" in broken["status_reason"].iloc[0]
     assert broken["sample_accuracy"].isna().all() and "diverged" in json.loads(broken["missing"].iloc[0])["all"]
-    assert fine["sample_accuracy"].notna().all() and set(fine["epoch"]) == {2}
+    assert fine["sample_accuracy"].notna().all() and set(fine["epoch"]) == {1}
     assert list(fine["stage"]) == ["trial_final", "finalist"]  # a diverged or failed trial is never a finalist
     assert list(killed["status"]) == ["error"] and "died" in killed["status_reason"].iloc[0].lower()
     assert list(full["status"]) == ["error"]
@@ -247,50 +189,49 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
 
 
 
-def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local, tmp_path):
-    """One run, one shared evaluation, five families trained with 2 workers each (the GANs average
-    their gradients themselves): a row per family, and a report that compares them. Flow matching's
-    finalist is also scored under a sampling sweep over its own axes (Heun, 2 steps)."""
+def test_benchmark_of_three_families_with_two_workers_writes_one_report(ray_local, tmp_path):
+    """One run, one shared evaluation, a family of each training code (models/unet_method.py: DDPM and
+    flow matching; models/gan.py: DCGAN, whose subclasses FastGAN and DDGAN add networks and losses that
+    their own tests train) with 2 workers each (the GAN averages its gradients itself): a row per family,
+    and a report that compares them. Flow matching's finalist is also scored under a sampling sweep over
+    its own axes (Heun, 2 steps)."""
     from condgen_bench.harness.sweep import run_sweep
     from condgen_bench.models import get_method
 
     base = tiny_experiment(tmp_path)
     base.train.epochs, base.train.eval_every = 1, 0
     base.eval.augment = False  # family-agnostic and scored in the first sweep test: 30 classifier trainings saved
-    tiny_gans = {"dcgan": dict(ngf=4, ndf=4, z_dim=8), "fastgan": dict(ngf=4, ndf=4, z_dim=8),
-                 "ddgan": dict(ndf=4, z_dim=8, timesteps=2, unet=UNetConfig(
-                     base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_heads=2)),
-                 "flow": dict(unet=base.model.unet, sampling_steps=3, likelihood_steps=2)}
+    tiny = {"dcgan": dict(ngf=4, ndf=4, z_dim=8), "flow": dict(unet=base.model.unet, sampling_steps=3, likelihood_steps=2)}
     configs = [base] + [ExperimentConfig(name=family, method=family, model=get_method(family).config_cls(**model),
                                          data=base.data, train=base.train, eval=base.eval, sweep=base.sweep,
-                                         cluster=base.cluster) for family, model in tiny_gans.items()]
+                                         cluster=base.cluster) for family, model in tiny.items()]
     configs[0].name = "ddpm"
     configs[-1].eval = dataclasses.replace(base.eval, sampling_sweep={"sampler": ["heun"], "steps": [2]})
     outcome = run_sweep(configs, name="benchmark", log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
     assert set(frame["status"]) == {"completed"} and frame["sample_accuracy"].notna().all()
     finalists = frame[frame["stage"] == "finalist"]  # one per experiment, scored by concurrent Ray tasks
-    assert sorted(finalists["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan", "flow", "flow"]
+    assert sorted(finalists["method"]) == ["dcgan", "ddpm", "flow", "flow"]
     flow = finalists[finalists["method"] == "flow"].set_index("sampling_setting")
     assert flow.loc["default", ["sampling.sampler", "sampling.steps", "network_evaluations"]].tolist() == ["euler", 3, 6]
     assert flow.loc["heun-steps2", ["sampling.sampler", "sampling.steps", "network_evaluations"]].tolist() == ["heun", 2, 8]
     assert finalists.loc[finalists["sampling_setting"] == "default", "cas"].notna().all()
     frame = frame[frame["stage"] != "finalist"]
-    assert sorted(frame["method"]) == ["dcgan", "ddgan", "ddpm", "fastgan", "flow"]
+    assert sorted(frame["method"]) == ["dcgan", "ddpm", "flow"]
     gans = frame[~frame["method"].isin(["ddpm", "flow"])]
     assert gans["bpd"].isna().all() and frame.loc[frame["method"].isin(["ddpm", "flow"]), "bpd"].notna().all()
     assert frame.loc[frame["method"] == "flow", "bpd_divergence"].notna().all()  # the ODE likelihood's part
-    # every figure the results writer emitted for the five families and their finalists is in the catalog
+    # every figure the results writer emitted for the three families and their finalists is in the catalog
     from condgen_bench.reports.catalog import uncatalogued
     from condgen_bench.reports.inputs import metric_columns
 
     written = pd.read_parquet(outcome.results_path)
     assert len(metric_columns(written)) > 60 and uncatalogued(metric_columns(written)) == []
-    assert sorted(gans["network_evaluations"]) == [1, 1, 2]  # ddgan: T = 2 generator calls
+    assert list(gans["network_evaluations"]) == [1]
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
     assert history.loc[history["trial_id"].isin(gans["trial_id"]), "train/loss_d"].notna().all()
     report = open(outcome.report_path, encoding="utf-8").read()
-    assert all(family in report for family in ("ddpm", "dcgan", "fastgan", "ddgan", "flow"))
+    assert all(family in report for family in ("ddpm", "dcgan", "flow"))
     # every record kept its per-sample values: the families' finalists pair on the same samples (and the two
     # likelihoods on the same test images), and the leaderboard's noise marks use the paired bootstrap
     assert written["per_sample"].notna().all()
@@ -301,42 +242,93 @@ def test_benchmark_of_every_family_with_two_workers_writes_one_report(ray_local,
                                                                                             arrays["flow"])
     assert "paired bootstrap over the same" in report
     saved = json.load(open(os.path.join(outcome.run_dir, "config.json")))
-    assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "fastgan", "ddgan", "flow"]
+    assert [c["method"] for c in saved["experiments"]] == ["ddpm", "dcgan", "flow"]
 
 
-def test_epoch_budgets_read_off_one_run_equal_separate_trials(ray_local, tmp_path):
-    """train.epochs [1, 2] under a constant learning rate: one run of 2 epochs stands for both budgets
-    (sweep.fold_budgets), both are finalists, and every figure of its 1-epoch budget, during the sweep and
-    as a finalist scored from the kept epoch-1 checkpoint, equals a separate 1-epoch trial's to the last
-    digit."""
-    from condgen_bench.harness.sweep import run_sweep
+def test_one_run_over_a_fer2013_csv_and_an_image_folder_reads_budgets_off_one_run_and_searches_with_optuna(
+        ray_local, tmp_path):
+    """The command line a user types, for one run of three experiments over two datasets with a class
+    subset: a CSV in FER2013's format and an image folder (the same faces exported), each with its own
+    evaluation reference, each dataset's summary (FER2013's PublicTest rows as a validation split) in the
+    run directory, the results and the report's leaderboard holding them apart.
+
+    - folded (FER2013): train.epochs [1, 2] under a constant learning rate, one run of 2 epochs standing
+      for both budgets, both finalists; every figure of its 1-epoch budget, during the sweep and as a
+      finalist scored from the kept epoch-1 checkpoint, equals a separate 1-epoch trial's to the last digit;
+    - separate (FER2013): that 1-epoch trial, its finalist also scored under a sampling sweep (one bound);
+    - optuna (the image folder): 2 points drawn by Optuna from loguniform(1e-4, 1e-2)."""
+    from condgen_bench.datasets import FER_EMOTIONS
+    from condgen_bench.datasets.export import synthetic_rows, write_class_folders, write_fer2013_csv
+    from condgen_bench.harness.cli import run_experiment
     from condgen_bench.reports.catalog import lookup
     from condgen_bench.reports.inputs import metric_columns
 
+    images, labels, identity = synthetic_rows(12)
+    usages = ["Training" if i < 8 else "PublicTest" if i < 10 else "PrivateTest" for i in identity]
+    write_fer2013_csv(str(tmp_path / "fer2013.csv"), images, labels, usages)
+    write_class_folders(str(tmp_path / "folder"), images, labels, list(FER_EMOTIONS))
     base = tiny_experiment(tmp_path, space={"train.epochs": [1, 2]})
     base.cluster.workers_per_trial = 1
     base.train.eval_every = 0
     base.eval = dataclasses.replace(base.eval, finalists=2, cas=False, augment=False)
-    folded = dataclasses.replace(base, name="folded")
-    separate = dataclasses.replace(base, name="separate", sweep=dataclasses.replace(base.sweep,
-                                                                                    space={"train.epochs": [1]}))
-    outcome = run_sweep([folded, separate], name="budgets", log=lambda *_: None)
-    frame = pd.read_parquet(outcome.results_path)
+    fer = dataclasses.replace(base.data, name="fer2013", data_root=str(tmp_path))
+    folded = dataclasses.replace(base, name="folded", data=fer)
+    separate = dataclasses.replace(
+        base, name="separate", data=fer, sweep=dataclasses.replace(base.sweep, space={"train.epochs": [1]}),
+        eval=dataclasses.replace(base.eval, finalists=1, cas=True, sampling_sweep={"steps": [2, 4], "guidance": [1]}))
+    optuna = dataclasses.replace(
+        base, name="optuna", data=dataclasses.replace(base.data, name="imagefolder", data_root=str(tmp_path / "folder")),
+        train=dataclasses.replace(base.train, epochs=1), eval=dataclasses.replace(base.eval, finalists=1, bpd_images=0),
+        sweep=dataclasses.replace(base.sweep, search="optuna", num_samples=2, space={"model.lr": "loguniform(1e-4, 1e-2)"}))
+    assert run_experiment([folded, separate, optuna], [{}] * 3, name="two-datasets",
+                          argv=["--classes", "happy,sad,neutral", "--set", "train.batch_size=8"]) == 0
+    [run_dir] = [d for d in (tmp_path / "two-datasets").iterdir() if d.is_dir()]
+    summaries = json.loads((run_dir / "dataset_summary.json").read_text())["datasets"]
+    assert [s["name"] for s in summaries] == ["fer2013", "imagefolder"]
+    assert summaries[0]["counts"] == {split: {"happy": n, "sad": n, "neutral": n}
+                                      for split, n in (("train", 8), ("validation", 2), ("test", 2))}
+    assert sum(summaries[1]["counts"]["test"].values()) > 0
+    frame = pd.read_parquet(run_dir / "results.parquet")
+    assert sorted(frame["dataset"].unique()) == ["fer2013", "imagefolder"] and frame["sample_accuracy.neutral"].notna().all()
+    for dataset in ("fer2013", "imagefolder"):
+        assert set(frame.loc[frame["dataset"] == dataset, "dataset_fingerprint"]) == {
+            next(s["fingerprint"] for s in summaries if s["name"] == dataset)}
+    assert json.loads(frame["config.data.classes"].iloc[0]) == ["happy", "sad", "neutral"]
+    report = (run_dir / "report.html").read_text()
+    board = report[report.index("<h1>Leaderboard</h1>"):report.index("<h1>Dataset")]
+    assert "<h2>fer2013</h2>" in board and "<h2>imagefolder</h2>" in board
+    assert "<h1>Dataset fer2013</h1>" in report and "<h1>Dataset imagefolder</h1>" in report
+    assert "validation" in report and "neutral" in report
+
     runs = frame[frame["config.name"] == "folded"]
     [trial] = runs["budget_of"].dropna().unique()  # one training run
     assert sorted(runs["trial_id"].unique()) == sorted([trial, f"{trial}@1"])
     assert sorted(runs.loc[runs["stage"] == "finalist", "trial_id"]) == sorted([trial, f"{trial}@1"])
-    assert (Path(outcome.run_dir) / "artifacts" / trial / "budget_0001" / "state.pt").exists()
+    assert (run_dir / "artifacts" / trial / "budget_0001" / "state.pt").exists()
     assert runs.groupby("trial_id")["config.train.epochs"].first().to_dict() == {trial: 2, f"{trial}@1": 1}
     figures = [m for m in metric_columns(frame) if not (lookup(m) and lookup(m).wall_clock)
-               and frame[m].notna().any() and not m.endswith("_seconds")]
+               and runs[m].notna().any() and not m.endswith("_seconds")]
     assert {"sample_accuracy", "fid_domain", "kid_domain", "bpd", "fid_intra_domain"} <= set(figures)
     [twin] = frame.loc[frame["config.name"] == "separate", "trial_id"].unique()
     for stage in ("trial_final", "finalist"):
         a = frame[(frame["trial_id"] == f"{trial}@1") & (frame["stage"] == stage)]
-        b = frame[(frame["trial_id"] == twin) & (frame["stage"] == stage)]
+        b = frame[(frame["trial_id"] == twin) & (frame["stage"] == stage)
+                  & (frame["sampling_setting"] == "default")]
         assert len(a) == len(b) == 1 and a["epoch"].iloc[0] == 1 and a["status"].iloc[0] == "completed", stage
         assert a[figures].iloc[0].equals(b[figures].iloc[0]), (stage, a[figures].iloc[0].compare(b[figures].iloc[0]))
-    history = pd.read_parquet(Path(outcome.run_dir) / "history.parquet").set_index(["trial_id", "epoch"])
+    history = pd.read_parquet(run_dir / "history.parquet").set_index(["trial_id", "epoch"])
     assert history.loc[(f"{trial}@1", 1), "loss"] == history.loc[(trial, 1), "loss"] == history.loc[(twin, 1), "loss"]
     assert (f"{trial}@1", 2) not in history.index
+
+    # the separate trial's finalist under its own sampler and the two swept settings: one bound
+    rows = frame[frame["trial_id"] == twin]
+    finalist = rows[rows["stage"] == "finalist"]
+    assert sorted(finalist["sampling_setting"]) == ["default", "steps2-guidance1", "steps4-guidance1"]
+    assert sorted(finalist["network_evaluations"]) == [2, 4, 6]  # the model's own: 3 steps, guidance 2
+    assert rows["bpd"].nunique() == 1 and rows["bpd"].notna().all() and rows["protocol.bpd_timesteps"].eq(50).all()
+    assert finalist.loc[finalist["sampling_setting"] != "default", "cas"].isna().all()  # own sampler only
+    assert finalist.loc[finalist["sampling_setting"] == "default", "cas"].notna().all()
+
+    drawn = frame[frame["config.name"] == "optuna"]
+    assert drawn["trial_id"].nunique() == 2 and set(drawn["status"]) == {"completed"}
+    assert drawn["config.model.lr"].between(1e-4, 1e-2).all() and drawn["config.model.lr"].nunique() == 2
