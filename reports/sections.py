@@ -67,10 +67,19 @@ def header_section(inputs: RunInputs) -> str:
     pairs = [("run directory", inputs.run_dir),
              ("built", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
              ("git commit", "\n".join(distinct(results, "git_commit")) or "unknown"),
-             ("trials", f"{len(trials)}: " + ", ".join(f"{n} {s}" for s, n in statuses.items()))]
+             ("trials", f"{len(trials)}{runs_note(trials)}: " + ", ".join(f"{n} {s}" for s, n in statuses.items()))]
     pairs += [(c.removeprefix("version."), "\n".join(distinct(results, c)))
               for c in results.columns if c.startswith("version.")]
     return f"<h1>{escape(experiment_name(inputs))}</h1>\n" + key_values(pairs)
+
+
+def runs_note(trials: pd.DataFrame) -> str:
+    """" (2 training runs, the smaller epoch budgets read off them)" where budgets were folded (a
+    budget_of column), else ""."""
+    if "budget_of" not in trials or trials["budget_of"].isna().all():
+        return ""
+    runs = trials.loc[trials["budget_of"].isna(), "trial_id"].nunique()
+    return f" ({runs} training run{'s' if runs != 1 else ''}, the smaller epoch budgets read off them)"
 
 
 # the leaderboard's columns, in order (each shown where some method has a value)

@@ -381,3 +381,11 @@ def test_a_configuration_run_with_several_seeds_is_one_leaderboard_row_of_mean_a
     assert "75.0% ± 7.1% ★" in row  # mean of 80% and 70%, their std 7.07 points
     # dcgan's 60% ± 2%: 15 points behind, the interval ±1.96 × sqrt(5² + 2²) = ±10.6 points
     assert re.search(r"beyond noise from ddpm&#x27;s: difference -15 \[-25.6, -4.45\] \(unpaired", board), board
+
+
+def test_the_header_counts_training_runs_where_budgets_were_read_off_them():
+    from condgen_bench.reports.sections import runs_note
+
+    trials = pd.DataFrame({"trial_id": ["a@2", "a", "b@2", "b"], "budget_of": ["a", None, "b", None]})
+    assert runs_note(trials) == " (2 training runs, the smaller epoch budgets read off them)"
+    assert runs_note(trials.drop(columns="budget_of")) == "" and runs_note(trials.iloc[[1, 3]]) == ""
