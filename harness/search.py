@@ -111,14 +111,16 @@ def tune_space(space: dict, search: str) -> dict:
 
 def search_algorithm(sweep):
     """The Tune searcher of sweep.search: None for a grid (Tune's own), a seeded BasicVariantGenerator for
-    random draws, OptunaSearch (TPE, seeded) on the sweep metric and mode for optuna. Seeds:
-    sweep.search_seed."""
+    random draws (holding max_concurrent_trials itself), OptunaSearch (TPE, seeded) on the sweep metric and
+    mode for optuna (TuneConfig's max_concurrent_trials limits it). Seeds: sweep.search_seed."""
     if sweep.search == "grid":
         return None
     if sweep.search == "random":
         from ray.tune.search import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=sweep.search_seed)
+        # Tune ignores TuneConfig's max_concurrent_trials beside a generator passed in: it limits itself
+        # (unlimited, on 2 CPUs the trials' drivers take the CPUs their workers wait for: a deadlock)
+        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=sweep.max_concurrent_trials or 1)
     try:
         import optuna
         from ray.tune.search.optuna import OptunaSearch

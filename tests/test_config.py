@@ -350,7 +350,8 @@ def test_the_tune_space_of_each_search_and_seeded_repeats_of_a_grid():
     values = param_space(drawn)
     assert isinstance(values["model"]["lr"], Float) and isinstance(values["model"]["warmup_steps"], Categorical)
     assert tune_samples(drawn) == 4 and values["train"]["seed"] == 0
-    assert type(search_algorithm(drawn.sweep)).__name__ == "BasicVariantGenerator"
+    generator = search_algorithm(drawn.sweep)  # it keeps the concurrency itself (Tune ignores TuneConfig's)
+    assert type(generator).__name__ == "BasicVariantGenerator" and generator.max_concurrent == 1
     optuna = dataclasses.replace(drawn.sweep, search="optuna", metric="fid_domain", mode="min")
     searcher = search_algorithm(optuna)
     assert type(searcher).__name__ == "OptunaSearch" and (searcher.metric, searcher.mode) == ("fid_domain", "min")
