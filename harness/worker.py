@@ -123,6 +123,14 @@ def train_worker(loop_config: dict) -> None:
     if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
         storage.remove(layout.diverged_file(loop_config["run_dir"], trial_id))
     latest = {config.sweep.metric: math.nan}
+    if start_epoch >= config.train.epochs:
+        # restored after its last epoch (a run killed before its results): nothing to train, but a search
+        # algorithm (Optuna) needs the trial's metric in its final result, so its last evaluation says it again
+        path = storage.join(layout.epoch_dir(loop_config["run_dir"], trial_id, start_epoch), layout.EVAL_RECORD)
+        if storage.exists(path):
+            latest.update(json.loads(storage.read_bytes(path))["metrics"])
+        ray.train.report({**latest, "epoch": start_epoch, "resumed_from_epoch": start_epoch, "evaluated": False})
+        return
     watch = DivergenceWatch(config.train.diverge_after_steps, device)
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
         t0 = time.time()
