@@ -22,6 +22,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from condgen_bench.harness.extractors import Extractor
+from condgen_bench.reports.paired import fid_of_projection
 
 FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 5 to N
 FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged
@@ -46,15 +47,9 @@ def fid_traces(gen: np.ndarray, real_mu: np.ndarray, real_trace: float, real_sqr
 
 def _fid_projected(gen: np.ndarray, projected: np.ndarray, real_mu: np.ndarray, real_trace: float) -> float:
     """fid_traces with the projection gen @ real_sqrt [n, D] given: the features' mean drops out of the
-    centered projection, so subsets of one generated set share a single projection."""
-    n = len(gen)
-    mean = gen.mean(0)
-    centered = gen - mean
-    b = projected - projected.mean(0)
-    small = b @ b.T / (n - 1) if n <= b.shape[1] else b.T @ b / (n - 1)
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum()
-    diff = mean - real_mu
-    return float(diff @ diff + (centered ** 2).sum() / (n - 1) + real_trace - 2 * tr_covmean)
+    centered projection, so subsets of one generated set share a single projection (the formula lives in
+    reports/paired.py, whose paired bootstrap resamples it too)."""
+    return fid_of_projection(gen, projected, real_mu, real_trace)
 
 
 def psd_sqrt(matrix: np.ndarray) -> np.ndarray:

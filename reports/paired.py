@@ -96,21 +96,26 @@ def from_bytes(data: bytes) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
+def fid_of_projection(gen: np.ndarray, projected: np.ndarray, real_mu: np.ndarray, real_trace: float) -> float:
+    """FID of generated features gen [n, D] against a Gaussian with mean real_mu [D] and covariance trace
+    real_trace, given projected = gen @ sqrt(real covariance) [n, D]: tr sqrt(S_g S_r) is the sum of the
+    square roots of the eigenvalues of the centred projection's covariance, an n x n problem when n < D
+    (harness/fidelity.py scores with it too)."""
+    n = len(gen)
+    b = projected - projected.mean(0)
+    small = b @ b.T / (n - 1) if n <= b.shape[1] else b.T @ b / (n - 1)
+    mean = gen.mean(0)
+    diff = mean - real_mu
+    return float(diff @ diff + ((gen - mean) ** 2).sum() / (n - 1) + real_trace
+                 - 2 * np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum())
+
+
 def _fid_statistic(a: dict) -> callable:
-    """idx [n] -> FID of a's domain features[idx] against its real statistics (fid_traces' formula)."""
+    """idx [n] -> FID of a's domain features[idx] against its real statistics."""
     gen = a["domain_features"].astype(np.float64)
     projected = gen @ a["domain_real_sqrt"].astype(np.float64)
     mu, trace = a["domain_real_mu"], float(a["domain_real_trace"])
-
-    def fid(idx: np.ndarray) -> float:
-        g, p = gen[idx], projected[idx]
-        n = len(idx)
-        b = p - p.mean(0)
-        small = b @ b.T / (n - 1) if n <= b.shape[1] else b.T @ b / (n - 1)
-        diff = g.mean(0) - mu
-        return float(diff @ diff + ((g - g.mean(0)) ** 2).sum() / (n - 1) + trace
-                     - 2 * np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum())
-    return fid
+    return lambda idx: fid_of_projection(gen[idx], projected[idx], mu, trace)
 
 
 def _kid_statistic(a: dict) -> callable:
