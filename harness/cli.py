@@ -67,8 +67,10 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
                             "'loguniform(1e-4,1e-2)' need random or optuna")
     sweep.add_argument("--num-samples", type=int, default=None,
                        help="grid: repeats of every point, each with its own train.seed; random / optuna: points drawn")
-    sweep.add_argument("--scheduler", choices=["fifo", "asha"], default=None,
-                       help="asha stops poor trials early on the sweep metric")
+    sweep.add_argument("--scheduler", choices=["fifo", "asha", "pbt"], default=None,
+                       help="asha stops poor trials early on the sweep metric; pbt (population-based training) "
+                            "has the worse trials take the better ones' weights and perturbed settings every "
+                            "sweep.perturbation_interval epochs")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config field by its dotted path, e.g. --set model.unet.base_channels=32")
     run = p.add_argument_group("run")

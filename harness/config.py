@@ -17,7 +17,7 @@ from typing import Any
 
 from condgen_bench.datasets import DataConfig
 from condgen_bench.models import get_method
-from condgen_bench.harness.search import check_space
+from condgen_bench.harness.search import check_space, parse
 from condgen_bench.models.accel import PRECISIONS
 from condgen_bench.models.classifier import ClassifierConfig
 
@@ -125,6 +125,22 @@ class EvalConfig:
             raise ValueError("eval.cas_pool_per_class must be >= 1")
 
 
+SCHEDULERS = ("fifo", "asha", "pbt")
+
+
+def check_pbt(sweep) -> None:
+    """PBT's own settings; it trains the whole population to one budget and mutates the points itself."""
+    if "train.epochs" in sweep.space:
+        raise ValueError("sweep.scheduler pbt trains every trial of the population to train.epochs: do not sweep "
+                         "train.epochs with it")
+    if sweep.search == "optuna":
+        raise ValueError("sweep.scheduler pbt perturbs the points itself: use sweep.search grid or random")
+    if sweep.perturbation_interval < 1 or not 0 < sweep.pbt_quantile <= 0.5:
+        raise ValueError("sweep.perturbation_interval must be >= 1 and 0 < sweep.pbt_quantile <= 0.5")
+    for path, value in sweep.pbt_mutations.items():
+        parse(value, f"sweep.pbt_mutations.{path}")
+
+
 @dataclass
 class SweepConfig:
     # The search space over dotted config paths: a list of values each, or (random / optuna search) a
@@ -135,7 +151,9 @@ class SweepConfig:
     # grid: repeats of every point, each with its own train.seed (seed, seed + 1, ...); random / optuna:
     # the number of points drawn
     num_samples: int = 1
-    scheduler: str = "fifo"  # "fifo" (every trial runs its epochs) or "asha" (stop poor trials early)
+    # "fifo" (every trial runs its epochs), "asha" (stop poor trials early) or "pbt" (population-based
+    # training: the trials train together, the worse copying the better's weights; harness/pbt.py)
+    scheduler: str = "fifo"
     metric: str = "sample_accuracy"  # what ASHA and "best trial" use
     mode: str = "max"  # "max" or "min" for the metric
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
@@ -146,10 +164,18 @@ class SweepConfig:
     # swept train.epochs that differ only in the budget run as one trial to the largest, the smaller ones
     # read off it, where training does not depend on the budget (harness/budgets.py)
     fold_budgets: bool = True
+    # PBT: every perturbation_interval epochs the trials in the bottom quantile (pbt_quantile of the
+    # population) take the weights of one in the top and perturb the settings of pbt_mutations ({path: list
+    # or distribution}, as sweep.space; {}: the family's learning rates, and FastGAN's DiffAugment policy)
+    perturbation_interval: int = 2
+    pbt_quantile: float = 0.25
+    pbt_mutations: dict[str, list | str] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.scheduler not in ("fifo", "asha"):
-            raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: ['asha', 'fifo']")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; valid: {sorted(SCHEDULERS)}")
+        if self.scheduler == "pbt":
+            check_pbt(self)
         if self.mode not in ("max", "min"):
             raise ValueError(f"unknown mode {self.mode!r}; valid: ['max', 'min']")
         check_space(self.space, self.search)

@@ -5,8 +5,8 @@ number of trials times the size of the training set:
 
 | stage         | when                                         | what                                        |
 |---------------|----------------------------------------------|---------------------------------------------|
-| "tracking"    | a trial's evaluation epochs and ASHA's rungs | samples, classifier accuracy (overall, per  |
-|               |                                              | class), domain FID (raw and FID∞) / KID /   |
+| "tracking"    | a trial's evaluation epochs, ASHA's rungs    | samples, classifier accuracy (overall, per  |
+|               | and PBT's perturbation epochs                | class), domain FID (raw and FID∞) / KID /   |
 |               |                                              | IS / PR: what the sweep metric needs        |
 | "trial_final" | each trial's last epoch, and the last of each | tracking + bits/dim + Inception metrics     |
 |               | budget read off it (harness/budgets.py)      | (eval.inception_at "final" or "every")      |
@@ -67,10 +67,17 @@ def asha_rungs(config: ExperimentConfig) -> list[int]:
     return rungs
 
 
+def is_pbt_epoch(config: ExperimentConfig, epoch: int) -> bool:
+    """An epoch at which PBT ranks the population (every sweep.perturbation_interval-th; harness/pbt.py)."""
+    return config.sweep.scheduler == "pbt" and epoch % config.sweep.perturbation_interval == 0
+
+
 def is_tracking_epoch(config: ExperimentConfig, epoch: int) -> bool:
-    """Every eval_every-th epoch, the listed eval_epochs and ASHA's rungs (which it decides on)."""
+    """Every eval_every-th epoch, the listed eval_epochs, and the epochs a scheduler decides at: ASHA's
+    rungs, PBT's perturbations."""
     every = config.train.eval_every
-    return (every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs or epoch in asha_rungs(config)
+    return ((every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs or epoch in asha_rungs(config)
+            or is_pbt_epoch(config, epoch))
 
 
 def ends_a_budget(config: ExperimentConfig, epoch: int) -> bool:

@@ -120,7 +120,9 @@ def search_algorithm(sweep):
 
         # Tune ignores TuneConfig's max_concurrent_trials beside a generator passed in: it limits itself
         # (unlimited, on 2 CPUs the trials' drivers take the CPUs their workers wait for: a deadlock)
-        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=sweep.max_concurrent_trials or 1)
+        # (PBT: no cap, the population exists at once and its drivers' CPUs cap what runs: harness/pbt.py)
+        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=(
+            0 if sweep.scheduler == "pbt" else sweep.max_concurrent_trials or 1))
     try:
         import optuna
         from ray.tune.search.optuna import OptunaSearch

@@ -20,6 +20,7 @@ import torch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from condgen_bench import datasets, harness, models, reports
+from condgen_bench.harness import pbt
 from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
@@ -158,14 +159,19 @@ def tune_samples(config: ExperimentConfig) -> int:
     return 1 if config.sweep.search == "grid" else config.sweep.num_samples
 
 
-def make_scheduler(config: ExperimentConfig):
+def make_scheduler(config: ExperimentConfig, run_dir: str):
+    """The Tune scheduler of sweep.scheduler (PBT writes its exploits under ``run_dir``)."""
     sweep = config.sweep
     if sweep.scheduler == "fifo":
         return FIFOScheduler()
     if sweep.scheduler == "asha":
         return ASHAScheduler(time_attr="epoch", metric=sweep.metric, mode=sweep.mode, max_t=max_epochs(config),
                              grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
-    raise ValueError(f"unknown scheduler {sweep.scheduler!r}; valid: ['asha', 'fifo']")
+    if sweep.scheduler == "pbt":
+        return pbt.FolderPBT(run_dir, sweep.search_seed, pbt.mutations(config), time_attr="epoch",
+                             metric=sweep.metric, mode=sweep.mode, perturbation_interval=sweep.perturbation_interval,
+                             quantile_fraction=sweep.pbt_quantile)
+    raise ValueError(f"unknown scheduler {sweep.scheduler!r}")
 
 
 def latest_run(experiment_dir: str) -> str:
@@ -330,8 +336,11 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
                     log=print) -> ray.tune.ResultGrid:
     """Run (or, with ``resume``, continue where it exists) the Tune experiment of one config's search
     space at storage_path/name; returns its ResultGrid."""
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, shared=shared),
-                                        {"CPU": config.cluster.cpus_per_trial_driver})
+    is_pbt = config.sweep.scheduler == "pbt"
+    # a PBT trial's driver holds its workers' CPUs: the population exists at once, and takes turns
+    driver = (pbt.driver_cpus(config, ray.cluster_resources().get("CPU", 1.0)) if is_pbt
+              else config.cluster.cpus_per_trial_driver)
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, shared=shared), {"CPU": driver})
     path = storage.join(storage_path, name)
     if resume and ray.tune.Tuner.can_restore(path):
         tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -343,15 +352,17 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
     else:
         budgets = folded_budgets(config)
         log(f"{config.name}: {config.method}, search space {config.sweep.space}"
-            + (f"; epoch budgets {budgets} read off one run per point" if budgets else ""))
+            + (f"; epoch budgets {budgets} read off one run per point" if budgets else "")
+            + (f"; PBT every {config.sweep.perturbation_interval} epochs mutating {pbt.mutations(config)}"
+               if is_pbt else ""))
         tuner = ray.tune.Tuner(
             trainable,
             param_space=param_space(config),
             tune_config=ray.tune.TuneConfig(
-                scheduler=make_scheduler(config),
+                scheduler=make_scheduler(config, shared["run_dir"]),
                 search_alg=search_algorithm(config.sweep),
                 num_samples=tune_samples(config),
-                max_concurrent_trials=config.sweep.max_concurrent_trials,
+                max_concurrent_trials=None if is_pbt else config.sweep.max_concurrent_trials,
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
             run_config=ray.tune.RunConfig(name=name, storage_path=storage_path,

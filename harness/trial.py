@@ -1,7 +1,8 @@
 """Layer 2 of 3: the per-trial driver. Tune calls it once per point of the search space; it builds a
 Ray Train TorchTrainer for that point and runs it. Train V2 resumes automatically from the last
 checkpoint when a trainer with the same (storage_path, name) runs again, so the run name is the trial
-id: a restored Tune experiment continues each trial where it stopped."""
+id: a restored Tune experiment continues each trial where it stopped. After a PBT exploit
+(harness/pbt.py) it is "<trial id>-x<N>", a run that starts from the exploit's copy of the donor's weights."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from condgen_bench.harness.config import ClusterConfig, experiment_from_dict, from_dict
+from condgen_bench.harness.pbt import WORKER_TOKEN_CPU
 from condgen_bench.harness.worker import CheckpointError, train_worker
 from condgen_bench.reports import layout, storage
 
@@ -64,7 +66,14 @@ def trial_driver(config: dict, shared: dict) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     cluster = from_dict(ClusterConfig, shared["cluster"])
     resources, threads = worker_resources(cluster)
-    check_snapshot(layout.train_storage(shared["run_dir"]), trial_id)
+    if experiment.sweep.scheduler == "pbt":  # the trial's driver holds its CPUs (harness/pbt.py)
+        resources["CPU"] = WORKER_TOKEN_CPU
+    # after a PBT exploit the trial trains on from the donor's weights under a Train run of its own
+    exploits = len(layout.exploit_records(shared["run_dir"], trial_id))
+    run_name = layout.train_run_name(trial_id, exploits)
+    start_from = ({"checkpoint": layout.exploit_dir(shared["run_dir"], trial_id, exploits), "exploit": exploits}
+                  if exploits else None)
+    check_snapshot(layout.train_storage(shared["run_dir"]), run_name)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
@@ -75,6 +84,7 @@ def trial_driver(config: dict, shared: dict) -> None:
             "reference": shared["reference"],
             "threads": threads,
             "fault": shared.get("fault"),  # the drills' fault hook (reports/faults.py); None in real runs
+            "start_from": start_from,  # a PBT exploit's copy of the donor's checkpoint; Train's own come first
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.workers_per_trial,
@@ -82,7 +92,7 @@ def trial_driver(config: dict, shared: dict) -> None:
             resources_per_worker=resources,
         ),
         run_config=ray.train.RunConfig(
-            name=trial_id,
+            name=run_name,
             storage_path=layout.train_storage(shared["run_dir"]),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints),

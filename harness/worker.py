@@ -26,7 +26,7 @@ import ray.train.torch
 import torch
 
 from condgen_bench.harness.config import TrainConfig, experiment_from_dict
-from condgen_bench.harness.plan import ends_a_budget, evaluation_plan
+from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
@@ -103,7 +103,15 @@ def train_worker(loop_config: dict) -> None:
     method.seed_noise(noise_seed(config.train.seed, rank))
     start_epoch = 0
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
+    exploit = loop_config.get("start_from")
+    if checkpoint is None and exploit:  # a PBT exploit's first start: the donor's weights, this trial's settings
+        state = load_checkpoint(ray.train.Checkpoint(exploit["checkpoint"]), log=print if rank == 0 else lambda *_: None)
+        method.load_state_dict(state["method"])  # the learning rates are set from the config at every step
+        start_epoch = state["epoch"]
+        # not the donor's noise streams, which the donor goes on drawing: fresh ones, per exploit
+        method.seed_noise(noise_seed(config.train.seed, rank) + 7919 * start_epoch + 104_729 * exploit["exploit"])
+        print(f"rank {rank}: exploit {exploit['exploit']}: starts from {exploit['checkpoint']} (epoch {start_epoch})")
+    elif checkpoint:
         state = load_checkpoint(checkpoint, log=print if rank == 0 else lambda *_: None)
         method.load_state_dict(state["method"])
         start_epoch = state["epoch"]
@@ -191,9 +199,12 @@ def train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
                 _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
-                if epoch in config.train.budgets:  # a smaller budget's last epoch: its checkpoint is kept
-                    kept = layout.budget_checkpoint(loop_config["run_dir"], trial_id, epoch)
+                # kept beside Ray Train's (which rotate): a smaller budget's last epoch, the finalist stage
+                # scores it; a PBT perturbation epoch, what a trial that exploits this one takes
+                kept = ([layout.budget_checkpoint(loop_config["run_dir"], trial_id, epoch)] * (epoch in config.train.budgets)
+                        + [layout.pbt_checkpoint(loop_config["run_dir"], trial_id, epoch)] * is_pbt_epoch(config, epoch))
+                for folder in kept:
                     with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
-                        storage.write_bytes(storage.join(kept, layout.CHECKPOINT_FILE), f.read())
+                        storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), f.read())
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
         faults.hit("epoch_end", trial=trial_id, epoch=epoch, rank=rank)

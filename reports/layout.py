@@ -125,11 +125,48 @@ def budget_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
 
 
 def latest_checkpoint(run_dir: str, trial_id: str) -> str | None:
-    """The trial's newest Ray Train checkpoint folder (its names sort by time), or None."""
-    folder = storage.join(train_storage(run_dir), trial_id)
+    """The trial's newest checkpoint folder (holding CHECKPOINT_FILE), or None: the newest of its current
+    Ray Train run (after a PBT exploit, the run that started from the exploit; Train names its checkpoint
+    folders so that they sort by time), else the exploit's copy it starts from."""
+    exploits = len(exploit_records(run_dir, trial_id))
+    folder = storage.join(train_storage(run_dir), train_run_name(trial_id, exploits))
     names = [n for n in storage.list_dir(folder) if n.startswith(CHECKPOINT_PREFIX)
              and storage.exists(storage.join(folder, n, CHECKPOINT_FILE))]
-    return storage.join(folder, names[-1]) if names else None
+    if names:
+        return storage.join(folder, names[-1])
+    return exploit_dir(run_dir, trial_id, exploits) if exploits else None
+
+
+def train_run_name(trial_id: str, exploits: int) -> str:
+    """The Ray Train run name (its folder under train_storage) of a trial after ``exploits`` PBT exploits:
+    the trial id, then "<trial id>-x<N>" for the run that starts from the N-th exploit's copy."""
+    return trial_id if exploits == 0 else f"{trial_id}-x{exploits}"
+
+
+def pbt_dir(run_dir: str, trial_id: str) -> str:
+    """A PBT trial's exploit records and the donors' checkpoints they copied (harness/pbt.py)."""
+    return storage.join(trial_dir(run_dir, trial_id), "pbt")
+
+
+def pbt_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
+    """The checkpoint folder the trial keeps at a PBT perturbation epoch: what a trial exploiting it takes."""
+    return storage.join(pbt_dir(run_dir, trial_id), f"epoch_{epoch:04d}")
+
+
+def exploit_dir(run_dir: str, trial_id: str, number: int) -> str:
+    """The copy of the donor's checkpoint (CHECKPOINT_FILE) the trial's ``number``-th exploit starts from."""
+    return storage.join(pbt_dir(run_dir, trial_id), f"exploit_{number:02d}")
+
+
+def exploit_record(run_dir: str, trial_id: str, number: int) -> str:
+    """The record of the trial's ``number``-th exploit: {"trial", "donor", "epoch", "before", "after", ...}."""
+    return storage.join(pbt_dir(run_dir, trial_id), f"exploit_{number:02d}.json")
+
+
+def exploit_records(run_dir: str, trial_id: str) -> list[str]:
+    """The trial's exploit records, oldest first."""
+    folder = pbt_dir(run_dir, trial_id)
+    return [storage.join(folder, n) for n in storage.list_dir(folder) if n.startswith("exploit_") and n.endswith(".json")]
 
 
 def default_cache_dir(storage_root: str) -> str:

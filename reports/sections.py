@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 from html import escape
 
@@ -251,7 +252,7 @@ def best_value(rows, metric: str) -> float | None:
 
 def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
-    parts = [summary_section, finalists_section, intra_class_section, trials_section, curves_section,
+    parts = [summary_section, finalists_section, intra_class_section, trials_section, pbt_section, curves_section,
              hyperparameter_section, cost_section, sampling_section, per_class_section, samples_section,
              protocol_section]
     return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)
@@ -351,6 +352,33 @@ def trials_section(view: DatasetView) -> str:
     return ("<h2>All trials <small>(last evaluation, best first; click a heading to sort, type to filter)"
             "</small></h2>" + table(header, lines, sortable=True)
             + missing_list(view.last))
+
+
+def pbt_section(view: DatasetView) -> str:
+    """Population-based training's exploits, in the order they happened: which trial took whose weights at
+    which epoch, both scores then, and the settings before and after ("" where no trial exploited)."""
+    if "pbt_exploits" not in view.rows:
+        return ""
+    events = []
+    for trial_id, text in view.rows.drop_duplicates("trial_id")[["trial_id", "pbt_exploits"]].itertuples(index=False):
+        if not is_missing(text):
+            events += [{"trial": trial_id, **e} for e in json.loads(text)]
+    if not events:
+        return ""
+    events.sort(key=lambda e: (e["trial_epoch"], e["trial"]))
+    metric = events[0]["metric"]
+    percent = is_fraction(metric)
+    lines = []
+    for e in events:
+        changes = "; ".join(f"{path} {fmt(e['before'].get(path))} → {fmt(value)}" for path, value in e["after"].items())
+        cells = [escape(str(e["trial_epoch"])), escape(e["trial"]), escape(fmt(e["score"], percent)), escape(e["donor"]),
+                 escape(fmt(e["donor_score"], percent)), escape(str(e["epoch"]))]
+        lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="l">{escape(changes)}</td></tr>')
+    header = ["at epoch", "trial", metric_label(metric), "took the weights of", f"its {metric_label(metric)}",
+              "from its epoch", "settings (its own → the donor's, perturbed)"]
+    return (f"<h2>Population-based training <small>({len(events)} exploit{'s' if len(events) != 1 else ''}: the "
+            "bottom of the population takes the weights of one of the top and perturbs its settings; a trial's "
+            "settings in the tables are its last)</small></h2>" + table(header, lines))
 
 
 def curves_section(view: DatasetView) -> str:

@@ -333,3 +333,45 @@ def test_one_run_over_a_fer2013_csv_and_an_image_folder_reads_budgets_off_one_ru
     drawn = frame[frame["config.name"] == "optuna"]
     assert drawn["trial_id"].nunique() == 2 and set(drawn["status"]) == {"completed"}
     assert drawn["config.model.lr"].between(1e-4, 1e-2).all() and drawn["config.model.lr"].nunique() == 2
+
+
+def test_pbt_of_dcgan_has_the_worse_trial_take_the_betters_weights_and_reports_the_exploit(ray_local, tmp_path):
+    """sweep.scheduler pbt on two DCGAN trials of 4 epochs, ranked after epoch 2 (harness/pbt.py): the population
+    takes turns on 2 CPUs, the worse trial takes the better one's epoch-2 weights and a perturbed copy of its
+    learning rate under a Train run of its own, trains epochs 3 and 4 from there, and the exploit (which trial,
+    from which, at which epoch) is in the results and the report."""
+    from condgen_bench.harness.sweep import run_sweep
+    from condgen_bench.models.dcgan import DCGANConfig
+
+    base = tiny_experiment(tmp_path)
+    config = ExperimentConfig(
+        name="pbt", method="dcgan", model=DCGANConfig(ngf=4, ndf=4, z_dim=8), data=base.data,
+        train=TrainConfig(epochs=4, batch_size=16, eval_every=0),
+        eval=dataclasses.replace(base.eval, finalists=0, bpd_images=0, cas=False, augment=False),
+        sweep=SweepConfig(space={"model.lr": [1e-3, 1e-4]}, scheduler="pbt", perturbation_interval=2),
+        cluster=ClusterConfig(storage_path=str(tmp_path), workers_per_trial=1, cpus_per_trial_driver=0.25))
+    outcome = run_sweep(config, log=lambda *_: None)
+    frame = pd.read_parquet(outcome.results_path)
+    assert set(frame["status"]) == {"completed"} and sorted(frame["epoch"]) == [2, 2, 4, 4]
+    exploited = frame[frame["pbt_exploits"].notna()]
+    assert exploited["trial_id"].nunique() == 1
+    trial = exploited["trial_id"].iloc[0]
+    (event,) = json.loads(exploited["pbt_exploits"].iloc[0])
+    donor = (set(frame["trial_id"]) - {trial}).pop()
+    assert (event["donor"], event["epoch"], event["trial_epoch"]) == (donor, 2, 2)
+    assert event["score"] <= event["donor_score"]
+    # the trial's settings are the donor's, perturbed; its last epochs trained on from the donor's epoch 2
+    donor_lr = frame.loc[frame["trial_id"] == donor, "config.model.lr"].iloc[0]
+    assert event["after"]["model.lr"] == exploited["config.model.lr"].iloc[0] != donor_lr
+    history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
+    mine = history[history["trial_id"] == trial].set_index("epoch")
+    assert list(mine.index) == [1, 2, 3, 4]
+    runs = sorted(os.listdir(os.path.join(outcome.run_dir, "train")))
+    assert f"{trial}-x1" in runs and any(n.startswith("checkpoint_") for n in os.listdir(
+        os.path.join(outcome.run_dir, "train", f"{trial}-x1")))
+    epoch3 = json.load(open(os.path.join(outcome.run_dir, "artifacts", trial, "history", "epoch_0003.json")))
+    assert epoch3["resumed_from_epoch"] == 2
+    report = open(outcome.report_path, encoding="utf-8").read()
+    assert "Population-based training" in report and "1 exploit" in report
+    section = report.split("Population-based training")[1].split("<h2>")[0]
+    assert trial in section and donor in section

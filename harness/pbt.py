@@ -1,0 +1,175 @@
+"""Population-based training (sweep.scheduler = "pbt"): Ray Tune's PopulationBasedTraining decides, the
+project's checkpoint folders carry the exploit.
+
+Every ``sweep.perturbation_interval`` epochs the whole population reaches the same epoch (Tune's
+synchronous mode: with fewer concurrent slots than trials, the trials take turns), is ranked on the sweep
+metric (evaluated at those epochs: harness/plan.py), and each trial of the bottom ``sweep.pbt_quantile``
+exploits one of the top: it takes that trial's weights and optimizer state and a perturbed copy of its
+settings (``pbt_mutations``: a number x 0.8 or x 1.2, a list's neighbouring value, or, with probability
+0.25, a fresh draw; Tune's own explore step). Never at a trial's last epoch: nothing would train after it.
+
+Why not Tune's own exploit: a trial here is a Tune function that runs a Ray Train TorchTrainer (Train V2),
+and Ray 2.60's ``ray.tune.integration.ray_train.TuneReportCallback`` passes Tune each report's metrics and
+the Train checkpoint's *path* as one more metric ("checkpoint_path"), never a Tune checkpoint, so Tune's
+PBT has nothing to clone ("[pbt]: no checkpoint for trial ..., skip exploit"). Here an exploit:
+
+1. copies the donor's checkpoint of the ranked epoch (state.pt, which the worker keeps at every
+   perturbation epoch in artifacts/<trial>/pbt/epoch_NNNN/) to artifacts/<trial>/pbt/exploit_NN/ and writes
+   exploit_NN.json beside it (trial, donor, epochs, scores, the settings before and after): the record;
+2. gives the trial its new settings (Tune's trial config) and pauses it;
+3. when the trial runs again, its driver (harness/trial.py) sees the record and starts a TorchTrainer under
+   a new Train run name (``train_run_name``: Train V2 would otherwise resume the trial's own run) that
+   starts from the copy, with fresh training-noise streams (the worker).
+
+Time-sharing needs the whole population to exist at once, so a PBT sweep does not cap the number of trials
+(Tune would run them one after another); it caps how many *run* by the trial drivers' CPUs instead
+(``driver_cpus``), and their workers ask for a token CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import time
+
+import torch
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+from condgen_bench.harness.config import ExperimentConfig
+from condgen_bench.harness.search import Distribution, extreme_values, parse
+from condgen_bench.reports import layout, storage
+
+logger = logging.getLogger(__name__)
+
+WORKER_TOKEN_CPU = 0.01  # what a PBT trial's worker asks of Ray; its driver holds the trial's CPUs
+# FastGAN's DiffAugment policies that PBT moves between (neighbours: one op more or fewer)
+POLICIES = ["translation", "color,translation", "color,translation,cutout"]
+
+
+def mutations(config: ExperimentConfig) -> dict[str, list | str]:
+    """sweep.pbt_mutations, or where empty the family's default: the learning rate (and a discriminator's
+    own, where set) over loguniform(lowest / 10, highest * 10) of its values in the space, and FastGAN's
+    DiffAugment policy among POLICIES. {path: list or distribution text}, as sweep.space."""
+    if config.sweep.pbt_mutations:
+        return dict(config.sweep.pbt_mutations)
+    out = {}
+    for name in ("lr", "d_lr"):
+        base = getattr(config.model, name, None)
+        if base is None:
+            continue
+        values = [float(v) for v in extreme_values(config.sweep.space.get(f"model.{name}", [base]))]
+        out[f"model.{name}"] = f"loguniform({min(values) / 10:.3g}, {max(values) * 10:.3g})"
+    if hasattr(config.model, "policy"):
+        out["model.policy"] = list(dict.fromkeys([*POLICIES, config.model.policy]))
+    return out
+
+
+def tune_mutations(paths: dict[str, list | str]) -> dict:
+    """{path: list or distribution text} as Tune's nested hyperparam_mutations: {"model": {"lr": domain}}."""
+    out: dict = {}
+    for path, value in paths.items():
+        parsed = parse(value, f"sweep.pbt_mutations.{path}")
+        *parents, name = path.split(".")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[name] = parsed.tune_domain() if isinstance(parsed, Distribution) else list(parsed)
+    return out
+
+
+def get_path(values: dict, path: str):
+    """The value at a dotted path of a nested config dict."""
+    for key in path.split("."):
+        values = values[key]
+    return values
+
+
+def driver_cpus(config: ExperimentConfig, total_cpus: float) -> float:
+    """The CPUs a PBT trial's driver asks for: the cluster's CPUs over max_concurrent_trials, less its
+    workers' tokens, so that no more trials run at once than their workers have room for (a second
+    driver started before the first one's workers would otherwise take the CPUs they wait for)."""
+    share = total_cpus / config.sweep.max_concurrent_trials
+    return max(config.cluster.cpus_per_trial_driver,
+               int((share - config.cluster.workers_per_trial * WORKER_TOKEN_CPU) * 100) / 100)
+
+
+def exploits(run_dir: str, trial_id: str) -> list[dict]:
+    """The trial's exploit records, oldest first ([] for a trial that never exploited)."""
+    return [json.loads(storage.read_bytes(path)) for path in layout.exploit_records(run_dir, trial_id)]
+
+
+class FolderPBT(PopulationBasedTraining):
+    """Tune's PBT (synchronous) with the exploit through the run's folders (module docstring).
+
+    run_dir: the run directory; seed: the choice among the top trials; the other arguments Tune's."""
+
+    def __init__(self, run_dir: str, seed: int, paths: dict[str, list | str], **kwargs):
+        super().__init__(hyperparam_mutations=tune_mutations(paths), synch=True, **kwargs)
+        self.run_dir = run_dir
+        self.paths = list(paths)
+        self.rng = random.Random(seed)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if result.get(self._time_attr, 0) >= trial.config["train"]["epochs"]:
+            return TrialScheduler.CONTINUE  # the trial's last epoch: nothing would train after an exploit
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def _checkpoint_or_exploit(self, trial: Trial, tune_controller, upper_quantile: list, lower_quantile: list):
+        # nothing to save for the top trials: an exploit reads the donor's newest checkpoint from its folder
+        self._trial_state[trial].last_checkpoint = None
+        if trial not in lower_quantile:
+            return
+        donor = self.rng.choice(upper_quantile)
+        try:
+            copy, epoch = self._copy_donor(trial, donor)
+        except (OSError, RuntimeError, KeyError) as error:  # a checkpoint being rotated, an unreadable file
+            logger.warning(f"[pbt] trial {trial.trial_id} cannot exploit {donor.trial_id}: {error}")
+            return
+        self._exploit_from(tune_controller, trial, donor, copy, epoch)
+
+    def _copy_donor(self, trial: Trial, donor: Trial) -> tuple[str, int]:
+        """Copy the donor's checkpoint of the epoch it was ranked at (the worker keeps one at every
+        perturbation epoch; its newest where that is missing) to the trial's next exploit folder: (folder,
+        its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
+        source = layout.pbt_checkpoint(self.run_dir, donor.trial_id, int(self._trial_state[donor].last_train_time))
+        if not storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
+            source = layout.latest_checkpoint(self.run_dir, donor.trial_id)
+        if source is None:
+            raise FileNotFoundError(f"no checkpoint of trial {donor.trial_id}")
+        data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
+        epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)["epoch"]
+        folder = layout.exploit_dir(self.run_dir, trial.trial_id, len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1)
+        storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), data)
+        return folder, epoch
+
+    def _exploit_from(self, tune_controller, trial: Trial, donor: Trial, copy: str, epoch: int) -> None:
+        """Record the exploit (after the copy: the record says it is whole), give the trial the donor's
+        perturbed settings, pause it; its driver starts from the copy when it runs again."""
+        state, donor_state = self._trial_state[trial], self._trial_state[donor]
+        new_config, operations = self._get_new_config(trial, donor)
+        number = len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1
+        record = {
+            "trial": trial.trial_id, "donor": donor.trial_id,
+            "epoch": epoch,  # the donor's epoch whose weights the trial takes (it trains on from there)
+            "trial_epoch": state.last_train_time,  # where the trial itself was
+            "metric": self._metric,
+            "score": state.last_result.get(self._metric), "donor_score": donor_state.last_result.get(self._metric),
+            "before": {p: get_path(trial.config, p) for p in self.paths},  # the trial's settings until now
+            "donor_settings": {p: get_path(donor.config, p) for p in self.paths},
+            "after": {p: get_path(new_config, p) for p in self.paths},  # the donor's, perturbed
+            "operations": operations, "checkpoint": copy, "number": number, "time": time.time(),
+        }
+        storage.write_bytes(layout.exploit_record(self.run_dir, trial.trial_id, number),
+                            json.dumps(record, indent=1, default=str).encode())
+        logger.info(f"[pbt] trial {trial.trial_id} (score {record['score']}) takes the weights of "
+                    f"{donor.trial_id} (score {record['donor_score']}) at epoch {epoch}: {record['after']}")
+        if trial.status != Trial.PAUSED:
+            tune_controller.pause_trial(trial, should_checkpoint=False)
+        trial.set_experiment_tag(f"{state.orig_tag}@exploit{number}")
+        trial.set_config(new_config)
+        self._num_perturbations += 1
+        state.last_perturbation_time = donor_state.last_perturbation_time
+        state.last_train_time = donor_state.last_train_time

@@ -1,0 +1,149 @@
+"""Population-based training without a cluster: its settings, the default mutations of each GAN family, the
+resources a trial's driver holds, and the exploit through the run's folders (harness/pbt.py), driven on
+stand-in trials. A PBT sweep on Ray: tests/test_ray_sweep.py."""
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.schedulers.pbt import _PBTTrialState
+from ray.tune.search.sample import Domain
+
+from condgen_bench.harness import pbt
+from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict
+from condgen_bench.harness.plan import evaluation_plan
+from condgen_bench.reports import layout
+
+
+def gan(method: str, **sweep) -> ExperimentConfig:
+    return ExperimentConfig(method=method, sweep=SweepConfig(scheduler="pbt", **sweep))
+
+
+def test_pbt_settings_are_checked_naming_what_is_wrong():
+    with pytest.raises(ValueError, match="train.epochs"):
+        SweepConfig(scheduler="pbt", space={"train.epochs": [2, 4]})
+    with pytest.raises(ValueError, match="grid or random"):
+        SweepConfig(scheduler="pbt", search="optuna")
+    with pytest.raises(ValueError, match="sweep.pbt_mutations.model.lr"):
+        SweepConfig(scheduler="pbt", pbt_mutations={"model.lr": "lognormal(1, 2)"})
+    with pytest.raises(ValueError, match="perturbation_interval"):
+        SweepConfig(scheduler="pbt", perturbation_interval=0)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        SweepConfig(scheduler="hyperband")
+
+
+def test_each_gan_family_mutates_its_learning_rates_and_fastgan_its_diffaugment_policy():
+    assert pbt.mutations(gan("dcgan")) == {"model.lr": "loguniform(2e-05, 0.002)"}  # d_lr None follows lr
+    ddgan = pbt.mutations(gan("ddgan"))
+    assert set(ddgan) == {"model.lr", "model.d_lr"} and ddgan["model.d_lr"] == "loguniform(1.25e-05, 0.00125)"
+    fastgan = gan("fastgan")
+    assert pbt.mutations(fastgan)["model.policy"] == pbt.POLICIES  # its own policy is one of them
+    fastgan.model.policy = "color"
+    assert pbt.mutations(fastgan)["model.policy"] == [*pbt.POLICIES, "color"]
+    # a swept learning rate: the range spans the swept values
+    assert pbt.mutations(gan("dcgan", space={"model.lr": [1e-4, 1e-3]}))["model.lr"] == "loguniform(1e-05, 0.01)"
+    own = {"model.lr": [1e-4, 2e-4], "model.n_critic": [1, 2]}
+    assert pbt.mutations(gan("dcgan", pbt_mutations=own)) == own
+    nested = pbt.tune_mutations({"model.lr": "loguniform(1e-4, 1e-2)", "model.policy": ["a", "b"]})
+    assert isinstance(nested["model"]["lr"], Domain) and nested["model"]["policy"] == ["a", "b"]
+
+
+def test_a_pbt_trials_driver_holds_its_share_of_the_cpus_and_pbt_epochs_are_evaluated():
+    local = gan("dcgan", max_concurrent_trials=1)
+    assert pbt.driver_cpus(local, 2.0) == 1.99  # one trial at a time: the second driver does not fit
+    cluster = gan("dcgan", max_concurrent_trials=3)
+    cluster.cluster = ClusterConfig(workers_per_trial=4)
+    assert pbt.driver_cpus(cluster, 16.0) == 5.29
+    config = gan("dcgan", perturbation_interval=3)
+    config.train = TrainConfig(epochs=10, eval_every=0)
+    assert [e for e in range(1, 10) if evaluation_plan(config, e, False, "trial").stage] == [3, 6, 9]
+
+
+@dataclass(eq=False)  # hashed by identity, as Tune's trials
+class StandIn:
+    """What the scheduler reads and sets of a Tune trial."""
+    trial_id: str
+    config: dict
+    status: str = "RUNNING"
+    experiment_tag: str = ""
+    paused: list = field(default_factory=list)
+
+    def set_config(self, config):
+        self.config = config
+
+    def set_experiment_tag(self, tag):
+        self.experiment_tag = tag
+
+
+class Controller:
+    def pause_trial(self, trial, should_checkpoint=True):
+        trial.status = "PAUSED"
+
+
+def save_state(folder, epoch: int, marker: float) -> None:
+    folder.mkdir(parents=True)
+    torch.save({"epoch": epoch, "method": {"w": torch.tensor([marker])}, "config": {}},
+               folder / layout.CHECKPOINT_FILE)
+
+
+def population(tmp_path, lrs=(1e-3, 1e-4)):
+    """A FolderPBT and two stand-in trials ranked at epoch 2: "low" (lr 1e-3, 20%) and "top" (lr 1e-4, 50%)."""
+    config = gan("dcgan", space={"model.lr": list(lrs)})
+    config.train.epochs = 6
+    scheduler = pbt.FolderPBT(str(tmp_path), 0, pbt.mutations(config), time_attr="epoch", metric="sample_accuracy",
+                              mode="max", perturbation_interval=2)
+    trials = {}
+    for name, lr, score in (("low", lrs[0], 0.2), ("top", lrs[1], 0.5)):
+        values = to_dict(config)
+        values["model"]["lr"] = lr
+        trial = trials[name] = StandIn(name, values)
+        state = scheduler._trial_state[trial] = _PBTTrialState(trial)
+        state.last_score, state.last_train_time, state.last_result = score, 2, {"sample_accuracy": score, "epoch": 2}
+    return scheduler, trials
+
+
+def test_the_bottom_trial_takes_the_tops_weights_of_the_ranked_epoch_and_perturbed_settings(tmp_path):
+    scheduler, trials = population(tmp_path)
+    low, top = trials["low"], trials["top"]
+    # the top trial's worker kept its epoch-2 checkpoint, and has trained on to epoch 3 since
+    save_state(tmp_path / "artifacts" / "top" / "pbt" / "epoch_0002", 2, 2.0)
+    save_state(tmp_path / "train" / "top" / "checkpoint_2026-11-30_03-00-00.000000", 3, 3.0)
+    scheduler._checkpoint_or_exploit(top, Controller(), [top], [low])  # the top is not touched
+    assert top.status == "RUNNING" and layout.exploit_records(str(tmp_path), "top") == []
+
+    scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])
+    record = json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())
+    assert (record["trial"], record["donor"], record["epoch"], record["trial_epoch"]) == ("low", "top", 2, 2)
+    assert (record["score"], record["donor_score"]) == (0.2, 0.5)
+    assert record["before"] == {"model.lr": 1e-3} and record["donor_settings"] == {"model.lr": 1e-4}
+    new_lr = low.config["model"]["lr"]
+    assert record["after"] == {"model.lr": new_lr}
+    assert new_lr in (pytest.approx(1.2e-4), pytest.approx(0.8e-4)) or 1e-5 <= new_lr <= 1e-2  # x1.2, x0.8 or a draw
+    assert low.status == "PAUSED" and low.experiment_tag.endswith("@exploit1")
+    # the trial trains on from the copy, under a Train run of its own
+    copy = layout.latest_checkpoint(str(tmp_path), "low")
+    assert copy == record["checkpoint"] == layout.exploit_dir(str(tmp_path), "low", 1)
+    assert torch.load(f"{copy}/{layout.CHECKPOINT_FILE}")["method"]["w"].item() == 2.0  # epoch 2's, not 3's
+    assert layout.train_run_name("low", 1) == "low-x1"
+    (tmp_path / "train" / "low-x1" / "checkpoint_2026-11-30_03-01-00.000000").mkdir(parents=True)
+    (tmp_path / "train" / "low-x1" / "checkpoint_2026-11-30_03-01-00.000000" / layout.CHECKPOINT_FILE).write_bytes(b"x")
+    assert layout.latest_checkpoint(str(tmp_path), "low").endswith("low-x1/checkpoint_2026-11-30_03-01-00.000000")
+
+
+def test_without_the_ranked_epochs_copy_the_donors_newest_checkpoint_is_taken_and_none_skips(tmp_path):
+    scheduler, trials = population(tmp_path)
+    low, top = trials["low"], trials["top"]
+    scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])  # the donor has no checkpoint at all
+    assert low.status == "RUNNING" and layout.exploit_records(str(tmp_path), "low") == []
+    save_state(tmp_path / "train" / "top" / "checkpoint_2026-11-30_03-00-00.000000", 3, 3.0)
+    scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])
+    assert json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())["epoch"] == 3
+
+
+def test_no_exploit_at_a_trials_last_epoch(tmp_path):
+    scheduler, trials = population(tmp_path)
+    result = {"epoch": 6, "sample_accuracy": 0.1}
+    assert scheduler.on_trial_result(None, trials["low"], result) == TrialScheduler.CONTINUE
+    assert scheduler._trial_state[trials["low"]].last_train_time == 2  # not ranked
