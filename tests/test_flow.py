@@ -161,3 +161,36 @@ def test_a_tiny_flow_learns_two_classes_and_guidance_follows_the_label():
     assert (samples[0::2] < 100).all() and (samples[1::2] > 155).all(), samples
     after = method.bits_per_dim(images[:4], labels[:4], torch.arange(4))["total"]
     assert torch.isfinite(after).all() and after.mean() < before - 1.0, (before, after)
+
+
+def test_a_flows_finalist_evaluation_records_its_ode_bound_and_its_own_sampler_axes(tmp_path):
+    """What the finalist stage computes for flow matching (harness/evaluation.py, as harness/finalists.py
+    calls it), without Ray: under its own sampler and a sampling-sweep setting of its axes (Heun, 2 steps),
+    bits/dim with the ODE's divergence part, and each setting's network evaluations."""
+    from condgen_bench import datasets
+    from condgen_bench.datasets import DataConfig
+    from condgen_bench.harness.config import EvalConfig
+    from condgen_bench.harness.evaluation import evaluate, sampling_grid
+    from condgen_bench.harness.plan import evaluation_plan
+    from condgen_bench.harness.config import ExperimentConfig
+    from condgen_bench.harness.reference import prepare_reference
+    from condgen_bench.models.classifier import ClassifierConfig
+
+    data = datasets.load(DataConfig(image_size=16, num_train=70, num_test=35))
+    config = ExperimentConfig(method="flow", model=FlowConfig(unet=TINY_UNET, sampling_steps=3, likelihood_steps=2),
+                              eval=EvalConfig(final_samples_per_class=2, batch_size=32, bpd_images=4, bootstrap=10,
+                                              kid_subsets=3, cas=False, augment=False, inception_at="never",
+                                              classifier=ClassifierConfig(width=8, epochs=1),
+                                              sampling_sweep={"sampler": ["heun"], "steps": [2]}))
+    reference = prepare_reference(data, config.eval, str(tmp_path), log=lambda *_: None)
+    method = build_method("flow", config.model, data.spec(), seed=0)
+    plan = evaluation_plan(config, 1, is_final=True, stage="finalist")
+    [swept] = sampling_grid(method, plan.sampling_sweep)
+    records = {}
+    for name, settings in (("own", None), ("heun", swept)):
+        records[name], _ = evaluate(method, data, reference, config.eval, plan, settings=settings)
+    own, heun = records["own"], records["heun"]
+    assert (own["protocol"]["sampling"]["sampler"], heun["protocol"]["sampling"]["sampler"]) == ("euler", "heun")
+    assert (own["metrics"]["network_evaluations"], heun["metrics"]["network_evaluations"]) == (6, 8)  # guidance: 2 a step
+    for record in (own, heun):
+        assert math.isfinite(record["metrics"]["bpd"]) and math.isfinite(record["metrics"]["bpd_divergence"])
