@@ -88,15 +88,16 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, d
     return bound_of({**record, "per_sample": read_per_sample(folder)})
 
 
-def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int) -> dict:
-    """Score one finalist (runs as a Ray task): load the trial's newest checkpoint (for a budget read off a
+def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int,
+                   device: str | None = None) -> dict:
+    """Score one finalist (a Ray task on a cluster; ``device`` None: its GPU where it has one): load the trial's newest checkpoint (for a budget read off a
     trial, "<trial>@<budget>", that budget's kept checkpoint), rebuild the method from the trial's own config
     saved in it, evaluate it under the finalist plan, once per sampling-sweep setting and then under its own
     sampler, writing each record under finalists/<trial_id>/. Returns a one-line summary {"trial_id",
     "epoch", "seconds"}."""
     t0 = time.time()
     torch.set_num_threads(threads)
-    device = "cuda" if ray.get_gpu_ids() else "cpu"
+    device = device or ("cuda" if ray.get_gpu_ids() else "cpu")  # a task: its GPU, where Ray gave it one
     trial, budget = split_budget_id(trial_id)  # a smaller budget read off a trial: its kept checkpoint
     if budget is None:
         checkpoint = layout.latest_checkpoint(run_dir, trial_id)
@@ -141,32 +142,51 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
 
 def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConfig], shared: dict,
                     log=print) -> dict[str, str]:
-    """Score every finalist not yet scored, as concurrent Ray tasks with a worker's resources each.
+    """Score every finalist not yet scored: on a cluster as concurrent Ray tasks with a worker's resources
+    each; in a local run one after another in this process (a task's process would import torch and the
+    evaluation again, and one worker's CPUs are most of the machine anyway).
     configs: {experiment name: its config}; shared: {"run_dir", "data", "reference"} (harness/sweep.py).
     Returns {trial id: error} for the finalists whose scoring failed (each also noted in its folder)."""
     run_dir = shared["run_dir"]
+    local = not any(c.cluster.address for c in configs.values())
     task = ray.remote(score_finalist)
-    pending = {}
+    pending, waiting = {}, []
     for f in finalists:
         if is_scored(run_dir, f.trial_id):
             log(f"finalist {f.trial_id} ({f.experiment}): already scored")
             continue
         config = configs[f.experiment]
         options, threads = task_options(config.cluster)
-        ref = task.options(**options, name=f"finalist {f.trial_id}").remote(
-            f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
-        pending[ref] = f
-        log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
+        if local:
+            waiting.append((f, threads))
+        else:
+            ref = task.options(**options, name=f"finalist {f.trial_id}").remote(
+                f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
+            pending[ref] = f
+            log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
     errors = {}
-    while pending:
-        [done], _ = ray.wait(list(pending), num_returns=1)
-        f = pending.pop(done)
+
+    def settle(f: Finalist, outcome) -> None:
         try:
-            summary = ray.get(done)
+            summary = outcome()
             log(f"finalist {f.trial_id}: scored epoch {summary['epoch']} in {summary['seconds']:.0f} s")
         except Exception as e:  # a finalist that cannot be scored is a missing result, not a lost sweep
             errors[f.trial_id] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
             storage.write_bytes(storage.join(layout.finalist_dir(run_dir, f.trial_id), layout.FINALIST_FAILED),
                                 json.dumps({"error": errors[f.trial_id]}).encode())
             log(f"finalist {f.trial_id}: scoring failed: {errors[f.trial_id]}")
+
+    if waiting:
+        data, reference, threads_before = ray.get(shared["data"]), ray.get(shared["reference"]), torch.get_num_threads()
+        for f, threads in waiting:
+            log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {configs[f.experiment].sweep.metric} = "
+                f"{f.value:.4g}): scoring")
+            cluster = configs[f.experiment].cluster
+            device = "cuda" if cluster.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
+            settle(f, lambda: score_finalist(f.trial_id, f.rank, run_dir, data, reference, threads, device))
+        torch.set_num_threads(threads_before)
+    while pending:
+        [done], _ = ray.wait(list(pending), num_returns=1)
+        f = pending.pop(done)
+        settle(f, lambda: ray.get(done))
     return errors

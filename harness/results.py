@@ -184,7 +184,7 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
         base["budget_of"] = trial.trial_id
     exploits = [json.loads(storage.read_bytes(path)) for path in layout.exploit_records(run_dir, trial.trial_id)]
     if exploits:  # PBT (harness/pbt.py): whose weights it took, when, and the settings before and after
-        keep = ("donor", "epoch", "trial_epoch", "metric", "score", "donor_score", "before", "after")
+        keep = ("donor", "epoch", "trial_epoch", "metric", "score", "donor_score", "before", "donor_settings", "after")
         base["pbt_exploits"] = json.dumps([{k: e.get(k) for k in keep} for e in exploits])
     train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
                      if progress is not None and "train_seconds" in progress else None)

@@ -278,10 +278,14 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
              {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
     storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
 
-    # every dataset's evaluation reference at once (Ray tasks), then each dataset's experiments in turn
+    # every dataset's evaluation reference (on a cluster Ray tasks, at once), then each dataset's experiments
     data_refs = [ray.put(data) for data in loaded]
-    reference_refs = [reference_task(data_ref, group[0], cache_dir) for data_ref, group in zip(data_refs, groups)]
-    references = ray.get(reference_refs)
+    if cluster.address:
+        reference_refs = [reference_task(data_ref, group[0], cache_dir) for data_ref, group in zip(data_refs, groups)]
+        references = ray.get(reference_refs)
+    else:  # locally in this process: a task's process would start and import torch and the evaluation again
+        references = [local_reference(data, group[0], cache_dir, log) for data, group in zip(loaded, groups)]
+        reference_refs = [ray.put(reference) for reference in references]
     frames, histories = [], []
     for group, data, data_ref, reference, reference_ref in zip(groups, loaded, data_refs, references, reference_refs):
         shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
@@ -321,6 +325,12 @@ def describe_data(data, log=print) -> dict:
 def _reference(data, eval_config, cache_dir: str, threads: int) -> EvalReference:
     torch.set_num_threads(threads)
     return prepare_reference(data, eval_config, cache_dir, device="cuda" if ray.get_gpu_ids() else "cpu")
+
+
+def local_reference(data, config: ExperimentConfig, cache_dir: str, log=print) -> EvalReference:
+    """The evaluation reference made in this process (a local run): on a GPU where the workers use one."""
+    use_gpu = config.cluster.gpus_per_worker > 0 and torch.cuda.is_available()
+    return prepare_reference(data, config.eval, cache_dir, log=log, device="cuda" if use_gpu else "cpu")
 
 
 def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir: str) -> ray.ObjectRef:

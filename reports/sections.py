@@ -370,7 +370,10 @@ def pbt_section(view: DatasetView) -> str:
     percent = is_fraction(metric)
     lines = []
     for e in events:
-        changes = "; ".join(f"{path} {fmt(e['before'].get(path))} → {fmt(value)}" for path, value in e["after"].items())
+        donor = e.get("donor_settings") or {}
+        changes = "; ".join(f"{path} {fmt(e['before'].get(path))} → {fmt(value)}"
+                            + (f" (the donor's {fmt(donor[path])})" if path in donor else "")
+                            for path, value in e["after"].items())
         cells = [escape(str(e["trial_epoch"])), escape(e["trial"]), escape(fmt(e["score"], percent)), escape(e["donor"]),
                  escape(fmt(e["donor_score"], percent)), escape(str(e["epoch"]))]
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + f'<td class="l">{escape(changes)}</td></tr>')

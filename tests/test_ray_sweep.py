@@ -68,6 +68,8 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     config.eval.inception_at = "finalists"  # tests/test_metrics.py has the other settings
     config.data.num_test = 35  # Inception's real features cost ~0.3 s an image here
     config.cluster.max_failures = 1
+    # the twins side by side: 2 x (a 0.25-CPU driver and two 0.25-CPU workers) on the 2 CPUs
+    config.sweep.max_concurrent_trials, config.cluster.cpus_per_worker = 2, 0.25
     killer = threading.Thread(target=kill_when_checkpointed, args=(marker, tmp_path / "tiny", 1), daemon=True)
     killer.start()
     outcome = run_sweep(config, log=lambda *_: None)
@@ -143,7 +145,9 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     lines = []
     monkeypatch.setenv(faults.ENV, json.dumps({"at": "write", "path": "results.parquet", "do": "enospc"}))
     with pytest.raises(OSError, match=r"could not write .*results\.parquet: No space left on device"):
-        run_sweep(tiny_experiment(tmp_path), resume="latest", log=lines.append)
+        again = tiny_experiment(tmp_path)
+        again.cluster.cpus_per_worker = 0.25
+        run_sweep(again, resume="latest", log=lines.append)
     assert os.stat(record).st_mtime_ns == written
     assert any("already scored" in line and finalist["trial_id"] in line for line in lines), "\n".join(lines[-6:])
     assert "cluster settings changed for the resumed trials: max_failures: 1 -> 0" in lines  # this call's
@@ -171,8 +175,8 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
     monkeypatch.setenv(faults.ENV, json.dumps([
         {"at": "step", "trial": "00002", "epoch": 1, "step": 2, "do": "kill", "once": str(marks / "killed")},
         {"at": "write", "path": "_00003/epoch_0001/eval.json", "do": "enospc", "once": str(marks / "full")}]))
-    config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]})
-    config.cluster.workers_per_trial = 1
+    config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]}, max_concurrent_trials=2)
+    config.cluster.workers_per_trial = 1  # two at a time: 2 x (0.25 + 0.5) CPUs
     config.train.epochs, config.train.eval_every = 1, 0
     outcome = run_sweep(config, log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
@@ -208,7 +212,7 @@ def test_benchmark_of_two_families_with_two_workers_writes_one_report(ray_local,
     outcome = run_sweep([base, dcgan], name="benchmark", log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
     assert set(frame["status"]) == {"completed"} and frame["sample_accuracy"].notna().all()
-    finalists = frame[frame["stage"] == "finalist"]  # one per experiment, scored by concurrent Ray tasks
+    finalists = frame[frame["stage"] == "finalist"]  # one per experiment
     assert sorted(finalists["method"]) == ["dcgan", "ddpm"] and finalists["cas"].notna().all()
     frame = frame[frame["stage"] != "finalist"]
     assert sorted(frame["method"]) == ["dcgan", "ddpm"]
@@ -259,8 +263,8 @@ def test_one_run_over_a_fer2013_csv_and_an_image_folder_reads_budgets_off_one_ru
     usages = ["Training" if i < 8 else "PublicTest" if i < 10 else "PrivateTest" for i in identity]
     write_fer2013_csv(str(tmp_path / "fer2013.csv"), images, labels, usages)
     write_class_folders(str(tmp_path / "folder"), images, labels, list(FER_EMOTIONS))
-    base = tiny_experiment(tmp_path, space={"train.epochs": [1, 2]})
-    base.cluster.workers_per_trial = 1
+    base = tiny_experiment(tmp_path, space={"train.epochs": [1, 2]}, max_concurrent_trials=2)
+    base.cluster.workers_per_trial = 1  # Optuna's two points at once
     base.train.eval_every = 0
     base.eval = dataclasses.replace(base.eval, finalists=2, cas=False, augment=False)
     fer = dataclasses.replace(base.data, name="fer2013", data_root=str(tmp_path))
