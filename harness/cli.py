@@ -171,22 +171,45 @@ def describe_trials(config: ExperimentConfig) -> str:
             + (f"; epoch budgets {budgets} read off one run each" if budgets else "") + f"), {at_once}")
 
 
-def check_all(config: ExperimentConfig) -> None:
-    """check_builds for every distinct network and data setting of the search space."""
-    seen = set()
+def check_all(config: ExperimentConfig, measure: bool = False) -> dict:
+    """check_builds for every distinct network and data setting of the search space; with ``measure``, each
+    one's costs on this machine (harness/estimate.py; else None), by point_key."""
+    from condgen_bench.harness import estimate
+
+    costs, measured = {}, {}
     for point in grid_points(config):
-        key = json.dumps([point.method, to_dict(point.model), to_dict(point.data), point.train.seed,
-                          point.eval.sampling_sweep], sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            check_builds(point)
+        key = point_key(point)
+        if key not in costs:
+            method, channels, classes = check_builds(point)
+            # points whose networks are alike in size and sampler (learning rates, say) cost alike: measured once
+            shape = json.dumps([point.method, tensor_elements(method.state_dict()), method.sampling_settings(),
+                                point.train.batch_size, point.eval.batch_size], sort_keys=True, default=str)
+            if measure and shape not in measured:
+                measured[shape] = estimate.measure(method, point, channels, classes)
+            costs[key] = measured.get(shape)
+    return costs
 
 
-def check_builds(config: ExperimentConfig) -> None:
+def tensor_elements(state) -> int:
+    """The number of tensor elements in a (nested) state dict: a network's size, weights and optimizer."""
+    if isinstance(state, dict):
+        return sum(tensor_elements(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(tensor_elements(v) for v in state)
+    return state.numel() if hasattr(state, "numel") else 0
+
+
+def point_key(point: ExperimentConfig) -> str:
+    """What makes a point's network, data and costs differ from another's."""
+    return json.dumps([point.method, to_dict(point.model), to_dict(point.data), point.train.seed,
+                       point.train.batch_size, point.eval.sampling_sweep], sort_keys=True)
+
+
+def check_builds(config: ExperimentConfig):
     """Build the method on a stand-in of the data (the config's channels, image size and classes; 7 classes
     where it names none) and take one training step on 2 random images, on the CPU: a misnamed setting or a
     network that does not fit the image size fails here, before Ray starts or anything is written; so does
-    a sampling sweep over axes the method's sampler lacks."""
+    a sampling sweep over axes the method's sampler lacks. Returns (the method, channels, classes)."""
     import torch
 
     from condgen_bench.datasets.base import DatasetSpec
@@ -202,9 +225,32 @@ def check_builds(config: ExperimentConfig) -> None:
         images = torch.randint(0, 256, (2, channels, data.image_size, data.image_size), dtype=torch.uint8)
         method.train_step(images, torch.tensor([0, len(classes) - 1]))
         sampling_grid(method, config.eval.sampling_sweep)
+        return method, channels, len(classes)
     except Exception as e:  # noqa: BLE001 - any failure here is a configuration the run could not use
         raise SystemExit(f"bad configuration: {config.name} ({config.method}) does not build and train on "
                          f"{channels}x{data.image_size}x{data.image_size} images: {type(e).__name__}: {e}") from None
+
+
+def estimated_time(config: ExperimentConfig, costs: dict) -> str:
+    """The --dry-run line of harness/estimate.py: the trials the sweep starts, each priced by its network's
+    measured costs (``costs``: check_all's). Budgets read off one run count once, as that run; a random or
+    Optuna draw is priced as the mean over the points its ranges' ends make."""
+    from condgen_bench.harness import estimate
+    from condgen_bench.harness.budgets import folded_budgets
+
+    points = grid_points(config)
+    if config.sweep.search != "grid":
+        mean = estimate.Costs(*(sum(getattr(costs[point_key(p)], f) for p in points) / len(points)
+                                for f in ("step_seconds", "sample_seconds")))
+        trials = [(points[0], mean)] * config.sweep.num_samples
+    else:
+        budgets = folded_budgets(config)
+        if budgets:  # one run per remaining point, to the largest budget, reading the smaller ones off it
+            points = [p for p in points if p.train.epochs == budgets[-1]]
+            for p in points:
+                p.train.budgets = budgets[:-1]
+        trials = [(p, costs[point_key(p)]) for p in points] * config.sweep.num_samples
+    return estimate.describe(config, trials)
 
 
 def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dict | list[dict],
@@ -219,13 +265,13 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
     several = isinstance(config, list)
     configs, smokes = (config, smoke) if several else ([config], [smoke])
     resolved = [resolve(args, c, s, presets) for c, s in zip(configs, smokes)]
-    for c in resolved:
-        check_all(c)
+    costs = [check_all(c, measure=args.dry_run) for c in resolved]
     if args.dry_run:
         values = [to_dict(c) for c in resolved]
         print(json.dumps(values if several else values[0], indent=2))
-        for c in resolved:  # beside the config (stdout stays JSON)
+        for c, measured in zip(resolved, costs):  # beside the config (stdout stays JSON)
             print(describe_trials(c), file=sys.stderr)
+            print(f"{c.name}: {estimated_time(c, measured)}", file=sys.stderr)
         return 0
     from condgen_bench.harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
 

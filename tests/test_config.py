@@ -69,6 +69,8 @@ def test_sweep_script_dry_run_prints_the_resolved_config():
     config = json.loads(out.stdout)
     assert config["method"] == "ddpm" and config["train"]["epochs"] == 7
     assert "model.lr" in config["sweep"]["space"] and "train.epochs" in config["sweep"]["space"]
+    # beside the config: the trials and the wall time priced with what the dry run measured (harness/estimate.py)
+    assert "ddpm: 2 trials" in out.stderr and "ddpm: estimated wall time about " in out.stderr
 
 
 def test_data_flags(tmp_path, monkeypatch):

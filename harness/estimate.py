@@ -1,0 +1,151 @@
+"""The wall time ``--dry-run`` prints for a local run: the sweep's work counted from its config, priced with
+what the dry run measures on this machine (a training step at train.batch_size and the sampling cost of an
+image, for each distinct network: ``measure``; slowed by LOCAL_RAY_SLOWDOWN, Ray's share of the cores) and
+with the fixed costs the benchmarks measured on the 2-core reference machine (the constants below).
+
+Counted per trial: Ray's start of a trial, epochs x steps x the step, each tracking and trial-final
+evaluation's samples (and Inception features where the plan computes them); per run: the evaluation
+reference unless it is cached; per finalist: its samples and the CAS pool's, Inception, and the
+classifiers of CAS and the augmentation gain. Trials run max_concurrent_trials at a time. Under ASHA, the
+figure where it keeps the best 1/reduction_factor of the trials at each rung, and the one where it stops
+none; under PBT a lower bound (its restarts come on top).
+The measurements are this machine's CPU: a run on a cluster or on GPUs gets no estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from condgen_bench.harness.config import ExperimentConfig
+from condgen_bench.harness.plan import asha_rungs, evaluation_plan
+from condgen_bench.harness.steps import steps_per_epoch
+
+# benchmarks/trial_overhead.py: a Tune trial whose TorchTrainer runs one empty epoch, 2 cores (Ray's
+# processes start and import torch and Ray Train: the trial's driver, Train's controller, the worker)
+TRIAL_START_SECONDS = 11.5
+# A local run's training and evaluation run beside Ray's own processes on the same cores: the default DDPM
+# sweep's epochs took 13.4-16.2 s (109 steps; its history.parquet, 2 cores) where its dry run times a step
+# at 0.10 s alone (10.9 s an epoch)
+LOCAL_RAY_SLOWDOWN = 1.3
+# benchmarks/eval_costs.py, the default DDPM profile on 2 cores: 74.9 s of Inception for 700 finalist samples
+INCEPTION_SECONDS_PER_IMAGE = 0.107
+CAS_CLASSIFIER_SECONDS = 6.4  # the same table: CAS's classifier trained and tested (its pool's samples apart)
+AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds
+BPD_SECONDS = 2.3  # the same table: bits/dim on 64 images x 32 timestep draws
+# the same table: the reference's evaluation classifier, 10 epochs on 3,500 images in 94.7 - 74.9 (Inception
+# features of the 700 test images) = ~20 s
+CLASSIFIER_SECONDS_PER_IMAGE_EPOCH = 20 / 35_000
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What the dry run measured for one network on this machine."""
+
+    step_seconds: float  # one training step at train.batch_size
+    sample_seconds: float  # one generated image under the method's own sampler
+
+
+def measure(method, config: ExperimentConfig, channels: int, classes: int, repeats: int = 2) -> Costs:
+    """Time ``repeats`` training steps of ``method`` (already built, one step taken) on train.batch_size
+    random images after one more to warm up, and the sampling of a batch (up to 16 images), on this
+    process's CPU threads."""
+    size, batch = config.data.image_size, config.train.batch_size
+    images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
+    labels = torch.arange(batch) % classes
+    method.train_step(images, labels)  # the first step at this batch size allocates
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        method.train_step(images, labels)
+    step = (time.perf_counter() - t0) / repeats
+    count = min(config.eval.batch_size, 16)  # a batch as the evaluation samples them (per-call costs amortized)
+    t0 = time.perf_counter()
+    method.sample(torch.arange(count) % classes, torch.arange(count), batch_size=count)
+    return Costs(step, (time.perf_counter() - t0) / count)
+
+
+def training_images(config: ExperimentConfig) -> int | None:
+    """The training split's size where the config says it (the synthetic faces), else None."""
+    data = config.data
+    if data.name != "synthetic_faces":
+        return None
+    classes = len(data.classes) if data.classes else 7
+    return data.shots_per_class * classes if data.shots_per_class else data.num_train * classes // 7
+
+
+def trial_seconds(config: ExperimentConfig, costs: Costs, images: int, epochs: int | None = None) -> float:
+    """One trial of ``config`` (a point of the space): its start, training and evaluations, to its whole
+    budget or, where a scheduler stops it, to ``epochs``."""
+    classes = len(config.data.classes) if config.data.classes else 7
+    epochs = config.train.epochs if epochs is None else epochs
+    steps = steps_per_epoch(images, config.cluster.workers_per_trial, config.train.batch_size)
+    seconds = TRIAL_START_SECONDS + epochs * steps * costs.step_seconds
+    for epoch in range(1, epochs + 1):
+        plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs or epoch in config.train.budgets,
+                               stage="trial")
+        if plan.stage:
+            samples = plan.samples_per_class * classes
+            seconds += samples * costs.sample_seconds
+            seconds += samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")
+            seconds += BPD_SECONDS * plan.computes("bpd")
+    return seconds
+
+
+def asha_stops(config: ExperimentConfig, trials: int) -> list[int | None]:
+    """The epoch at which ASHA would stop each of ``trials`` trials run in order (None: it runs its budget),
+    if it keeps the best 1 / reduction_factor at each rung, and always the first trial (which no rung has
+    anything to compare with yet)."""
+    stops = []
+    for i in range(trials):
+        kept = [max(1, trials // config.sweep.reduction_factor ** (k + 1)) for k in range(len(asha_rungs(config)))]
+        stops.append(next((rung for rung, n in zip(asha_rungs(config), kept) if i >= n), None))
+    return stops
+
+
+def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> float:
+    """One finalist of ``config``: its samples (and the CAS pool's), Inception, CAS and the augmentation gain."""
+    classes = len(config.data.classes) if config.data.classes else 7
+    plan = evaluation_plan(config, config.train.epochs, is_final=True, stage="finalist")
+    samples = plan.samples_per_class * classes
+    pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
+    return ((samples + pool) * costs.sample_seconds + samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")
+            + CAS_CLASSIFIER_SECONDS * plan.computes("cas") + AUGMENT_SECONDS * plan.computes("augment")
+            + BPD_SECONDS * plan.computes("bpd"))
+
+
+def reference_seconds(config: ExperimentConfig, images: int) -> float:
+    """The run's evaluation reference, nothing cached: the classifier and the real test features."""
+    tests = config.data.num_test * (len(config.data.classes) if config.data.classes else 7) // 7
+    inception = config.eval.inception_at != "never"
+    return (CLASSIFIER_SECONDS_PER_IMAGE_EPOCH * images * config.eval.classifier.epochs
+            + tests * INCEPTION_SECONDS_PER_IMAGE * inception)
+
+
+def describe(config: ExperimentConfig, trials: list[tuple[ExperimentConfig, Costs]]) -> str:
+    """The estimate's line for --dry-run, or why there is none. trials: (config, measured costs) of each
+    trial the sweep starts. The evaluation reference is counted as on a first run (nothing cached)."""
+    if config.cluster.address or config.cluster.gpus_per_worker > 0:
+        return "no wall-time estimate: the dry run measures this machine's CPU, not the cluster's or a GPU's"
+    images = training_images(config)
+    if images is None:
+        return f"no wall-time estimate: the size of {config.data.name}'s training split is known once it loads"
+    concurrent = config.sweep.max_concurrent_trials or 1
+    trials = [(p, Costs(c.step_seconds * LOCAL_RAY_SLOWDOWN, c.sample_seconds * LOCAL_RAY_SLOWDOWN)) for p, c in trials]
+    longest, costs = max(trials, key=lambda t: t[0].train.epochs)  # the finalists priced like the longest trial
+    fixed = (reference_seconds(config, images)
+             + min(config.eval.finalists, len(trials)) * finalist_seconds(longest, costs, images))
+    every = fixed + sum(trial_seconds(p, c, images) for p, c in trials) / concurrent
+    low, high = (f(c.step_seconds / LOCAL_RAY_SLOWDOWN for _, c in trials) for f in (min, max))
+    step = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
+    costs_note = (f"on this machine, nothing cached (a training step {step} s, a sample "
+                  f"{max(c.sample_seconds for _, c in trials) / LOCAL_RAY_SLOWDOWN:.2g} s; harness/estimate.py)")
+    if config.sweep.scheduler == "asha":
+        stops = asha_stops(config, len(trials))
+        expected = fixed + sum(trial_seconds(p, c, images, stop) for (p, c), stop in zip(trials, stops)) / concurrent
+        return (f"estimated wall time about {expected / 60:.1f} minutes if ASHA keeps the best "
+                f"1/{config.sweep.reduction_factor} at each rung, at most {every / 60:.1f} if it stops none, "
+                + costs_note)
+    bound = "at least" if config.sweep.scheduler == "pbt" else "about"  # PBT's restarts come on top
+    return f"estimated wall time {bound} {every / 60:.1f} minutes " + costs_note
