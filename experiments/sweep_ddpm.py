@@ -12,7 +12,7 @@
 The default is the local profile: a 2-core laptop (24 px faces, a 0.7M-parameter UNet), sweeping the
 learning rate and the epoch budget under ASHA. Trials are scored on 32 samples a class while they train;
 the best is then scored with the whole suite on 100 a class (Inception, CAS, augmentation gain,
-intra-class FID: about 3.3 minutes on the CPU). Measured here with nothing cached: 10.1 minutes, the
+intra-class FID: about 3.3 minutes on the CPU). Measured here with nothing cached: 9.6 minutes, the
 finalist at 67% classifier accuracy. Its epoch budgets suit the 3,500 synthetic training faces; FER2013
 has eight times as many.
 """
