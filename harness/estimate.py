@@ -5,7 +5,7 @@ with the fixed costs the benchmarks measured on the 2-core reference machine (th
 
 Counted per trial: Ray's start of a trial, epochs x steps x the step, each tracking and trial-final
 evaluation's samples (and Inception features where the plan computes them); per run: the evaluation
-reference unless it is cached; per finalist: its samples and the CAS pool's, Inception, and the
+reference, as on a first run (nothing cached); per finalist: its samples and the CAS pool's, Inception, and the
 classifiers of CAS and the augmentation gain. Trials run max_concurrent_trials at a time. Under ASHA, the
 figure where it keeps the best 1/reduction_factor of the trials at each rung, and the one where it stops
 none; under PBT a lower bound (its restarts come on top).
@@ -67,19 +67,24 @@ def measure(method, config: ExperimentConfig, channels: int, classes: int, repea
     return Costs(step, (time.perf_counter() - t0) / count)
 
 
+def class_count(config: ExperimentConfig) -> int:
+    """The classes the run keeps (data.classes; all 7 emotions where it names none)."""
+    return len(config.data.classes) if config.data.classes else 7
+
+
 def training_images(config: ExperimentConfig) -> int | None:
     """The training split's size where the config says it (the synthetic faces), else None."""
     data = config.data
     if data.name != "synthetic_faces":
         return None
-    classes = len(data.classes) if data.classes else 7
+    classes = class_count(config)
     return data.shots_per_class * classes if data.shots_per_class else data.num_train * classes // 7
 
 
 def trial_seconds(config: ExperimentConfig, costs: Costs, images: int, epochs: int | None = None) -> float:
     """One trial of ``config`` (a point of the space): its start, training and evaluations, to its whole
     budget or, where a scheduler stops it, to ``epochs``."""
-    classes = len(config.data.classes) if config.data.classes else 7
+    classes = class_count(config)
     epochs = config.train.epochs if epochs is None else epochs
     steps = steps_per_epoch(images, config.cluster.workers_per_trial, config.train.batch_size)
     seconds = TRIAL_START_SECONDS + epochs * steps * costs.step_seconds
@@ -98,16 +103,14 @@ def asha_stops(config: ExperimentConfig, trials: int) -> list[int | None]:
     """The epoch at which ASHA would stop each of ``trials`` trials run in order (None: it runs its budget),
     if it keeps the best 1 / reduction_factor at each rung, and always the first trial (which no rung has
     anything to compare with yet)."""
-    stops = []
-    for i in range(trials):
-        kept = [max(1, trials // config.sweep.reduction_factor ** (k + 1)) for k in range(len(asha_rungs(config)))]
-        stops.append(next((rung for rung, n in zip(asha_rungs(config), kept) if i >= n), None))
-    return stops
+    rungs = asha_rungs(config)
+    kept = [max(1, trials // config.sweep.reduction_factor ** (k + 1)) for k in range(len(rungs))]
+    return [next((rung for rung, n in zip(rungs, kept) if i >= n), None) for i in range(trials)]
 
 
 def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> float:
     """One finalist of ``config``: its samples (and the CAS pool's), Inception, CAS and the augmentation gain."""
-    classes = len(config.data.classes) if config.data.classes else 7
+    classes = class_count(config)
     plan = evaluation_plan(config, config.train.epochs, is_final=True, stage="finalist")
     samples = plan.samples_per_class * classes
     pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
@@ -118,7 +121,7 @@ def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> flo
 
 def reference_seconds(config: ExperimentConfig, images: int) -> float:
     """The run's evaluation reference, nothing cached: the classifier and the real test features."""
-    tests = config.data.num_test * (len(config.data.classes) if config.data.classes else 7) // 7
+    tests = config.data.num_test * class_count(config) // 7
     inception = config.eval.inception_at != "never"
     return (CLASSIFIER_SECONDS_PER_IMAGE_EPOCH * images * config.eval.classifier.epochs
             + tests * INCEPTION_SECONDS_PER_IMAGE * inception)
@@ -133,18 +136,19 @@ def describe(config: ExperimentConfig, trials: list[tuple[ExperimentConfig, Cost
     if images is None:
         return f"no wall-time estimate: the size of {config.data.name}'s training split is known once it loads"
     concurrent = config.sweep.max_concurrent_trials or 1
-    trials = [(p, Costs(c.step_seconds * LOCAL_RAY_SLOWDOWN, c.sample_seconds * LOCAL_RAY_SLOWDOWN)) for p, c in trials]
-    longest, costs = max(trials, key=lambda t: t[0].train.epochs)  # the finalists priced like the longest trial
-    fixed = (reference_seconds(config, images)
-             + min(config.eval.finalists, len(trials)) * finalist_seconds(longest, costs, images))
-    every = fixed + sum(trial_seconds(p, c, images) for p, c in trials) / concurrent
-    low, high = (f(c.step_seconds / LOCAL_RAY_SLOWDOWN for _, c in trials) for f in (min, max))
+    low, high = min(c.step_seconds for _, c in trials), max(c.step_seconds for _, c in trials)
     step = f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f} to {high:.2f}"
     costs_note = (f"on this machine, nothing cached (a training step {step} s, a sample "
-                  f"{max(c.sample_seconds for _, c in trials) / LOCAL_RAY_SLOWDOWN:.2g} s; harness/estimate.py)")
+                  f"{max(c.sample_seconds for _, c in trials):.2g} s; harness/estimate.py)")
+    # in the run, beside Ray's own processes
+    priced = [(p, Costs(c.step_seconds * LOCAL_RAY_SLOWDOWN, c.sample_seconds * LOCAL_RAY_SLOWDOWN)) for p, c in trials]
+    longest, costs = max(priced, key=lambda t: t[0].train.epochs)  # the finalists priced like the longest trial
+    fixed = (reference_seconds(config, images)
+             + min(config.eval.finalists, len(priced)) * finalist_seconds(longest, costs, images))
+    every = fixed + sum(trial_seconds(p, c, images) for p, c in priced) / concurrent
     if config.sweep.scheduler == "asha":
-        stops = asha_stops(config, len(trials))
-        expected = fixed + sum(trial_seconds(p, c, images, stop) for (p, c), stop in zip(trials, stops)) / concurrent
+        stops = asha_stops(config, len(priced))
+        expected = fixed + sum(trial_seconds(p, c, images, stop) for (p, c), stop in zip(priced, stops)) / concurrent
         return (f"estimated wall time about {expected / 60:.1f} minutes if ASHA keeps the best "
                 f"1/{config.sweep.reduction_factor} at each rung, at most {every / 60:.1f} if it stops none, "
                 + costs_note)

@@ -163,7 +163,7 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
             ref = task.options(**options, name=f"finalist {f.trial_id}").remote(
                 f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
             pending[ref] = f
-            log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
+        log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
     errors = {}
 
     def settle(f: Finalist, outcome) -> None:
@@ -179,8 +179,6 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
     if waiting:
         data, reference, threads_before = ray.get(shared["data"]), ray.get(shared["reference"]), torch.get_num_threads()
         for f, threads in waiting:
-            log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {configs[f.experiment].sweep.metric} = "
-                f"{f.value:.4g}): scoring")
             cluster = configs[f.experiment].cluster
             device = "cuda" if cluster.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
             settle(f, lambda: score_finalist(f.trial_id, f.rank, run_dir, data, reference, threads, device))

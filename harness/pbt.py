@@ -96,11 +96,6 @@ def driver_cpus(config: ExperimentConfig, total_cpus: float) -> float:
                int((share - config.cluster.workers_per_trial * WORKER_TOKEN_CPU) * 100) / 100)
 
 
-def exploits(run_dir: str, trial_id: str) -> list[dict]:
-    """The trial's exploit records, oldest first ([] for a trial that never exploited)."""
-    return [json.loads(storage.read_bytes(path)) for path in layout.exploit_records(run_dir, trial_id)]
-
-
 class FolderPBT(PopulationBasedTraining):
     """Tune's PBT (synchronous) with the exploit through the run's folders (module docstring).
 
@@ -118,22 +113,23 @@ class FolderPBT(PopulationBasedTraining):
         return super().on_trial_result(tune_controller, trial, result)
 
     def _checkpoint_or_exploit(self, trial: Trial, tune_controller, upper_quantile: list, lower_quantile: list):
-        # nothing to save for the top trials: an exploit reads the donor's newest checkpoint from its folder
+        # nothing to save for the top trials: an exploit copies the checkpoint the donor's worker kept
         self._trial_state[trial].last_checkpoint = None
         if trial not in lower_quantile:
             return
         donor = self.rng.choice(upper_quantile)
+        number = len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1  # this exploit's
         try:
-            copy, epoch = self._copy_donor(trial, donor)
+            copy, epoch = self._copy_donor(trial, donor, number)
         except (OSError, RuntimeError, KeyError) as error:  # a checkpoint being rotated, an unreadable file
             logger.warning(f"[pbt] trial {trial.trial_id} cannot exploit {donor.trial_id}: {error}")
             return
-        self._exploit_from(tune_controller, trial, donor, copy, epoch)
+        self._exploit_from(tune_controller, trial, donor, number, copy, epoch)
 
-    def _copy_donor(self, trial: Trial, donor: Trial) -> tuple[str, int]:
+    def _copy_donor(self, trial: Trial, donor: Trial, number: int) -> tuple[str, int]:
         """Copy the donor's checkpoint of the epoch it was ranked at (the worker keeps one at every
-        perturbation epoch; its newest where that is missing) to the trial's next exploit folder: (folder,
-        its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
+        perturbation epoch; its newest where that is missing) to the trial's ``number``-th exploit folder:
+        (folder, its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
         source = layout.pbt_checkpoint(self.run_dir, donor.trial_id, int(self._trial_state[donor].last_train_time))
         if not storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
             source = layout.latest_checkpoint(self.run_dir, donor.trial_id)
@@ -141,16 +137,15 @@ class FolderPBT(PopulationBasedTraining):
             raise FileNotFoundError(f"no checkpoint of trial {donor.trial_id}")
         data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
         epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)["epoch"]
-        folder = layout.exploit_dir(self.run_dir, trial.trial_id, len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1)
+        folder = layout.exploit_dir(self.run_dir, trial.trial_id, number)
         storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), data)
         return folder, epoch
 
-    def _exploit_from(self, tune_controller, trial: Trial, donor: Trial, copy: str, epoch: int) -> None:
-        """Record the exploit (after the copy: the record says it is whole), give the trial the donor's
-        perturbed settings, pause it; its driver starts from the copy when it runs again."""
+    def _exploit_from(self, tune_controller, trial: Trial, donor: Trial, number: int, copy: str, epoch: int) -> None:
+        """Record the trial's ``number``-th exploit (after the copy: the record says it is whole), give the
+        trial the donor's perturbed settings, pause it; its driver starts from the copy when it runs again."""
         state, donor_state = self._trial_state[trial], self._trial_state[donor]
         new_config, operations = self._get_new_config(trial, donor)
-        number = len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1
         record = {
             "trial": trial.trial_id, "donor": donor.trial_id,
             "epoch": epoch,  # the donor's epoch whose weights the trial takes (it trains on from there)

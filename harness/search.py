@@ -109,6 +109,12 @@ def tune_space(space: dict, search: str) -> dict:
     return out
 
 
+def trial_cap(sweep) -> int:
+    """The cap on live trials Tune holds to (0: none): sweep.max_concurrent_trials (unset: 1), or none under
+    PBT, whose whole population must exist at once (its drivers' CPUs cap what runs: harness/pbt.py)."""
+    return 0 if sweep.scheduler == "pbt" else sweep.max_concurrent_trials or 1
+
+
 def search_algorithm(sweep):
     """The Tune searcher of sweep.search: None for a grid (Tune's own), a seeded BasicVariantGenerator for
     random draws (holding max_concurrent_trials itself), OptunaSearch (TPE, seeded) on the sweep metric and
@@ -120,9 +126,7 @@ def search_algorithm(sweep):
 
         # Tune ignores TuneConfig's max_concurrent_trials beside a generator passed in: it limits itself
         # (unlimited, on 2 CPUs the trials' drivers take the CPUs their workers wait for: a deadlock)
-        # (PBT: no cap, the population exists at once and its drivers' CPUs cap what runs: harness/pbt.py)
-        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=(
-            0 if sweep.scheduler == "pbt" else sweep.max_concurrent_trials or 1))
+        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=trial_cap(sweep))
     try:
         import optuna
         from ray.tune.search.optuna import OptunaSearch

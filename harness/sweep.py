@@ -28,7 +28,7 @@ from condgen_bench.harness.nodes import check_shared_storage
 from condgen_bench.harness.plan import max_epochs
 from condgen_bench.harness.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import collect_results, write_results
-from condgen_bench.harness.search import search_algorithm, tune_space
+from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
 from condgen_bench.harness.trial import task_options, trial_driver
 from condgen_bench.reports import build_report, faults, layout, storage
 
@@ -372,7 +372,7 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
                 scheduler=make_scheduler(config, shared["run_dir"]),
                 search_alg=search_algorithm(config.sweep),
                 num_samples=tune_samples(config),
-                max_concurrent_trials=None if is_pbt else config.sweep.max_concurrent_trials,
+                max_concurrent_trials=trial_cap(config.sweep),
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             ),
             run_config=ray.tune.RunConfig(name=name, storage_path=storage_path,
