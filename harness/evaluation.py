@@ -24,6 +24,7 @@ from condgen_bench.harness.fidelity import (FID_INF_DRAWS, GaussianStats, accura
 from condgen_bench.reports.paired import bpd_arrays, sample_arrays
 from condgen_bench.harness.plan import EvalPlan
 from condgen_bench.harness.reference import EvalReference
+from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import predict
 
 # what score_features returns, each stored as "<name>_<extractor kind>" ("fid_domain", "kid_inception_std")
@@ -260,10 +261,19 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
     under the method's own sampler CAS and the augmentation gain.
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
-    metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under,
-    and "per_sample" {name: array}: what the paired tests need (reports/paired.py; write_record stores it
+    metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
+    (its math mode included: plain fp32 whatever the training ran in, models/accel.py evaluation_math), and
+    "per_sample" {name: array}: what the paired tests need (reports/paired.py; write_record stores it
     beside the record, not in it).
     """
+    with evaluation_math() as math_mode:
+        record, grid = _evaluate(method, data, ref, config, plan, device, settings, likelihood)
+    record["protocol"]["eval_math"] = math_mode
+    return record, grid
+
+
+def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device, settings: dict | None,
+              likelihood: tuple[dict, dict, dict, dict] | None) -> tuple[dict, bytes]:
     t_start = time.time()
     metrics, missing, protocol, grid, per_sample = sample_metrics(method, data, ref, config, plan, device, settings)
     if likelihood is None:

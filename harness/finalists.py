@@ -26,6 +26,7 @@ from condgen_bench.harness.plan import evaluation_plan
 from condgen_bench.harness.results import read_per_sample, write_record
 from condgen_bench.harness.trial import task_options
 from condgen_bench.models import build_method
+from condgen_bench.models.accel import task_device
 from condgen_bench.reports import layout, storage
 
 ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have (not diverged, error, no_result)
@@ -97,7 +98,7 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     "epoch", "seconds"}."""
     t0 = time.time()
     torch.set_num_threads(threads)
-    device = device or ("cuda" if ray.get_gpu_ids() else "cpu")  # a task: its GPU, where Ray gave it one
+    device = device or task_device(len(ray.get_gpu_ids()))  # a task: its GPU, where Ray gave it one
     trial, budget = split_budget_id(trial_id)  # a smaller budget read off a trial: its kept checkpoint
     if budget is None:
         checkpoint = layout.latest_checkpoint(run_dir, trial_id)
@@ -179,8 +180,7 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
     if waiting:
         data, reference, threads_before = ray.get(shared["data"]), ray.get(shared["reference"]), torch.get_num_threads()
         for f, threads in waiting:
-            cluster = configs[f.experiment].cluster
-            device = "cuda" if cluster.gpus_per_worker > 0 and torch.cuda.is_available() else "cpu"
+            device = task_device(configs[f.experiment].cluster.gpus_per_worker)
             settle(f, lambda: score_finalist(f.trial_id, f.rank, run_dir, data, reference, threads, device))
         torch.set_num_threads(threads_before)
     while pending:

@@ -58,3 +58,60 @@ def check_shared_storage(path: str, what: str = "storage path", log=print, timeo
             "see other files there, so their checkpoints and evaluations would be lost to this driver. "
             "Pass --storage-path s3://bucket/runs, gs://bucket/runs or a folder on a mount every node shares (NFS).")
     log(f"{what} {path}: shared by all {len(others) + 1} nodes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Placing a one-off task (the evaluation reference) on what the cluster has
+
+# task states in which Ray has not yet found the task a node (ray.util.state's TaskState.state)
+UNPLACED = ("PENDING_NODE_ASSIGNMENT", "PENDING_ARGS_AVAIL", "PENDING_ARGS_FETCH", "PENDING_OBJ_STORE_MEM_AVAIL")
+
+
+class UnplaceableError(RuntimeError):
+    """A task asks for resources that no node of the cluster has at all."""
+
+
+def reference_options(cpus: float, nodes: list[dict]) -> dict:
+    """Ray task options for the evaluation reference: ``cpus`` CPUs (a training worker's, or the largest node's
+    where none has that many) and one GPU where some alive node has a GPU beside those CPUs. Never the workers'
+    custom resources (``cluster.worker_resources`` steer the workers, e.g. onto spot nodes; the reference needs
+    none, and asking for both a GPU and them waits forever where no node has the two). nodes: ray.nodes()."""
+    totals = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
+    if not totals:
+        raise UnplaceableError("the cluster has no alive node")
+    cpus = min(cpus, max(r.get("CPU", 0.0) for r in totals))
+    gpu = any(r.get("GPU", 0.0) >= 1 and r.get("CPU", 0.0) >= cpus for r in totals)
+    return {"num_cpus": cpus, "num_gpus": 1 if gpu else 0, "resources": {}}
+
+
+def await_placed(refs: list, what: str, asks: dict, log=print, patience_s: float = 60.0,
+                 state_of=None, wait=None) -> list:
+    """ray.get(refs), saying within ``patience_s`` when a task still has no node: one log line naming what
+    it asks for and what the cluster has free, again every ``patience_s`` while it waits. ``state_of(ref)``:
+    the task's state (ray.util.state; None where it cannot be read), ``wait``: ray.wait (both replaceable
+    for tests)."""
+    state_of = state_of or _task_state
+    wait = wait or ray.wait
+    waited, pending = 0.0, list(refs)
+    while pending:
+        _, pending = wait(pending, num_returns=len(pending), timeout=patience_s)
+        waited += patience_s
+        unplaced = [ref for ref in pending if state_of(ref) in UNPLACED]
+        if unplaced:
+            free = {k: round(v, 2) for k, v in ray.available_resources().items()
+                    if k in ("CPU", "GPU") or not k.startswith(("node:", "memory", "object_store"))}
+            log(f"WARNING: {len(unplaced)} {what} task(s) have waited {waited:.0f} s for a node with {asks}: no node "
+                f"can take it now (free in the cluster: {free}); it runs when one can")
+    return ray.get(list(refs))
+
+
+def _task_state(ref) -> str | None:
+    """The task behind ``ref``'s state ("PENDING_NODE_ASSIGNMENT", "RUNNING", ...), None where unknown."""
+    try:
+        from ray.util.state import get_task
+
+        task = get_task(ref.task_id().hex(), timeout=10)
+    except Exception:  # noqa: BLE001 - the state API needs the dashboard; without it nothing is said
+        return None
+    task = task[-1] if isinstance(task, list) and task else task
+    return getattr(task, "state", None)

@@ -24,6 +24,7 @@ from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.harness.downstream import capped_counts, first_of_each_class
 from condgen_bench.harness.extractors import Extractor, extract_features, register_classifier, resolve_inception
 from condgen_bench.harness.fidelity import accuracy
+from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
 from condgen_bench.reports import layout, storage
 
@@ -87,8 +88,14 @@ def reference_features(images: torch.Tensor, extractor: Extractor, path: str, ba
 def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=print, device: str = "cpu") -> EvalReference:
     """Train (or load from ``cache_dir``, a local path or URI) the evaluation classifier for ``data``
     (eval_config: EvalConfig) and CAS's real ceiling, choose the Inception extractor, and extract (or load)
-    the real test split's features for each extractor, on ``device``. Everything returned is on the CPU
+    the real test split's features for each extractor, on ``device``, in the evaluation's math mode (plain
+    fp32: the real features must be computed as the generated ones are). Everything returned is on the CPU
     (it travels to CPU and GPU workers alike)."""
+    with evaluation_math():
+        return _prepare_reference(data, eval_config, cache_dir, log, device)
+
+
+def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, device: str) -> EvalReference:
     config = eval_config.classifier
     config_key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from condgen_bench.datasets.base import ImageSet
+from condgen_bench.models.accel import free_memory
 
 
 def steps_per_epoch(num_images: int, world: int, batch_size: int) -> int:
@@ -36,26 +37,29 @@ def epoch_batches(num_images: int, epoch: int, rank: int, world: int, batch_size
 
 
 def _as_tensor(value, device: torch.device) -> torch.Tensor:
-    """A step statistic (0-dim tensor or float) as a 0-dim float64 tensor on ``device``."""
+    """A step statistic (0-dim tensor or float) as a 0-dim float64 tensor on ``device``: a float is filled in
+    there (a kernel argument), not copied from the host."""
     if isinstance(value, torch.Tensor):
         return value.detach().to(device=device, dtype=torch.float64)
-    return torch.tensor(float(value), dtype=torch.float64, device=device)
+    return torch.full((), float(value), dtype=torch.float64, device=device)
 
 
 class StepStats:
-    """Running sums of the statistics ``train_step`` returns (0-dim tensors or floats), per key (a key may be
-    absent on some steps), kept on ``device``: adding a step makes no host sync."""
+    """Running sums of the statistics ``train_step`` returns, per key (a key may be absent on some steps):
+    tensors summed on ``device`` and Python floats (a learning rate) on the host, so that adding a step
+    makes no host sync and no copy."""
 
     def __init__(self, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.sums: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, torch.Tensor | float] = {}
         self.counts: dict[str, int] = {}
         self.steps = 0
 
     def add(self, out: dict) -> None:
         self.steps += 1
         for key, value in out.items():
-            value = _as_tensor(value, self.device)
+            if isinstance(value, torch.Tensor):
+                value = _as_tensor(value, self.device)
             self.sums[key] = self.sums[key] + value if key in self.sums else value
             self.counts[key] = self.counts.get(key, 0) + 1
 
@@ -65,7 +69,11 @@ class StepStats:
         keys = sorted(self.sums)
         if not keys:
             return {}
-        means = torch.stack([self.sums[k] / self.counts[k] for k in keys])
+        host = torch.tensor([float(self.sums[k]) / self.counts[k] if not isinstance(self.sums[k], torch.Tensor)
+                             else 0.0 for k in keys], dtype=torch.float64)
+        on_device = torch.stack([self.sums[k] / self.counts[k] if isinstance(self.sums[k], torch.Tensor)
+                                 else torch.zeros((), dtype=torch.float64, device=self.device) for k in keys])
+        means = on_device + host.to(self.device)  # the epoch's one copy of the host's few floats
         if world > 1:
             dist.all_reduce(means)
             means = means / world
@@ -149,27 +157,34 @@ def noise_seed(seed: int, rank: int) -> int:
     return seed * 1000 + rank + 1
 
 
-def restore_noise(method, saved: list[torch.Tensor] | None, rank: int, world: int, seed: int, epoch: int) -> str:
-    """Continue this rank's noise stream from a checkpoint's ``saved`` states (one per rank). A checkpoint
-    without them, or from a different number of ranks, cannot continue the streams: each rank then starts a
-    fresh one seeded by (seed, rank, epoch). Returns what was done, for the log."""
-    if saved is not None and len(saved) == world:
-        method.load_noise_state(saved[rank])
+def restore_noise(method, saved: list[torch.Tensor] | None, rank: int, world: int, seed: int, epoch: int,
+                  saved_kind: str | None = None) -> str:
+    """Continue this rank's noise stream from a checkpoint's ``saved`` states (one per rank), written on a
+    ``saved_kind`` device ("cpu", "cuda"; None for a checkpoint that did not record it: its states' format then
+    tells). A checkpoint without states, from a different number of ranks, or from another type of device
+    (a generator's state has its device type's format) cannot continue the streams: each rank then starts
+    a fresh one seeded by (seed, rank, epoch). Returns what was done, for the log."""
+    kind = method.noise_kind()
+    if saved is not None and len(saved) == world and saved_kind in (None, kind) and method.load_noise_state(saved[rank]):
         return "continued this rank's noise stream"
     method.seed_noise(noise_seed(seed, rank) + 7919 * epoch)
-    found = "no per-rank noise states" if saved is None else f"noise states of {len(saved)} ranks"
-    return f"the checkpoint has {found} for {world}: fresh noise streams seeded by (seed, rank, epoch {epoch})"
+    if saved is None:
+        found = f"no per-rank noise states for {world}"
+    elif len(saved) != world:
+        found = f"noise states of {len(saved)} ranks for {world}"
+    else:
+        found = f"noise states of {saved_kind or 'another type of'} device{'s' if world > 1 else ''}, this one is {kind}"
+    return f"the checkpoint has {found}: fresh noise streams seeded by (seed, rank, epoch {epoch})"
 
 
 def training_tensors(split: ImageSet, device: torch.device | str, fraction: float) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(images [N, C, H, W] uint8, labels [N] int64, where) of the training split: moved to a CUDA device
-    once when they take at most ``fraction`` of its free memory (batches are then indexed there), else
-    left in host memory (and always on a CPU). ``where`` says which, for the log."""
-    device = torch.device(device)
-    if device.type != "cuda":
+    """(images [N, C, H, W] uint8, labels [N] int64, where) of the training split: moved to an accelerator
+    once when they take at most ``fraction`` of its free memory (batches are then indexed there), else left
+    in host memory (always so on a CPU, whose device is the host). ``where`` says which, for the log."""
+    free = free_memory(device)
+    if free is None:
         return split.images, split.labels, "host memory"
     size = split.images.nbytes + split.labels.nbytes
-    free, _ = torch.cuda.mem_get_info(device)
     if size > fraction * free:
         return (split.images, split.labels,
                 f"host memory ({size / 2**20:.0f} MiB > {fraction:g} of the device's free {free / 2**20:.0f} MiB)")

@@ -24,12 +24,13 @@ from condgen_bench.harness import pbt
 from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
-from condgen_bench.harness.nodes import check_shared_storage
+from condgen_bench.harness.nodes import await_placed, check_shared_storage, reference_options
 from condgen_bench.harness.plan import max_epochs
 from condgen_bench.harness.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import collect_results, write_results
 from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
-from condgen_bench.harness.trial import task_options, trial_driver
+from condgen_bench.harness.trial import task_options, trial_driver, worker_resources
+from condgen_bench.models.accel import task_device
 from condgen_bench.reports import build_report, faults, layout, storage
 
 
@@ -281,8 +282,9 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     # every dataset's evaluation reference (on a cluster Ray tasks, at once), then each dataset's experiments
     data_refs = [ray.put(data) for data in loaded]
     if cluster.address:
-        reference_refs = [reference_task(data_ref, group[0], cache_dir) for data_ref, group in zip(data_refs, groups)]
-        references = ray.get(reference_refs)
+        tasks = [reference_task(data_ref, group[0], cache_dir) for data_ref, group in zip(data_refs, groups)]
+        reference_refs = [ref for ref, _ in tasks]
+        references = await_placed(reference_refs, "evaluation reference", tasks[0][1], log)
     else:  # locally in this process: a task's process would start and import torch and the evaluation again
         references = [local_reference(data, group[0], cache_dir, log) for data, group in zip(loaded, groups)]
         reference_refs = [ray.put(reference) for reference in references]
@@ -324,22 +326,23 @@ def describe_data(data, log=print) -> dict:
 
 def _reference(data, eval_config, cache_dir: str, threads: int) -> EvalReference:
     torch.set_num_threads(threads)
-    return prepare_reference(data, eval_config, cache_dir, device="cuda" if ray.get_gpu_ids() else "cpu")
+    return prepare_reference(data, eval_config, cache_dir, device=task_device(len(ray.get_gpu_ids())))
 
 
 def local_reference(data, config: ExperimentConfig, cache_dir: str, log=print) -> EvalReference:
     """The evaluation reference made in this process (a local run): on a GPU where the workers use one."""
-    use_gpu = config.cluster.gpus_per_worker > 0 and torch.cuda.is_available()
-    return prepare_reference(data, config.eval, cache_dir, log=log, device="cuda" if use_gpu else "cpu")
+    return prepare_reference(data, config.eval, cache_dir, log=log, device=task_device(config.cluster.gpus_per_worker))
 
 
-def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir: str) -> ray.ObjectRef:
-    """The evaluation reference (harness/reference.py) made by a Ray task with a training worker's CPUs and,
-    where the cluster has GPUs, one GPU: not on the driver, which may be a small head node. Returns the
-    reference's ObjectRef (what trials and finalists receive)."""
-    options, threads = task_options(config.cluster, gpus=1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0)
+def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir: str) -> tuple[ray.ObjectRef, dict]:
+    """The evaluation reference (harness/reference.py) made by a Ray task with what some node has: a training
+    worker's CPUs and, where a node has a GPU beside them, one GPU (harness/nodes.py reference_options): not on
+    the driver, which may be a small head node. Returns the reference's ObjectRef (what trials and finalists
+    receive) and the resources it asked for."""
+    _, threads = task_options(config.cluster)
+    options = reference_options(worker_resources(config.cluster)[0]["CPU"], ray.nodes())
     task = ray.remote(_reference).options(**options, name="evaluation reference")
-    return task.remote(data_ref, config.eval, cache_dir, threads)
+    return task.remote(data_ref, config.eval, cache_dir, threads), options
 
 
 def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, name: str, resume: bool,

@@ -8,7 +8,13 @@ too long) is ended with that reason recorded: a result of the sweep, not an erro
 
 On a GPU the step statistics stay on the device and are read every ``train.sync_every`` steps
 (harness/steps.py); every collective uses tensors on the worker's device; the training split is moved
-to the device once when it fits; the step runs at ``train.precision`` (models/accel.py).
+to the device once when it fits; the step runs at ``train.precision`` (models/accel.py), the evaluation
+in plain fp32 (models/accel.py evaluation_math).
+
+While rank 0 evaluates, the other ranks wait in ``ray.train.report``'s barrier (Ray's synchronization actor,
+which has no timeout unless RAY_TRAIN_COLLECTIVE_TIMEOUT_S sets one, and logs every minute), never in a
+process-group collective, whose timeout (30 minutes by default) a long evaluation would exceed: every
+collective of an epoch comes before the evaluation (``finish_epoch``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import math
 import os
 import tempfile
 import time
+from typing import Callable
 
 import pyarrow.fs as pafs
 import ray
@@ -30,7 +37,7 @@ from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_ep
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
-from condgen_bench.models.accel import Acceleration, resolve_precision
+from condgen_bench.models.accel import Acceleration, device_name, resolve_precision, set_training_math
 from condgen_bench.reports import faults, layout, storage
 
 
@@ -38,18 +45,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, and no older one of the trial that can."""
 
 
-def configure_device(device: torch.device, train: TrainConfig) -> Acceleration:
-    """Set the process-wide math modes for ``device`` (TF32 on CUDA per ``train.tf32``) and return the
-    training step's Acceleration, with "auto" precision resolved for this device."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = train.tf32
-        torch.backends.cudnn.allow_tf32 = train.tf32
-    return Acceleration(resolve_precision(train.precision, device), train.channels_last, train.compile)
+def configure_device(device: torch.device, train: TrainConfig) -> tuple[Acceleration, str]:
+    """Set the process's training math for ``device`` (TF32 on CUDA per ``train.tf32``) and return the
+    training step's Acceleration, with "auto" precision resolved for this device, and the math mode's name."""
+    math_mode = set_training_math(device, train.tf32)
+    return Acceleration(resolve_precision(train.precision, device), train.channels_last, train.compile), math_mode
 
 
 def _save_checkpoint(method, config: dict, epoch: int, precision: str, noise_states: list, directory: str) -> None:
     torch.save({"method": method.state_dict(), "epoch": epoch, "config": config, "precision": precision,
-                "noise_states": noise_states}, os.path.join(directory, layout.CHECKPOINT_FILE))
+                "noise_states": noise_states, "noise_kind": method.noise_kind()},
+               os.path.join(directory, layout.CHECKPOINT_FILE))
 
 
 def _read_state(checkpoint: ray.train.Checkpoint) -> dict:
@@ -84,6 +90,17 @@ def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:
                           f"trial can be read either ({len(older)} tried): restore the file, or start a new run")
 
 
+def finish_epoch(method, world: int, device: torch.device, evaluate_epoch: Callable[[], dict],
+                 save_and_report: Callable[[dict, list], None]) -> None:
+    """The end of a trained epoch on every rank, in the order that keeps a long evaluation out of any
+    process-group collective: every rank's noise state is gathered first (the epoch's last collective), then
+    rank 0 evaluates (``evaluate_epoch()`` -> the report's metrics; at once on other ranks, which then wait
+    in ray.train.report's barrier, with no timeout), then the checkpoint and the report
+    (``save_and_report(metrics, noise_states)``)."""
+    noise_states = gather_noise_states(method.noise_state(), world, device)  # collective: every rank
+    save_and_report(evaluate_epoch(), noise_states)
+
+
 def train_worker(loop_config: dict) -> None:
     """Ray Train entry point. loop_config: {"experiment": resolved config dict, "trial_id": str,
     "run_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference]}."""
@@ -96,7 +113,7 @@ def train_worker(loop_config: dict) -> None:
     data = ray.get(loop_config["data"])
     reference = ray.get(loop_config["reference"])
     device = ray.train.torch.get_device()
-    accel = configure_device(device, config.train)
+    accel, math_mode = configure_device(device, config.train)
 
     method = build_method(config.method, config.model, data.spec(), device=device,
                           wrap=ray.train.torch.prepare_model, seed=config.train.seed, accel=accel)
@@ -115,7 +132,8 @@ def train_worker(loop_config: dict) -> None:
         state = load_checkpoint(checkpoint, log=print if rank == 0 else lambda *_: None)
         method.load_state_dict(state["method"])
         start_epoch = state["epoch"]
-        note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, start_epoch)
+        note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, start_epoch,
+                             state.get("noise_kind"))
         print(f"rank {rank}: resumed from epoch {start_epoch}; {note}")
     images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
     # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
@@ -167,6 +185,8 @@ def train_worker(loop_config: dict) -> None:
             "train_seconds": train_seconds,
             "images_per_second": stats.steps * config.train.batch_size * world / train_seconds,
             "train_precision": accel.precision,
+            "train_math": math_mode,
+            "device": device_name(device),  # the kind of device the rate was measured on (its peak, for the report)
             "resumed_from_epoch": start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
             "evaluated": False,
             "diverged": bool(diverged),
@@ -182,7 +202,12 @@ def train_worker(loop_config: dict) -> None:
             ray.train.report({**latest, **metrics})
             return
         plan = evaluation_plan(config, epoch, is_final=ends_a_budget(config, epoch), stage="trial")
-        if rank == 0 and plan.stage:
+
+        def evaluate_epoch() -> dict:
+            """Rank 0, where the plan says: score this epoch and write its record; the epoch's report metrics."""
+            nonlocal latest
+            if rank != 0 or not plan.stage:
+                return {**latest, **metrics}
             # imported here: the evaluation's torch-fidelity (and torchvision) take ~1.3 s to import, which every
             # process that unpickles train_worker (the trial's driver, Ray Train's controller, ranks > 0) skips
             from condgen_bench.harness.evaluation import evaluate
@@ -190,21 +215,23 @@ def train_worker(loop_config: dict) -> None:
 
             record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
             record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default")
-            record["protocol"]["train_precision"] = accel.precision
+            record["protocol"].update(train_precision=accel.precision, train_math=math_mode)
             write_record(layout.epoch_dir(loop_config["run_dir"], trial_id, epoch), record, grid_png)
             latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
-            metrics["evaluated"] = True
-        metrics = {**latest, **metrics}
-        noise_states = gather_noise_states(method.noise_state(), world, device)  # collective: every rank
-        with tempfile.TemporaryDirectory() as directory:
-            if rank == 0:
-                _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
-                # kept beside Ray Train's (which rotate): a smaller budget's last epoch, the finalist stage
-                # scores it; a PBT perturbation epoch, what a trial that exploits this one takes
-                kept = ([layout.budget_checkpoint(loop_config["run_dir"], trial_id, epoch)] * (epoch in config.train.budgets)
-                        + [layout.pbt_checkpoint(loop_config["run_dir"], trial_id, epoch)] * is_pbt_epoch(config, epoch))
-                for folder in kept:
-                    with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
-                        storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), f.read())
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+            return {**latest, **metrics, "evaluated": True}
+
+        def save_and_report(report: dict, noise_states: list) -> None:
+            with tempfile.TemporaryDirectory() as directory:
+                if rank == 0:
+                    _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
+                    # kept beside Ray Train's (which rotate): a smaller budget's last epoch, the finalist stage
+                    # scores it; a PBT perturbation epoch, what a trial that exploits this one takes
+                    kept = ([layout.budget_checkpoint(loop_config["run_dir"], trial_id, epoch)] * (epoch in config.train.budgets)
+                            + [layout.pbt_checkpoint(loop_config["run_dir"], trial_id, epoch)] * is_pbt_epoch(config, epoch))
+                    for folder in kept:
+                        with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
+                            storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), f.read())
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+
+        finish_epoch(method, world, device, evaluate_epoch, save_and_report)
         faults.hit("epoch_end", trial=trial_id, epoch=epoch, rank=rank)

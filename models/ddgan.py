@@ -151,11 +151,16 @@ class PairDiscriminator(nn.Module):
 # The R1 penalty
 
 
-def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
     """||d logit_i / d inputs_i||^2 per sample, with the graph kept (create_graph) so that the penalty
-    trains the discriminator. logits: [B], computed from inputs [B, ...] (requires_grad) -> [B]."""
-    (grad,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1)
+    trains the discriminator. logits: [B], computed from inputs [B, ...] (requires_grad) -> [B] float32.
+
+    ``scale``: the loss scaler's scale under fp16 (models/accel.py Accelerator.loss_scale): the gradient is
+    taken of the logits' mean times the scale, as the scaler scales a mean loss, so that small gradients
+    survive the float16 backward instead of flushing to zero, and taken back to the logits' own scale in
+    float32 (an overflow gives inf, and the scaler skips the step)."""
+    (grad,) = torch.autograd.grad(logits.mean() * scale, inputs, create_graph=True)
+    return (grad.float() * (len(logits) / scale)).pow(2).flatten(1).sum(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +183,10 @@ class DDGANMethod(GANMethod):
         self.diffusion = GaussianDiffusion(DiffusionConfig(timesteps=config.timesteps, schedule="vp",
                                                            prediction="x0"))
         super().__init__(config, spec, device=device, wrap=wrap, seed=seed, accel=accel)
+
+    def place(self, device: torch.device) -> None:
+        """The diffusion's schedule arrays to ``device``, once."""
+        self.diffusion.to(device)
 
     def build(self, spec: DatasetSpec) -> tuple[nn.Module, nn.Module]:
         c = self.config
@@ -219,9 +228,13 @@ class DDGANMethod(GANMethod):
         stats = {"d_real": real_logits.mean().detach(), "d_fake": fake_logits.mean().detach(),
                  "d_wins": discriminator_wins(real_logits, fake_logits, self.config.win_margin)}
         if with_r1:
-            penalty = r1_penalty(real_logits, x_prev).mean()
-            loss = loss + 0.5 * self.config.r1_gamma * self.config.r1_every * penalty
-            stats["r1"] = penalty.detach()  # E||grad||^2, before weighting
+            penalty = r1_penalty(real_logits, x_prev, self.acc.loss_scale(self.scaler_d)).mean()
+            weighted = 0.5 * self.config.r1_gamma * self.config.r1_every * penalty
+            # the reported loss leaves out a penalty whose scaled fp16 gradient overflowed: the loss scaler
+            # skips that step and lowers its scale (PyTorch's AMP recipe for gradient penalties), no divergence
+            stats["loss_d"] = (loss + torch.where(torch.isfinite(weighted), weighted, 0.0)).detach()
+            loss = loss + weighted
+            stats["r1"] = penalty.detach()  # E||grad||^2, before weighting (inf on such a step)
         return loss, stats
 
     def g_loss(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

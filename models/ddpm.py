@@ -63,6 +63,10 @@ class DDPMMethod(UNetMethod):
         self.diffusion = GaussianDiffusion(config.diffusion)
         super().__init__(config, spec, self.diffusion.output_channels(spec.channels), device, wrap, seed, accel)
 
+    def place(self, device: torch.device) -> None:
+        """The diffusion's schedule arrays to ``device``, once."""
+        self.diffusion.to(device)
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """One optimizer step. images: [B, C, H, W] uint8; labels: [B] int64. Returns {"loss", "mse",
         "vb" (NaN unless the variance is learned or t is importance-sampled), "grad_norm"}: 0-dim float32
@@ -115,10 +119,11 @@ class DDPMMethod(UNetMethod):
     def bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor,
                      t_samples: int | None = None) -> dict[str, torch.Tensor]:
         """Variational bound of the EMA model on real images, per image, in bits/dim.
-        images: [B, C, H, W] uint8; labels, seeds: [B]. Returns per-image tensors [B] (see
+        images: [B, C, H, W] uint8; labels, seeds: [B]. Returns per-image tensors [B] on the CPU (see
         GaussianDiffusion.bits_per_dim)."""
         x0 = uint8_to_float(images.to(self.device))
-        return self.diffusion.bits_per_dim(self.ema.shadow, x0, labels.to(self.device), seeds, t_samples=t_samples)
+        parts = self.diffusion.bits_per_dim(self.ema.shadow, x0, labels.to(self.device), seeds, t_samples=t_samples)
+        return {key: value.cpu() for key, value in parts.items()}
 
     def likelihood_protocol(self) -> dict:
         """How bits_per_dim computes the bound (recorded with the figure)."""

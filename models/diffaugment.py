@@ -28,23 +28,22 @@ Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class _Draws:
-    """Per-sample random parameters from ``generator`` (or the global RNG), on the images' device."""
+    """Per-sample random parameters from ``generator`` (or the global RNG), drawn on the images' device (the
+    generator must be made for it: models/accel.py training_generator)."""
 
     def __init__(self, batch: int, device: torch.device, generator: torch.Generator | None):
         self.batch = batch
         self.device = device
         self.generator = generator
-        self.draw_device = generator.device if generator is not None else device
 
     def uniform(self, low: float, high: float) -> torch.Tensor:
         """[B, 1, 1, 1] float32 ~ U[low, high)."""
-        u = torch.rand(self.batch, generator=self.generator, device=self.draw_device)
-        return (low + (high - low) * u).to(self.device).view(-1, 1, 1, 1)
+        u = torch.rand(self.batch, generator=self.generator, device=self.device)
+        return (low + (high - low) * u).view(-1, 1, 1, 1)
 
     def integers(self, low: int, high: int) -> torch.Tensor:
         """[B] int64 uniform in [low, high)."""
-        draw = torch.randint(low, high, (self.batch,), generator=self.generator, device=self.draw_device)
-        return draw.to(self.device)
+        return torch.randint(low, high, (self.batch,), generator=self.generator, device=self.device)
 
 
 def _color(draws: _Draws, shape: torch.Size) -> Transform:
@@ -117,7 +116,7 @@ def diff_augment(*images: torch.Tensor, policy: str = "color,translation,cutout"
     """Augment each of ``images`` (each [B, C, H, W] in [-1, 1], all the same shape) with the ops of
     ``policy`` in order -> a tuple of as many [B, C, H, W] tensors. Sample i of every tensor gets the
     same transform; different samples get independent ones, drawn from ``generator`` (a
-    torch.Generator on any device; None: the global RNG). Differentiable with respect to the images."""
+    torch.Generator for the images' device; None: the global RNG). Differentiable with respect to the images."""
     ops = parse_policy(policy)
     if not images:
         raise ValueError("diff_augment needs at least one image tensor")

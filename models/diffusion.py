@@ -4,7 +4,8 @@ variational bound. Everything about noise lives here; the network is any callabl
 
 Conventions (Ho et al. 2020, Nichol & Dhariwal 2021): timesteps are 0-indexed, t = 0..T-1;
 x_0 is data scaled to [-1, 1]; ``alphas_cumprod[t]`` is abar_t, the signal fraction of x_t.
-Schedule arrays are computed in float64 and gathered to float32 per batch.
+Schedule arrays are computed in float64 on the host, copied to the process's device once (``to``), and
+gathered there to the batch's dtype.
 
 The network predicts epsilon, x_0 or v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022),
 in its first C output channels. With a learned variance it has C more channels, v_var in [-1, 1]
@@ -30,6 +31,12 @@ Net = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_large", "fixed_small", "learned")
 T_SAMPLERS = ("uniform", "importance")
+# the schedule arrays a process reads per batch (GaussianDiffusion._gather), kept on its device
+GATHERED = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "one_minus_alphas_cumprod",
+            "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+            "sqrt_alphas_cumprod_prev", "sqrt_one_minus_alphas_cumprod_prev", "sqrt_alphas", "sqrt_betas",
+            "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+            "log_variance_large", "log_variance_small", "log_betas", "timestep_map")
 
 
 @dataclass
@@ -148,46 +155,63 @@ def _log1mexp(d: torch.Tensor) -> torch.Tensor:
 class ImportanceSampler:
     """Nichol & Dhariwal's loss-aware sampler of t: p_t ~ sqrt(mean of the last ``history`` values of
     the bound's term at t), mixed with ``uniform_prob`` of uniform; uniform until every t has its history.
-    Per process: under DDP every rank keeps its own history (each rank's objective stays unbiased)."""
+    Per process: under DDP every rank keeps its own history (each rank's objective stays unbiased).
+
+    Its state lives on the training device (``to``) and is read and updated there: drawing t and recording
+    the terms make no host synchronisation."""
 
     def __init__(self, num_timesteps: int, history: int = 10, uniform_prob: float = 0.001):
         self.num_timesteps = num_timesteps
+        self.history = history
         self.uniform_prob = uniform_prob
-        self.losses = torch.zeros(num_timesteps, history, dtype=torch.float64)
-        self.counts = torch.zeros(num_timesteps, dtype=torch.long)
+        # each t's newest values as a ring buffer (column ``counts[t] % history`` is written next), plus one
+        # column that takes the writes a batch makes beyond a t's history (they would be overwritten anyway)
+        self.ring = torch.zeros(num_timesteps, history + 1, dtype=torch.float64)
+        self.counts = torch.zeros(num_timesteps, dtype=torch.long)  # values seen at each t, ever
+
+    @property
+    def losses(self) -> torch.Tensor:
+        """The kept values [T, history] (in ring order; the probabilities do not depend on it)."""
+        return self.ring[:, :self.history]
+
+    def to(self, device: torch.device | str) -> ImportanceSampler:
+        """Move the state to ``device`` (in place; returns self)."""
+        self.ring, self.counts = self.ring.to(device), self.counts.to(device)
+        return self
 
     def probabilities(self) -> torch.Tensor:
-        """[T] float64, summing to 1."""
-        if (self.counts < self.losses.shape[1]).any():
-            return torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64)
+        """[T] float64 on the state's device, summing to 1."""
+        uniform = torch.full((self.num_timesteps,), 1.0 / self.num_timesteps, dtype=torch.float64,
+                             device=self.ring.device)
         p = self.losses.pow(2).mean(1).sqrt()
-        p = p / p.sum()
-        return p * (1 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+        p = p / p.sum()  # NaN before any value: not chosen below
+        p = p * (1 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+        return torch.where((self.counts >= self.history).all(), p, uniform)
 
     def sample(self, batch: int, generator: torch.Generator | None, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> t [batch] int64 and weights 1 / (T p_t) [batch] float32, on ``device``."""
+        """-> t [batch] int64 and weights 1 / (T p_t) [batch] float32, on ``device`` (the state's)."""
         p = self.probabilities()
-        gen_device = generator.device if generator is not None else "cpu"
-        u = torch.rand(batch, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+        u = torch.rand(batch, generator=generator, device=p.device, dtype=torch.float64)
         t = torch.searchsorted(p.cumsum(0), u * p.sum()).clamp(max=self.num_timesteps - 1)
         weights = 1.0 / (self.num_timesteps * p[t])
         return t.to(device), weights.float().to(device)
 
     def update(self, t: torch.Tensor, terms: torch.Tensor) -> None:
-        """Remember the bound's terms [B] seen at timesteps t [B] (the newest ``history`` per t)."""
-        for ti, value in zip(t.tolist(), terms.detach().double().cpu().tolist()):
-            if self.counts[ti] == self.losses.shape[1]:
-                self.losses[ti, :-1] = self.losses[ti, 1:].clone()
-                self.losses[ti, -1] = value
-            else:
-                self.losses[ti, self.counts[ti]] = value
-                self.counts[ti] += 1
+        """Remember the bound's terms [B] seen at timesteps t [B] (the newest ``history`` per t, in batch order
+        within a batch), on the device."""
+        t, values = t.to(self.ring.device), terms.detach().to(self.ring.device, torch.float64)
+        same = t[:, None] == t[None, :]  # [B, B]
+        before = torch.tril(same, diagonal=-1).sum(1)  # earlier entries of the same t in this batch
+        after = same.sum(1) - before - 1  # later ones
+        slot = torch.where(after < self.history, (self.counts[t] + before) % self.history, self.history)
+        self.ring[t, slot] = values
+        self.counts.index_add_(0, t, torch.ones_like(t))
 
     def state_dict(self) -> dict:
-        return {"losses": self.losses.clone(), "counts": self.counts.clone()}
+        return {"losses": self.losses.cpu().clone(), "counts": self.counts.cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.losses.copy_(state["losses"])
+        self.ring[:, :self.history].copy_(state["losses"])
         self.counts.copy_(state["counts"])
 
 
@@ -201,6 +225,9 @@ class GaussianDiffusion:
 
     ``alphas_cumprod`` and ``timestep_map`` build a respaced process (see ``respaced``): a subsequence
     of the trained timesteps, whose network calls still see the original t.
+
+    The schedule is computed on the host in float64; ``to(device)`` copies the arrays a batch reads to the
+    device once, and every gather reads that copy: a process built on one device is used on that device.
     """
 
     def __init__(self, config: DiffusionConfig, alphas_cumprod: torch.Tensor | None = None,
@@ -212,19 +239,26 @@ class GaussianDiffusion:
         if alphas_cumprod is None:
             abar = torch.cumprod(1.0 - named_betas(config.schedule, config.timesteps), 0)
         else:
-            abar = alphas_cumprod.double()
+            abar = alphas_cumprod.double().cpu()
         self.num_timesteps = len(abar)
-        self.timestep_map = torch.arange(self.num_timesteps) if timestep_map is None else timestep_map.long()
+        self.timestep_map = torch.arange(self.num_timesteps) if timestep_map is None else timestep_map.long().cpu()
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         betas = 1.0 - abar / abar_prev
         alphas = 1.0 - betas
+        # The schedule on the host, float64 [T] (the samplers' scalar arithmetic reads these) ...
         self.betas = betas
         self.alphas_cumprod = abar
         self.alphas_cumprod_prev = abar_prev
         self.sqrt_alphas_cumprod = abar.sqrt()
         self.sqrt_one_minus_alphas_cumprod = (1 - abar).sqrt()
+        self.one_minus_alphas_cumprod = 1 - abar
+        self.log_one_minus_alphas_cumprod = torch.log(1 - abar)
         self.sqrt_recip_alphas_cumprod = (1 / abar).sqrt()
         self.sqrt_recipm1_alphas_cumprod = (1 / abar - 1).sqrt()
+        self.sqrt_alphas_cumprod_prev = abar_prev.sqrt()
+        self.sqrt_one_minus_alphas_cumprod_prev = (1 - abar_prev).sqrt()
+        self.sqrt_alphas = alphas.sqrt()  # one forward step x_{t-1} -> x_t
+        self.sqrt_betas = betas.sqrt()
         # q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance)
         self.posterior_variance = betas * (1 - abar_prev) / (1 - abar)
         # the variance at t = 0 is 0: use t = 1's value so the log stays finite (as improved-diffusion)
@@ -237,8 +271,12 @@ class GaussianDiffusion:
         self.log_variance_large = torch.log(torch.cat([self.posterior_variance[1:2], betas[1:]]))
         self.log_variance_small = self.posterior_log_variance_clipped
         self.log_betas = torch.log(betas)  # the learned variance's upper end, beta_0 included
+        self.full = timestep_map is None or torch.equal(self.timestep_map, torch.arange(self.num_timesteps))
         self.t_sampler = ImportanceSampler(self.num_timesteps) if config.t_sampling == "importance" else None
-        self._on_device: dict = {}  # (id of a schedule array, device) -> its copy there (see _gather)
+        # ... and its copy on the device the process runs on, made once by ``to`` (what _gather reads)
+        self.device = torch.device("cpu")
+        self.on_device = {name: getattr(self, name) for name in GATHERED}
+        self._respaced: dict[int, GaussianDiffusion] = {}  # steps -> that respaced process, on this device
 
     @property
     def learned_variance(self) -> bool:
@@ -248,62 +286,68 @@ class GaussianDiffusion:
         """Channels the network must output for images of ``channels`` channels."""
         return 2 * channels if self.learned_variance else channels
 
+    def to(self, device: torch.device | str) -> GaussianDiffusion:
+        """Put the process on ``device``: its schedule arrays (and the importance sampler's state) are copied
+        there once, here, so that no call copies them again. In place; returns self."""
+        self.device = torch.device(device)
+        self.on_device = {name: getattr(self, name).to(self.device) for name in GATHERED}
+        if self.t_sampler is not None:
+            self.t_sampler.to(self.device)
+        self._respaced = {}
+        return self
+
     def respaced(self, steps: int) -> GaussianDiffusion:
         """The process on ``steps`` of the T timesteps (evenly spaced, always 0 and T-1), with betas
         recomputed from the kept abar values (Nichol & Dhariwal, section 4): for sampling in fewer
-        steps, learned variances included. The bound always uses the full process."""
+        steps, learned variances included. Made once per step count, on this process's device. The bound
+        always uses the full process."""
         if steps >= self.num_timesteps:
             return self
-        kept = torch.tensor(sorted(self.ddim_timesteps(steps)))
-        return GaussianDiffusion(self.config, self.alphas_cumprod[kept], self.timestep_map[kept])
+        if steps not in self._respaced:
+            kept = torch.tensor(sorted(self.ddim_timesteps(steps)))
+            self._respaced[steps] = GaussianDiffusion(self.config, self.alphas_cumprod[kept],
+                                                      self.timestep_map[kept]).to(self.device)
+        return self._respaced[steps]
 
-    def _gather(self, arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """arr: [T] float64 (one of this process's schedule arrays), t: [B] int64 -> [B, 1, 1, 1] in like's
-        dtype and device. Each array is copied to a device once, not on every call."""
-        if arr.device != like.device:
-            key = (id(arr), like.device)
-            if key not in self._on_device:
-                self._on_device[key] = arr.to(like.device)
-            arr = self._on_device[key]
-        out = arr[t].to(like.dtype)
+    def _gather(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Schedule array ``name`` (one of GATHERED, on this process's device) at timesteps t [B] (on that
+        device) -> [B, 1, 1, 1] in like's dtype."""
+        out = self.on_device[name][t].to(like.dtype)
         return out.view(-1, *([1] * (like.dim() - 1)))
 
     def call(self, net: Net, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The network at this process's timesteps t [B] (mapped to the trained ones)."""
-        return net(x, self.timestep_map.to(t.device)[t], y)
+        return net(x, self.on_device["timestep_map"][t], y)
 
     # forward process ---------------------------------------------------------------------
 
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q(x_t | x_0). x0: [B, C, H, W], t: [B] -> mean [B, C, H, W], variance and log-variance [B, 1, 1, 1]."""
-        mean = self._gather(self.sqrt_alphas_cumprod, t, x0) * x0
-        var = self._gather(1.0 - self.alphas_cumprod, t, x0)
-        logvar = self._gather(torch.log(1.0 - self.alphas_cumprod), t, x0)
-        return mean, var, logvar
+        mean = self._gather("sqrt_alphas_cumprod", t, x0) * x0
+        return mean, self._gather("one_minus_alphas_cumprod", t, x0), self._gather("log_one_minus_alphas_cumprod", t, x0)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Draw x_t ~ q(x_t | x_0) with the given standard normal noise. x0, noise: [B, C, H, W], t: [B]."""
-        return self._gather(self.sqrt_alphas_cumprod, t, x0) * x0 + self._gather(
-            self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        return self._gather("sqrt_alphas_cumprod", t, x0) * x0 + self._gather(
+            "sqrt_one_minus_alphas_cumprod", t, x0) * noise
 
     def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         """q(x_{t-1} | x_t, x_0): mean [B, C, H, W], variance and clipped log-variance [B, 1, 1, 1]."""
-        mean = self._gather(self.posterior_mean_coef1, t, xt) * x0 + self._gather(self.posterior_mean_coef2, t, xt) * xt
-        return mean, self._gather(self.posterior_variance, t, xt), self._gather(self.posterior_log_variance_clipped, t, xt)
+        mean = self._gather("posterior_mean_coef1", t, xt) * x0 + self._gather("posterior_mean_coef2", t, xt) * xt
+        return mean, self._gather("posterior_variance", t, xt), self._gather("posterior_log_variance_clipped", t, xt)
 
     def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """One forward step: x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t), with the given
         standard normal noise. x_prev: x_{t-1} (the data x_0 where t == 0); x_prev, noise: [B, C, H, W];
         t: [B] -> x_t [B, C, H, W]."""
-        return self._gather((1.0 - self.betas).sqrt(), t, x_prev) * x_prev + self._gather(
-            self.betas.sqrt(), t, x_prev) * noise
+        return self._gather("sqrt_alphas", t, x_prev) * x_prev + self._gather("sqrt_betas", t, x_prev) * noise
 
     def q_sample_pair(self, x0: torch.Tensor, t: torch.Tensor, noise_prev: torch.Tensor,
                       noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw (x_{t-1}, x_t) ~ q(x_{t-1}, x_t | x_0): x_{t-1} from its marginal (abar_{t-1}; x_0 itself where
         t == 0), then x_t by one forward step. x0, noise_prev, noise: [B, C, H, W]; t: [B] -> two [B, C, H, W]."""
-        x_prev = self._gather(self.alphas_cumprod_prev.sqrt(), t, x0) * x0 + self._gather(
-            (1.0 - self.alphas_cumprod_prev).sqrt(), t, x0) * noise_prev
+        x_prev = self._gather("sqrt_alphas_cumprod_prev", t, x0) * x0 + self._gather(
+            "sqrt_one_minus_alphas_cumprod_prev", t, x0) * noise_prev
         return x_prev, self.q_step(x_prev, t, noise)
 
     def q_posterior_sample(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor,
@@ -322,18 +366,15 @@ class GaussianDiffusion:
             return noise
         if self.config.prediction == "x0":
             return x0
-        return self._gather(self.sqrt_alphas_cumprod, t, x0) * noise - self._gather(
-            self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        return self._gather("sqrt_alphas_cumprod", t, x0) * noise - self._gather("sqrt_one_minus_alphas_cumprod", t, x0) * x0
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 implied by x_t and an epsilon. All [B, C, H, W] but t: [B]."""
-        return self._gather(self.sqrt_recip_alphas_cumprod, t, xt) * xt - self._gather(
-            self.sqrt_recipm1_alphas_cumprod, t, xt) * eps
+        return self._gather("sqrt_recip_alphas_cumprod", t, xt) * xt - self._gather("sqrt_recipm1_alphas_cumprod", t, xt) * eps
 
     def predict_eps(self, xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """epsilon implied by x_t and x_0. All [B, C, H, W] but t: [B]."""
-        return (self._gather(self.sqrt_recip_alphas_cumprod, t, xt) * xt - x0) / self._gather(
-            self.sqrt_recipm1_alphas_cumprod, t, xt)
+        return (self._gather("sqrt_recip_alphas_cumprod", t, xt) * xt - x0) / self._gather("sqrt_recipm1_alphas_cumprod", t, xt)
 
     def split_output(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Network output [B, C or 2C, H, W] -> (prediction [B, C, H, W], variance channels or None)."""
@@ -347,18 +388,16 @@ class GaussianDiffusion:
             return self.predict_x0(xt, t, pred)
         if self.config.prediction == "x0":
             return pred
-        return self._gather(self.sqrt_alphas_cumprod, t, xt) * xt - self._gather(
-            self.sqrt_one_minus_alphas_cumprod, t, xt) * pred
+        return self._gather("sqrt_alphas_cumprod", t, xt) * xt - self._gather("sqrt_one_minus_alphas_cumprod", t, xt) * pred
 
     def model_log_variance(self, var_out: torch.Tensor | None, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """log of p's variance: fixed -> [B, 1, 1, 1]; learned -> [B, C, H, W] from the variance channels."""
         if self.config.variance == "fixed_large":
-            return self._gather(self.log_variance_large, t, like)
+            return self._gather("log_variance_large", t, like)
         if self.config.variance == "fixed_small":
-            return self._gather(self.log_variance_small, t, like)
+            return self._gather("log_variance_small", t, like)
         frac = (var_out + 1) / 2
-        return frac * self._gather(self.log_betas, t, like) + (1 - frac) * self._gather(
-            self.log_variance_small, t, like)
+        return frac * self._gather("log_betas", t, like) + (1 - frac) * self._gather("log_variance_small", t, like)
 
     def p_mean_variance(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, clip: bool | None = None):
         """p(x_{t-1} | x_t) from the network's raw output: mean [B, C, H, W], log-variance ([B, 1, 1, 1]
@@ -376,8 +415,7 @@ class GaussianDiffusion:
         """t [batch] for training and the loss weights [batch] (all 1 unless importance sampling)."""
         if self.t_sampler is not None:
             return self.t_sampler.sample(batch, generator, device)
-        gen_device = generator.device if generator is not None else device
-        t = torch.randint(self.num_timesteps, (batch,), generator=generator, device=gen_device).to(device)
+        t = torch.randint(self.num_timesteps, (batch,), generator=generator, device=device)
         return t, torch.ones(batch, device=device)
 
     def training_losses(self, net: Net, x0: torch.Tensor, y: torch.Tensor, null_label: int,
@@ -389,10 +427,9 @@ class GaussianDiffusion:
         variance channels learn from it; loss = (mse + vb_weight * T * vb) * weight for a learned
         variance (Nichol & Dhariwal's hybrid loss: T * vb estimates L_vb), mse * weight otherwise."""
         b = x0.shape[0]
-        device = generator.device if generator is not None else x0.device  # draw where the generator lives
-        t, weights = self.draw_timesteps(b, generator, x0.device)
-        noise = torch.randn(x0.shape, generator=generator, device=device).to(x0.device)
-        drop = torch.rand(b, generator=generator, device=device).to(x0.device) < self.config.p_uncond
+        t, weights = self.draw_timesteps(b, generator, x0.device)  # every draw on the data's device
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        drop = torch.rand(b, generator=generator, device=x0.device) < self.config.p_uncond
         y = torch.where(drop, torch.full_like(y, null_label), y)
         xt = self.q_sample(x0, t, noise)
         out = net(xt, t, y).float()  # the losses in float32 whatever the network ran in (autocast)
@@ -518,7 +555,7 @@ class GaussianDiffusion:
         (K network calls, unbiased per image). Learned variances are used where the model has them.
         Returns per-image tensors [B]: "total", "prior", "decoder", "kl" (all bits/dim).
         """
-        if self.timestep_map is not None and not torch.equal(self.timestep_map, torch.arange(self.num_timesteps)):
+        if not self.full:
             raise ValueError("the bound is defined on the full process, not a respaced one")
         b = x0.shape[0]
         dims = x0[0].numel()

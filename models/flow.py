@@ -143,7 +143,7 @@ class FlowMethod(UNetMethod):
     def _draw(self, shape: tuple[int, ...], kind: str = "normal") -> torch.Tensor:
         """Training noise from this rank's generator, on the device: "normal" or "uniform" draws of ``shape``."""
         draw = torch.randn if kind == "normal" else torch.rand
-        return draw(shape, generator=self.generator, device=self.generator.device).to(self.device)
+        return draw(shape, generator=self.generator, device=self.device)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """One optimizer step on the velocity regression. images: [B, C, H, W] uint8; labels: [B] int64.

@@ -192,27 +192,41 @@ class GANMethod(TrainingNoise):
         # R1 penalty's double backward does not go through compiled graphs)
         self.config = config
         self.spec = spec
-        self.device = torch.device(device)
-        self.acc = Accelerator(accel, self.device)
+        self.accel = accel
+        self.seed = seed
         self.loss_fn = get_loss(config.loss)
         if config.n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {config.n_critic}")
-        torch.manual_seed(seed)  # the same initial weights on every rank
-        G, D = self.build(spec)
-        self.G, self.D = self.acc.prepare(G.to(self.device)), self.acc.prepare(D.to(self.device))
-        broadcast_parameters(self.G)
-        broadcast_parameters(self.D)
-        self.ema = EMA(self.G, config.ema_decay)
-        self.train_G = self.acc.maybe_compile(self.G)  # what the losses call (the EMA copy samples)
-        self.scaler_g, self.scaler_d = self.acc.scaler(), self.acc.scaler()
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=tuple(config.betas))
+        torch.manual_seed(seed)  # the same initial weights on every rank, whatever the device
+        self.G, self.D = self.build(spec)
         self.d_peak_lr = config.d_lr if config.d_lr is not None else config.lr
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.d_peak_lr, betas=tuple(config.betas))
         self.step = 0  # discriminator updates (one per batch the harness gives)
         self.total_steps: int | None = None  # set_training_length
         self.g_steps = 0  # generator updates
         self.last_g_loss = float("nan")  # the latest generator loss (reported between generator updates)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.to(device)
+
+    def to(self, device: torch.device | str) -> "GANMethod":
+        """Put the method on ``device`` before it trains: both networks (and a family's own tensors,
+        ``place``) move there, every rank takes rank 0's weights, and the EMA copy, compilation, optimizers,
+        loss scalers and training noise (seeded with the method's seed) are made for it. Built on the CPU,
+        every method is put on its device this way. Returns self."""
+        self.device = torch.device(device)
+        self.acc = Accelerator(self.accel, self.device)
+        self.G, self.D = self.acc.prepare(self.G.to(self.device)), self.acc.prepare(self.D.to(self.device))
+        self.place(self.device)
+        broadcast_parameters(self.G)
+        broadcast_parameters(self.D)
+        self.ema = EMA(self.G, self.config.ema_decay)
+        self.train_G = self.acc.maybe_compile(self.G)  # what the losses call (the EMA copy samples)
+        self.scaler_g, self.scaler_d = self.acc.scaler(), self.acc.scaler()
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.config.lr, betas=tuple(self.config.betas))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.d_peak_lr, betas=tuple(self.config.betas))
+        self.place_noise(self.device, self.seed)
+        return self
+
+    def place(self, device: torch.device) -> None:
+        """Move a family's own tensors (DDGAN's diffusion schedule) to ``device``; nothing by default."""
 
     # what subclasses provide ---------------------------------------------------------------
 
@@ -254,7 +268,7 @@ class GANMethod(TrainingNoise):
             loss_d, stats = self.d_loss(real, y)
         self.acc.step(loss_d, self.opt_d, self.scaler_d, reduce=lambda: average_gradients(self.D))
         self.step += 1
-        stats["loss_d"] = loss_d.detach()
+        stats.setdefault("loss_d", loss_d.detach())  # a family may report its own (DDGAN: see its R1)
         if self.step % self.config.n_critic == 0:
             for p in self.D.parameters():
                 p.requires_grad_(False)
@@ -312,6 +326,8 @@ class GANMethod(TrainingNoise):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()`` output, onto this method's device (a noise state of another device
+        type is left out: the harness reseeds the stream, see models/noise.py)."""
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.ema.load_state_dict(state["ema"])

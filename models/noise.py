@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from condgen_bench.models.accel import training_generator
+
 
 class NoiseStream:
     """Standard normal noise where sample i's draws depend only on ``seeds[i]``.
@@ -35,10 +37,19 @@ class NoiseStream:
 
 
 class TrainingNoise:
-    """A method's seeded training noise: ``self.generator``, a torch.Generator on the method's device that
-    every random draw of a training step uses (one per rank: the harness seeds each rank its own)."""
+    """A method's seeded training noise: ``self.generator``, the generator every random draw of a training
+    step uses, made for the method's device by models/accel.py's training_generator (one stream per rank:
+    the harness seeds each rank its own).
+
+    A generator's state has its device type's format (a CPU's is 5,056 bytes, a CUDA device's 16), so a
+    state saved on one type of device cannot continue a stream on another: ``load_noise_state`` then leaves
+    the generator as it is and says so, and the harness reseeds the stream (harness/steps.py restore_noise)."""
 
     generator: torch.Generator
+
+    def place_noise(self, device: torch.device | str, seed: int) -> None:
+        """A fresh training generator for ``device``, seeded with ``seed``."""
+        self.generator = training_generator(device, seed)
 
     def seed_noise(self, seed: int) -> None:
         """Seed the training noise (the harness gives each rank its own seed)."""
@@ -48,6 +59,14 @@ class TrainingNoise:
         """The training noise generator's state: a CPU uint8 tensor (whatever the generator's device)."""
         return self.generator.get_state()
 
-    def load_noise_state(self, state: torch.Tensor) -> None:
-        """Continue the training noise from a ``noise_state()``, wherever the checkpoint was loaded to."""
+    def noise_kind(self) -> str:
+        """The type of device whose generator format ``noise_state`` has ("cpu", "cuda")."""
+        return self.generator.device.type
+
+    def load_noise_state(self, state: torch.Tensor) -> bool:
+        """Continue the training noise from a ``noise_state()``, wherever the checkpoint was loaded to. Returns
+        False, leaving the generator as it is, when ``state`` is another device type's (it cannot be set here)."""
+        if state.numel() != self.generator.get_state().numel():
+            return False
         self.generator.set_state(state.cpu())
+        return True

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condgen_bench.models.accel import plain_attention
+
 
 @dataclass
 class UNetConfig:
@@ -56,16 +58,17 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 _UPSAMPLE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
 
 
-def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int]) -> torch.Tensor:
+def upsample_conv(x: torch.Tensor, conv: nn.Conv2d, size: tuple[int, int], taps: torch.Tensor) -> torch.Tensor:
     """conv(nearest upsampling of x to ``size``) for a 3x3 convolution with padding 1.
-    x: [B, C, H, W] -> [B, conv.out_channels, *size].
+    x: [B, C, H, W] -> [B, conv.out_channels, *size]; taps: _UPSAMPLE_TAPS as a [4, 3] tensor on x's device
+    (a buffer of the network, so that no forward pass copies it from the host).
 
     At exactly twice the size this is one transposed convolution (see _UPSAMPLE_TAPS): the same sums in
     16/36 of the multiply-adds, rounding aside; other sizes (e.g. 7 -> 13) upsample first."""
     h, w = x.shape[-2:]
     if tuple(size) != (2 * h, 2 * w):
         return conv(F.interpolate(x, size=size, mode="nearest"))
-    taps = conv.weight.new_tensor(_UPSAMPLE_TAPS)  # [4, 3]
+    taps = taps.to(conv.weight.dtype)  # [4, 3]
     kernel = torch.einsum("yk,xl,oikl->ioyx", taps, taps, conv.weight)  # [C, O, 4, 4], transposed-conv layout
     return F.conv_transpose2d(x, kernel, conv.bias, stride=2, padding=1)
 
@@ -99,8 +102,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
     PyTorch's fused kernel everywhere but on the CPU at up to 256 tokens, where the three plain ops are
     1.3-2x faster than both CPU paths of scaled_dot_product_attention (its flash kernel, and its math path
-    with a NaN-safe softmax) at this UNet's sizes (36 and 144 tokens; measured with torch 2.14, 2 threads)."""
-    if q.device.type == "cpu" and q.shape[-2] <= 256:
+    with a NaN-safe softmax) at this UNet's sizes (36 and 144 tokens; measured with torch 2.14, 2 threads):
+    models/accel.py's plain_attention decides."""
+    if plain_attention(q.device, q.shape[-2]):
         return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2), dim=-1) @ v
     return F.scaled_dot_product_attention(q, k, v)
 
@@ -194,6 +198,8 @@ class UNet(nn.Module):
         self.out = nn.Conv2d(ch, out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        # the upsampling convolutions' taps, moved with the network (not saved: a constant)
+        self.register_buffer("upsample_taps", torch.tensor(_UPSAMPLE_TAPS), persistent=False)
 
     @staticmethod
     def _run(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -231,5 +237,5 @@ class UNet(nn.Module):
                 h = self._run(next(blocks), torch.cat([h, skip], dim=1), emb)
             if level < self.levels - 1:
                 # Upsample to the size of the next skip (sizes need not be powers of two: 28 -> 14 -> 7).
-                h = upsample_conv(h, self.upsample[level], skips[-1].shape[-2:])
+                h = upsample_conv(h, self.upsample[level], skips[-1].shape[-2:], self.upsample_taps)
         return self.out(F.silu(self.out_norm(h)))

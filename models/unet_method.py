@@ -33,19 +33,34 @@ class UNetMethod(TrainingNoise):
                  accel: Acceleration | None = None):
         self.config = config
         self.spec = spec
-        self.device = torch.device(device)
-        self.acc = Accelerator(accel, self.device)
-        torch.manual_seed(seed)  # the same initial weights on every rank
-        self.net = self.acc.prepare(
-            UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet).to(self.device))
-        self.ema = EMA(self.net, config.ema_decay)
-        self.train_net = self.acc.maybe_compile(wrap(self.net) if wrap else self.net)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scaler = self.acc.scaler()
+        self.accel = accel
+        self.wrap = wrap
+        self.seed = seed
+        torch.manual_seed(seed)  # the same initial weights on every rank, whatever the device
+        self.net = UNet(spec.channels, out_channels, spec.num_classes, spec.image_size, config.unet)
         self.step = 0
         self.total_steps: int | None = None  # set_training_length
         self.null_label = spec.num_classes
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.to(device)
+
+    def to(self, device: torch.device | str) -> "UNetMethod":
+        """Put the method on ``device`` before it trains: the network and its EMA copy (and a family's own
+        tensors, ``place``) move there; ``wrap``, compilation, the optimizer, the loss scaler and the training
+        noise (seeded with the method's seed) are made for it. Built on the CPU, every method is put on its
+        device this way. Returns self."""
+        self.device = torch.device(device)
+        self.acc = Accelerator(self.accel, self.device)
+        self.net = self.acc.prepare(self.net.to(self.device))
+        self.ema = EMA(self.net, self.config.ema_decay)
+        self.place(self.device)
+        self.train_net = self.acc.maybe_compile(self.wrap(self.net) if self.wrap else self.net)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.scaler = self.acc.scaler()
+        self.place_noise(self.device, self.seed)
+        return self
+
+    def place(self, device: torch.device) -> None:
+        """Move a family's own tensors (a diffusion's schedule) to ``device``; nothing by default."""
 
     def set_training_length(self, total_steps: int) -> None:
         """The trial's number of train_step calls (its epoch budget), where the cosine schedule ends."""
@@ -83,6 +98,8 @@ class UNetMethod(TrainingNoise):
         return {**state, **self.extra_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state_dict()`` output, onto this method's device (a noise state of another device
+        type is left out: the harness reseeds the stream, see models/noise.py)."""
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])

@@ -69,7 +69,7 @@ def test_each_prediction_recovers_x0_and_a_perfect_network_has_zero_loss(predict
 
     def oracle(x, t_, y):  # answers with the true target of the draw it was given
         return d.target(x0, t_, (x - d.q_sample(x0, t_, torch.zeros_like(x))) /
-                        d._gather(d.sqrt_one_minus_alphas_cumprod, t_, x))
+                        d._gather("sqrt_one_minus_alphas_cumprod", t_, x))
 
     losses = d.training_losses(oracle, x0, torch.zeros(6, dtype=torch.long), null_label=1, generator=gen)
     assert losses["mse"].abs().max() < 1e-8

@@ -433,3 +433,32 @@ def test_identical_generators_are_within_noise_and_the_data_beats_noise_beyond_i
     for metric in ("fid_domain", "kid_domain"):
         other = paired.paired_difference(metric, records["copy"], records["other copy"], resamples=200)
         assert other.within_noise and other.value != 0, (metric, other)
+
+
+class MathRecordingGenerator(CopyGenerator):
+    """The copy generator, noting the float32 math mode each sample call runs in."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.tf32 = []
+
+    def sample(self, labels, seeds, batch_size=64):
+        self.tf32.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return super().sample(labels, seeds, batch_size)
+
+
+def test_evaluation_runs_in_plain_fp32_whatever_the_training_set_and_records_it(data, tmp_path):
+    from condgen_bench.models.accel import set_training_math
+
+    config = _eval_config()
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        set_training_math("cuda", tf32=True)  # what a GPU worker's training sets, process-wide
+        ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+        generator = MathRecordingGenerator(data)
+        record, _ = _evaluate(generator, data, ref, config)
+        assert generator.tf32 == [(False, False)]  # the trial-final and finalist evaluations alike
+        assert "no TF32" in record["protocol"]["eval_math"]
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # training's, restored
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -136,12 +136,12 @@ def test_ddpm_state_dict_round_trip_resumes_exactly():
 
 @pytest.mark.parametrize("size,to", [(4, 8), (6, 12), (7, 13)])
 def test_upsampling_convolution_equals_a_convolution_of_the_nearest_upsampling(size, to):
-    from condgen_bench.models.unet import upsample_conv
+    from condgen_bench.models.unet import _UPSAMPLE_TAPS, upsample_conv
 
     conv = torch.nn.Conv2d(5, 3, 3, padding=1)
     x = torch.randn(2, 5, size, size)
     expected = conv(torch.nn.functional.interpolate(x, size=(to, to), mode="nearest"))
-    assert torch.allclose(upsample_conv(x, conv, (to, to)), expected, atol=1e-5)
+    assert torch.allclose(upsample_conv(x, conv, (to, to), torch.tensor(_UPSAMPLE_TAPS)), expected, atol=1e-5)
 
 
 def test_cpu_attention_equals_the_fused_kernel():

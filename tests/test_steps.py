@@ -254,12 +254,34 @@ def test_channels_last_computes_the_same_step():
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
 
 
-def test_a_platform_that_cannot_compile_says_what_to_set(monkeypatch):
-    class Broken(torch.nn.Module):
-        def forward(self, *args):
-            raise RuntimeError("no working C++ compiler found")
+class Raising(torch.nn.Module):
+    """A stand-in for a compiled network whose first call raises ``error``."""
 
-    monkeypatch.setattr(torch, "compile", lambda net: Broken())
+    def __init__(self, error: Exception):
+        super().__init__()
+        self.error = error
+
+    def forward(self, *args):
+        raise self.error
+
+
+def test_a_platform_that_cannot_compile_says_what_to_set(monkeypatch):
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    failure = BackendCompilerFailed(lambda *a: None, RuntimeError("no working C++ compiler found"), None)
+    monkeypatch.setattr(torch, "compile", lambda net: Raising(failure))
     method = ddpm(accel=Acceleration(compile=True))
     with pytest.raises(CompileError, match="train.compile=false"):
         method.train_step(*batch())
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   torch.distributed.DistBackendError("NCCL error: unhandled system error"),
+                                   RuntimeError("mat1 and mat2 shapes cannot be multiplied")],
+                         ids=["out of memory", "NCCL", "the network's own"])
+def test_a_first_step_error_that_is_not_the_compilers_keeps_its_own_type_and_message(monkeypatch, error):
+    monkeypatch.setattr(torch, "compile", lambda net: Raising(error))
+    method = ddpm(accel=Acceleration(compile=True))
+    with pytest.raises(type(error)) as raised:
+        method.train_step(*batch())
+    assert raised.type is type(error) and "train.compile" not in str(raised.value)
