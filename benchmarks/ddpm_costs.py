@@ -18,12 +18,14 @@ Columns:
     img/s       our training images per second: one full ``train_step`` (label dropout, noise, MSE, AdamW,
                 grad clip, EMA), the median step time over the rounds
     ms/img      our sampling cost per image: DDIM with classifier-free guidance (2 network calls a step)
-    GF/img      model GFLOPs per training image: one forward pass of our UNet counted by FlopCounterMode,
-                x3 for forward + backward (its upsampling convolutions do 16/36 of the plain multiply-adds,
-                see models/unet.py, and are counted as they run)
+    GF/img      model GFLOPs per training image: a whole training step of our method counted as it runs on a
+                meta-device copy (models/flops.py, the counter the harness's TFLOP/s figures use: forward and
+                backward, the upsampling convolutions' 16/36 multiply-adds as they run, see models/unet.py)
     TF/s        achieved TFLOP/s in training (GF/img x img/s)
-    %peak       TF/s as a share of the device's peak (GPUs: a table by name for the precision, or
-                --peak-tflops; CPUs: only with --peak-tflops, else "-")
+    %peak       TF/s as a share of the device's dense peak for the math the step ran in (models/accel.py
+                PEAK_TFLOPS, matched by the GPU's whole model name: bf16 / fp16 tensor cores, or TF32 for
+                fp32 rows, which run with TF32 on as the harness trains; or --peak-tflops; CPUs: only with
+                --peak-tflops, else "-")
     peer params / peer img/s   diffusers' UNet2DModel (class-conditional, same widths, depths, attention
                 levels, heads and scale-shift embedding) trained by the SAME step at the same batch,
                 precision and memory format
@@ -42,34 +44,21 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from condgen_bench.datasets.base import FER_EMOTIONS, DatasetSpec, uint8_to_float
 from condgen_bench.models import build_method
-from condgen_bench.models.accel import Acceleration, Accelerator, resolve_precision
+from condgen_bench.models.accel import (Acceleration, Accelerator, device_name, peak_tflops, resolve_precision,
+                                        set_training_math, synchronize, training_generator)
 from condgen_bench.models.ddpm import DDPMConfig
 from condgen_bench.models.diffusion import GaussianDiffusion
 from condgen_bench.models.ema import EMA
+from condgen_bench.models.flops import training_flops_per_image
 from condgen_bench.models.unet import UNetConfig
 
 try:
     from diffusers import UNet2DModel
 except ImportError:  # the peer columns print "-"
     UNet2DModel = None
-
-# Dense (no sparsity) peak TFLOP/s by device-name fragment, first match wins: (bf16/fp16 tensor cores,
-# fp32 as PyTorch runs it by default, i.e. TF32 tensor cores for convolutions). Vendor datasheet figures.
-PEAK_TFLOPS = [
-    ("H200", (989.0, 494.5)),
-    ("H100 PCIe", (756.0, 378.0)),
-    ("H100", (989.0, 494.5)),  # SXM
-    ("A100", (312.0, 156.0)),
-    ("L40S", (362.0, 183.0)),
-    ("L4", (121.0, 60.0)),
-    ("A10", (125.0, 62.5)),
-    ("RTX 4090", (165.2, 82.6)),
-]
-
 
 def unet_config(name: str, size: int) -> UNetConfig:
     """The UNet called ``name`` ("local" or "large") for ``size`` px images."""
@@ -157,14 +146,14 @@ class PeerMethod:
         self.config = config
         self.device = device
         self.acc = Accelerator(accel, device)
-        self.diffusion = GaussianDiffusion(config.diffusion)
+        self.diffusion = GaussianDiffusion(config.diffusion).to(device)
         self.net = self.acc.prepare(net.to(device))
         self.ema = EMA(self.net, config.ema_decay)
         self.train_net = self.acc.maybe_compile(self.net)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scaler = self.acc.scaler()
         self.null_label = spec.num_classes
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = training_generator(device, seed)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """images: [B, C, H, W] uint8, labels: [B] -> the loss, a 0-dim tensor on the device."""
@@ -182,11 +171,6 @@ class PeerMethod:
 # Measurements
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def seconds_per_step(step, images: torch.Tensor, labels: torch.Tensor, steps: int, device: torch.device) -> float:
     """Wall-clock seconds per call of step(images, labels), over ``steps`` calls (device synchronized)."""
     synchronize(device)
@@ -197,29 +181,13 @@ def seconds_per_step(step, images: torch.Tensor, labels: torch.Tensor, steps: in
     return (time.perf_counter() - t0) / steps
 
 
-def forward_gflops(net: nn.Module, spec: DatasetSpec, device: torch.device, batch: int = 2) -> float:
-    """GFLOPs of one forward pass per image (FlopCounterMode; convolutions, matmuls and attention)."""
-    shape = (batch, spec.channels, spec.image_size, spec.image_size)
-    x = torch.randn(shape, device=device)
-    t = torch.randint(0, 1000, (batch,), device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        net(x, t, y)
-    return counter.get_total_flops() / batch / 1e9
-
-
-def peak_tflops(settings: Settings) -> float | None:
-    """The peak for %peak: --peak-tflops, else from PEAK_TFLOPS on a GPU, else None."""
+def peak(settings: Settings) -> float | None:
+    """The peak for %peak: --peak-tflops, else the GPU's from PEAK_TFLOPS for the step's math (fp32 rows run
+    with TF32), else None (a CPU, an unknown GPU)."""
     if settings.peak_tflops is not None:
         return settings.peak_tflops
-    if settings.device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(settings.device)
-    for fragment, (low_precision, fp32) in PEAK_TFLOPS:
-        if fragment in name:
-            return fp32 if settings.accel.precision == "fp32" else low_precision
-    return None
+    math = "tf32" if settings.accel.precision == "fp32" else settings.accel.precision
+    return peak_tflops(device_name(settings.device), math)
 
 
 @dataclass
@@ -271,7 +239,7 @@ def measure(name: str, size: int, settings: Settings) -> Row:
 
     row = Row(unet=name, params=sum(p.numel() for p in ours.net.parameters()), batch=batch,
               ours_step=times["ours"], sample_ms=sample_ms, samples=samples,
-              gflops=3 * forward_gflops(ours.net, spec, device))
+              gflops=training_flops_per_image("ddpm", config, spec, batch) / 1e9)
     if peer is not None:
         row.peer_params = sum(p.numel() for p in peer.net.parameters())
         row.peer_step = times["peer"]
@@ -340,20 +308,22 @@ def main():
         warmup=args.warmup if args.warmup is not None else (5 if args.compile else 2),
         batch=args.batch, samples=args.samples, sampling_steps=args.sampling_steps,
         peak_tflops=args.peak_tflops)
-    where = torch.cuda.get_device_name(device) if cuda else f"cpu, {torch.get_num_threads()} threads"
+    where = device_name(device) if cuda else f"cpu, {torch.get_num_threads()} threads"
     print(f"{where}; torch {torch.__version__}; precision {settings.accel.precision}, "
           f"{'channels-last' if args.channels_last else 'contiguous'}, {'compiled' if args.compile else 'eager'}; "
           f"{settings.rounds} rounds x {settings.steps} steps after {settings.warmup} warm-up; sampling: "
           f"DDIM {settings.sampling_steps} steps, eta 1, guidance 3")
     if UNet2DModel is None:
         print("diffusers is not installed (pip install -e '.[bench]'): no peer columns")
-    peak = peak_tflops(settings)
+    # fp32 rows with TF32 on, as the harness trains (train.tf32); the other precisions' autocast is unaffected
+    set_training_math(device, tf32=True)
+    peak_value = peak(settings)
     for size in args.sizes:
         print(f"\n{size} px\n{HEADER}\n{'-' * len(HEADER)}", flush=True)
         rows = []
         for name in args.unets:
             rows.append(measure(name, size, settings))
-            print(format_row(rows[-1], peak), flush=True)
+            print(format_row(rows[-1], peak_value), flush=True)
         for row in rows:
             print(format_rounds(row))
 

@@ -6,6 +6,7 @@ every epoch's training figures (for the curves)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -19,7 +20,11 @@ import pandas as pd
 
 from condgen_bench.reports import paired
 from condgen_bench.harness.budgets import budget_id, budget_values
-from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten
+from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten, from_dict
+from condgen_bench.models import get_method
+from condgen_bench.models.accel import peak_tflops
+from condgen_bench.models.flops import training_flops_per_image
 from condgen_bench.reports import layout, storage
 
 
@@ -77,8 +82,32 @@ def read_per_sample(folder: str) -> dict:
     return paired.from_bytes(storage.read_bytes(path)) if storage.exists(path) else {}
 
 
-def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
-    """One results row: the trial's columns, then the record at ``relative`` (a folder under run_dir)."""
+@functools.lru_cache(maxsize=64)
+def _gflops_per_image(method: str, model_json: str, spec: DatasetSpec, batch_size: int) -> float:
+    """Training GFLOPs per image of one network (models/flops.py: counted on a meta-device copy), once per
+    distinct network in this process."""
+    model = from_dict(get_method(method).config_cls, json.loads(model_json), "model.")
+    return training_flops_per_image(method, model, spec, batch_size) / 1e9
+
+
+def hardware_use(progress: pd.DataFrame | None, gflops: float) -> pd.DataFrame | None:
+    """Per epoch of ``progress`` (training_progress): the achieved training TFLOP/s (gflops per image x images
+    per second) and, on a device whose dense bf16 peak is known (models/accel.py PEAK_TFLOPS), its share
+    of that peak (NaN elsewhere, a CPU say). Returns progress with the columns train_tflops and
+    train_peak_fraction added (None for None)."""
+    if progress is None or "images_per_second" not in progress:
+        return progress
+    progress = progress.copy()
+    progress["train_tflops"] = pd.to_numeric(progress["images_per_second"], errors="coerce") * gflops / 1000
+    devices = progress["device"] if "device" in progress else pd.Series("", index=progress.index)
+    peaks = devices.map(lambda name: peak_tflops(name, "bf16") if isinstance(name, str) else None)
+    progress["train_peak_fraction"] = progress["train_tflops"] / pd.to_numeric(peaks, errors="coerce")
+    return progress
+
+
+def _record_row(base: dict, run_dir: str, relative: str, train_seconds, rates=None) -> dict:
+    """One results row: the trial's columns, then the record at ``relative`` (a folder under run_dir).
+    ``rates``: training figures by epoch (the means up to it: images/s, TFLOP/s, share of the peak)."""
     record = json.loads(storage.read_bytes(storage.join(run_dir, relative, layout.EVAL_RECORD)))
     if record.get("config_hash", base["config_hash"]) != base["config_hash"]:
         raise ValueError(f"{relative}: evaluated under config {record['config_hash']}, but trial "
@@ -92,6 +121,9 @@ def _record_row(base: dict, run_dir: str, relative: str, train_seconds) -> dict:
     if "finalist_rank" in record:
         row["finalist_rank"] = record["finalist_rank"]
     row["train_seconds"] = float(train_seconds.get(record["epoch"], math.nan)) if train_seconds is not None else math.nan
+    if rates is not None and record["epoch"] in rates.index:
+        row.update({f"train_{key}" if not key.startswith("train_") else key: float(value)
+                    for key, value in rates.loc[record["epoch"]].items()})
     row.update(record["metrics"])
     row["missing"] = json.dumps(record["missing"])
     row.update({f"protocol.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
@@ -128,10 +160,10 @@ def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, 
         trial = TrialOutcome(trial_id, result, progress, diverged)
         for budget in experiment_from_dict(result.config).train.budgets:
             trial_rows, trial_history = _trial_rows(run_dir, trial, budget_values(result.config, budget), common,
-                                                    budget)
+                                                    data.spec(), budget)
             rows += trial_rows
             history += trial_history
-        trial_rows, trial_history = _trial_rows(run_dir, trial, result.config, common)
+        trial_rows, trial_history = _trial_rows(run_dir, trial, result.config, common, data.spec())
         rows += trial_rows
         history += trial_history
     frame = pd.DataFrame(rows)
@@ -148,12 +180,16 @@ class TrialOutcome:
     diverged: dict | None  # diverged.json, None if it did not diverge
 
 
-def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict,
+def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict, spec: DatasetSpec,
                 budget: int | None = None) -> tuple[list[dict], list[dict]]:
     """The results rows and history rows of a trial run under ``config_values`` (its resolved config), or,
     with ``budget``, of the smaller budget read off it: the rows of the epochs up to the budget, as the
-    trial "<trial id>@<budget>" (budget_of: the trial), its finalist records its own."""
+    trial "<trial id>@<budget>" (budget_of: the trial), its finalist records its own. Rows and history carry
+    the hardware use: training GFLOPs per image (counted for the trial's network on ``spec``'s images),
+    achieved TFLOP/s and, on a GPU of known peak, its share."""
     experiment = experiment_from_dict(config_values)
+    gflops = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True), spec,
+                               experiment.train.batch_size)
     row_id = trial.trial_id if budget is None else budget_id(trial.trial_id, budget)
     values = json.loads(json.dumps(config_values))
     values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
@@ -164,10 +200,12 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
         progress = progress[progress["epoch"] <= budget]
     if diverged is not None and budget is not None and diverged["epoch"] > budget:
         diverged = None  # after the budget's last epoch: the budget itself finished
+    progress = hardware_use(progress, gflops)
     history, last_epoch = [], None
     if progress is not None and "epoch" in progress and len(progress):
         last_epoch = int(progress["epoch"].max())
-        columns = ["loss", "train_seconds", "images_per_second", *(c for c in progress.columns if c.startswith("train/"))]
+        columns = ["loss", "train_seconds", "images_per_second", "device", "train_tflops", "train_peak_fraction",
+                   *(c for c in progress.columns if c.startswith("train/"))]
         for _, r in progress.iterrows():
             history.append({"trial_id": row_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
     if budget is not None and last_epoch is not None and last_epoch >= budget and diverged is None:
@@ -186,10 +224,15 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
     if exploits:  # PBT (harness/pbt.py): whose weights it took, when, and the settings before and after
         keep = ("donor", "epoch", "trial_epoch", "metric", "score", "donor_score", "before", "donor_settings", "after")
         base["pbt_exploits"] = json.dumps([{k: e.get(k) for k in keep} for e in exploits])
+    base["train_gflops_per_image"] = gflops
     train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
                      if progress is not None and "train_seconds" in progress else None)
+    rates = None
+    if progress is not None and "images_per_second" in progress:  # means over the epochs up to each one
+        rates = (progress.set_index("epoch")[["images_per_second", "train_tflops", "train_peak_fraction"]]
+                 .apply(pd.to_numeric, errors="coerce").expanding().mean())
     records = [r for r in layout.record_dirs(run_dir, trial.trial_id) if budget is None or layout.record_epoch(r) <= budget]
-    rows = [_record_row(base, run_dir, relative, train_seconds)
+    rows = [_record_row(base, run_dir, relative, train_seconds, rates)
             for relative in records + layout.finalist_records(run_dir, row_id)]
     failed = storage.join(layout.finalist_dir(run_dir, row_id), layout.FINALIST_FAILED)
     if not layout.finalist_records(run_dir, row_id) and storage.exists(failed):

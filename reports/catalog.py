@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # how a value is shown: "%" and "points" are stored as fractions and shown x 100
-UNITS = ("%", "points", "", "bits/dim", "s", "s/image", "calls/image")
+UNITS = ("%", "points", "", "bits/dim", "s", "s/image", "calls/image", "images/s", "GFLOP/image", "TFLOP/s")
 DIRECTIONS = ("max", "min", "none")  # better when higher / lower; "none": descriptive (a reference, a part)
 KINDS = ("quality", "reference", "cost")  # what it measures: the generator, the yardstick, the price
 
@@ -102,6 +102,19 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _seconds("sample_seconds_per_image", "sampling time per image", "wall-clock seconds per generated image, "
              "batched, on the machine that ran the evaluation", unit="s/image"),
     _seconds("train_seconds", "training time", "wall-clock seconds of training up to this epoch"),
+    Metric("train_gflops_per_image", "training GFLOPs per image", "GFLOP/image", "min", "FLOPs of the matrix "
+           "products, convolutions and attention one training image costs, every forward and backward pass of a "
+           "step counted as it runs on a meta-device copy of the method (models/flops.py): portable across "
+           "machines", kind="cost", low=0),
+    Metric("train_images_per_second", "training images/s", "images/s", "none", "training images per second over "
+           "all workers, the mean of the epochs up to this one, on the machine that ran it", kind="cost", low=0,
+           wall_clock=True),
+    Metric("train_tflops", "achieved TFLOP/s", "TFLOP/s", "none", "training GFLOPs per image x images per second: "
+           "the arithmetic the trial got out of its devices, mean of the epochs up to this one", kind="cost",
+           low=0, wall_clock=True),
+    Metric("train_peak_fraction", "share of the bf16 peak", "%", "none", "achieved TFLOP/s as a share of the "
+           "GPU's dense bf16 (fp16 on V100 / T4) tensor-core peak from its datasheet (models/accel.py); missing "
+           "on CPUs and on GPUs not in the table", kind="cost", low=0, high=1, wall_clock=True),
     _seconds("eval_seconds", "evaluation time", "wall-clock seconds of this evaluation"),
     _seconds("bpd_seconds", "bits/dim time", "wall-clock seconds of the likelihood"),
     _seconds("pool_sample_seconds", "pool sampling time", "wall-clock seconds generating the CAS and "

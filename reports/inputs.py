@@ -21,7 +21,8 @@ ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
 # Costs: shown in the tables and against quality, not drawn as training curves.
-COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_per_image", "network_evaluations")
+COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_per_image", "network_evaluations",
+                "train_gflops_per_image", "train_images_per_second", "train_tflops", "train_peak_fraction")
 
 
 @dataclass

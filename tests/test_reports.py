@@ -249,8 +249,11 @@ def test_the_catalog_names_every_metric_of_a_run_and_flags_a_new_one(tmp_path):
     assert METRICS["is_domain"].high == "classes" and METRICS["aug_gain"].scaled(-0.045) == pytest.approx(-4.5)
     for metric in METRICS.values():
         assert metric.spread is None or metric.spread.startswith(metric.name + "_"), metric.name
-        assert metric.kind != "cost" or metric.direction == "min", metric.name
-        assert metric.wall_clock == (metric.kind == "cost" and metric.name != "network_evaluations"), metric.name
+        # a cost is better lower, or descriptive (the hardware's rates: a property of the machine, not the model)
+        assert metric.kind != "cost" or metric.direction in ("min", "none"), metric.name
+        # every cost is a wall-clock measurement but the counted ones, which are portable
+        portable = ("network_evaluations", "train_gflops_per_image")
+        assert metric.wall_clock == (metric.kind == "cost" and metric.name not in portable), metric.name
 
 
 def make_second_run(run_dir, dataset: str) -> None:
@@ -389,3 +392,14 @@ def test_the_header_counts_training_runs_where_budgets_were_read_off_them():
     trials = pd.DataFrame({"trial_id": ["a@2", "a", "b@2", "b"], "budget_of": ["a", None, "b", None]})
     assert runs_note(trials) == " (2 training runs, the smaller epoch budgets read off them)"
     assert runs_note(trials.drop(columns="budget_of")) == "" and runs_note(trials.iloc[[1, 3]]) == ""
+
+
+def test_hardware_use_is_the_counted_flops_times_the_rate_and_its_share_of_the_gpus_peak():
+    from condgen_bench.harness.results import hardware_use
+
+    progress = pd.DataFrame({"epoch": [1, 2, 3], "images_per_second": [1000.0, 2000.0, 500.0],
+                             "device": ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "cpu"]})
+    used = hardware_use(progress, gflops=10.0)
+    assert used["train_tflops"].tolist() == [10.0, 20.0, 5.0]
+    assert used["train_peak_fraction"].iloc[:2].tolist() == pytest.approx([10 / 989, 20 / 989])
+    assert math.isnan(used["train_peak_fraction"].iloc[2])  # a CPU has no peak in the table
