@@ -39,7 +39,9 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
     cluster.add_argument("--workers-per-trial", type=int, default=None, help="Ray Train workers (DDP ranks) per trial")
     cluster.add_argument("--cpus-per-worker", type=float, default=None,
                          help="logical CPUs per worker (default: local: the machine shared out; cluster: 1)")
-    cluster.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (0: CPU training)")
+    cluster.add_argument("--gpus-per-worker", type=float, default=None,
+                         help="GPUs per worker (0: CPU training; a fraction below 1 packs workers on one GPU: 0.25, "
+                              "four small trials a GPU)")
     cluster.add_argument("--max-concurrent-trials", type=int, default=None, help="trials running at once")
     data = p.add_argument_group("data (README.md, Datasets)")
     data.add_argument("--dataset", default=None, help="synthetic_faces, fer2013, ckplus or imagefolder (data.name)")
@@ -159,16 +161,49 @@ def trial_count(config: ExperimentConfig) -> int:
     return points * config.sweep.num_samples
 
 
-def describe_trials(config: ExperimentConfig) -> str:
-    """One line for --dry-run: how many trials, and how many run at once."""
+def describe_trials(config: ExperimentConfig, gpus: float | None = None) -> str:
+    """One line for --dry-run: how many trials, and how many run at once; with GPU training, how many fit on
+    ``gpus`` GPUs at once (the cluster's, where the dry run could count them; None: per GPU)."""
     from condgen_bench.harness.budgets import folded_budgets
 
     budgets = folded_budgets(config)
     concurrent = config.sweep.max_concurrent_trials
     at_once = (f"{concurrent} at a time" if concurrent else
                "on a cluster as many at a time as its CPUs and GPUs hold (sized when it starts), locally 1 at a time")
-    return (f"{config.name}: {trial_count(config)} trials ({config.sweep.search} search"
+    line = (f"{config.name}: {trial_count(config)} trials ({config.sweep.search} search"
             + (f"; epoch budgets {budgets} read off one run each" if budgets else "") + f"), {at_once}")
+    return line + (f"; {gpu_fit(config, gpus)}" if config.cluster.gpus_per_worker > 0 else "")
+
+
+def gpu_fit(config: ExperimentConfig, gpus: float | None) -> str:
+    """How many trials the GPUs hold at once: each trial takes workers_per_trial x gpus_per_worker GPUs (Ray
+    packs fractions of a GPU onto one device), so ``gpus`` GPUs hold floor(gpus / that) trials (CPUs and
+    max_concurrent_trials may hold fewer)."""
+    per_trial = config.cluster.workers_per_trial * config.cluster.gpus_per_worker
+    share = f"each trial takes {per_trial:g} GPU ({config.cluster.workers_per_trial} x {config.cluster.gpus_per_worker:g})"
+    if gpus is None:
+        per_gpu = int(1 / per_trial + 1e-9)
+        return share + (f": {per_gpu} trials share a GPU" if per_gpu > 1 else ": a trial per GPU or more")
+    return share + f": the cluster's {gpus:g} GPUs hold {int(gpus / per_trial + 1e-9)} at once"
+
+
+def cluster_gpus(config: ExperimentConfig) -> float | None:
+    """The GPUs of the cluster at ``cluster.address`` (joined for a moment, read-only), or of this machine
+    for a local run; None where they cannot be counted."""
+    if not config.cluster.address:
+        from condgen_bench.models.accel import gpu_count
+
+        return float(gpu_count()) or None
+    try:
+        import ray
+
+        ray.init(address=config.cluster.address, logging_level="ERROR", log_to_driver=False)
+        try:
+            return float(ray.cluster_resources().get("GPU", 0.0))
+        finally:
+            ray.shutdown()
+    except Exception:  # noqa: BLE001 - an unreachable cluster: the dry run says it per GPU instead
+        return None
 
 
 def check_all(config: ExperimentConfig, measure: bool = False) -> dict:
@@ -269,8 +304,9 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
     if args.dry_run:
         values = [to_dict(c) for c in resolved]
         print(json.dumps(values if several else values[0], indent=2))
+        gpus = cluster_gpus(resolved[0]) if resolved[0].cluster.gpus_per_worker > 0 else None
         for c, measured in zip(resolved, costs):  # beside the config (stdout stays JSON)
-            print(describe_trials(c), file=sys.stderr)
+            print(describe_trials(c, gpus), file=sys.stderr)
             print(f"{c.name}: {estimated_time(c, measured)}", file=sys.stderr)
         return 0
     from condgen_bench.harness.sweep import run_sweep  # imports Ray; not needed for --dry-run

@@ -205,6 +205,12 @@ class ClusterConfig:
     max_failures: int | None = None
     num_cpus: int | None = None  # local Ray only: CPUs to give it (None: all)
 
+    def __post_init__(self):
+        g = self.gpus_per_worker
+        if g < 0 or (g > 1 and g != int(g)):
+            raise ValueError(f"cluster.gpus_per_worker must be 0, a fraction of one GPU (0.25: four workers share "
+                             f"one) or a whole number of GPUs, got {g}")
+
 
 @dataclass
 class ExperimentConfig:
