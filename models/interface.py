@@ -25,13 +25,23 @@ class Method(Protocol):
     """Built as ``cls(config, spec, device="cpu", wrap=None, seed=0, accel=None)``: config, the family's
     dataclass; spec, a datasets.base.DatasetSpec (channels, image size, classes); wrap, applied to the trained
     network (Ray Train's prepare_model: the device, DDP); accel, a models.accel.Acceleration (precision,
-    channels-last, compile; None: fp32)."""
+    channels-last, compile; None: fp32). The weights are drawn on the CPU (the same on every device) and the
+    method is then put on ``device`` (``to``).
+
+    Where outputs live: ``train_step``'s statistics stay on the method's device (0-dim tensors, no host read);
+    ``sample`` and ``bits_per_dim`` hand back CPU tensors (the harness reads them); ``state_dict`` holds the
+    weights on the device and the random-number states as CPU tensors. Inputs may come from the host or the
+    device: a method moves what it is given."""
 
     name: str  # the registry name, e.g. "ddpm"
     has_likelihood: bool  # True for a LikelihoodMethod (bits_per_dim, likelihood_protocol)
     step: int  # training steps taken (restored with the state)
     # what a sampling sweep may vary, in the order a setting's name lists them; () for a fixed sampler
     sampler_axes: ClassVar[tuple[SamplerAxis, ...]]
+
+    def to(self, device: torch.device | str) -> "Method":
+        """Put the method on ``device`` before it trains (networks, a family's own tensors such as a diffusion's
+        schedule, once); the optimizers, loss scalers and training noise are made for it. Returns self."""
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor | float]:
         """One update on images [B, C, H, W] uint8 and labels [B] int64. Returns 0-dim tensors on the
@@ -43,8 +53,8 @@ class Method(Protocol):
         schedule that decays to the trial's end ("cosine", models/schedule.py) needs it."""
 
     def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **settings) -> torch.Tensor:
-        """labels [N], seeds [N] -> images [N, C, H, W] uint8; image i a function of (labels[i], seeds[i]) and
-        the settings (each family's sampler axes; unknown ones raise ValueError)."""
+        """labels [N], seeds [N] (CPU) -> images [N, C, H, W] uint8 on the CPU; image i a function of (labels[i],
+        seeds[i]) and the settings (each family's sampler axes; unknown ones raise ValueError)."""
 
     def sampling_settings(self, **settings) -> dict:
         """The settings a sample call with ``settings`` uses, the family's defaults filled in (recorded); an
@@ -64,10 +74,14 @@ class Method(Protocol):
         """Seed this rank's training noise."""
 
     def noise_state(self) -> torch.Tensor:
-        """This rank's training-noise generator state: a CPU uint8 tensor."""
+        """This rank's training-noise generator state: a CPU uint8 tensor, in its device type's format."""
 
-    def load_noise_state(self, state: torch.Tensor) -> None:
-        """Continue this rank's training noise from ``noise_state()`` output."""
+    def noise_kind(self) -> str:
+        """The device type whose format noise_state has ("cpu", "cuda")."""
+
+    def load_noise_state(self, state: torch.Tensor) -> bool:
+        """Continue this rank's training noise from ``noise_state()`` output; False (nothing changed) for a
+        state of another device type's format, which the harness then reseeds (harness/steps.py)."""
 
 
 @runtime_checkable
@@ -78,7 +92,7 @@ class LikelihoodMethod(Method, Protocol):
                      t_samples: int | None = None) -> dict[str, torch.Tensor]:
         """Bits/dim of real images [B, C, H, W] uint8 (labels [B] their classes, seeds [B] any noise the
         estimate draws; t_samples: a cheaper Monte Carlo estimate where the method has one) -> per-image
-        tensors [B]: "total", and any parts of it ("prior", ...), each recorded as bpd_<part>."""
+        tensors [B] on the CPU: "total", and any parts of it ("prior", ...), each recorded as bpd_<part>."""
 
     def likelihood_protocol(self) -> dict:
         """How bits_per_dim computes the bound (recorded with the figure)."""
