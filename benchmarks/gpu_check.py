@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
-from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, noise_seed, restore_noise)
+from condgen_bench.harness.steps import DivergenceWatch, StepStats, epoch_batches, restore_noise
 from condgen_bench.models import METHODS, build_method, get_method
 from condgen_bench.models.accel import Acceleration, device_name, synchronize
 from condgen_bench.models.unet import UNetConfig
@@ -279,9 +280,7 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             outcomes.append(run_check("ddpm_costs.py --precision bf16", lambda: ddpm_costs_check(device)))
     if args.part in ("2", "all"):
-        try:
-            import ray  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("ray") is None:
             outcomes.append(Outcome("part 2 (Ray)", "SKIP", 0.0, "Ray is not installed on this machine"))
         else:
             with tempfile.TemporaryDirectory() as storage:

@@ -5,7 +5,6 @@ branch on a device's type outside models/accel.py); checkpoints cross device typ
 mistakes a first reading found, each pinned."""
 
 import ast
-import math
 import os
 
 import pytest

@@ -1,6 +1,5 @@
-"""Failure drills: a killed driver, a killed worker, a full disk, corrupt checkpoints, and a second local
-sweep beside the first. Each fault is fired at a named point by the fault hook (reports/faults.py), so
-every drill is deterministic; the tests wait on marker files and Ray's checkpoint snapshot, never for a
+"""Failure drills: a killed driver beside a second local Ray, a killed worker, a full disk, corrupt
+checkpoints. Each fault is fired at a named point by the fault hook (reports/faults.py), so every drill is deterministic; the tests wait on marker files and Ray's checkpoint snapshot, never for a
 fixed time. (The lost node is drilled in tests/test_cluster_storage.py, which needs its own cluster.)"""
 
 import json
@@ -8,27 +7,27 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from drill_tools import checkpointed_epoch, epoch_record, files_under, kill_when_checkpointed, wait_for
+from drill_tools import checkpointed_epoch, epoch_record, files_under, wait_for
 from condgen_bench.reports import faults
 from test_ray_sweep import tiny_experiment
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
 
 ROOT = Path(__file__).resolve().parents[1]
-# the README's script, at the smoke-test size: three identical trials (one seed three times: trial 00000
-# is the uninterrupted twin of the one the drill kills) of 3 epochs, one worker each of one thread (two Ray instances share
-# the 2 cores), one at a time
+# the README's script, at the smoke-test size, under ASHA on the training loss: four trials of 2 epochs, one at a
+# time, one worker each of one thread (two Ray instances share the 2 cores): lr 1e-3, lr 0 (never learns: ASHA
+# stops it at its epoch-1 rung), lr 1e-3 again (the same seed: the uninterrupted trial 1 is its twin; the drill
+# kills the driver during it) and lr 1e-3 once more (not started when the driver dies)
 SCRIPT = [sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--smoke-test", "--name", "drill",
-          "--cpus-per-worker", "0.5", "--set", 'sweep.space={"model.lr": [0.001], "train.seed": [0, 0, 0]}',
-          "--set", "train.epochs=3",
+          "--cpus-per-worker", "0.5", "--scheduler", "asha",
+          "--set", 'sweep.space={"model.lr": [0.001, 0.0, 0.001, 0.001]}', "--set", "train.epochs=2",
+          "--set", "sweep.metric=loss", "--set", "sweep.mode=min", "--set", "sweep.grace_period=1",
+          "--set", "sweep.reduction_factor=2",
           "--set", "eval.inception_at=never", "--set", "eval.cas=false", "--set", "eval.augment=false"]
 
 
@@ -63,93 +62,46 @@ class ScriptRun:
         return text
 
 
-def driver_drills(tmp_path: Path, beside_done: threading.Event) -> dict:
-    """Kill the driver (SIGKILL to its process group) when trial 2 has checkpointed epoch 2, resume; kill
-    it again after the last evaluation, before the results (once ``beside_done`` is set: the paused run
-    keeps its Ray instance up until the sweep beside it has finished); resume again. Returns what the test
-    checks."""
+def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_it_stops(ray_local, tmp_path):
+    """The script's local Ray runs beside this session's (``ray_local``): two local Ray instances at once. Its
+    ASHA stops trial 2 at the first rung, and Ray Train frees a stopped trial's resources only if its cleaner
+    finds its own instance's dashboard among the two: otherwise trial 3, one at a time, would wait for them
+    forever. The driver is killed (SIGKILL to its process group) once trial 3 has checkpointed epoch 1, and
+    resumed: trial 3 goes on from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 4
+    (not started at the kill) runs, trial 1 is not touched again."""
     marks = tmp_path / "marks"
-    first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00001", "epoch": 2, "rank": 0,
-                                                 "do": "pause", "once": str(marks / "trial2-epoch2")})
-    first.wait_for(lambda: (marks / "trial2-epoch2").exists(), "trial 2 to report epoch 2")
+    first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00002", "epoch": 1, "rank": 0,
+                                                 "do": "pause", "once": str(marks / "trial3-epoch1")})
+    first.wait_for(lambda: (marks / "trial3-epoch1").exists(), "trial 3 to report epoch 1")
     [run_dir] = [d for d in (tmp_path / "runs" / "drill").iterdir() if d.name[:1].isdigit()]
-    t1, t2 = sorted(d.name for d in (run_dir / "train").iterdir())  # trial 3 has not started
-    first.wait_for(lambda: checkpointed_epoch(run_dir / "train" / t2) == 2, "trial 2's epoch-2 checkpoint")
+    t1, t2, t3 = sorted(d.name for d in (run_dir / "train").iterdir())  # trial 4 has not started
+    first.wait_for(lambda: checkpointed_epoch(run_dir / "train" / t3) == 1, "trial 3's epoch-1 checkpoint")
     first.kill()
     trial1_files = files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1)
 
-    second = ScriptRun(tmp_path, "second", resume=True,
-                       fault={"at": "results", "do": "pause", "once": str(marks / "results")})
-    second.wait_for(lambda: (marks / "results").exists(), "the last evaluation")
-    assert beside_done.wait(300), "the sweep beside this one did not finish"
-    second.kill()
-    assert not (run_dir / "results.parquet").exists()
-    evaluated = files_under(run_dir / "artifacts", run_dir / "finalists", run_dir / "train")
+    log = ScriptRun(tmp_path, "second", resume=True).finish()
+    assert "resuming" in log
+    [t4] = sorted(set(d.name for d in (run_dir / "train").iterdir()) - {t1, t2, t3})
+    assert ray_local.is_initialized()  # this session's Ray was up beside the script's all along
 
-    third = ScriptRun(tmp_path, "third", resume=True)
-    log = third.finish()
-    [t3] = sorted(set(d.name for d in (run_dir / "train").iterdir()) - {t1, t2})
-    return {"run_dir": run_dir, "trials": (t1, t2, t3), "trial1_files": trial1_files, "evaluated": evaluated,
-            "log": log}
-
-
-def test_a_killed_driver_resumes_and_a_second_local_sweep_with_asha_runs_beside_it(ray_local, tmp_path):
-    """Two local Ray instances at once: the script's (killed twice, resumed; its second run waits, paused,
-    until this process's sweep is done) and this process's, whose ASHA sweep stops a trial; Ray Train frees
-    a stopped trial's resources only if its cleaner finds this instance's dashboard among the two."""
-    from condgen_bench.harness.sweep import run_sweep
-
-    outcome, asha_done = {}, threading.Event()
-
-    def drills():
-        try:
-            outcome.update(driver_drills(tmp_path / "driver", asha_done))
-        except BaseException as error:  # noqa: BLE001 - re-raised by the test
-            outcome["error"] = error
-
-    beside = threading.Thread(target=drills)
-    beside.start()
-    # lr 0 never learns, so its loss at the first rung is worse than the first trial's: ASHA stops it
-    config = tiny_experiment(tmp_path / "asha", space={"model.lr": [3e-3, 0.0]}, scheduler="asha",
-                             metric="loss", mode="min", grace_period=1, reduction_factor=2)
-    config.train.epochs, config.train.eval_every = 3, 0  # the sweep adds ASHA's rungs to the evaluations
-    config.cluster.workers_per_trial = 1
-    try:
-        asha = run_sweep(config, log=lambda *_: None)
-        # the stopped trial's workers' resources come back: its controller was killed with the trial, and
-        # Ray Train's detached cleaner removes the placement group, asking this instance's dashboard (with
-        # two instances and no address it failed: "Found multiple active Ray instances", the CPUs stayed held)
-        wait_for(lambda: ray_local.available_resources().get("CPU", 0) >= 2, "the stopped trial's CPUs", timeout=60)
-    finally:
-        asha_done.set()  # the script's second run, paused with its Ray up, may be killed now
-    beside.join(400)
-    if "error" in outcome:
-        raise outcome["error"]
-
-    frame = pd.read_parquet(asha.results_path)
-    kept, stopped = frame[frame["config.model.lr"] == 3e-3], frame[frame["config.model.lr"] == 0.0]
-    assert list(kept["stage"]) == ["tracking", "tracking", "trial_final", "finalist"]
-    assert list(kept["epoch"]) == [1, 2, 3, 3] and set(kept["status"]) == {"completed"}
-    assert set(stopped["status"]) == {"stopped_early"} and stopped["epoch"].max() < 3
-    assert "stopped by the scheduler" in stopped["status_reason"].iloc[0]
-
-    run_dir, (t1, t2, t3) = outcome["run_dir"], outcome["trials"]
-    # trial 1 finished before the kill: nothing of it was touched again
-    assert files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1) == outcome["trial1_files"]
-    # trial 2 went on from its epoch-2 checkpoint and ended where its uninterrupted twin (trial 1) did
-    last, twin = epoch_record(run_dir, t2, 3), epoch_record(run_dir, t1, 3)
-    assert last["resumed_from_epoch"] == 2 and twin["resumed_from_epoch"] == 0
-    assert last["step"] == twin["step"] and last["loss"] == twin["loss"]
-    # the last kill came after every evaluation: the third run wrote only the results and the report
-    assert files_under(run_dir / "artifacts", run_dir / "finalists", run_dir / "train") == outcome["evaluated"]
-    assert "already scored" in outcome["log"]
     frame = pd.read_parquet(run_dir / "results.parquet")
-    assert set(frame["trial_id"]) == {t1, t2, t3} and set(frame["status"]) == {"completed"}  # the pending one ran
+    status = frame.groupby("trial_id")["status"].agg(set).to_dict()
+    assert status == {t1: {"completed"}, t2: {"stopped_early"}, t3: {"completed"}, t4: {"completed"}}
+    stopped = frame[frame["trial_id"] == t2]
+    assert stopped["epoch"].max() < 2 and "stopped by the scheduler" in stopped["status_reason"].iloc[0]
+    kept = frame[frame["trial_id"] == t1]
+    assert list(kept["stage"])[:2] == ["tracking", "trial_final"] and list(kept["epoch"])[:2] == [1, 2]
+    # trial 1 finished before the kill: nothing of it was touched again
+    assert files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1) == trial1_files
+    # trial 3 went on from its epoch-1 checkpoint and ended where its uninterrupted twin (trial 1) did
+    last, twin = epoch_record(run_dir, t3, 2), epoch_record(run_dir, t1, 2)
+    assert last["resumed_from_epoch"] == 1 and twin["resumed_from_epoch"] == 0
+    assert last["step"] == twin["step"] and last["loss"] == twin["loss"]
     keys = frame[["trial_id", "stage", "epoch", "sampling_setting"]]
     assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]
     history = pd.read_parquet(run_dir / "history.parquet")
-    for trial in (t1, t2, t3):  # every epoch once, the ones before the kill included
-        assert history.loc[history["trial_id"] == trial, "epoch"].tolist() == [1, 2, 3], trial
+    for trial in (t1, t3, t4):  # every epoch once, the ones before the kill included
+        assert history.loc[history["trial_id"] == trial, "epoch"].tolist() == [1, 2], trial
     assert (run_dir / "report.html").exists()
 
 

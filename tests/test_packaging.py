@@ -19,7 +19,7 @@ import contextlib, importlib, io, os, runpy, sys
 scripts, modules, root = sys.argv[1].split(","), sys.argv[2].split(","), sys.argv[3]
 sys.path.insert(0, os.path.dirname(scripts[0]))  # as `python experiments/x.py` has it
 for script in scripts:
-    sys.argv = [script, "--dry-run"]
+    sys.argv = [script, "--dry-run", "--smoke-test"]  # the smoke-test profile: the dry run times tiny networks
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:

@@ -66,7 +66,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
                                                "do": "pause", "once": str(marker)}))
     config = tiny_experiment(tmp_path, space={"train.seed": [0, 0]})  # twins: one seed twice
     config.eval.inception_at = "finalists"  # tests/test_metrics.py has the other settings
-    config.data.num_test = 35  # Inception's real features cost ~0.3 s an image here
+    config.data.num_test = 21  # Inception's real features cost ~0.3 s an image here: 3 a class
     config.cluster.max_failures = 1
     # the twins side by side: 2 x (a 0.25-CPU driver and two 0.25-CPU workers) on the 2 CPUs
     config.sweep.max_concurrent_trials, config.cluster.cpus_per_worker = 2, 0.25
@@ -102,7 +102,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     assert (frame["bpd"] > 0).all()
     assert (frame["is_domain"] >= 1 - 1e-6).all() and (frame["is_domain"] <= 7 + 1e-6).all()
     assert trials["protocol.num_samples"].eq(21).all() and frame["protocol.reference_split"].eq("test").all()
-    assert frame["protocol.reference_size"].eq(35).all()
+    assert frame["protocol.reference_size"].eq(21).all()
     assert frame["version.ray"].notna().all() and frame["git_commit"].notna().all()
     assert frame["config.cluster.workers_per_trial"].eq(2).all()
     assert frame["protocol.train_precision"].eq("fp32").all()  # "auto" resolved on these CPU workers
@@ -131,6 +131,11 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
         assert os.path.getsize(os.path.join(outcome.run_dir, grid)) > 100
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
     assert len(history) == 4 and history["loss"].notna().all()
+    # the hardware use: counted FLOPs (the same network: one figure), the rate, the device; no peak on a CPU
+    assert frame["train_gflops_per_image"].nunique() == 1 and (frame["train_gflops_per_image"] > 0).all()
+    assert (history["train_tflops"] > 0).all() and set(history["device"]) == {"cpu"}
+    assert history["train_peak_fraction"].isna().all() and (trials["train_tflops"] > 0).all()
+    assert trials["protocol.train_math"].eq("fp32").all() and frame["protocol.eval_math"].str.contains("no TF32").all()
     report = open(outcome.report_path, encoding="utf-8").read()
     assert "data:image/png;base64," in report and frame["trial_id"].iloc[0] in report
     assert "Finalists" in report and "intra-class FID" in report
@@ -164,23 +169,37 @@ def test_worker_loop_does_not_branch_on_the_method():
     assert "config.method ==" not in source and "isinstance(method" not in source
 
 
-def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on(ray_local, tmp_path, monkeypatch):
-    """Four trials, locally (max_failures 0): lr 1e6 makes the loss NaN within a few steps (that trial ends
-    as "diverged" with its epoch and reason, and no checkpoint of the broken weights is evaluated); one
-    finishes; one has a worker SIGKILLed mid-epoch; one finds the disk full when it writes its eval.json
-    (both error rows with their reasons, no temporary file left)."""
+def test_a_benchmark_whose_trials_diverge_crash_or_fill_the_disk_goes_on_and_compares_two_families(
+        ray_local, tmp_path, monkeypatch):
+    """One benchmark run of two families, one shared evaluation and one report.
+
+    DDPM (models/unet_method.py's training code; its sibling flow matching's finalist evaluation is checked in
+    tests/test_flow.py), four trials on one worker each, two at a time, locally (max_failures 0): lr 1e6 makes
+    the loss NaN within a few steps (that trial ends as "diverged" with its epoch and reason, and no checkpoint
+    of the broken weights is evaluated); one finishes; one has a worker SIGKILLed mid-epoch; one finds the disk
+    full when it writes its eval.json (both error rows with their reasons, no temporary file left).
+    DCGAN (models/gan.py; FastGAN and DDGAN add networks and losses that their own tests train; two ranks
+    averaging a GAN's gradients: tests/test_steps.py): a row per family, finalists that pair on the same samples."""
     from condgen_bench.harness.sweep import run_sweep
+    from condgen_bench.reports.catalog import uncatalogued
+    from condgen_bench.reports.inputs import metric_columns
 
     marks = tmp_path / "marks"
     monkeypatch.setenv(faults.ENV, json.dumps([
         {"at": "step", "trial": "00002", "epoch": 1, "step": 2, "do": "kill", "once": str(marks / "killed")},
         {"at": "write", "path": "_00003/epoch_0001/eval.json", "do": "enospc", "once": str(marks / "full")}]))
-    config = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]}, max_concurrent_trials=2)
-    config.cluster.workers_per_trial = 1  # two at a time: 2 x (0.25 + 0.5) CPUs
-    config.train.epochs, config.train.eval_every = 1, 0
-    outcome = run_sweep(config, log=lambda *_: None)
+    ddpm = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]}, max_concurrent_trials=2)
+    ddpm.name, ddpm.cluster.workers_per_trial = "ddpm", 1  # two at a time: 2 x (0.25 + 0.5) CPUs
+    ddpm.train.epochs, ddpm.train.eval_every = 1, 0
+    ddpm.eval.augment = False  # family-agnostic and scored in the first sweep test: 30 classifier trainings saved
+    dcgan = ExperimentConfig(name="dcgan", method="dcgan", model=DCGANConfig(ngf=4, ndf=4, z_dim=8), data=ddpm.data,
+                             train=ddpm.train, eval=ddpm.eval, sweep=dataclasses.replace(ddpm.sweep, space={}),
+                             cluster=ddpm.cluster)
+    outcome = run_sweep([ddpm, dcgan], name="benchmark", log=lambda *_: None)
     frame = pd.read_parquet(outcome.results_path)
-    by_lr = {lr: frame[frame["config.model.lr"] == lr] for lr in (1e6, 1e-3, 2e-3, 3e-3)}
+
+    families = frame[frame["method"] == "ddpm"]
+    by_lr = {lr: families[families["config.model.lr"] == lr] for lr in (1e6, 1e-3, 2e-3, 3e-3)}
     broken, fine, killed, full = by_lr.values()
     assert list(broken["status"]) == ["diverged"] and set(fine["status"]) == {"completed"}
     assert broken["epoch"].iloc[0] == 1 and "loss became nan" in broken["status_reason"].iloc[0]
@@ -194,45 +213,22 @@ def test_diverged_crashed_and_disk_full_trials_are_results_and_the_sweep_goes_on
     report = open(outcome.report_path, encoding="utf-8").read()
     assert "diverged" in report and "loss became nan" in report and "could not write" in report
 
-
-
-def test_benchmark_of_two_families_with_two_workers_writes_one_report(ray_local, tmp_path):
-    """One run, one shared evaluation, a family of each training code (models/unet_method.py: DDPM, whose
-    sibling flow matching's finalist evaluation tests/test_flow.py checks; models/gan.py: DCGAN, whose
-    subclasses FastGAN and DDGAN add networks and losses that their own tests train) with 2 workers each
-    (the GAN averages its gradients itself): a row per family, and a report that compares them."""
-    from condgen_bench.harness.sweep import run_sweep
-
-    base = tiny_experiment(tmp_path)
-    base.train.epochs, base.train.eval_every = 1, 0
-    base.eval.augment = False  # family-agnostic and scored in the first sweep test: 30 classifier trainings saved
-    dcgan = ExperimentConfig(name="dcgan", method="dcgan", model=DCGANConfig(ngf=4, ndf=4, z_dim=8), data=base.data,
-                             train=base.train, eval=base.eval, sweep=base.sweep, cluster=base.cluster)
-    base.name = "ddpm"
-    outcome = run_sweep([base, dcgan], name="benchmark", log=lambda *_: None)
-    frame = pd.read_parquet(outcome.results_path)
-    assert set(frame["status"]) == {"completed"} and frame["sample_accuracy"].notna().all()
+    gans = frame[frame["method"] == "dcgan"]
+    assert set(gans["status"]) == {"completed"} and gans["sample_accuracy"].notna().all()
     finalists = frame[frame["stage"] == "finalist"]  # one per experiment
     assert sorted(finalists["method"]) == ["dcgan", "ddpm"] and finalists["cas"].notna().all()
-    frame = frame[frame["stage"] != "finalist"]
-    assert sorted(frame["method"]) == ["dcgan", "ddpm"]
-    gans = frame[frame["method"] == "dcgan"]
-    assert gans["bpd"].isna().all() and frame.loc[frame["method"] == "ddpm", "bpd"].notna().all()
+    assert gans["bpd"].isna().all() and fine["bpd"].notna().all()
     # every figure the results writer emitted for the two families and their finalists is in the catalog
-    from condgen_bench.reports.catalog import uncatalogued
-    from condgen_bench.reports.inputs import metric_columns
-
-    written = pd.read_parquet(outcome.results_path)
-    assert len(metric_columns(written)) > 60 and uncatalogued(metric_columns(written)) == []
-    assert list(gans["network_evaluations"]) == [1]
+    assert len(metric_columns(frame)) > 60 and uncatalogued(metric_columns(frame)) == []
+    assert list(gans.loc[gans["stage"] != "finalist", "network_evaluations"]) == [1]
     history = pd.read_parquet(os.path.join(outcome.run_dir, "history.parquet"))
     assert history.loc[history["trial_id"].isin(gans["trial_id"]), "train/loss_d"].notna().all()
-    report = open(outcome.report_path, encoding="utf-8").read()
     assert all(family in report for family in ("ddpm", "dcgan"))
     # every record kept its per-sample values: the families' finalists pair on the same samples, and the
     # leaderboard's noise marks use the paired bootstrap
-    assert written["per_sample"].notna().all()
-    own = written[written["stage"] == "finalist"].set_index("method")
+    evaluated = frame[frame["status"] == "completed"]
+    assert evaluated["per_sample"].notna().all()
+    own = frame[frame["stage"] == "finalist"].set_index("method")
     arrays = {m: read_per_sample(os.path.join(outcome.run_dir, os.path.dirname(own.loc[m, "per_sample"])))
               for m in ("ddpm", "dcgan")}
     assert paired.pairs("sample_accuracy", arrays["ddpm"], arrays["dcgan"])

@@ -180,16 +180,33 @@ def _two_rank_restore(rank: int, world: int, folder: str) -> None:
     b.load_state_dict(state["method"])  # rank 0's generator state on every rank ...
     restore_noise(b, state["noise_states"], rank, world, seed=0, epoch=2)  # ... then this rank's own
     resumed = float(b.train_step(images, labels)["loss"])
-    torch.save({"uninterrupted": uninterrupted, "resumed": resumed}, f"{folder}/rank{rank}.pt")
+    # a GAN averages its gradients itself (no DDP, models/gan.py): the ranks' different batches and noise give
+    # different gradients, whose mean both apply, so both hold the same weights after its steps
+    g = gan("dcgan")
+    g.seed_noise(noise_seed(0, rank))
+    gan_images, gan_labels = batch(size=GAN_SIZE, n=16)
+    for _ in range(2):
+        g.train_step(gan_images[rank::world], gan_labels[rank::world])
+    torch.save({"uninterrupted": uninterrupted, "resumed": resumed,
+                "gan": {k: v.detach().clone() for k, v in g.G.named_parameters()}}, f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_a_two_worker_restore_continues_each_ranks_noise_stream_exactly(tmp_path):
+def test_a_two_worker_restore_continues_each_ranks_noise_stream_and_a_gan_averages_its_gradients(tmp_path):
     mp.spawn(_two_rank_restore, args=(2, str(tmp_path)), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for r in results:
         assert r["resumed"] == pytest.approx(r["uninterrupted"], rel=1e-6)
     assert results[0]["uninterrupted"] != results[1]["uninterrupted"]  # the ranks draw different noise
+    alone = gan("dcgan")  # what one rank would hold had it not averaged
+    alone.seed_noise(noise_seed(0, 0))
+    images, labels = batch(size=GAN_SIZE, n=16)
+    for _ in range(2):
+        alone.train_step(images[0::2], labels[0::2])
+    for name, value in results[0]["gan"].items():  # (batch norm's running statistics stay each rank's own)
+        assert torch.equal(value, results[1]["gan"][name]), name  # every rank holds the averaged weights
+    own = dict(alone.G.named_parameters())
+    assert any(not torch.equal(v, own[k]) for k, v in results[0]["gan"].items())
 
 
 # ---------------------------------------------------------------- precisions
