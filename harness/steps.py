@@ -173,7 +173,7 @@ def restore_noise(method, saved: list[torch.Tensor] | None, rank: int, world: in
     elif len(saved) != world:
         found = f"noise states of {len(saved)} ranks for {world}"
     else:
-        found = f"noise states of {saved_kind or 'another type of'} device{'s' if world > 1 else ''}, this one is {kind}"
+        found = f"noise states drawn on a {saved_kind or 'another type of'} device, and this worker draws on a {kind} device"
     return f"the checkpoint has {found}: fresh noise streams seeded by (seed, rank, epoch {epoch})"
 
 

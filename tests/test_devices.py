@@ -277,7 +277,7 @@ def test_a_checkpoint_written_on_a_gpu_restores_on_a_cpu_and_reseeds_the_noise(f
         assert torch.equal(a, b)  # ... and the weights are the checkpoint's
     before = restored.noise_state().clone()
     note = restore_noise(restored, [_cuda_generator_state()], rank=0, world=1, seed=0, epoch=4, saved_kind="cuda")
-    assert "cuda device" in note and "this one is cpu" in note and "(seed, rank, epoch 4)" in note
+    assert "drawn on a cuda device" in note and "draws on a cpu device" in note and "(seed, rank, epoch 4)" in note
     fresh, _ = tiny(family)
     fresh.seed_noise(noise_seed(0, 0) + 7919 * 4)
     assert torch.equal(restored.noise_state(), fresh.noise_state()) and not torch.equal(before, fresh.noise_state())
@@ -292,7 +292,7 @@ def test_a_checkpoint_written_on_a_cpu_restores_on_a_gpu(family):
     on_gpu.generator = CudaLikeGenerator()  # a GPU worker's method (its networks' device is not what is tested)
     on_gpu.load_state_dict(state)
     note = restore_noise(on_gpu, [state["generator"]], rank=0, world=1, seed=0, epoch=2, saved_kind="cpu")
-    assert "cpu device" in note and "this one is cuda" in note
+    assert "drawn on a cpu device" in note and "draws on a cuda device" in note
     assert torch.equal(on_gpu.noise_state(), _cuda_generator_state(noise_seed(0, 0) + 7919 * 2, 0))
     # an old checkpoint that did not record its device type: the state's format tells
     on_gpu.generator = CudaLikeGenerator()
