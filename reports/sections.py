@@ -307,7 +307,7 @@ def metric_rows(view: DatasetView, metrics: list[str], rows: list[pd.Series]) ->
     order = {name: i for i, name in enumerate(METRICS)}
     machine = view.machine()
     groups = {"quality": "quality", "reference": "yardsticks",
-              "cost": f"costs (times: wall clock on {machine}; network calls per image: portable)"}
+              "cost": f"costs (times: wall clock on {machine}; network calls and training GFLOPs per image: portable)"}
     lines = []
     for kind, title in groups.items():
         part = sorted((m for m in metrics if (lookup(m).kind if lookup(m) else "quality") == kind),
