@@ -67,10 +67,6 @@ def check_shared_storage(path: str, what: str = "storage path", log=print, timeo
 UNPLACED = ("PENDING_NODE_ASSIGNMENT", "PENDING_ARGS_AVAIL", "PENDING_ARGS_FETCH", "PENDING_OBJ_STORE_MEM_AVAIL")
 
 
-class UnplaceableError(RuntimeError):
-    """A task asks for resources that no node of the cluster has at all."""
-
-
 def reference_options(cpus: float, nodes: list[dict]) -> dict:
     """Ray task options for the evaluation reference: ``cpus`` CPUs (a training worker's, or the largest node's
     where none has that many) and one GPU where some alive node has a GPU beside those CPUs. Never the workers'
@@ -78,7 +74,7 @@ def reference_options(cpus: float, nodes: list[dict]) -> dict:
     none, and asking for both a GPU and them waits forever where no node has the two). nodes: ray.nodes()."""
     totals = [node.get("Resources", {}) for node in nodes if node.get("Alive")]
     if not totals:
-        raise UnplaceableError("the cluster has no alive node")
+        raise RuntimeError("the cluster has no alive node to make the evaluation reference on")
     cpus = min(cpus, max(r.get("CPU", 0.0) for r in totals))
     gpu = any(r.get("GPU", 0.0) >= 1 and r.get("CPU", 0.0) >= cpus for r in totals)
     return {"num_cpus": cpus, "num_gpus": 1 if gpu else 0, "resources": {}}

@@ -68,13 +68,3 @@ def training_flops_per_image(name: str, config, spec: DatasetSpec, batch_size: i
             method.train_step(images, labels)
     return counter.flops / steps / batch_size
 
-
-def forward_flops_per_image(net: torch.nn.Module, spec: DatasetSpec, batch: int = 2) -> float:
-    """FLOPs of one forward pass of ``net(x [B, C, H, W], t [B], y [B])`` per image, on its device."""
-    device = next(net.parameters()).device
-    x = torch.zeros(batch, spec.channels, spec.image_size, spec.image_size, device=device)
-    t = torch.zeros(batch, dtype=torch.long, device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device)
-    with torch.no_grad(), FlopCounter() as counter:
-        net(x, t, y)
-    return counter.flops / batch

@@ -85,11 +85,6 @@ def simulated_cuda():
         yield
 
 
-def on_simulated_cuda(module: torch.nn.Module) -> torch.nn.Module:
-    """``module`` moved to the simulated CUDA device (call inside ``simulated_cuda()``)."""
-    return module.to("cuda")
-
-
 def is_fake(tensor: torch.Tensor) -> bool:
     from torch._subclasses.fake_tensor import FakeTensor
 
