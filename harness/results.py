@@ -83,11 +83,15 @@ def read_per_sample(folder: str) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _gflops_per_image(method: str, model_json: str, spec: DatasetSpec, batch_size: int) -> float:
+def _gflops_per_image(method: str, model_json: str, spec: DatasetSpec, batch_size: int) -> tuple[float, str]:
     """Training GFLOPs per image of one network (models/flops.py: counted on a meta-device copy), once per
-    distinct network in this process."""
+    distinct network in this process, and "" ; or NaN and why it could not be counted (a network that does
+    not run on ``meta``): a missing figure, not a lost run."""
     model = from_dict(get_method(method).config_cls, json.loads(model_json), "model.")
-    return training_flops_per_image(method, model, spec, batch_size) / 1e9
+    try:
+        return training_flops_per_image(method, model, spec, batch_size) / 1e9, ""
+    except Exception as error:  # noqa: BLE001 - any failure of the count; the figure says why it is missing
+        return math.nan, f"training FLOPs could not be counted on a meta-device copy: {type(error).__name__}: {error}"
 
 
 def hardware_use(progress: pd.DataFrame | None, gflops: float) -> pd.DataFrame | None:
@@ -188,8 +192,8 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
     the hardware use: training GFLOPs per image (counted for the trial's network on ``spec``'s images),
     achieved TFLOP/s and, on a GPU of known peak, its share."""
     experiment = experiment_from_dict(config_values)
-    gflops = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True), spec,
-                               experiment.train.batch_size)
+    gflops, uncounted = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True),
+                                          spec, experiment.train.batch_size)
     row_id = trial.trial_id if budget is None else budget_id(trial.trial_id, budget)
     values = json.loads(json.dumps(config_values))
     values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
@@ -234,6 +238,10 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
     records = [r for r in layout.record_dirs(run_dir, trial.trial_id) if budget is None or layout.record_epoch(r) <= budget]
     rows = [_record_row(base, run_dir, relative, train_seconds, rates)
             for relative in records + layout.finalist_records(run_dir, row_id)]
+    if uncounted:  # the hardware figures that rest on the count, missing with the reason
+        for row in rows:
+            row["missing"] = json.dumps({**json.loads(row["missing"]), "train_gflops_per_image": uncounted,
+                                         "train_tflops": uncounted, "train_peak_fraction": uncounted})
     failed = storage.join(layout.finalist_dir(run_dir, row_id), layout.FINALIST_FAILED)
     if not layout.finalist_records(run_dir, row_id) and storage.exists(failed):
         error = json.loads(storage.read_bytes(failed))["error"]

@@ -403,3 +403,19 @@ def test_hardware_use_is_the_counted_flops_times_the_rate_and_its_share_of_the_g
     assert used["train_tflops"].tolist() == [10.0, 20.0, 5.0]
     assert used["train_peak_fraction"].iloc[:2].tolist() == pytest.approx([10 / 989, 20 / 989])
     assert math.isnan(used["train_peak_fraction"].iloc[2])  # a CPU has no peak in the table
+
+
+def test_a_network_whose_flops_cannot_be_counted_is_a_missing_figure_with_its_reason(monkeypatch):
+    from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
+    from condgen_bench.harness import results
+
+    def uncountable(*args):
+        raise RuntimeError("no meta kernel for this op")
+
+    monkeypatch.setattr(results, "training_flops_per_image", uncountable)
+    results._gflops_per_image.cache_clear()
+    try:
+        value, why = results._gflops_per_image("dcgan", "{}", DatasetSpec("x", 1, 16, FER_EMOTIONS, "x"), 8)
+    finally:
+        results._gflops_per_image.cache_clear()
+    assert math.isnan(value) and "could not be counted" in why and "no meta kernel" in why
