@@ -69,11 +69,7 @@ class StepStats:
         keys = sorted(self.sums)
         if not keys:
             return {}
-        host = torch.tensor([float(self.sums[k]) / self.counts[k] if not isinstance(self.sums[k], torch.Tensor)
-                             else 0.0 for k in keys], dtype=torch.float64)
-        on_device = torch.stack([self.sums[k] / self.counts[k] if isinstance(self.sums[k], torch.Tensor)
-                                 else torch.zeros((), dtype=torch.float64, device=self.device) for k in keys])
-        means = on_device + host.to(self.device)  # the epoch's one copy of the host's few floats
+        means = torch.stack([_as_tensor(self.sums[k] / self.counts[k], self.device) for k in keys])
         if world > 1:
             dist.all_reduce(means)
             means = means / world

@@ -29,7 +29,7 @@ from condgen_bench.harness.plan import max_epochs
 from condgen_bench.harness.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import collect_results, write_results
 from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
-from condgen_bench.harness.trial import task_options, trial_driver, worker_resources
+from condgen_bench.harness.trial import trial_driver, worker_resources
 from condgen_bench.models.accel import task_device
 from condgen_bench.reports import build_report, faults, layout, storage
 
@@ -339,8 +339,8 @@ def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir:
     worker's CPUs and, where a node has a GPU beside them, one GPU (harness/nodes.py reference_options): not on
     the driver, which may be a small head node. Returns the reference's ObjectRef (what trials and finalists
     receive) and the resources it asked for."""
-    _, threads = task_options(config.cluster)
-    options = reference_options(worker_resources(config.cluster)[0]["CPU"], ray.nodes())
+    resources, threads = worker_resources(config.cluster)
+    options = reference_options(resources["CPU"], ray.nodes())
     task = ray.remote(_reference).options(**options, name="evaluation reference")
     return task.remote(data_ref, config.eval, cache_dir, threads), options
 

@@ -49,12 +49,11 @@ def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
     return resources, threads
 
 
-def task_options(cluster: ClusterConfig, gpus: float | None = None) -> tuple[dict, int]:
-    """Ray task options that ask for what a worker asks (``gpus`` overrides its GPUs), and its threads."""
+def task_options(cluster: ClusterConfig) -> tuple[dict, int]:
+    """Ray task options that ask for what a worker asks (a finalist's scoring task), and its threads."""
     resources, threads = worker_resources(cluster)
     custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
-    return {"num_cpus": resources["CPU"], "num_gpus": resources.get("GPU", 0) if gpus is None else gpus,
-            "resources": custom}, threads
+    return {"num_cpus": resources["CPU"], "num_gpus": resources.get("GPU", 0), "resources": custom}, threads
 
 
 def trial_driver(config: dict, shared: dict) -> None:
