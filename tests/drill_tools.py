@@ -31,6 +31,21 @@ def checkpointed_epoch(train_dir: Path) -> int | None:
         return None
 
 
+def tune_saved_status(experiment_dir: Path) -> dict[str, str]:
+    """{trial id: status} as Tune's newest saved experiment state has them: what a resumed driver restores. Tune
+    saves that state at most every 10 s, and a trial saved as running is run again on a resume."""
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"]
+    except (IndexError, OSError, ValueError, KeyError):
+        return {}
+    status = {}
+    for state, _ in trials:
+        state = json.loads(state) if isinstance(state, str) else state
+        status[state["trial_id"]] = state["status"]
+    return status
+
+
 def files_under(*folders: Path) -> dict[str, tuple[int, int]]:
     """{path: (size, mtime_ns)} of every file under the folders."""
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders if folder.exists()

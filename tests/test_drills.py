@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from drill_tools import checkpointed_epoch, epoch_record, files_under, wait_for
+from drill_tools import checkpointed_epoch, epoch_record, files_under, tune_saved_status, wait_for
 from condgen_bench.reports import faults
 from test_ray_sweep import tiny_experiment
 
@@ -76,11 +76,14 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     [run_dir] = [d for d in (tmp_path / "runs" / "drill").iterdir() if d.name[:1].isdigit()]
     t1, t2, t3 = sorted(d.name for d in (run_dir / "train").iterdir())  # trial 4 has not started
     first.wait_for(lambda: checkpointed_epoch(run_dir / "train" / t3) == 1, "trial 3's epoch-1 checkpoint")
+    # Ray restores ASHA without its rung records: a stopped trial that Tune's saved state still lists as running
+    # would run on after the resume (harness/sweep.py says so in its log), so the kill waits for that save
+    first.wait_for(lambda: tune_saved_status(run_dir).get(t2) == "TERMINATED", "Tune to save trial 2's stop")
     first.kill()
     trial1_files = files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1)
 
     log = ScriptRun(tmp_path, "second", resume=True).finish()
-    assert "resuming" in log
+    assert "resuming" in log and "taking over the lock of a driver that is gone" in log  # the killed one's
     [t4] = sorted(set(d.name for d in (run_dir / "train").iterdir()) - {t1, t2, t3})
     assert ray_local.is_initialized()  # this session's Ray was up beside the script's all along
 
@@ -177,3 +180,45 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     gone = json.loads(text)["latest_checkpoint_result"]["checkpoint_dir_name"]
     with pytest.raises(CheckpointError, match=rf"names checkpoint folder .*{gone}.* which is missing"):
         check_snapshot(str(tmp_path / "c" / "train"), "t0")
+
+
+def test_two_sweeps_started_in_one_second_get_two_folders_and_a_second_driver_is_refused(ray_local, tmp_path,
+                                                                                        monkeypatch):
+    """Two sweeps of one name whose clocks give the same second (frozen here), each stopped by the fault hook
+    once its run files are written: two folders, each with its own config. Then a second driver: a resume of a
+    run whose lock a live process holds is refused naming that host and process, before anything is read or
+    written; once the holder is gone, the resume takes the lock over and says so."""
+    import socket
+    import time
+
+    from condgen_bench.harness import runs
+    from condgen_bench.harness.sweep import run_sweep
+
+    real = time.strftime
+    monkeypatch.setattr(time, "strftime", lambda fmt, *t: real(fmt, *(t or (time.localtime(1_796_000_000),))))
+    monkeypatch.setenv(faults.ENV, json.dumps({"at": "run_files", "do": "stop"}))
+    for lr in (1e-3, 3e-3):
+        config = tiny_experiment(tmp_path, space={"model.lr": [lr]})
+        with pytest.raises(faults.FaultStop):
+            run_sweep(config, log=lambda *_: None)
+    folders = sorted((tmp_path / "tiny").iterdir())
+    assert len(folders) == 2 and folders[0].name[:15] == folders[1].name[:15]  # the same second
+    spaces = [json.loads((folder / "config.json").read_text())["sweep"]["space"] for folder in folders]
+    assert sorted(space["model.lr"] for space in spaces) == [[1e-3], [3e-3]]
+    assert not [folder for folder in folders if (folder / runs.LOCK_FILE).exists()]  # released when they stopped
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = folders[0] / runs.LOCK_FILE
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid, "started": time.time(),
+                                "renewed": time.time()}))
+    before = files_under(folders[0])
+    with pytest.raises(runs.RunLockedError, match=f"host {socket.gethostname()}, process {holder.pid}"):
+        run_sweep(tiny_experiment(tmp_path), resume=str(folders[0]), log=lambda *_: None)
+    assert files_under(folders[0]) == before  # refused before anything was read or written
+    holder.kill()
+    holder.wait()
+    lines = []
+    with pytest.raises(faults.FaultStop):
+        run_sweep(tiny_experiment(tmp_path), resume=str(folders[0]), log=lines.append)
+    assert any(line.startswith("taking over the lock of a driver that is gone") and str(holder.pid) in line
+               for line in lines)
