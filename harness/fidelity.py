@@ -1,7 +1,9 @@
 """The sample-quality metrics computed from features and predictions: FID (raw, with its bootstrap
 spread, and FID∞ corrected for sample size), intra-class FID, KID, IS, precision / recall, accuracy.
-FID's statistics and KID / IS / precision-recall are torch-fidelity's functions applied to features
-made by harness/extractors.py.
+They are computed here, on features made by harness/extractors.py: FID, KID and IS as torch-fidelity defines
+them (the same estimators and, for KID's subsets and IS's shuffle, the same seeded draws, so the figures match
+theirs: tests/test_metrics.py checks it), without importing it, which would cost a worker process 1.7 s (it
+imports torchvision).
 
 FID is biased upward by a finite sample, by an amount that depends on the number of samples N and on
 the generator, so that two generators can swap places between N = 224 and N = 50,000 (Chong & Forsyth,
@@ -16,16 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-from torch_fidelity.metric_isc import isc_features_to_metric
-from torch_fidelity.metric_kid import kid_features_to_metric
-from torch_fidelity.metric_prc import prc_features_to_metric
 
 from condgen_bench.harness.extractors import Extractor
 from condgen_bench.reports.paired import fid_of_projection
 
 FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 5 to N
 FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged
+KID_DEGREE, KID_COEF0 = 3, 1.0  # KID's polynomial kernel (x.y / D + 1)^3 (Binkowski et al. 2018)
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names) -> tuple[float, dict[str, float]]:
@@ -93,8 +92,9 @@ class GaussianStats:
     @classmethod
     def of(cls, features: torch.Tensor | np.ndarray) -> "GaussianStats":
         """features: [n, D] (n >= 2)."""
-        stats = fid_features_to_statistics(torch.as_tensor(features, dtype=torch.float64))
-        return cls(stats["mu"], float(np.trace(stats["sigma"])), psd_sqrt(stats["sigma"]), len(features))
+        features = torch.as_tensor(features, dtype=torch.float64).numpy()
+        sigma = np.cov(features, rowvar=False)  # unbiased (n - 1), as torch-fidelity's
+        return cls(features.mean(0), float(np.trace(sigma)), psd_sqrt(sigma), len(features))
 
     def fid(self, gen: np.ndarray) -> float:
         """FID of generated features gen [n, D] (n >= 2) against these statistics."""
@@ -150,6 +150,41 @@ def kid_subset(size: int, n_gen: int, n_real: int) -> int:
     return max(2, min(size, n_gen // 2, n_real // 2))
 
 
+def kid(gen: np.ndarray, real: np.ndarray, subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
+    """Kernel Inception Distance of gen [n, D] against real [m, D] features (subset_size <= n, m): the unbiased
+    squared MMD under the kernel (x.y / D + 1)^3, on ``subsets`` pairs of random subsets (without
+    replacement) of ``subset_size`` rows each. Returns (its mean, its std over the subsets).
+
+    The subsets are drawn as torch-fidelity draws them (a RandomState, a generated then a real subset per
+    pair), so the figure equals theirs for the same seed."""
+    rng = np.random.RandomState(seed)
+    dim = gen.shape[1]
+    m = subset_size
+    values = []
+    for _ in range(subsets):
+        x = gen[rng.choice(len(gen), m, replace=False)]
+        y = real[rng.choice(len(real), m, replace=False)]
+        k_xx, k_yy, k_xy = ((a @ b.T / dim + KID_COEF0) ** KID_DEGREE for a, b in ((x, x), (y, y), (x, y)))
+        within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+        values.append(within - 2 * k_xy.sum() / (m * m))
+    return float(np.mean(values)), float(np.std(values))
+
+
+def inception_score(logits: torch.Tensor, splits: int, seed: int) -> tuple[float, float]:
+    """Inception Score of class logits [N, K]: the rows shuffled (seeded, as torch-fidelity shuffles them) and
+    cut into ``splits`` parts; in each, exp of the mean KL divergence between a row's class distribution p(y|x)
+    and the part's marginal p(y). Returns (its mean, its std over the parts)."""
+    n = len(logits)
+    logits = logits[np.random.RandomState(seed).permutation(n)].double()
+    log_p = logits.log_softmax(dim=1)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * n // splits:(i + 1) * n // splits]
+        log_marginal = part.exp().mean(dim=0, keepdim=True).log()
+        scores.append((part.exp() * (part - log_marginal)).sum(dim=1).mean().exp().item())
+    return float(np.mean(scores)), float(np.std(scores))
+
+
 def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], extractor: Extractor, *,
                    kid_subset_size: int, kid_subsets: int, isc_splits: int, prc_neighborhood: int = 3,
                    bootstrap: int = 0, seed: int = 0) -> tuple[dict[str, float], dict[str, str]]:
@@ -163,27 +198,22 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
     out: dict[str, float] = {}
     missing: dict[str, str] = {}
     g, r = gen[extractor.layer("fid")], real[extractor.layer("fid")]
-    stats_g, stats_r = fid_features_to_statistics(g), fid_features_to_statistics(r)
-    out["fid"] = fid_statistics_to_metric(stats_g, stats_r, verbose=False)["frechet_inception_distance"]
-    real_stats, g_np = GaussianStats.of(r), g.numpy()
+    real_stats, g_np = GaussianStats.of(r), g.double().numpy()
+    out["fid"] = real_stats.fid(g_np)
     out["fid_inf"], _ = fid_infinity(g_np, real_stats, seed=seed)
     if bootstrap >= 2:
         out["fid_std"] = bootstrap_std(real_stats.subset_fid(g_np), len(g_np), bootstrap, seed)
     g, r = gen[extractor.layer("kid")], real[extractor.layer("kid")]
-    kid = kid_features_to_metric(g, r, kid_subsets=kid_subsets, rng_seed=seed, verbose=False,
-                                 kid_subset_size=kid_subset(kid_subset_size, len(g), len(r)))
-    out["kid"], out["kid_std"] = kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"]
+    out["kid"], out["kid_std"] = kid(g.double().numpy(), r.double().numpy(), kid_subsets,
+                                     kid_subset(kid_subset_size, len(g), len(r)), seed)
     layer = extractor.layer("isc")
     if layer is None:
         missing["is"] = missing["is_std"] = f"{extractor.name} has no logits"
     else:
-        isc = isc_features_to_metric(gen[layer], splits=min(isc_splits, len(gen[layer])), rng_seed=seed)
-        out["is"], out["is_std"] = isc["inception_score_mean"], isc["inception_score_std"]
+        out["is"], out["is_std"] = inception_score(gen[layer], min(isc_splits, len(gen[layer])), seed)
     g, r = gen[extractor.layer("prc")], real[extractor.layer("prc")]
     k = min(prc_neighborhood, len(g) - 1, len(r) - 1)
-    prc = prc_features_to_metric(g, r, prc_neighborhood=k, prc_batch_size=10000, save_cpu_ram=False, verbose=False)
-    out["precision"], out["recall"] = prc["precision"], prc["recall"]
     for name, hits in (("precision", manifold_hits(g, r, k)), ("recall", manifold_hits(r, g, k))):
         p = hits.double().mean().item()
-        out[f"{name}_std"] = float(np.sqrt(p * (1 - p) / len(hits)))
+        out[name], out[f"{name}_std"] = p, float(np.sqrt(p * (1 - p) / len(hits)))
     return out, missing

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_isc import isc_features_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from condgen_bench import datasets
@@ -114,6 +116,21 @@ def test_is_is_one_for_samples_of_one_class_and_at_most_the_class_count():
     spread["logits"] = 20.0 * torch.eye(7, dtype=torch.float64).repeat(10, 1)  # 10 confident samples a class
     value = _score(spread, _features(50), isc_splits=1)[0]["is"]
     assert 1.0 <= value <= 7.0 + 1e-6 and value == pytest.approx(7.0, rel=1e-3)
+
+
+def test_fid_kid_and_is_equal_torch_fidelitys_for_the_same_seed():
+    """Ours are computed without importing torch-fidelity (harness/fidelity.py): the same estimators and draws."""
+    gen, real = _features(60, seed=14, shift=0.2), _features(90, seed=15)
+    ours, _ = _score(gen, real, kid_subset_size=20, kid_subsets=7, isc_splits=4, seed=3)
+    fid = fid_statistics_to_metric(fid_features_to_statistics(gen["f"]), fid_features_to_statistics(real["f"]),
+                                   verbose=False)["frechet_inception_distance"]
+    kid = kid_features_to_metric(gen["f"], real["f"], kid_subsets=7, kid_subset_size=20, rng_seed=3, verbose=False)
+    isc = isc_features_to_metric(gen["logits"], splits=4, rng_seed=3)
+    assert ours["fid"] == pytest.approx(fid, rel=1e-7)
+    assert (ours["kid"], ours["kid_std"]) == pytest.approx(
+        (kid["kernel_inception_distance_mean"], kid["kernel_inception_distance_std"]), rel=1e-9)
+    assert (ours["is"], ours["is_std"]) == pytest.approx(
+        (isc["inception_score_mean"], isc["inception_score_std"]), rel=1e-9)
 
 
 def test_precision_recall_indicators_match_torch_fidelity():
