@@ -28,6 +28,7 @@ from condgen_bench.harness.nodes import await_placed, check_shared_storage, refe
 from condgen_bench.harness.plan import max_epochs
 from condgen_bench.harness.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import collect_results, write_results
+from condgen_bench.harness.runs import RunLock, latest_run, new_run_dir
 from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
 from condgen_bench.harness.trial import trial_driver, worker_resources
 from condgen_bench.models.accel import task_device
@@ -75,6 +76,12 @@ def start_local_ray(num_cpus: int | None, **options) -> None:
     are all told its address: Ray Train's placement-group cleaner, which frees an early-stopped trial's
     resources, queries the dashboard, and without an address it guesses, and fails when a second local
     Ray (another sweep, the tests) runs on the machine. ``options``: more ray.init arguments."""
+    # Ray Train's controller looks at its workers every 2 s by default, so a finished trial waits ~4 s for
+    # it to notice; locally a look is a cheap call, and trials of seconds are common (smoke tests, small
+    # data). Set before ray.init: Ray's processes, and through them every trial's controller, inherit it.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    # and a watcher of preempted cloud nodes (a process per trial) has no node to watch on one machine
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     with socket.socket() as probe:  # a free port for the dashboard, whose address every process gets
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -175,13 +182,6 @@ def make_scheduler(config: ExperimentConfig, run_dir: str):
     raise ValueError(f"unknown scheduler {sweep.scheduler!r}")
 
 
-def latest_run(experiment_dir: str) -> str:
-    runs = [name for name in storage.list_dir(experiment_dir) if name[:1].isdigit()]
-    if not runs:
-        raise FileNotFoundError(f"no run to resume under {experiment_dir}")
-    return storage.join(experiment_dir, runs[-1])
-
-
 def check_same_data(data, run_dir: str, data_root: str | None) -> None:
     """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with (its dataset
     of that name, in a run of several)."""
@@ -242,16 +242,58 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     cluster = configs[0].cluster
     storage_root = storage.absolute(cluster.storage_path or "runs")
     experiment_dir = storage.join(storage_root, run_name)
-    saved_cluster = None
+    saved_cluster, locks = None, []  # the run's lock, once taken: released however the run ends
     if resume:
+        # the run is its folder, wherever it is now (moved, copied, another --name): its config and Tune's
+        # state are read from it, and nothing is written anywhere else
         run_dir = latest_run(experiment_dir) if resume == "latest" else storage.absolute(resume.rstrip("/"))
-        saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.CONFIG)))
-        saved_cluster = saved.get("experiments", [saved])[0].get("cluster", {})
-        configs = [experiment_from_dict({**values, "cluster": to_dict(cluster)})
-                   for values in saved.get("experiments", [saved])]
+        if not storage.exists(layout.run_file(run_dir, layout.CONFIG)):
+            raise FileNotFoundError(f"cannot resume {run_dir}: it has no {layout.CONFIG} (not a run folder)")
+        locks.append(RunLock(run_dir, log).acquire())  # a second driver on this run refuses here
+        try:
+            saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.CONFIG)))
+            saved_cluster = saved.get("experiments", [saved])[0].get("cluster", {})
+            configs = [experiment_from_dict({**values, "cluster": to_dict(cluster)})
+                       for values in saved.get("experiments", [saved])]
+            run_name = saved.get("name", run_name) if "experiments" in saved else run_name
+            check_tune_state(run_dir, configs)
+        except BaseException:
+            locks.pop().release()
+            raise
         log(f"resuming {run_dir}")
-    else:
-        run_dir = storage.join(experiment_dir, time.strftime("%Y%m%d-%H%M%S"))
+    try:
+        return _run(configs, run_dir if resume else None, experiment_dir, run_name, locks, saved_cluster, log,
+                    t_start)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def check_tune_state(run_dir: str, configs: list[ExperimentConfig]) -> None:
+    """Raise FileNotFoundError naming what is missing when the run at ``run_dir`` has trials but not the Tune
+    state to resume them from (a run killed before Tune first saved it starts its experiment afresh in place)."""
+    for c in configs:
+        path = tune_path(run_dir, c, len(configs))
+        trained = storage.list_dir(layout.train_storage(run_dir))
+        if trained and not ray.tune.Tuner.can_restore(path):
+            raise FileNotFoundError(f"cannot resume {run_dir}: Tune's state for {c.name} is not in {path} "
+                                    f"(no experiment_state-*.json), although {len(trained)} trial runs are in "
+                                    f"{layout.train_storage(run_dir)}")
+
+
+def tune_path(run_dir: str, config: ExperimentConfig, experiments: int) -> str:
+    """Where an experiment's Tune state lives: the run folder itself (one experiment), or a folder per
+    experiment in it (a benchmark)."""
+    return run_dir if experiments == 1 else storage.join(run_dir, config.name)
+
+
+def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: str, run_name: str,
+         locks: list[RunLock], saved_cluster: dict | None, log, t_start: float) -> SweepOutcome:
+    """run_sweep once the run is known: ``run_dir`` (its lock in ``locks``) for a resume, else None (a new
+    run's folder is made once its data has loaded, and its lock added to ``locks``)."""
+    resume = run_dir is not None
+    cluster = configs[0].cluster
+    storage_root = storage.absolute(cluster.storage_path or "runs")
     check_shared(configs)
     groups = dataset_groups(configs)
     # the data first: bad input fails here, before Ray starts or anything is written (a bad setting failed
@@ -271,6 +313,9 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
         check_shared_storage(storage_root, "storage path", log)
         if cluster.cache_dir:
             check_shared_storage(cache_dir, "cache dir", log)
+    if not resume:  # the data loaded and the storage checked: now the run's own folder, new and locked
+        run_dir = new_run_dir(experiment_dir)
+        locks.append(RunLock(run_dir, log).acquire())
 
     summaries = [describe_data(data, log) for data in loaded]
     storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
@@ -278,6 +323,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     saved = (to_dict(configs[0]) if len(configs) == 1 else
              {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
     storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
+    faults.hit("run_files", run=run_dir)
 
     # every dataset's evaluation reference (on a cluster Ray tasks, at once), then each dataset's experiments
     data_refs = [ray.put(data) for data in loaded]
@@ -295,9 +341,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
                   "fault": faults.spec()}  # the drills' fault hook, passed on to the workers; None in real runs
         grids = {}
         for c in group:
-            # one experiment: Tune's state is the run directory itself; a benchmark: a folder per experiment
-            tune_dir, tune_name = ((experiment_dir, os.path.basename(run_dir)) if len(configs) == 1
-                                   else (run_dir, c.name))
+            tune_dir, tune_name = storage.split(tune_path(run_dir, c, len(configs)))
             grids[c.name] = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
         # the finalist stage: the dataset's experiments' best trials at once, concurrently where resources allow
         finalists = [f for c in group
@@ -377,6 +421,10 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
                 num_samples=tune_samples(config),
                 max_concurrent_trials=trial_cap(config.sweep),
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+                # a finished trial's driver process runs the next trial (3-4 s of process start and imports
+                # saved per trial); not where a scheduler stops or pauses trials, whose drivers are still
+                # inside trainer.fit() and cannot be reset
+                reuse_actors=config.sweep.scheduler == "fifo",
             ),
             run_config=ray.tune.RunConfig(name=name, storage_path=storage_path,
                                           failure_config=ray.tune.FailureConfig(max_failures=config.cluster.max_failures)),

@@ -10,6 +10,8 @@ points and the ``where`` keys they match (a key left out matches anything):
     "write"      storage.write_files, after part of a temporary file is written: path (matches any path
                  that contains it, e.g. "results.parquet" or "_00003/epoch_0002/eval.json")
     "results"    the sweep's driver, after every evaluation, before results.parquet and the report
+    "run_files"  the sweep's driver, once a run's config.json and dataset_summary.json are written: run
+                 (the run folder's path)
 ``trial`` matches the end of the trial id (Tune numbers a run's trials ..._00000, ..._00001, ...).
 
 actions:
@@ -17,6 +19,7 @@ actions:
     "pause"   block, so that the test can kill from outside at a known point (gives up after 10 minutes)
     "enospc"  raise OSError(ENOSPC), as a full disk would
     "mark"    only create the marker file
+    "stop"    raise FaultStop (a driver that stops there, its files as they are)
 
 ``once``: a file created (exclusively) when the fault fires, holding the process id; if it exists already
 the fault is spent, so a restarted worker does not fail again. Tests wait on it to know that the point
@@ -36,6 +39,10 @@ import time
 
 ENV = "CONDGEN_FAULT"
 PAUSE_SECONDS = 600.0  # a paused process that nobody kills goes on after this
+
+
+class FaultStop(RuntimeError):
+    """Raised by the "stop" action."""
 
 
 def spec() -> str | None:
@@ -95,5 +102,7 @@ def hit(point: str, **where) -> None:
             time.sleep(PAUSE_SECONDS)
         elif action == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        elif action == "stop":
+            raise FaultStop(f"{ENV}: stopped at {point} {where}")
         elif action != "mark":
-            raise ValueError(f"{ENV}: unknown action {action!r}; valid: kill, pause, enospc, mark")
+            raise ValueError(f"{ENV}: unknown action {action!r}; valid: kill, pause, enospc, mark, stop")

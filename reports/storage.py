@@ -24,6 +24,12 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts) if is_uri(base) else os.path.join(base, *parts)
 
 
+def split(path: str) -> tuple[str, str]:
+    """(parent folder, name) of a local path or a URI."""
+    path = path.rstrip("/")
+    return posixpath.split(path) if is_uri(path) else os.path.split(path)
+
+
 def _fs(path: str) -> tuple[pafs.FileSystem, str]:
     if is_uri(path):
         return pafs.FileSystem.from_uri(path)

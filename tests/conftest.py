@@ -4,11 +4,10 @@ import os
 
 import pytest
 
-# Ray Train's controller looks at its workers every 2 s by default: for seconds-long test trials that is
-# most of their time (a report, a finished or dead worker waits for the next look). Set before any Ray
-# starts, so the local Ray's processes, and the sweeps the drills start in subprocesses, inherit it.
+# What harness/sweep.py start_local_ray sets for a local run (Ray Train's controller looking at its workers
+# every 0.2 s, not 2 s; no watcher of preempted cloud nodes), set here too for the tests that start a Ray
+# cluster of their own (tests/test_cluster_storage.py), before any Ray starts.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-# and it starts an actor (a process) per trial that watches for preempted cloud nodes, of no use here
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 

@@ -8,13 +8,14 @@ import inspect
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from condgen_bench.datasets import DataConfig
-from condgen_bench.harness import extractors
+from condgen_bench.harness import extractors, runs
 from condgen_bench.harness import worker as worker_module
 from condgen_bench.harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
 from condgen_bench.reports import paired
@@ -52,7 +53,8 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     """Two identical trials (the same seed twice) of 2 DDP workers. The worker drill: rank 1 of the first trial is
     paused before step 3 of epoch 2 (rank 0 waits in that step's all-reduce) and SIGKILLed once Ray Train has
     registered the epoch-1 checkpoint; with max_failures 1 both ranks restart from it, each continuing its
-    own noise stream, so the trial ends exactly where its uninterrupted twin does."""
+    own noise stream, so the trial ends exactly where its uninterrupted twin does. Then two resumes of the
+    finished run: one that finds the disk full, one of the run moved elsewhere, by its path, under another name."""
     import threading
 
     import torch
@@ -87,7 +89,7 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
 
     def final_state(trial):
         [*_, folder] = sorted(p for p in (run_dir / "train" / trial).iterdir() if p.is_dir())
-        return torch.load(folder / "state.pt", weights_only=False)
+        return torch.load(folder / "state.pt", weights_only=True)
 
     restarted, uninterrupted = final_state(killed), final_state(twin)
     assert restarted["epoch"] == uninterrupted["epoch"] == 2 and len(restarted["noise_states"]) == 2
@@ -158,6 +160,21 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     assert "cluster settings changed for the resumed trials: max_failures: 1 -> 0" in lines  # this call's
     assert open(outcome.results_path, "rb").read() == before and not list(tmp_path.rglob("*.tmp*"))
     assert len(load_inputs(outcome.run_dir).results) == len(frame)  # still the pair the manifest lists
+
+    # the run moved elsewhere and resumed by its path under another name: Tune's state is read from the
+    # folder itself, the same trials come back (nothing reruns), and nothing is written anywhere else
+    monkeypatch.delenv(faults.ENV)
+    moved = tmp_path / "elsewhere" / "moved-run"
+    moved.parent.mkdir()
+    shutil.move(outcome.run_dir, moved)
+    experiments_before = sorted(os.listdir(tmp_path / "tiny"))
+    again.name, lines = "another-name", []
+    resumed = run_sweep(again, resume=str(moved), log=lines.append)
+    assert resumed.run_dir == str(moved) and f"resuming {moved}" in lines
+    moved_frame = pd.read_parquet(resumed.results_path)
+    assert sorted(moved_frame["trial_id"]) == sorted(frame["trial_id"])
+    assert sorted(os.listdir(tmp_path / "tiny")) == experiments_before and not (tmp_path / "another-name").exists()
+    assert not (moved / runs.LOCK_FILE).exists()  # the driver's lock, released when it ended
 
 
 def test_worker_loop_does_not_branch_on_the_method():

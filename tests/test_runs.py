@@ -1,0 +1,116 @@
+"""Run folders (harness/runs.py): two runs started in the same second get two folders, created exclusively;
+"latest" refuses to guess between them; one driver per run, a second one refused with the owner's host and
+process, a dead owner's lock taken over with a log line. No Ray (the sweeps that use them: tests/test_drills.py)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from condgen_bench.harness import runs
+from condgen_bench.harness.runs import RunLock, RunLockedError, latest_run, new_run_dir
+
+
+def freeze_clock(monkeypatch, seconds: float = 1_796_000_000) -> None:
+    """time.strftime without a time given formats ``seconds``: every run starts in that second."""
+    real = time.strftime
+    monkeypatch.setattr(time, "strftime", lambda fmt, *t: real(fmt, *(t or (time.localtime(seconds),))))
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    freeze_clock(monkeypatch)
+    first, second = new_run_dir(str(tmp_path)), new_run_dir(str(tmp_path))
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    stamp = time.strftime(runs.STAMP)
+    assert os.path.basename(first).startswith(stamp + "-") and os.path.basename(second).startswith(stamp + "-")
+    with pytest.raises(ValueError, match="started in the same second"):  # "latest" would have to guess
+        latest_run(str(tmp_path))
+
+
+def test_a_taken_name_is_never_reused(tmp_path, monkeypatch):
+    """The exclusive create: a suffix that is taken (here: forced to repeat) is skipped, not shared."""
+    freeze_clock(monkeypatch)
+    suffixes = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(suffixes))
+    first, second = new_run_dir(str(tmp_path)), new_run_dir(str(tmp_path))
+    assert (os.path.basename(first)[-4:], os.path.basename(second)[-4:]) == ("aaaa", "bbbb")
+
+
+def test_latest_is_the_newest_start(tmp_path, monkeypatch):
+    freeze_clock(monkeypatch, 1_796_000_000)
+    older = new_run_dir(str(tmp_path))
+    freeze_clock(monkeypatch, 1_796_000_100)
+    newer = new_run_dir(str(tmp_path))
+    assert latest_run(str(tmp_path)) == newer != older
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        latest_run(str(tmp_path / "nothing"))
+
+
+def test_a_second_driver_is_refused_naming_the_owner_and_a_dead_owners_lock_is_taken_over(tmp_path):
+    run_dir = new_run_dir(str(tmp_path))
+    with RunLock(run_dir, log=lambda *_: None):
+        owner = json.loads(open(os.path.join(run_dir, runs.LOCK_FILE)).read())
+        assert (owner["host"], owner["pid"]) == (socket.gethostname(), os.getpid())
+        with pytest.raises(RunLockedError, match=f"host {socket.gethostname()}, process {os.getpid()}"):
+            RunLock(run_dir).acquire()
+    assert not os.path.exists(os.path.join(run_dir, runs.LOCK_FILE))  # released
+
+    # another live process's lock (here: a sleeping child's), then the same lock once that process is gone
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock_file = os.path.join(run_dir, runs.LOCK_FILE)
+    with open(lock_file, "w") as f:
+        json.dump({"host": socket.gethostname(), "pid": child.pid, "started": time.time(), "renewed": time.time()}, f)
+    with pytest.raises(RunLockedError, match=f"process {child.pid}"):
+        RunLock(run_dir).acquire()
+    child.kill()
+    child.wait()
+    lines = []
+    with RunLock(run_dir, log=lines.append):
+        assert json.loads(open(lock_file).read())["pid"] == os.getpid()
+    assert lines == [f"taking over the lock of a driver that is gone (host {socket.gethostname()}, process "
+                     f"{child.pid}): {lock_file}"]
+
+
+def test_a_lock_on_another_host_is_stale_once_it_is_no_longer_renewed(tmp_path, monkeypatch):
+    run_dir = new_run_dir(str(tmp_path))
+    lock_file = os.path.join(run_dir, runs.LOCK_FILE)
+    with open(lock_file, "w") as f:
+        json.dump({"host": "node-7", "pid": 4242, "started": 0, "renewed": time.time()}, f)
+    with pytest.raises(RunLockedError, match="host node-7, process 4242"):  # renewed just now: alive
+        RunLock(run_dir).acquire()
+    with open(lock_file, "w") as f:
+        json.dump({"host": "node-7", "pid": 4242, "started": 0, "renewed": time.time() - runs.STALE_SECONDS - 1}, f)
+    lines = []
+    RunLock(run_dir, log=lines.append).acquire().release()
+    assert "host node-7, process 4242" in lines[0]
+
+
+def test_a_live_driver_renews_its_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "RENEW_SECONDS", 0.05)
+    run_dir = new_run_dir(str(tmp_path))
+    lock_file = os.path.join(run_dir, runs.LOCK_FILE)
+    with RunLock(run_dir):
+        first = json.loads(open(lock_file).read())["renewed"]
+        deadline = time.monotonic() + 10
+        while json.loads(open(lock_file).read())["renewed"] == first:
+            assert time.monotonic() < deadline, "the lock was not renewed"
+            time.sleep(0.02)
+
+
+def test_a_checkpoint_carrying_a_pickled_callable_is_refused_naming_the_file(tmp_path):
+    """Checkpoints load with weights_only=True: a state.pt that would call a function when unpickled (here
+    os.getpid; it could be anything) is an unreadable checkpoint, refused with its path, never run."""
+    import ray.train
+    import torch
+
+    from condgen_bench.harness.worker import CheckpointError, load_checkpoint
+
+    folder = tmp_path / "train" / "t0" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    torch.save({"method": {}, "epoch": 1, "hook": os.getpid}, folder / "state.pt")
+    with pytest.raises(CheckpointError, match=r"unreadable checkpoint .*checkpoint_000001/state\.pt \(UnpicklingError"):
+        load_checkpoint(ray.train.Checkpoint(str(folder)))
