@@ -108,9 +108,9 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
         checkpoint = layout.budget_checkpoint(run_dir, trial, budget)
         if not storage.exists(storage.join(checkpoint, layout.CHECKPOINT_FILE)):
             raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint}")
-    # on the CPU first: the saved random-number states must stay CPU tensors
+    # on the CPU first: the saved random-number states must stay CPU tensors; tensors and plain data only
     state = torch.load(io.BytesIO(storage.read_bytes(storage.join(checkpoint, layout.CHECKPOINT_FILE))),
-                       map_location="cpu", weights_only=False)
+                       map_location="cpu", weights_only=True)
     # the trial's point of the search space (as the budget-epoch trial it stands for)
     values = state["config"] if budget is None else budget_values(state["config"], budget)
     config = experiment_from_dict(values)

@@ -136,7 +136,7 @@ class FolderPBT(PopulationBasedTraining):
         if source is None:
             raise FileNotFoundError(f"no checkpoint of trial {donor.trial_id}")
         data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
-        epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)["epoch"]
+        epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["epoch"]
         folder = layout.exploit_dir(self.run_dir, trial.trial_id, number)
         storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), data)
         return folder, epoch

@@ -61,8 +61,9 @@ def _save_checkpoint(method, config: dict, epoch: int, precision: str, noise_sta
 def _read_state(checkpoint: ray.train.Checkpoint) -> dict:
     with checkpoint.as_directory() as directory:
         # to the CPU first: random-number states must stay CPU tensors; load_state_dict copies the
-        # weights and optimizer state onto the method's device
-        return torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location="cpu", weights_only=False)
+        # weights and optimizer state onto the method's device. weights_only: a checkpoint holds tensors,
+        # containers, numbers and strings, and one in a run folder someone else wrote must not run code here
+        return torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
 def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:

@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import posixpath
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -33,6 +34,7 @@ class RunInputs:
     summary: dict | None  # dataset_summary.json, None if absent
     config: dict  # config.json, {} if absent
     summaries: dict = field(default_factory=dict)  # several runs: dataset name -> its dataset_summary.json
+    refused: list = field(default_factory=list)  # record files named in the results outside their run folder
 
     def summary_for(self, dataset: str) -> dict:
         """The dataset_summary.json of ``dataset`` ({} if no run has one)."""
@@ -96,6 +98,7 @@ def load_inputs(run_dir: str) -> RunInputs:
     history = pd.read_parquet(io.BytesIO(files[layout.HISTORY])) if layout.HISTORY in files else pd.DataFrame()
     if "trial_id" in history:
         history["trial_id"] = history["trial_id"].astype(str)
+    refused = keep_inside_run(results, run_dir)
 
     def read_json(name):
         file = layout.run_file(run_dir, name)
@@ -104,8 +107,33 @@ def load_inputs(run_dir: str) -> RunInputs:
     summary = read_json(layout.DATASET_SUMMARY)
     if summary and "datasets" in summary:  # a benchmark over several datasets: one entry each
         return RunInputs(run_dir, results, history, summary["datasets"][0], read_json(layout.CONFIG) or {},
-                         {str(d.get("name")): d for d in summary["datasets"]})
-    return RunInputs(run_dir, results, history, summary, read_json(layout.CONFIG) or {})
+                         {str(d.get("name")): d for d in summary["datasets"]}, refused)
+    return RunInputs(run_dir, results, history, summary, read_json(layout.CONFIG) or {}, refused=refused)
+
+
+RECORD_FILES = ("sample_grid", "per_sample")  # results columns naming a record's files, relative to its run
+
+
+def keep_inside_run(results: pd.DataFrame, run_dir: str) -> list[str]:
+    """Blank (in place) every record file named in ``results`` that is not a relative path inside the run
+    folder (an absolute path, a URI, or one that climbs out with ".."): the report embeds files of the run
+    only, whoever wrote its results. Returns "column: path (run_dir)" for each one blanked."""
+    refused = []
+
+    def inside(value):
+        if is_missing(value):
+            return value
+        text = str(value)
+        normal = posixpath.normpath(text.replace("\\", "/"))
+        if os.path.isabs(text) or "://" in text or normal == ".." or normal.startswith("../"):
+            refused.append(f"{column}: {text} ({run_dir})")
+            return None
+        return value
+
+    for column in RECORD_FILES:
+        if column in results:
+            results[column] = results[column].map(inside)
+    return refused
 
 
 def merge_inputs(runs: list[RunInputs]) -> RunInputs:
@@ -119,7 +147,7 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
     results, histories, summaries = [], [], {}
     for i, run in enumerate(runs, 1):
         rows = run.results.assign(run=experiment_name(run))
-        for column in ("sample_grid", "per_sample"):  # files of a record, relative to their run
+        for column in RECORD_FILES:  # files of a record, relative to their run
             if column in rows:
                 rows[column] = rows[column].map(lambda g, d=run.run_dir: g if is_missing(g) else storage.join(d, str(g)))
         history = run.history.copy()
@@ -137,7 +165,8 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
     # .copy(): one block per dtype again (the stacked frames' columns would otherwise stay fragmented)
     return RunInputs(", ".join(run.run_dir for run in runs), pd.concat(results, ignore_index=True).copy(),
                      pd.concat(histories, ignore_index=True), None,
-                     {**runs[0].config, "name": f"{len(runs)} runs: " + ", ".join(names)}, summaries)
+                     {**runs[0].config, "name": f"{len(runs)} runs: " + ", ".join(names)}, summaries,
+                     [path for run in runs for path in run.refused])
 
 
 def record_file(run_dir: str, relative) -> str:

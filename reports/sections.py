@@ -71,7 +71,10 @@ def header_section(inputs: RunInputs) -> str:
              ("trials", f"{len(trials)}{runs_note(trials)}: " + ", ".join(f"{n} {s}" for s, n in statuses.items()))]
     pairs += [(c.removeprefix("version."), "\n".join(distinct(results, c)))
               for c in results.columns if c.startswith("version.")]
-    return f"<h1>{escape(experiment_name(inputs))}</h1>\n" + key_values(pairs)
+    refused = (note(f"not embedded: {len(inputs.refused)} record files that the results name outside their run "
+                    "folder (the report shows files of the run only): " + "; ".join(inputs.refused[:20]))
+               if inputs.refused else "")
+    return f"<h1>{escape(experiment_name(inputs))}</h1>\n" + key_values(pairs) + refused
 
 
 def runs_note(trials: pd.DataFrame) -> str:

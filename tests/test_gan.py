@@ -141,7 +141,7 @@ def test_state_dict_round_trip_resumes_exactly(family):
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
     b = tiny(family, seed=123)  # other initial weights and noise: everything must come from the state
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(torch.load(buffer, weights_only=True))
     for _ in range(2):
         sa, sb = a.train_step(images, labels), b.train_step(images, labels)
         assert sa.keys() == sb.keys()

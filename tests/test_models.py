@@ -127,7 +127,7 @@ def test_ddpm_state_dict_round_trip_resumes_exactly():
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
     b = tiny_ddpm(seed=123)
-    b.load_state_dict(torch.load(buffer, weights_only=False))
+    b.load_state_dict(torch.load(buffer, weights_only=True))
     # the same next step from the same state, noise generator included
     assert float(a.train_step(images, labels)["loss"]) == pytest.approx(float(b.train_step(images, labels)["loss"]), rel=1e-6)
     for (k, va), vb in zip(a.net.state_dict().items(), b.net.state_dict().values()):

@@ -1,5 +1,6 @@
 """The run report: built from a small fake run directory in the real file formats."""
 
+import base64
 import io
 import json
 import math
@@ -419,3 +420,35 @@ def test_a_network_whose_flops_cannot_be_counted_is_a_missing_figure_with_its_re
     finally:
         results._gflops_per_image.cache_clear()
     assert math.isnan(value) and "could not be counted" in why and "no meta kernel" in why
+
+
+def test_text_from_the_run_is_escaped_and_only_its_own_files_are_embedded(tmp_path):
+    """A run folder someone else wrote: a class named like markup, markup in a status reason and the config,
+    and record files named outside the run (an absolute path, one climbing out with ".."). The markup appears
+    as text; the outside files are not read, and the report names them."""
+    evil = "<img src=x onerror=alert(1)>"
+    outside = tmp_path / "outside"
+    write_png(str(outside / "secret.png"), 1, 1, 255)
+    run_dir = tmp_path / "run"
+    grid = os.path.join("artifacts", "t1", "samples.png")
+    write_png(str(run_dir / grid), 1, 4, 90)
+    rows = pd.DataFrame([
+        {"trial_id": "t1", "method": "ddpm", "status": "completed", "status_reason": "", "epoch": 1,
+         "sample_accuracy": 0.5, f"sample_accuracy.{evil}": 0.5, "missing": "{}", "sample_grid": grid,
+         "config.model.lr": 0.001},
+        {"trial_id": "t2", "method": "ddpm", "status": "error", "status_reason": f"failed: {evil}", "epoch": 1,
+         "sample_accuracy": 0.4, f"sample_accuracy.{evil}": 0.4, "missing": "{}",
+         "sample_grid": str(outside / "secret.png"), "config.model.lr": 0.002},
+        {"trial_id": "t3", "method": "ddpm", "status": "completed", "status_reason": "", "epoch": 1,
+         "sample_accuracy": 0.3, f"sample_accuracy.{evil}": 0.3, "missing": "{}",
+         "sample_grid": "../outside/secret.png", "config.model.lr": 0.003},
+    ])
+    write_parquet(rows, run_dir / "results.parquet")
+    with open(run_dir / "config.json", "w") as f:
+        json.dump({"name": f"sweep {evil}", "sweep": {"metric": "sample_accuracy", "mode": "max"}}, f)
+    text = open(build_report(str(run_dir)), encoding="utf-8").read()
+    assert evil not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    secret = base64.b64encode((outside / "secret.png").read_bytes()).decode()
+    assert text.count('<div class="gridwrap">') == 1 and secret not in text  # the run's own grid only
+    assert "not embedded: 2 record files" in text
+    assert str(outside / "secret.png") in text and "../outside/secret.png" in text

@@ -142,7 +142,7 @@ def test_checkpoint_random_states_are_cpu_tensors_and_survive_a_cpu_map_location
     state = a.state_dict()
     assert state["generator"].device.type == "cpu" and state["generator"].dtype == torch.uint8
     torch.save({"method": state, "noise_states": gather_noise_states(a.noise_state(), 1, "cpu")}, tmp_path / "c.pt")
-    loaded = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=False)
+    loaded = torch.load(tmp_path / "c.pt", map_location="cpu", weights_only=True)
     b = ddpm(seed=5)
     b.load_state_dict(loaded["method"])
     assert restore_noise(b, loaded["noise_states"], 0, 1, seed=0, epoch=1) == "continued this rank's noise stream"
@@ -176,7 +176,7 @@ def _two_rank_restore(rank: int, world: int, folder: str) -> None:
     uninterrupted = float(a.train_step(images, labels)["loss"])
     b = ddpm(seed=99, wrap=ddp)
     b.seed_noise(noise_seed(0, rank))
-    state = torch.load(f"{folder}/checkpoint.pt", map_location="cpu", weights_only=False)
+    state = torch.load(f"{folder}/checkpoint.pt", map_location="cpu", weights_only=True)
     b.load_state_dict(state["method"])  # rank 0's generator state on every rank ...
     restore_noise(b, state["noise_states"], rank, world, seed=0, epoch=2)  # ... then this rank's own
     resumed = float(b.train_step(images, labels)["loss"])
