@@ -60,7 +60,7 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
     evaluation.add_argument("--inception-download", action="store_true", default=None,
                             help="let torch-fidelity download its Inception weights when they are not found")
     sweep = p.add_argument_group("sweep")
-    sweep.add_argument("--name", default=None, help="experiment name: runs go to <storage-path>/<name>/<timestamp>")
+    sweep.add_argument("--name", default=None, help="experiment name: runs go to <storage-path>/<name>/<start time>-<hex>")
     sweep.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates to sweep (model.lr)")
     sweep.add_argument("--epochs", type=int, nargs="+", default=None, help="epoch budgets to sweep (train.epochs)")
     sweep.add_argument("--search", choices=["grid", "random", "optuna"], default=None,
@@ -77,7 +77,8 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
                        help="override any config field by its dotted path, e.g. --set model.unet.base_channels=32")
     run = p.add_argument_group("run")
     run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
-                     help="continue an interrupted run (default: the latest run of this experiment)")
+                     help="continue an interrupted run in place, wherever its folder now is (default: the latest run of "
+                          "this experiment)")
     run.add_argument("--smoke-test", action="store_true", help="a seconds-long run: tiny data, network and budget")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     return p
