@@ -257,6 +257,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
                        for values in saved.get("experiments", [saved])]
             run_name = saved.get("name", run_name) if "experiments" in saved else run_name
             check_tune_state(run_dir, configs)
+            check_pbt_in_place(run_dir, configs)
         except BaseException:
             locks.pop().release()
             raise
@@ -279,6 +280,18 @@ def check_tune_state(run_dir: str, configs: list[ExperimentConfig]) -> None:
             raise FileNotFoundError(f"cannot resume {run_dir}: Tune's state for {c.name} is not in {path} "
                                     f"(no experiment_state-*.json), although {len(trained)} trial runs are in "
                                     f"{layout.train_storage(run_dir)}")
+
+
+def check_pbt_in_place(run_dir: str, configs: list[ExperimentConfig]) -> None:
+    """Raise ValueError when a PBT run is resumed from another folder than the one it was made in: Ray restores
+    Tune's scheduler from its pickle, and PBT's (harness/pbt.py) would write its exploits to the old folder."""
+    origin_file = layout.run_file(run_dir, layout.ORIGIN)
+    if not any(c.sweep.scheduler == "pbt" for c in configs) or not storage.exists(origin_file):
+        return
+    origin = json.loads(storage.read_bytes(origin_file)).get("folder")
+    if origin != run_dir:
+        raise ValueError(f"cannot resume {run_dir}: a PBT run resumes only in the folder it was made in ({origin}): "
+                         "Ray restores its scheduler with that folder, where it would write its exploits; move it back")
 
 
 def tune_path(run_dir: str, config: ExperimentConfig, experiments: int) -> str:
@@ -316,6 +329,7 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
     if not resume:  # the data loaded and the storage checked: now the run's own folder, new and locked
         run_dir = new_run_dir(experiment_dir)
         locks.append(RunLock(run_dir, log).acquire())
+        storage.write_bytes(layout.run_file(run_dir, layout.ORIGIN), json.dumps({"folder": run_dir}).encode())
 
     summaries = [describe_data(data, log) for data in loaded]
     storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(

@@ -30,6 +30,7 @@ from condgen_bench.reports import storage
 
 CONFIG = "config.json"
 DATASET_SUMMARY = "dataset_summary.json"
+ORIGIN = "origin.json"  # where the run's folder was made: {"folder": path}
 RESULTS = "results.parquet"
 HISTORY = "history.parquet"
 MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} of RESULTS and HISTORY

@@ -114,3 +114,20 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused_naming_the_file(tmp
     torch.save({"method": {}, "epoch": 1, "hook": os.getpid}, folder / "state.pt")
     with pytest.raises(CheckpointError, match=r"unreadable checkpoint .*checkpoint_000001/state\.pt \(UnpicklingError"):
         load_checkpoint(ray.train.Checkpoint(str(folder)))
+
+
+def test_a_moved_pbt_run_is_refused_because_its_scheduler_would_write_to_the_old_folder(tmp_path):
+    """Ray restores PBT's scheduler from its pickle, with the folder the run was made in: a moved PBT run is
+    refused before anything starts, naming both folders (any other run resumes wherever it is)."""
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.sweep import run_sweep
+    from test_ray_sweep import tiny_experiment
+
+    config = tiny_experiment(tmp_path, scheduler="pbt")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "config.json").write_text(json.dumps(to_dict(config)))
+    (moved / "origin.json").write_text(json.dumps({"folder": str(tmp_path / "tiny" / "made-here")}))
+    with pytest.raises(ValueError, match=r"a PBT run resumes only in the folder it was made in \(.*made-here\)"):
+        run_sweep(config, resume=str(moved), log=lambda *_: None)
+    assert not (moved / runs.LOCK_FILE).exists()
