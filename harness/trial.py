@@ -39,6 +39,22 @@ def check_snapshot(train_storage: str, trial_id: str) -> None:
                                   "restore it, or start a new run")
 
 
+def check_trial_folder(run_dir: str, trial_id: str, run_name: str) -> None:
+    """Raise CheckpointError naming the folder when the trial's Ray Train folder is gone but epochs of the
+    trial are recorded in the run (a deleted or lost train/<trial>): Ray Train would start it afresh at epoch
+    0 without a word, beside the abandoned run's records. (A PBT exploit's first start of its own Train run,
+    "<trial>-x<N>", has records and no folder yet: that is not a loss.)"""
+    folder = storage.join(layout.train_storage(run_dir), run_name)
+    recorded = layout.history_files(run_dir, trial_id)
+    # Ray Train makes the folder when the trial first starts (its storage check's marker file), so a trial that
+    # ran but never checkpointed (it failed in its first epoch) has one, and starts afresh rightly
+    if run_name == trial_id and recorded and not storage.exists(folder):
+        raise CheckpointError(f"cannot resume trial {trial_id}: its Ray Train folder {folder} is gone "
+                              f"while {len(recorded)} of its epochs are recorded in "
+                              f"{storage.join(layout.trial_dir(run_dir, trial_id), 'history')}; restore the folder, "
+                              "or start a new run (never a silent fresh start)")
+
+
 def worker_resources(cluster: ClusterConfig) -> tuple[dict[str, float], int]:
     """Resources a worker (and a finalist's scoring task) asks Ray for, and the torch threads it runs with."""
     cpus = cluster.cpus_per_worker if cluster.cpus_per_worker is not None else 1.0
@@ -72,6 +88,7 @@ def trial_driver(config: dict, shared: dict) -> None:
     run_name = layout.train_run_name(trial_id, exploits)
     start_from = ({"checkpoint": layout.exploit_dir(shared["run_dir"], trial_id, exploits), "exploit": exploits}
                   if exploits else None)
+    check_trial_folder(shared["run_dir"], trial_id, run_name)
     check_snapshot(layout.train_storage(shared["run_dir"]), run_name)
     trainer = TorchTrainer(
         train_worker,

@@ -131,3 +131,22 @@ def test_a_moved_pbt_run_is_refused_because_its_scheduler_would_write_to_the_old
     with pytest.raises(ValueError, match=r"a PBT run resumes only in the folder it was made in \(.*made-here\)"):
         run_sweep(config, resume=str(moved), log=lambda *_: None)
     assert not (moved / runs.LOCK_FILE).exists()
+
+
+def test_a_deleted_trial_folder_is_an_error_naming_it_not_a_silent_fresh_start(tmp_path):
+    """A trial whose epochs are recorded (artifacts/<trial>/history/) but whose Ray Train folder is gone would
+    start afresh at epoch 0 beside its old records: the trial's driver refuses, naming the folder (the
+    error is the trial's row in the results, as for a corrupt snapshot: tests/test_drills.py)."""
+    from condgen_bench.harness.trial import check_trial_folder
+    from condgen_bench.harness.worker import CheckpointError
+
+    run_dir = str(tmp_path)
+    check_trial_folder(run_dir, "t0", "t0")  # a trial that never ran: nothing to lose
+    history = tmp_path / "artifacts" / "t0" / "history"
+    history.mkdir(parents=True)
+    (history / "epoch_0001.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"trial t0: its Ray Train folder .*train/t0 is gone .*1 of its epochs"):
+        check_trial_folder(run_dir, "t0", "t0")
+    check_trial_folder(run_dir, "t0", "t0-x1")  # a PBT exploit's first start of its own Train run
+    (tmp_path / "train" / "t0").mkdir(parents=True)
+    check_trial_folder(run_dir, "t0", "t0")  # the folder is there (a trial that never checkpointed has one)
