@@ -71,17 +71,28 @@ def package_folder() -> str:
     return target
 
 
+LOCAL_RAY_ENV = {
+    # Ray Train's controller looks at its workers every 2 s by default, so a finished trial waits ~4 s for
+    # it to notice; locally a look is a cheap call, and trials of seconds are common (smoke tests, small data)
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    # and a watcher of preempted cloud nodes (a process per trial) has no node to watch on one machine
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
+def set_local_ray_env() -> None:
+    """Set LOCAL_RAY_ENV in this process (where not set already), before a local Ray starts: Ray's processes,
+    and through them every trial's controller, inherit it."""
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def start_local_ray(num_cpus: int | None, **options) -> None:
     """Start a new single-node Ray (never join one that happens to run on this machine) whose processes
     are all told its address: Ray Train's placement-group cleaner, which frees an early-stopped trial's
     resources, queries the dashboard, and without an address it guesses, and fails when a second local
     Ray (another sweep, the tests) runs on the machine. ``options``: more ray.init arguments."""
-    # Ray Train's controller looks at its workers every 2 s by default, so a finished trial waits ~4 s for
-    # it to notice; locally a look is a cheap call, and trials of seconds are common (smoke tests, small
-    # data). Set before ray.init: Ray's processes, and through them every trial's controller, inherit it.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    # and a watcher of preempted cloud nodes (a process per trial) has no node to watch on one machine
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    set_local_ray_env()
     with socket.socket() as probe:  # a free port for the dashboard, whose address every process gets
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -273,9 +284,9 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
 def check_tune_state(run_dir: str, configs: list[ExperimentConfig]) -> None:
     """Raise FileNotFoundError naming what is missing when the run at ``run_dir`` has trials but not the Tune
     state to resume them from (a run killed before Tune first saved it starts its experiment afresh in place)."""
+    trained = storage.list_dir(layout.train_storage(run_dir))  # every experiment's trial runs: listed once
     for c in configs:
         path = tune_path(run_dir, c, len(configs))
-        trained = storage.list_dir(layout.train_storage(run_dir))
         if trained and not ray.tune.Tuner.can_restore(path):
             raise FileNotFoundError(f"cannot resume {run_dir}: Tune's state for {c.name} is not in {path} "
                                     f"(no experiment_state-*.json), although {len(trained)} trial runs are in "

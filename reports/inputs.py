@@ -120,7 +120,7 @@ def keep_inside_run(results: pd.DataFrame, run_dir: str) -> list[str]:
     only, whoever wrote its results. Returns "column: path (run_dir)" for each one blanked."""
     refused = []
 
-    def inside(value):
+    def inside(column, value):
         if is_missing(value):
             return value
         text = str(value)
@@ -132,7 +132,7 @@ def keep_inside_run(results: pd.DataFrame, run_dir: str) -> list[str]:
 
     for column in RECORD_FILES:
         if column in results:
-            results[column] = results[column].map(inside)
+            results[column] = [inside(column, value) for value in results[column]]
     return refused
 
 

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-# What harness/sweep.py start_local_ray sets for a local run (Ray Train's controller looking at its workers
-# every 0.2 s, not 2 s; no watcher of preempted cloud nodes), set here too for the tests that start a Ray
-# cluster of their own (tests/test_cluster_storage.py), before any Ray starts.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# The local Ray settings of harness/sweep.py (start_local_ray sets them too), set before any Ray starts, for
+# the tests that start a Ray cluster of their own (tests/test_cluster_storage.py)
+from condgen_bench.harness.sweep import set_local_ray_env
+
+set_local_ray_env()
 
 
 @pytest.fixture(scope="session")
