@@ -53,17 +53,32 @@ def git_commit() -> str:
         return "unknown"
 
 
+def reported_epoch(result, last_epoch: int | None) -> int | None:
+    """The last epoch the trial's scheduler saw (Tune's last result; ``result``: ray.tune.Result), at most
+    ``last_epoch`` (the last the worker trained). A scheduler's stop reaches the worker a moment after its
+    decision: a tiny epoch can be trained, and its history written, before that, but it was never reported
+    or evaluated, so it does not make a stopped trial complete. ``last_epoch`` where Tune kept no epoch."""
+    metrics = getattr(result, "metrics", None) or {}
+    epoch = metrics.get("epoch")
+    if epoch is None or last_epoch is None or isinstance(epoch, float) and math.isnan(epoch):
+        return last_epoch
+    return min(int(epoch), last_epoch)
+
+
 def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged: dict | None) -> tuple[str, str]:
     """(status, reason): "error", "diverged" (with the worker's reason and epoch), "no_result",
-    "stopped_early" (by the scheduler) or "completed"."""
+    "stopped_early" (by the scheduler) or "completed". ``last_epoch``: the last epoch trained."""
     if diverged is not None:
         return "diverged", f"epoch {diverged['epoch']} (step {diverged['step']}): {diverged['reason']}"
     if result.error is not None:
         return "error", str(result.error).strip().splitlines()[-1][:500] if str(result.error).strip() else repr(result.error)
     if last_epoch is None:
         return "no_result", "the trial reported nothing"
-    if last_epoch < planned_epochs:
-        return "stopped_early", f"stopped by the scheduler after epoch {last_epoch} of {planned_epochs}"
+    seen = reported_epoch(result, last_epoch)
+    if seen < planned_epochs:
+        unreported = (f"; epoch {last_epoch} had trained but was stopped before it was reported"
+                      if last_epoch > seen else "")
+        return "stopped_early", f"stopped by the scheduler after epoch {seen} of {planned_epochs}{unreported}"
     return "completed", ""
 
 
@@ -213,7 +228,8 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
                    *(c for c in progress.columns if c.startswith("train/"))]
         for _, r in progress.iterrows():
             history.append({"trial_id": row_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
-    if budget is not None and last_epoch is not None and last_epoch >= budget and diverged is None:
+    if budget is not None and last_epoch is not None and reported_epoch(trial.result, last_epoch) >= budget \
+            and diverged is None:
         status, reason = "completed", ""  # what came after the budget's last epoch is the longer budget's
     else:
         status, reason = _trial_status(trial.result, last_epoch, experiment.train.epochs, diverged)

@@ -150,3 +150,39 @@ def test_a_deleted_trial_folder_is_an_error_naming_it_not_a_silent_fresh_start(t
     check_trial_folder(run_dir, "t0", "t0-x1")  # a PBT exploit's first start of its own Train run
     (tmp_path / "train" / "t0").mkdir(parents=True)
     check_trial_folder(run_dir, "t0", "t0")  # the folder is there (a trial that never checkpointed has one)
+
+
+def test_a_trial_the_scheduler_stopped_stays_stopped_early_though_its_worker_trained_one_more_epoch(tmp_path):
+    """ASHA decides on a trial's epoch-1 report; its stop reaches the worker a moment later, and a tiny epoch can
+    be trained (its history written) in that moment, never reported or evaluated. Seen in the killed-driver
+    drill on a loaded machine: the trial stopped at epoch 1 of 2 came out "completed". The status follows what
+    the scheduler saw; the extra epoch stays in the history, and the reason names it."""
+    from types import SimpleNamespace
+
+    from condgen_bench import datasets
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress, write_record
+    from condgen_bench.reports import layout, storage
+    from test_ray_sweep import tiny_experiment
+
+    config = tiny_experiment(tmp_path)  # 2 epochs planned
+    run_dir, trial_id = str(tmp_path / "run"), "abcde_00001"
+    for epoch in (1, 2):  # what the worker trained
+        storage.write_bytes(layout.history_file(run_dir, trial_id, epoch),
+                            json.dumps({"epoch": epoch, "step": 4 * epoch, "loss": 1.0}).encode())
+    write_record(layout.epoch_dir(run_dir, trial_id, 1),  # what was evaluated and reported: epoch 1
+                 {"stage": "tracking", "epoch": 1, "step": 4, "metrics": {"loss": 1.0}, "missing": {}, "protocol": {}},
+                 b"png")
+    spec = datasets.load(config.data).spec()
+    for tune_saw, status in ((1, "stopped_early"), (2, "completed")):
+        result = SimpleNamespace(error=None, metrics={"epoch": tune_saw})
+        trial = TrialOutcome(trial_id, result, training_progress(run_dir, trial_id, None), None)
+        rows, history = _trial_rows(run_dir, trial, to_dict(config), {}, spec)
+        assert {row["status"] for row in rows} == {status}, tune_saw
+        assert [h["epoch"] for h in history] == [1, 2]
+    assert rows[0]["status_reason"] == ""
+    trial = TrialOutcome(trial_id, SimpleNamespace(error=None, metrics={"epoch": 1}),
+                         training_progress(run_dir, trial_id, None), None)
+    [row], _ = _trial_rows(run_dir, trial, to_dict(config), {}, spec)
+    assert row["status_reason"] == ("stopped by the scheduler after epoch 1 of 2; epoch 2 had trained but was "
+                                    "stopped before it was reported")
