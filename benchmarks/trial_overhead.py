@@ -29,10 +29,10 @@ import time
 import ray  # noqa: E402
 import ray.train  # noqa: E402
 import ray.tune  # noqa: E402
-from ray.train.torch import TorchTrainer  # noqa: E402
 from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
 
 from condgen_bench.harness.sweep import start_local_ray  # noqa: E402
+from condgen_bench.harness.trial import Trainer  # noqa: E402  (the sweep's TorchTrainer)
 
 
 def worker(config: dict) -> None:
@@ -43,14 +43,14 @@ def worker(config: dict) -> None:
 
 
 def driver(config: dict) -> None:
-    """The trial: note when it starts, run a one-worker TorchTrainer, note when its fit returns."""
+    """The trial: note when it starts, run a one-worker TorchTrainer (the sweep's), note when its fit returns."""
     started = time.time()
     trial = ray.tune.get_context().get_trial_id()
     note = os.path.join(config["storage"], f"{trial}.started")
-    trainer = TorchTrainer(worker, train_loop_config={"note": note},
-                           scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                           run_config=ray.train.RunConfig(name=trial, storage_path=config["storage"],
-                                                          callbacks=[TuneReportCallback()]))
+    trainer = Trainer(worker, train_loop_config={"note": note},
+                      scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+                      run_config=ray.train.RunConfig(name=trial, storage_path=config["storage"],
+                                                     callbacks=[TuneReportCallback()]))
     trainer.fit()
     with open(note) as f:
         worker_started = float(f.read())

@@ -23,10 +23,10 @@ from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.plan import asha_rungs, evaluation_plan
 from condgen_bench.harness.steps import steps_per_epoch
 
-# benchmarks/trial_overhead.py: a Tune trial whose TorchTrainer runs an empty loop, 2 cores (Ray's processes
-# start and import torch and Ray Train: the trial's driver, Train's controller, the worker; then Train's
-# controller, polling every 2 s, sees the loop end): 15.4 s a trial over 3
-TRIAL_START_SECONDS = 15.4
+# benchmarks/trial_overhead.py: a Tune trial whose TorchTrainer (harness/trial.py's) runs an empty loop, 2 cores
+# (Ray's processes start and import torch and Ray Train: the trial's driver, Train's controller, the worker;
+# then the controller, polling every 0.2 s locally, sees the loop end): 14.3 s a trial over 3
+TRIAL_START_SECONDS = 14.3
 # A local run's training and evaluation run beside Ray's own processes on the same cores: the default DDPM
 # sweep's epochs took 13.4-16.2 s (109 steps; its history.parquet, 2 cores) where its dry run times a step
 # at 0.10 s alone (10.9 s an epoch)

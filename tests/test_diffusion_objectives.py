@@ -199,9 +199,11 @@ def test_bound_on_known_entropy_data_is_not_below_the_entropy_and_tight_for_the_
     assert mean > entropy - 3 * stderr  # a bound: never below the entropy
     assert mean - entropy < 0.1  # and tight when the reverse process is exact (measured: 0.023)
     # the exact mean with a fixed variance, and an offset mean: looser bounds, compared image by image
-    # under the same noise
+    # under the same noise, on the first 64 images (the gaps measured 11 and 5.6 standard errors on 48)
+    k = 64
     for config, net_kw in ((dict(variance="fixed_large"), {}), (dict(variance="learned"), dict(mu=MU + 0.05))):
         d = GaussianDiffusion(DiffusionConfig(timesteps=1000, clip_denoised=False, **config))
-        worse = d.bits_per_dim(exact_net(d, learned=config["variance"] == "learned", **net_kw), data, y, seeds)
-        gap = worse["total"] - bpd
+        worse = d.bits_per_dim(exact_net(d, learned=config["variance"] == "learned", **net_kw), data[:k], y[:k],
+                               seeds[:k])
+        gap = worse["total"] - bpd[:k]
         assert gap.mean() > 3 * gap.std() / math.sqrt(len(gap)), config

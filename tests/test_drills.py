@@ -117,13 +117,11 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
 
     import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
-
     from condgen_bench import datasets
     from condgen_bench.harness import worker as worker_module
     from condgen_bench.harness.config import to_dict
     from condgen_bench.harness.reference import prepare_reference
-    from condgen_bench.harness.trial import check_snapshot
+    from condgen_bench.harness.trial import Trainer, check_snapshot
     from condgen_bench.harness.worker import CheckpointError
 
     config = tiny_experiment(tmp_path)
@@ -133,7 +131,7 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
 
     def fit(epochs, storage):
         config.train.epochs = epochs
-        trainer = TorchTrainer(
+        trainer = Trainer(
             worker_module.train_worker,
             train_loop_config={"experiment": to_dict(config), "trial_id": "t0", "threads": 1,
                                "run_dir": str(storage), **refs},

@@ -250,8 +250,8 @@ def test_domain_metrics_and_spreads_of_the_copy_generator(data, tmp_path):
 
 
 def test_cas_of_a_copy_of_the_training_set_equals_the_real_accuracy(tmp_path):
-    data = datasets.load(DataConfig(image_size=16, num_train=700, num_test=140))  # enough to learn from
-    config = _eval_config(cas=True, classifier=ClassifierConfig(width=8, epochs=15, batch_size=32, lr=5e-3))
+    data = datasets.load(DataConfig(image_size=16, num_train=420, num_test=140))  # enough to learn from
+    config = _eval_config(cas=True, classifier=ClassifierConfig(width=8, epochs=10, batch_size=32, lr=5e-3))
     ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
     assert ref.classifier_accuracy > 0.4  # well above chance (1/7), so the comparison means something
     copy, _ = _evaluate(CopyGenerator(data), data, ref, config)
