@@ -52,23 +52,34 @@ class ScriptRun:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(60)
 
-    def finish(self, timeout: float = 240) -> str:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        text = self.log.read_text()
-        assert self.process.returncode == 0, text[-3000:]
-        return text
 
 
-def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_it_stops(ray_local, tmp_path):
+def resume_in_process(tmp_path: Path, monkeypatch, capsys) -> str:
+    """The script's ``--resume``, run in this process: what the user types after a killed driver, on this
+    session's Ray (``ray_local``) instead of a local Ray of its own (the script starts one only where none
+    runs; the first run already showed two local Rays side by side). Returns what it printed."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))  # the script's own imports (laptop.py)
+    monkeypatch.setattr(sys, "argv", SCRIPT[1:] + ["--storage-path", str(tmp_path / "runs"), "--resume"])
+    monkeypatch.delenv(faults.ENV, raising=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_code:
+        runpy.run_path(SCRIPT[1], run_name="__main__")
+    out, err = capsys.readouterr()
+    assert exit_code.value.code == 0, (out + err)[-3000:]
+    return out + err
+
+
+def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_it_stops(ray_local, tmp_path,
+                                                                                        monkeypatch, capsys):
     """The script's local Ray runs beside this session's (``ray_local``): two local Ray instances at once. Its
     ASHA stops trial 2 at the first rung, and Ray Train frees a stopped trial's resources only if its cleaner
     finds its own instance's dashboard among the two: otherwise trial 3, one at a time, would wait for them
-    forever. The driver is killed (SIGKILL to its process group) once trial 3 has checkpointed epoch 1, and
-    resumed: trial 3 goes on from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 4
-    (not started at the kill) runs, trial 1 is not touched again."""
+    forever. The driver is killed (SIGKILL to its process group, its Ray with it) once trial 3 has checkpointed
+    epoch 1, and resumed with the script's --resume (in this process, on this session's Ray): trial 3 goes on
+    from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 4 (not started at the
+    kill) runs, trial 1 is not touched again."""
     marks = tmp_path / "marks"
     first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00002", "epoch": 1, "rank": 0,
                                                  "do": "pause", "once": str(marks / "trial3-epoch1")})
@@ -82,7 +93,7 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     first.kill()
     trial1_files = files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1)
 
-    log = ScriptRun(tmp_path, "second", resume=True).finish()
+    log = resume_in_process(tmp_path, monkeypatch, capsys)
     assert "resuming" in log and "taking over the lock of a driver that is gone" in log  # the killed one's
     [t4] = sorted(set(d.name for d in (run_dir / "train").iterdir()) - {t1, t2, t3})
     assert ray_local.is_initialized()  # this session's Ray was up beside the script's all along

@@ -1,9 +1,9 @@
 """The training loop's device discipline (harness/steps.py, models/accel.py): collectives on the worker's
 device, no host sync inside a step, per-rank noise streams through a checkpoint, and the precisions."""
 
-import inspect
 import math
 import os
+import sys
 
 import pytest
 import torch
@@ -113,7 +113,7 @@ def host_reads(monkeypatch):
         original = getattr(torch.Tensor, name)
 
         def wrapper(self, *args, _original=original, _name=name, **kwargs):
-            caller = inspect.stack(0)[1].filename
+            caller = sys._getframe(1).f_code.co_filename  # the caller's file (inspect.stack builds every frame)
             if caller.startswith(ours):
                 calls.append(f"{_name} in {os.path.relpath(caller, REPO)}")
             return _original(self, *args, **kwargs)
