@@ -11,8 +11,12 @@ import json
 import ray.train
 import ray.tune
 from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
 from ray.tune.integration.ray_train import TuneReportCallback
+
+try:  # Ray Train's internal module (2.60): where it moves, trials keep its actor and tests/test_ray_sweep.py says so
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+except ImportError:  # pragma: no cover - another Ray release
+    DatasetsCallback = None
 
 from condgen_bench.harness.config import ClusterConfig, experiment_from_dict, from_dict
 from condgen_bench.harness.pbt import WORKER_TOKEN_CPU
@@ -82,7 +86,9 @@ class Trainer(TorchTrainer):
 
     def _create_default_callbacks(self):
         callbacks = super()._create_default_callbacks()
-        return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
+        if self.datasets or DatasetsCallback is None:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
 def trial_driver(config: dict, shared: dict) -> None:
