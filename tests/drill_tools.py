@@ -10,11 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# The killed-driver drill (tests/test_drills.py): its first run starts early in the background (tests/conftest.py
-# starts it before the drills' module and runs the drill last); {test name: its ScriptRun} until the drill takes it
-KILLED_DRIVER = "test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_it_stops"
-BACKGROUND: dict = {}
-
 
 def wait_for(condition, what: str, timeout: float = 240, process: subprocess.Popen | None = None, log=None):
     """Poll ``condition`` until it holds; fail after ``timeout`` s, or at once if ``process`` ended."""

@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from drill_tools import (BACKGROUND, KILLED_DRIVER, checkpointed_epoch, epoch_record, files_under, tune_saved_status,
-                         wait_for)
+from drill_tools import checkpointed_epoch, epoch_record, files_under, tune_saved_status, wait_for
 from condgen_bench.reports import faults
 from test_ray_sweep import tiny_experiment
 
@@ -34,15 +33,13 @@ SCRIPT = [sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--smoke-
 
 
 class ScriptRun:
-    """The sweep script in a subprocess in its own process group (its local Ray's processes with it), writing
-    under ``tmp_path`` (``folder``)."""
+    """The sweep script in a subprocess in its own process group (its local Ray's processes with it)."""
 
     def __init__(self, tmp_path: Path, name: str, fault: dict | None = None, resume: bool = False):
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", faults.ENV)}
         if fault:
             env[faults.ENV] = json.dumps(fault)
         tmp_path.mkdir(parents=True, exist_ok=True)
-        self.folder = tmp_path
         self.log = tmp_path / f"{name}.log"
         args = SCRIPT + ["--storage-path", str(tmp_path / "runs")] + (["--resume"] if resume else [])
         with open(self.log, "w") as out:
@@ -55,15 +52,6 @@ class ScriptRun:
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(60)
-
-
-def start_killed_driver_run(folder: Path) -> ScriptRun:
-    """The killed-driver drill's first run: the script under ASHA, paused by the fault hook once trial 3 has
-    reported epoch 1 (it waits there to be killed). tests/conftest.py starts it early, in the background (a
-    local Ray of its own, mostly one process starting after another: a core's worth of waiting that the tests
-    run meanwhile fill), and the drill, run last, picks it up."""
-    return ScriptRun(folder, "first", fault={"at": "epoch_end", "trial": "00002", "epoch": 1, "rank": 0,
-                                             "do": "pause", "once": str(folder / "marks" / "trial3-epoch1")})
 
 
 
@@ -92,10 +80,11 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     forever. The driver is killed (SIGKILL to its process group, its Ray with it) once trial 3 has checkpointed
     epoch 1, and resumed with the script's --resume (in this process, on this session's Ray): trial 3 goes on
     from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 1 is not touched again."""
-    first = BACKGROUND.pop(KILLED_DRIVER, None) or start_killed_driver_run(tmp_path)  # started early, or now
-    folder = first.folder
-    first.wait_for(lambda: (folder / "marks" / "trial3-epoch1").exists(), "trial 3 to report epoch 1")
-    [run_dir] = [d for d in (folder / "runs" / "drill").iterdir() if d.name[:1].isdigit()]
+    marks = tmp_path / "marks"
+    first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00002", "epoch": 1, "rank": 0,
+                                                 "do": "pause", "once": str(marks / "trial3-epoch1")})
+    first.wait_for(lambda: (marks / "trial3-epoch1").exists(), "trial 3 to report epoch 1")
+    [run_dir] = [d for d in (tmp_path / "runs" / "drill").iterdir() if d.name[:1].isdigit()]
     t1, t2, t3 = sorted(d.name for d in (run_dir / "train").iterdir())
     first.wait_for(lambda: checkpointed_epoch(run_dir / "train" / t3) == 1, "trial 3's epoch-1 checkpoint")
     # Ray restores ASHA without its rung records: a stopped trial that Tune's saved state still lists as running
@@ -104,7 +93,7 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     first.kill()
     trial1_files = files_under(run_dir / "artifacts" / t1, run_dir / "train" / t1)
 
-    log = resume_in_process(folder, monkeypatch, capsys)
+    log = resume_in_process(tmp_path, monkeypatch, capsys)
     assert "resuming" in log and "taking over the lock of a driver that is gone" in log  # the killed one's
     assert ray_local.is_initialized()  # this session's Ray was up beside the script's all along
 
