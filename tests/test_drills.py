@@ -35,13 +35,13 @@ SCRIPT = [sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--smoke-
 class ScriptRun:
     """The sweep script in a subprocess in its own process group (its local Ray's processes with it)."""
 
-    def __init__(self, tmp_path: Path, name: str, fault: dict | None = None, resume: bool = False):
+    def __init__(self, tmp_path: Path, name: str, fault: dict | None = None):
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", faults.ENV)}
         if fault:
             env[faults.ENV] = json.dumps(fault)
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.log = tmp_path / f"{name}.log"
-        args = SCRIPT + ["--storage-path", str(tmp_path / "runs")] + (["--resume"] if resume else [])
+        args = SCRIPT + storage_args(tmp_path)
         with open(self.log, "w") as out:
             self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -54,6 +54,10 @@ class ScriptRun:
         self.process.wait(60)
 
 
+def storage_args(tmp_path: Path) -> list[str]:
+    """The script's storage flag: every run of a drill under ``tmp_path``/runs."""
+    return ["--storage-path", str(tmp_path / "runs")]
+
 
 def resume_in_process(tmp_path: Path, monkeypatch, capsys) -> str:
     """The script's ``--resume``, run in this process: what the user types after a killed driver, on this
@@ -62,7 +66,7 @@ def resume_in_process(tmp_path: Path, monkeypatch, capsys) -> str:
     import runpy
 
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))  # the script's own imports (laptop.py)
-    monkeypatch.setattr(sys, "argv", SCRIPT[1:] + ["--storage-path", str(tmp_path / "runs"), "--resume"])
+    monkeypatch.setattr(sys, "argv", SCRIPT[1:] + storage_args(tmp_path) + ["--resume"])
     monkeypatch.delenv(faults.ENV, raising=False)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_code:
@@ -127,6 +131,7 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
 
     import ray
     import ray.train
+
     from condgen_bench import datasets
     from condgen_bench.harness import worker as worker_module
     from condgen_bench.harness.config import to_dict
