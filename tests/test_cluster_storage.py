@@ -76,7 +76,9 @@ def two_nodes(tmp_path_factory):
     from ray.cluster_utils import Cluster
 
     private = tmp_path_factory.mktemp("node-local")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # the head notices a lost node after 2 missed health checks 1 s apart (Ray's default: 5, 3 s apart)
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 2}})
     nodes = {"cluster": cluster, "private": private, "node": Node(cluster.address, private)}
     try:
         ray.init(address=cluster.address, log_to_driver=False)

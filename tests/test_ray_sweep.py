@@ -1,5 +1,5 @@
 """Ray Train + Ray Tune end to end, on a tiny network: a 2-trial sweep with 2 DDP workers of 0.5 CPU
-each and its finalist stage, trials that diverge or fail in a benchmark of two families (one of them under
+each and its finalist stage, a trial whose worker dies in a benchmark of two families (one of them under
 population-based training), the script on a CSV.
 (An ASHA sweep, restarts and resumes: tests/test_drills.py.)"""
 
@@ -193,15 +193,14 @@ def test_worker_loop_does_not_branch_on_the_method():
     assert "config.method ==" not in source and "isinstance(method" not in source
 
 
-def test_a_benchmark_whose_trials_diverge_crash_or_fill_the_disk_goes_on_and_compares_two_families(
+def test_a_benchmark_whose_worker_dies_goes_on_and_compares_two_families_one_under_pbt(
         ray_local, tmp_path, monkeypatch):
     """One benchmark run of two families, one shared evaluation and one report.
 
     DDPM (models/unet_method.py's training code; its sibling flow matching's finalist evaluation is checked in
-    tests/test_flow.py), four trials on one worker each, two at a time, locally (max_failures 0): lr 1e6 makes
-    the loss NaN within a few steps (that trial ends as "diverged" with its epoch and reason, and no checkpoint
-    of the broken weights is evaluated); one finishes; one has a worker SIGKILLed mid-epoch; one finds the disk
-    full when it writes its eval.json (both error rows with their reasons, no temporary file left).
+    tests/test_flow.py), two trials on one worker each, at once, locally (max_failures 0): one finishes; one
+    has its worker SIGKILLed mid-epoch (an error row with its reason, and the sweep goes on). (A trial whose
+    loss diverges, or whose disk fills at an evaluation record: tests/test_worker_loop.py.)
     DCGAN (models/gan.py; FastGAN and DDGAN add networks and losses that their own tests train; two ranks
     averaging a GAN's gradients: tests/test_steps.py) under population-based training (sweep.scheduler pbt,
     harness/pbt.py): two trials of 2 epochs, their learning rates drawn by the random search, two at a time,
@@ -215,11 +214,10 @@ def test_a_benchmark_whose_trials_diverge_crash_or_fill_the_disk_goes_on_and_com
     from condgen_bench.reports.inputs import metric_columns
 
     marks = tmp_path / "marks"
-    monkeypatch.setenv(faults.ENV, json.dumps([
-        {"at": "step", "trial": "00002", "epoch": 1, "step": 2, "do": "kill", "once": str(marks / "killed")},
-        {"at": "write", "path": "_00003/epoch_0001/eval.json", "do": "enospc", "once": str(marks / "full")}]))
-    ddpm = tiny_experiment(tmp_path, space={"model.lr": [1e6, 1e-3, 2e-3, 3e-3]}, max_concurrent_trials=2)
-    ddpm.name, ddpm.cluster.workers_per_trial = "ddpm", 1  # two at a time: 2 x (0.25 + 0.5) CPUs
+    monkeypatch.setenv(faults.ENV, json.dumps(
+        {"at": "step", "trial": "00001", "epoch": 1, "step": 2, "do": "kill", "once": str(marks / "killed")}))
+    ddpm = tiny_experiment(tmp_path, space={"model.lr": [1e-3, 2e-3]}, max_concurrent_trials=2)
+    ddpm.name, ddpm.cluster.workers_per_trial = "ddpm", 1  # both at once: 2 x (0.25 + 0.5) CPUs
     ddpm.train.epochs, ddpm.train.eval_every = 1, 0
     ddpm.eval.augment = False  # family-agnostic and scored in the first sweep test: 30 classifier trainings saved
     dcgan = ExperimentConfig(
@@ -233,19 +231,13 @@ def test_a_benchmark_whose_trials_diverge_crash_or_fill_the_disk_goes_on_and_com
     frame = pd.read_parquet(outcome.results_path)
 
     families = frame[frame["method"] == "ddpm"]
-    by_lr = {lr: families[families["config.model.lr"] == lr] for lr in (1e6, 1e-3, 2e-3, 3e-3)}
-    broken, fine, killed, full = by_lr.values()
-    assert list(broken["status"]) == ["diverged"] and set(fine["status"]) == {"completed"}
-    assert broken["epoch"].iloc[0] == 1 and "loss became nan" in broken["status_reason"].iloc[0]
-    assert broken["sample_accuracy"].isna().all() and "diverged" in json.loads(broken["missing"].iloc[0])["all"]
-    assert fine["sample_accuracy"].notna().all() and set(fine["epoch"]) == {1}
-    assert list(fine["stage"]) == ["trial_final", "finalist"]  # a diverged or failed trial is never a finalist
+    fine, killed = (families[families["config.model.lr"] == lr] for lr in (1e-3, 2e-3))
+    assert set(fine["status"]) == {"completed"} and fine["sample_accuracy"].notna().all() and set(fine["epoch"]) == {1}
+    assert list(fine["stage"]) == ["trial_final", "finalist"]  # a failed trial is never a finalist
     assert list(killed["status"]) == ["error"] and "died" in killed["status_reason"].iloc[0].lower()
-    assert list(full["status"]) == ["error"]
-    assert "could not write" in full["status_reason"].iloc[0] and "eval.json" in full["status_reason"].iloc[0]
     assert not [p for p in tmp_path.rglob("*.tmp*")]  # no half-written file left behind
     report = open(outcome.report_path, encoding="utf-8").read()
-    assert "diverged" in report and "loss became nan" in report and "could not write" in report
+    assert killed["status_reason"].iloc[0].split(":")[0] in report
 
     gans = frame[frame["method"] == "dcgan"]
     assert set(gans["status"]) == {"completed"} and gans["sample_accuracy"].notna().all()
