@@ -122,6 +122,15 @@ def float_to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
 
 
+def generated_to_uint8(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampler's output [N, C, H, W] float in [-1, 1] -> (uint8 [N, C, H, W], finite [N] bool: every value of
+    image i was finite), both on the images' device. A NaN value becomes 0 (black) and an infinite one its
+    clipped end, where float_to_uint8 would leave NaN's byte undefined: a diverged network's samples are
+    images still, and ``finite`` says which ones they are."""
+    finite = torch.isfinite(images).flatten(1).all(1)
+    return float_to_uint8(torch.nan_to_num(images, nan=-1.0)), finite
+
+
 def fingerprint(*, name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
                 class_names: tuple[str, ...]) -> str:
     """sha256 over the name, the class names and every split's pixels and labels -> 16 hex chars.

@@ -116,15 +116,17 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     labels = torch.arange(k).repeat_interleave(n)
     seeds = plan.sample_seed + torch.arange(k * n)
     t0 = time.time()
-    samples = method.sample(labels, seeds, batch_size=config.batch_size, **settings)
+    samples, finite = method.sample_checked(labels, seeds, batch_size=config.batch_size, **settings)
     sample_seconds = time.time() - t0
-    metrics: dict[str, float] = {}
+    # a sample with a NaN or infinite value (a diverged sampler) is a failure: a miss in the accuracy, and
+    # scored by the fidelity metrics as the image it became (black where NaN); the row says how many
+    metrics: dict[str, float] = {"nonfinite_samples": float((~finite).sum())}
 
     classifier = ref.classifier(data.channels, k, device)
     probs = predict(classifier, samples)
-    overall, per_class = accuracy(probs, labels, data.class_names)
+    overall, per_class = accuracy(probs, labels, data.class_names, valid=finite)
     metrics["sample_accuracy"] = overall
-    hits = (probs.argmax(1) == labels).double().numpy()
+    hits = ((probs.argmax(1) == labels) & finite).double().numpy()
     metrics["sample_accuracy_std"] = bootstrap_std(lambda idx: hits[idx].mean(), len(hits), config.bootstrap,
                                                    config.seed)
     metrics.update({f"sample_accuracy.{name}": value for name, value in per_class.items()})

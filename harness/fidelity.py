@@ -27,9 +27,14 @@ FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged
 KID_DEGREE, KID_COEF0 = 3, 1.0  # KID's polynomial kernel (x.y / D + 1)^3 (Binkowski et al. 2018)
 
 
-def accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names) -> tuple[float, dict[str, float]]:
-    """Overall and per-class accuracy of argmax predictions. probs: [N, K]; labels: [N]."""
-    hit = (probs.argmax(1) == labels).float()
+def accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names,
+             valid: torch.Tensor | None = None) -> tuple[float, dict[str, float]]:
+    """Overall and per-class accuracy of argmax predictions. probs: [N, K]; labels: [N]; valid: [N] bool,
+    False for a sample that is a miss whatever its prediction (a non-finite generated image)."""
+    hit = probs.argmax(1) == labels
+    if valid is not None:
+        hit = hit & valid
+    hit = hit.float()
     per_class = {name: hit[labels == k].mean().item() if (labels == k).any() else float("nan")
                  for k, name in enumerate(class_names)}
     return hit.mean().item(), per_class

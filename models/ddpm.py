@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from condgen_bench.datasets.base import DatasetSpec, generated_to_uint8, uint8_to_float
 from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
 from condgen_bench.models.interface import SamplerAxis
@@ -101,19 +101,22 @@ class DDPMMethod(UNetMethod):
         return steps * (1 if s["guidance"] in (0.0, 1.0) else 2)
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **overrides) -> torch.Tensor:
-        """Generate with the EMA weights. labels, seeds: [N] int64 -> [N, C, H, W] uint8.
+    def sample_checked(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256,
+                       **overrides) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate with the EMA weights. labels, seeds: [N] int64 -> ([N, C, H, W] uint8, [N] bool finite).
 
         Image i depends only on (labels[i], seeds[i]) and the settings, not on ``batch_size``."""
         s = self.sampling_settings(**overrides)
         shape = (self.spec.channels, self.spec.image_size, self.spec.image_size)
-        out = []
+        images, finite = [], []
         for start in range(0, len(labels), batch_size):
             x = self.diffusion.sample(self.ema.shadow, labels[start:start + batch_size].to(self.device),
                                       seeds[start:start + batch_size], shape, null_label=self.null_label,
                                       sampler=s["sampler"], steps=s["steps"], eta=s.get("eta", 0.0), guidance=s["guidance"])
-            out.append(float_to_uint8(x).cpu())
-        return torch.cat(out)
+            batch, ok = generated_to_uint8(x)
+            images.append(batch.cpu())
+            finite.append(ok.cpu())
+        return torch.cat(images), torch.cat(finite)
 
     @torch.no_grad()
     def bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor,

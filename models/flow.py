@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from condgen_bench.datasets.base import DatasetSpec, generated_to_uint8, uint8_to_float
 from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.interface import SamplerAxis
 from condgen_bench.models.noise import NoiseStream
@@ -197,18 +197,22 @@ class FlowMethod(UNetMethod):
         return calls * (1 if s["guidance"] in (0.0, 1.0) else 2)
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **overrides) -> torch.Tensor:
+    def sample_checked(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256,
+                       **overrides) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate with the EMA weights from t = 1 (noise seeded per image) to t = 0. labels, seeds: [N]
-        int64 -> [N, C, H, W] uint8; image i depends only on (labels[i], seeds[i]) and the settings."""
+        int64 -> ([N, C, H, W] uint8, [N] bool finite); image i depends only on (labels[i], seeds[i]) and the
+        settings."""
         s = self.sampling_settings(**overrides)
         shape = (self.spec.channels, self.spec.image_size, self.spec.image_size)
-        out = []
+        images, finite = [], []
         for start in range(0, len(labels), batch_size):
             y = labels[start:start + batch_size].to(self.device)
             x1 = NoiseStream(seeds[start:start + batch_size], shape, self.device).next()
             x0 = integrate(self.velocity(y, float(s["guidance"])), x1, 1.0, 0.0, int(s["steps"]), s["sampler"])
-            out.append(float_to_uint8(x0).cpu())
-        return torch.cat(out)
+            batch, ok = generated_to_uint8(x0)
+            images.append(batch.cpu())
+            finite.append(ok.cpu())
+        return torch.cat(images), torch.cat(finite)
 
     def bits_per_dim(self, images: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor,
                      t_samples: int | None = None) -> dict[str, torch.Tensor]:

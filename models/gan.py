@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from condgen_bench.datasets.base import DatasetSpec, float_to_uint8, uint8_to_float
+from condgen_bench.datasets.base import DatasetSpec, generated_to_uint8, uint8_to_float
 from condgen_bench.models.accel import Acceleration, Accelerator
 from condgen_bench.models.noise import NoiseStream, TrainingNoise
 from condgen_bench.models.ema import EMA
+from condgen_bench.models.interface import CheckedSampling
 from condgen_bench.models.registry import lookup
 from condgen_bench.models.schedule import check_schedule, lr_factor
 
@@ -164,7 +165,7 @@ def average_gradients(module: nn.Module) -> None:
 # The method
 
 
-class GANMethod(TrainingNoise):
+class GANMethod(TrainingNoise, CheckedSampling):
     """Trains ``self.G`` and ``self.D`` adversarially behind the method interface (models/__init__.py).
 
     Subclasses set ``name`` and implement:
@@ -299,19 +300,21 @@ class GANMethod(TrainingNoise):
         return int(self.sampling_settings(**overrides)["steps"])
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **overrides) -> torch.Tensor:
-        """Generate with the EMA generator. labels, seeds: [N] int64 -> [N, C, H, W] uint8.
+    def sample_checked(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256,
+                       **overrides) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate with the EMA generator. labels, seeds: [N] int64 -> ([N, C, H, W] uint8, [N] bool finite).
 
         Image i depends only on (labels[i], seeds[i]), not on ``batch_size``: its noise comes from its
         own seeded stream and the networks run in eval mode (batch-norm running statistics)."""
         self.sampling_settings(**overrides)  # rejects settings this family does not have
-        out = []
+        images, finite = [], []
         for start in range(0, len(labels), batch_size):
             part = slice(start, start + batch_size)
             noise = NoiseStream(seeds[part], (self.config.z_dim,), self.device)
-            x = self.generate(self.ema.shadow, noise, labels[part].to(self.device))
-            out.append(float_to_uint8(x).cpu())
-        return torch.cat(out)
+            batch, ok = generated_to_uint8(self.generate(self.ema.shadow, noise, labels[part].to(self.device)))
+            images.append(batch.cpu())
+            finite.append(ok.cpu())
+        return torch.cat(images), torch.cat(finite)
 
     # checkpoints ---------------------------------------------------------------------------
 

@@ -56,6 +56,12 @@ class Method(Protocol):
         """labels [N], seeds [N] (CPU) -> images [N, C, H, W] uint8 on the CPU; image i a function of (labels[i],
         seeds[i]) and the settings (each family's sampler axes; unknown ones raise ValueError)."""
 
+    def sample_checked(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256,
+                       **settings) -> tuple[torch.Tensor, torch.Tensor]:
+        """sample()'s images and finite [N] bool on the CPU: False where the sampler produced a NaN or an
+        infinite value in image i (datasets/base.py generated_to_uint8), which the evaluation counts as a
+        failed sample."""
+
     def sampling_settings(self, **settings) -> dict:
         """The settings a sample call with ``settings`` uses, the family's defaults filled in (recorded); an
         axis the resulting setting ignores is left out (DDPM's ancestral sampler has no eta), so two settings
@@ -96,3 +102,11 @@ class LikelihoodMethod(Method, Protocol):
 
     def likelihood_protocol(self) -> dict:
         """How bits_per_dim computes the bound (recorded with the figure)."""
+
+
+class CheckedSampling:
+    """``sample`` of a family that implements ``sample_checked`` (every family here): its images alone."""
+
+    def sample(self, labels: torch.Tensor, seeds: torch.Tensor, batch_size: int = 256, **settings) -> torch.Tensor:
+        """labels [N], seeds [N] -> images [N, C, H, W] uint8 on the CPU (Method.sample)."""
+        return self.sample_checked(labels, seeds, batch_size, **settings)[0]

@@ -12,12 +12,13 @@ from torch import nn
 from condgen_bench.datasets.base import DatasetSpec
 from condgen_bench.models.accel import Acceleration, Accelerator
 from condgen_bench.models.ema import EMA
+from condgen_bench.models.interface import CheckedSampling
 from condgen_bench.models.noise import TrainingNoise
 from condgen_bench.models.schedule import lr_factor
 from condgen_bench.models.unet import UNet
 
 
-class UNetMethod(TrainingNoise):
+class UNetMethod(TrainingNoise, CheckedSampling):
     """A UNet from (spec.channels) to ``out_channels`` channels, conditioned on the class (label
     spec.num_classes is the null class of classifier-free guidance), trained by AdamW with a linear
     warm-up, with an EMA copy for sampling and likelihoods.

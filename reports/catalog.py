@@ -96,6 +96,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            spread="classifier_real_accuracy_std", low=0, high=1, per_class=True),
     Metric("cas_real_accuracy", "CAS ceiling (real)", "%", "none", "the CAS recipe trained on as many real "
            "images: what CAS would be for a perfect generator", kind="reference", low=0, high=1),
+    Metric("nonfinite_samples", "non-finite samples", "", "min", "generated images with a NaN or infinite value "
+           "(a diverged sampler): each counts as a miss in the accuracy on samples", low=0),
     Metric("network_evaluations", "network calls per image", "calls/image", "min", "network evaluations per "
            "generated image under the sampler setting (guidance counts twice): the portable sampling cost",
            kind="cost", low=1),

@@ -186,6 +186,9 @@ class CopyGenerator:
             out[where] = self.images[pool[torch.arange(len(where)) % len(pool)]]
         return out
 
+    def sample_checked(self, labels, seeds, batch_size=64):
+        return self.sample(labels, seeds, batch_size), torch.ones(len(labels), dtype=torch.bool)
+
     def network_evaluations(self, **settings):
         return 0
 
@@ -199,6 +202,47 @@ class NoiseGenerator(CopyGenerator):
     def sample(self, labels, seeds, batch_size=64):
         g = torch.Generator().manual_seed(int(seeds[0]))
         return torch.randint(0, 256, (len(labels),) + self.images.shape[1:], generator=g, dtype=torch.uint8)
+
+
+class HalfBrokenCopyGenerator(CopyGenerator):
+    """The copy generator whose sampler produced a NaN in every other image, the first included (as a
+    diverged network does)."""
+
+    def sample_checked(self, labels, seeds, batch_size=64):
+        images, _ = super().sample_checked(labels, seeds, batch_size)
+        return images, torch.arange(len(labels)) % 2 == 1
+
+
+def test_non_finite_samples_are_counted_and_miss_in_the_accuracy(data, tmp_path):
+    """A generated image with a NaN or infinite value is a failed sample: the row counts them, and each is a
+    miss in the accuracy on samples whatever the classifier makes of the image it became."""
+    config = _eval_config()
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    whole, _ = _evaluate(CopyGenerator(data), data, ref, config)
+    broken, _ = _evaluate(HalfBrokenCopyGenerator(data), data, ref, config)
+    hit = whole["per_sample"]["hit"]  # the copy's samples the classifier gets right
+    assert whole["metrics"]["nonfinite_samples"] == 0 and broken["metrics"]["nonfinite_samples"] == (len(hit) + 1) // 2
+    assert broken["metrics"]["sample_accuracy"] == pytest.approx(hit[1::2].sum() / len(hit))  # the finite ones' hits
+    assert not broken["per_sample"]["hit"][0::2].any()
+    assert broken["metrics"]["fid_domain"] == whole["metrics"]["fid_domain"]  # the same images, scored as they are
+
+
+def test_a_diverged_generator_samples_defined_images_and_says_which_are_not_finite():
+    """A family's sampler whose network outputs NaN: sample_checked marks every image, and the images are
+    defined bytes (black), not whatever a NaN casts to."""
+    from condgen_bench.datasets import DatasetSpec
+    from condgen_bench.models import build_method
+    from condgen_bench.models.dcgan import DCGANConfig
+
+    method = build_method("dcgan", DCGANConfig(ngf=4, ndf=4, z_dim=8), DatasetSpec("toy", 1, 16, ("a", "b"), "fp"))
+    labels, seeds = torch.tensor([0, 1, 0]), torch.arange(3)
+    images, finite = method.sample_checked(labels, seeds)
+    assert finite.all() and torch.equal(images, method.sample(labels, seeds))
+    with torch.no_grad():
+        for p in method.ema.shadow.parameters():
+            p.fill_(float("nan"))
+    images, finite = method.sample_checked(labels, seeds)
+    assert images.dtype == torch.uint8 and not finite.any() and (images == 0).all()
 
 
 def _counting(monkeypatch, real_images):
