@@ -200,6 +200,10 @@ class ClusterConfig:
     # further Ray resources each worker asks for, e.g. {"spot": 0.01} to place workers on the nodes that
     # declare that custom resource (`ray start --resources='{"spot": 4}'`); {}: none
     worker_resources: dict[str, float] = field(default_factory=dict)
+    # further Ray resources each trial's driver asks for (and with it Ray Train's controller, which runs on the
+    # driver's node), e.g. {"head": 0.01} to keep drivers off the nodes that may be lost (spot GPU nodes),
+    # whose loss would otherwise end the trial (retried by Tune) instead of restarting its workers; {}: none
+    driver_resources: dict[str, float] = field(default_factory=dict)
     # restarts of a trial (Tune) and of its workers (Ray Train) after a worker or node failure; None: 3 on a
     # cluster (--address), 0 locally, where a crash is usually a bug to see at once
     max_failures: int | None = None

@@ -422,7 +422,8 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
     # a PBT trial's driver holds its workers' CPUs: the population exists at once, and takes turns
     driver = (pbt.driver_cpus(config, ray.cluster_resources().get("CPU", 1.0)) if is_pbt
               else config.cluster.cpus_per_trial_driver)
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, shared=shared), {"CPU": driver})
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, shared=shared),
+                                        {"CPU": driver, **config.cluster.driver_resources})
     path = storage.join(storage_path, name)
     if resume and ray.tune.Tuner.can_restore(path):
         tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)

@@ -46,6 +46,17 @@ def tune_saved_status(experiment_dir: Path) -> dict[str, str]:
     return status
 
 
+def tune_trial_failures(experiment_dir: Path) -> dict[str, int]:
+    """{trial id: how often Tune saw the trial fail and retried it}, from its newest saved experiment state
+    (a worker restarted by Ray Train is not a failure of the trial)."""
+    [*_, newest] = sorted(experiment_dir.glob("experiment_state-*.json"))
+    failures = {}
+    for state, run_metadata in json.loads(newest.read_text())["trial_data"]:
+        state, run_metadata = (json.loads(part) if isinstance(part, str) else part for part in (state, run_metadata))
+        failures[state["trial_id"]] = run_metadata["num_failures"]
+    return failures
+
+
 def files_under(*folders: Path) -> dict[str, tuple[int, int]]:
     """{path: (size, mtime_ns)} of every file under the folders."""
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for folder in folders if folder.exists()

@@ -77,8 +77,10 @@ def two_nodes(tmp_path_factory):
 
     private = tmp_path_factory.mktemp("node-local")
     # the head notices a lost node after 2 missed health checks 1 s apart (Ray's default: 5, 3 s apart)
+    # ("drill_head": the trial drivers, and with them Ray Train's controllers, stay on the head)
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 2}})
+        "num_cpus": 1, "resources": {"drill_head": 1},
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 2}})
     nodes = {"cluster": cluster, "private": private, "node": Node(cluster.address, private)}
     try:
         ray.init(address=cluster.address, log_to_driver=False)
@@ -103,15 +105,16 @@ def test_a_node_local_storage_path_fails_the_check_and_a_shared_one_passes(two_n
 
 
 def test_a_lost_node_costs_one_epoch_and_the_data_travels_with_the_run(two_nodes, tmp_path, monkeypatch):
-    """The trial's worker runs on the second node; after its epoch-1 checkpoint the node is lost (every
-    process SIGKILLed) and an identical one joins: Ray Train (max_failures 3 on a cluster) restarts the
-    worker there from checkpoint 1 and the sweep completes. The dataset's CSV is renamed once the driver
+    """The trial's worker runs on the second node, its driver (cluster.driver_resources) on the head; after
+    its epoch-1 checkpoint the node is lost (every process SIGKILLed) and an identical one joins: Ray Train
+    (max_failures 3 on a cluster) restarts the worker there from checkpoint 1, the trial itself never failed,
+    and the sweep completes. The dataset's CSV is renamed once the driver
     has loaded it: the data reaches the new node through Ray's object store, not the file."""
     from condgen_bench.datasets import DataConfig
     from condgen_bench.datasets.export import synthetic_rows, write_fer2013_csv
     from condgen_bench.harness.sweep import run_sweep
     from condgen_bench.reports import faults
-    from drill_tools import checkpointed_epoch, epoch_record, wait_for
+    from drill_tools import checkpointed_epoch, epoch_record, tune_trial_failures, wait_for
     from test_ray_sweep import tiny_experiment
 
     csv = tmp_path / "fer2013.csv"
@@ -125,6 +128,7 @@ def test_a_lost_node_costs_one_epoch_and_the_data_travels_with_the_run(two_nodes
     config.cluster.address = two_nodes["cluster"].address
     config.cluster.workers_per_trial, config.cluster.cpus_per_worker = 1, 0.5
     config.cluster.worker_resources = {"drill_node": 0.5}  # the worker (and the scoring tasks) on the second node
+    config.cluster.driver_resources = {"drill_head": 0.5}  # the trial's driver and controller on the head
     config.train.eval_every, config.eval.finalists = 0, 0
     lost = {}
 
@@ -157,3 +161,4 @@ def test_a_lost_node_costs_one_epoch_and_the_data_travels_with_the_run(two_nodes
 
     assert epoch_record(Path(run_dir), trial, 2)["resumed_from_epoch"] == 1
     assert epoch_record(Path(run_dir), trial, 1)["resumed_from_epoch"] == 0
+    assert tune_trial_failures(Path(run_dir)) == {trial: 0}  # its driver, on the head, never failed
