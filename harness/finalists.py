@@ -9,7 +9,6 @@ again after --resume.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -20,6 +19,7 @@ import ray
 import torch
 
 from condgen_bench.harness.budgets import budget_values, split_budget_id
+from condgen_bench.harness.checkpoints import newest_readable, read_state
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
 from condgen_bench.harness.evaluation import evaluate, sampling_grid, setting_key
 from condgen_bench.harness.plan import evaluation_plan
@@ -100,17 +100,16 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     torch.set_num_threads(threads)
     device = device or task_device(len(ray.get_gpu_ids()))  # a task: its GPU, where Ray gave it one
     trial, budget = split_budget_id(trial_id)  # a smaller budget read off a trial: its kept checkpoint
-    if budget is None:
-        checkpoint = layout.latest_checkpoint(run_dir, trial_id)
-        if checkpoint is None:
-            raise FileNotFoundError(f"trial {trial_id} has no checkpoint under {layout.train_storage(run_dir)}")
+    if budget is None:  # the readable checkpoint furthest on, by the epoch and step saved in it
+        found = newest_readable(layout.checkpoint_folders(run_dir, trial_id))
+        if found is None:
+            raise FileNotFoundError(f"trial {trial_id} has no readable checkpoint under {layout.train_storage(run_dir)}")
+        checkpoint, state = found
     else:
         checkpoint = layout.budget_checkpoint(run_dir, trial, budget)
         if not storage.exists(storage.join(checkpoint, layout.CHECKPOINT_FILE)):
             raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint}")
-    # on the CPU first: the saved random-number states must stay CPU tensors; tensors and plain data only
-    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(checkpoint, layout.CHECKPOINT_FILE))),
-                       map_location="cpu", weights_only=True)
+        state = read_state(checkpoint)
     # the trial's point of the search space (as the budget-epoch trial it stands for)
     values = state["config"] if budget is None else budget_values(state["config"], budget)
     config = experiment_from_dict(values)

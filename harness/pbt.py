@@ -38,6 +38,7 @@ import torch
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
+from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.search import Distribution, extreme_values, parse
 from condgen_bench.reports import layout, storage
@@ -132,9 +133,10 @@ class FolderPBT(PopulationBasedTraining):
         (folder, its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
         source = layout.pbt_checkpoint(self.run_dir, donor.trial_id, int(self._trial_state[donor].last_train_time))
         if not storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
-            source = layout.latest_checkpoint(self.run_dir, donor.trial_id)
-        if source is None:
-            raise FileNotFoundError(f"no checkpoint of trial {donor.trial_id}")
+            found = newest_readable(layout.checkpoint_folders(self.run_dir, donor.trial_id), log=logger.warning)
+            if found is None:
+                raise FileNotFoundError(f"no readable checkpoint of trial {donor.trial_id}")
+            source = found[0]
         data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
         epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["epoch"]
         folder = layout.exploit_dir(self.run_dir, trial.trial_id, number)

@@ -32,6 +32,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from condgen_bench.harness.checkpoints import position
 from condgen_bench.harness.config import TrainConfig, experiment_from_dict
 from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
@@ -77,18 +78,25 @@ def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:
     except Exception as error:  # noqa: BLE001 - any unreadable checkpoint; the error is named below
         reason = str(error).strip().split(". ")[0][:200]  # torch's explanations run long
         failure = f"{checkpoint.path}/{layout.CHECKPOINT_FILE} ({type(error).__name__}: {reason})"
-    older = sorted((info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))
-                    if info.base_name.startswith(layout.CHECKPOINT_PREFIX) and info.base_name < newest), reverse=True)
+    # the trial's other checkpoints (Ray Train registered them before its latest): the readable one furthest on
+    # by the epoch and step saved in it, whatever the folder names (the writing node's local time) say
+    older = [info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))
+             if info.type == pafs.FileType.Directory and info.base_name.startswith(layout.CHECKPOINT_PREFIX)
+             and info.base_name != newest]  # (not Ray Train's checkpoint_manager_snapshot.json beside them)
+    best = None
     for name in older:
         try:
             state = _read_state(ray.train.Checkpoint(f"{folder}/{name}", filesystem=fs))
-        except Exception:  # noqa: BLE001 - try the next older one
+        except Exception:  # noqa: BLE001 - unreadable too: the others may do
             continue
-        log(f"WARNING: unreadable checkpoint {failure}; resuming from the older {folder}/{name} "
-            f"(epoch {state['epoch']})")
-        return state
-    raise CheckpointError(f"cannot resume from unreadable checkpoint {failure}; no older checkpoint of the "
-                          f"trial can be read either ({len(older)} tried): restore the file, or start a new run")
+        if best is None or position(state) > position(best[1]):
+            best = (name, state)
+    if best is None:
+        raise CheckpointError(f"cannot resume from unreadable checkpoint {failure}; no older checkpoint of the "
+                              f"trial can be read either ({len(older)} tried): restore the file, or start a new run")
+    name, state = best
+    log(f"WARNING: unreadable checkpoint {failure}; resuming from the older {folder}/{name} (epoch {state['epoch']})")
+    return state
 
 
 def finish_epoch(method, world: int, device: torch.device, evaluate_epoch: Callable[[], dict],

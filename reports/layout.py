@@ -125,17 +125,16 @@ def budget_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
     return storage.join(trial_dir(run_dir, trial_id), f"budget_{epoch:04d}")
 
 
-def latest_checkpoint(run_dir: str, trial_id: str) -> str | None:
-    """The trial's newest checkpoint folder (holding CHECKPOINT_FILE), or None: the newest of its current
-    Ray Train run (after a PBT exploit, the run that started from the exploit; Train names its checkpoint
-    folders so that they sort by time), else the exploit's copy it starts from."""
+def checkpoint_folders(run_dir: str, trial_id: str) -> list[str]:
+    """The trial's checkpoint folders (each holding CHECKPOINT_FILE), in no meaningful order: those of its
+    current Ray Train run (after a PBT exploit, the run that started from the exploit), else the exploit's
+    copy it starts from; [] if none. Which is newest is read from inside them (harness/checkpoints.py): Train
+    names its folders by the writing node's local time."""
     exploits = len(exploit_records(run_dir, trial_id))
     folder = storage.join(train_storage(run_dir), train_run_name(trial_id, exploits))
-    names = [n for n in storage.list_dir(folder) if n.startswith(CHECKPOINT_PREFIX)
+    found = [storage.join(folder, n) for n in storage.list_dir(folder) if n.startswith(CHECKPOINT_PREFIX)
              and storage.exists(storage.join(folder, n, CHECKPOINT_FILE))]
-    if names:
-        return storage.join(folder, names[-1])
-    return exploit_dir(run_dir, trial_id, exploits) if exploits else None
+    return found or ([exploit_dir(run_dir, trial_id, exploits)] if exploits else [])
 
 
 def train_run_name(trial_id: str, exploits: int) -> str:

@@ -123,13 +123,14 @@ def test_the_bottom_trial_takes_the_tops_weights_of_the_ranked_epoch_and_perturb
     assert new_lr in (pytest.approx(1.2e-4), pytest.approx(0.8e-4)) or 1e-5 <= new_lr <= 1e-2  # x1.2, x0.8 or a draw
     assert low.status == "PAUSED" and low.experiment_tag.endswith("@exploit1")
     # the trial trains on from the copy, under a Train run of its own
-    copy = layout.latest_checkpoint(str(tmp_path), "low")
+    [copy] = layout.checkpoint_folders(str(tmp_path), "low")
     assert copy == record["checkpoint"] == layout.exploit_dir(str(tmp_path), "low", 1)
     assert torch.load(f"{copy}/{layout.CHECKPOINT_FILE}")["method"]["w"].item() == 2.0  # epoch 2's, not 3's
     assert layout.train_run_name("low", 1) == "low-x1"
     (tmp_path / "train" / "low-x1" / "checkpoint_2026-11-30_03-01-00.000000").mkdir(parents=True)
     (tmp_path / "train" / "low-x1" / "checkpoint_2026-11-30_03-01-00.000000" / layout.CHECKPOINT_FILE).write_bytes(b"x")
-    assert layout.latest_checkpoint(str(tmp_path), "low").endswith("low-x1/checkpoint_2026-11-30_03-01-00.000000")
+    [own] = layout.checkpoint_folders(str(tmp_path), "low")
+    assert own.endswith("low-x1/checkpoint_2026-11-30_03-01-00.000000")
 
 
 def test_without_the_ranked_epochs_copy_the_donors_newest_checkpoint_is_taken_and_none_skips(tmp_path):

@@ -186,3 +186,34 @@ def test_a_trial_the_scheduler_stopped_stays_stopped_early_though_its_worker_tra
     [row], _ = _trial_rows(run_dir, trial, to_dict(config), {}, spec)
     assert row["status_reason"] == ("stopped by the scheduler after epoch 1 of 2; epoch 2 had trained but was "
                                     "stopped before it was reported")
+
+
+def test_the_newest_checkpoint_is_the_one_furthest_on_inside_whatever_the_folder_names_say(tmp_path):
+    """Ray Train names checkpoint folders by the writing node's local time: after a clock change (or on a
+    skewed replacement node) the name that sorts last can hold the older epoch. The newest is read from
+    inside, by (epoch, step); an unreadable checkpoint is passed over, naming its file."""
+    import torch
+
+    from condgen_bench.harness.checkpoints import newest_readable
+    from condgen_bench.reports import layout
+
+    run_dir, trial = tmp_path / "run", "abcde_00000"
+    train = run_dir / "train" / trial
+
+    def save(name: str, epoch: int, step: int) -> str:
+        (train / name).mkdir(parents=True)
+        torch.save({"epoch": epoch, "method": {"step": step}}, train / name / layout.CHECKPOINT_FILE)
+        return str(train / name)
+
+    later_clock = save("checkpoint_2026-12-03_10-00-00.000000", 1, 8)  # written first, clock set forward
+    furthest = save("checkpoint_2026-12-03_09-00-00.000000", 2, 16)  # written after the clock went back
+    cut = save("checkpoint_2026-12-03_11-00-00.000000", 3, 24)
+    (train / "checkpoint_2026-12-03_11-00-00.000000" / layout.CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 cut")
+    folders = layout.checkpoint_folders(str(run_dir), trial)
+    assert sorted(folders) == sorted([later_clock, furthest, cut])
+    lines = []
+    folder, state = newest_readable(folders, log=lines.append)
+    assert folder == furthest and state["epoch"] == 2
+    [warning] = lines
+    assert warning.startswith(f"WARNING: unreadable checkpoint {cut}/{layout.CHECKPOINT_FILE}")
+    assert newest_readable([cut], log=lines.append) is None
