@@ -24,13 +24,14 @@ def position(state: dict) -> tuple[int, int]:
     return int(state["epoch"]), int(state["method"].get("step", 0))
 
 
-def newest_readable(folders: list[str], log=print) -> tuple[str, dict] | None:
+def newest_readable(folders: list[str], log=print, read=read_state) -> tuple[str, dict] | None:
     """(folder, state) of the readable checkpoint among ``folders`` that is furthest on by (epoch, step),
-    whatever the folders are named; None if none can be read. Each unreadable one is logged, naming its file."""
+    whatever the folders are named; None if none can be read. Each unreadable one is logged, naming its file.
+    ``read``: folder -> state (read_state; a Ray Train worker reads through its checkpoint's filesystem)."""
     best = None
     for folder in folders:
         try:
-            state = read_state(folder)
+            state = read(folder)
             key = position(state)
         except Exception as error:  # noqa: BLE001 - any unreadable checkpoint: named, and passed over
             log(f"WARNING: unreadable checkpoint {storage.join(folder, layout.CHECKPOINT_FILE)} "

@@ -132,13 +132,15 @@ class FolderPBT(PopulationBasedTraining):
         perturbation epoch; its newest where that is missing) to the trial's ``number``-th exploit folder:
         (folder, its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
         source = layout.pbt_checkpoint(self.run_dir, donor.trial_id, int(self._trial_state[donor].last_train_time))
-        if not storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
+        if storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
+            data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
+            epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["epoch"]
+        else:  # the donor's newest, by what its checkpoints hold (read once here: its epoch)
             found = newest_readable(layout.checkpoint_folders(self.run_dir, donor.trial_id), log=logger.warning)
             if found is None:
                 raise FileNotFoundError(f"no readable checkpoint of trial {donor.trial_id}")
-            source = found[0]
-        data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
-        epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["epoch"]
+            source, epoch = found[0], found[1]["epoch"]
+            data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
         folder = layout.exploit_dir(self.run_dir, trial.trial_id, number)
         storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), data)
         return folder, epoch

@@ -32,7 +32,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from condgen_bench.harness.checkpoints import position
+from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.config import TrainConfig, experiment_from_dict
 from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
@@ -83,19 +83,13 @@ def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:
     older = [info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))
              if info.type == pafs.FileType.Directory and info.base_name.startswith(layout.CHECKPOINT_PREFIX)
              and info.base_name != newest]  # (not Ray Train's checkpoint_manager_snapshot.json beside them)
-    best = None
-    for name in older:
-        try:
-            state = _read_state(ray.train.Checkpoint(f"{folder}/{name}", filesystem=fs))
-        except Exception:  # noqa: BLE001 - unreadable too: the others may do
-            continue
-        if best is None or position(state) > position(best[1]):
-            best = (name, state)
-    if best is None:
+    found = newest_readable([f"{folder}/{name}" for name in older], log=lambda *_: None,
+                            read=lambda path: _read_state(ray.train.Checkpoint(path, filesystem=fs)))
+    if found is None:
         raise CheckpointError(f"cannot resume from unreadable checkpoint {failure}; no older checkpoint of the "
                               f"trial can be read either ({len(older)} tried): restore the file, or start a new run")
-    name, state = best
-    log(f"WARNING: unreadable checkpoint {failure}; resuming from the older {folder}/{name} (epoch {state['epoch']})")
+    path, state = found
+    log(f"WARNING: unreadable checkpoint {failure}; resuming from the older {path} (epoch {state['epoch']})")
     return state
 
 
