@@ -68,8 +68,10 @@ def asha_rungs(config: ExperimentConfig) -> list[int]:
 
 
 def is_pbt_epoch(config: ExperimentConfig, epoch: int) -> bool:
-    """An epoch at which PBT ranks the population (every sweep.perturbation_interval-th; harness/pbt.py)."""
-    return config.sweep.scheduler == "pbt" and epoch % config.sweep.perturbation_interval == 0
+    """An epoch at which PBT ranks the population (every sweep.perturbation_interval-th but the trial's last:
+    nothing would train after an exploit; harness/pbt.py)."""
+    return (config.sweep.scheduler == "pbt" and epoch % config.sweep.perturbation_interval == 0
+            and epoch < config.train.epochs)
 
 
 def is_tracking_epoch(config: ExperimentConfig, epoch: int) -> bool:

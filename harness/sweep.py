@@ -269,6 +269,9 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
             run_name = saved.get("name", run_name) if "experiments" in saved else run_name
             check_tune_state(run_dir, configs)
             check_pbt_in_place(run_dir, configs)
+            # the run is locked and none of its trials runs: a temporary file in it is a killed writer's
+            for path in storage.remove_temporaries(run_dir):
+                log(f"removed {path}, a temporary file a killed writer left")
         except BaseException:
             locks.pop().release()
             raise

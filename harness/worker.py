@@ -151,6 +151,10 @@ def train_worker(loop_config: dict) -> None:
     trial_id = loop_config["trial_id"]
     if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
         storage.remove(layout.diverged_file(loop_config["run_dir"], trial_id))
+        # a worker of this trial killed mid-write (a lost node, a paused PBT trial that trained on) left its
+        # temporary file; the group before this one is gone, so nothing of the trial is writing now
+        for path in storage.remove_temporaries(layout.trial_dir(loop_config["run_dir"], trial_id)):
+            print(f"rank 0: removed {path}, a temporary file a killed writer left")
     latest = {config.sweep.metric: math.nan}
     if start_epoch >= config.train.epochs:
         # restored after its last epoch (a run killed before its results): nothing to train, but a search

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 
 import pyarrow.fs as pafs
 
@@ -36,6 +37,9 @@ def _fs(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
+TEMPORARY = re.compile(r"\.tmp\d+$")  # write_files' temporary names: <file>.tmp<pid of the writer>
+
+
 def write_bytes(path: str, data: bytes) -> None:
     """Write a whole file, creating its folder: write_files for one file."""
     write_files({path: data})
@@ -57,7 +61,7 @@ def write_files(files: dict[str, bytes]) -> None:
                 with fs.open_output_stream(p) as f:
                     f.write(data)
                 continue
-            temps[p] = tmp = f"{p}.tmp{os.getpid()}"
+            temps[p] = tmp = f"{p}.tmp{os.getpid()}"  # matches TEMPORARY
             with open(tmp, "wb") as f:
                 view = memoryview(data)
                 f.write(view[:len(view) // 2])
@@ -76,6 +80,26 @@ def write_files(files: dict[str, bytes]) -> None:
         if isinstance(error, OSError) and current:  # say which file (errno, e.g. ENOSPC, kept)
             raise OSError(error.errno, f"could not write {current}: {error.strerror or error}") from error
         raise
+
+
+def remove_temporaries(folder: str) -> list[str]:
+    """Delete the temporary files (TEMPORARY) under a local folder, at any depth, that a writer killed
+    between write_files' write and its rename left behind: the paths removed. Call it only where no writer
+    is at work in the folder (a run's driver holding its lock, before its trials start; a trial's rank 0
+    before its group trains). Object storage has no temporary files: []."""
+    if is_uri(folder) or not os.path.isdir(folder):
+        return []
+    removed = []
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if TEMPORARY.search(name):
+                path = os.path.join(parent, name)
+                try:
+                    os.remove(path)
+                except FileNotFoundError:  # gone since the listing
+                    continue
+                removed.append(path)
+    return sorted(removed)
 
 
 def remove(path: str) -> None:

@@ -82,14 +82,17 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     ASHA stops trial 2 at the first rung, and Ray Train frees a stopped trial's resources only if its cleaner
     finds its own instance's dashboard among the two: otherwise trial 3, one at a time, would wait for them
     forever. The driver is killed (SIGKILL to its process group, its Ray with it) once trial 3 has checkpointed
-    epoch 1, and resumed with the script's --resume (in this process, on this session's Ray): trial 3 goes on
-    from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 1 is not touched again."""
+    epoch 1, in the middle of writing its epoch-2 record (between the temporary file's write and its rename),
+    and resumed with the script's --resume (in this process, on this session's Ray): the temporary file is
+    removed, trial 3 goes on from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 1 is
+    not touched again."""
     marks = tmp_path / "marks"
-    first = ScriptRun(tmp_path, "first", fault={"at": "epoch_end", "trial": "00002", "epoch": 1, "rank": 0,
-                                                 "do": "pause", "once": str(marks / "trial3-epoch1")})
-    first.wait_for(lambda: (marks / "trial3-epoch1").exists(), "trial 3 to report epoch 1")
+    first = ScriptRun(tmp_path, "first", fault={"at": "write", "path": "_00002/epoch_0002/eval.json",
+                                                 "do": "pause", "once": str(marks / "trial3-epoch2")})
+    first.wait_for(lambda: (marks / "trial3-epoch2").exists(), "trial 3 to write its epoch-2 record")
     [run_dir] = [d for d in (tmp_path / "runs" / "drill").iterdir() if d.name[:1].isdigit()]
     t1, t2, t3 = sorted(d.name for d in (run_dir / "train").iterdir())
+    [half_written] = (run_dir / "artifacts" / t3 / "epoch_0002").glob("eval.json.tmp*")
     first.wait_for(lambda: checkpointed_epoch(run_dir / "train" / t3) == 1, "trial 3's epoch-1 checkpoint")
     # Ray restores ASHA without its rung records: a stopped trial that Tune's saved state still lists as running
     # would run on after the resume (harness/sweep.py says so in its log), so the kill waits for that save
@@ -103,6 +106,7 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
 
     log = resume_in_process(tmp_path, monkeypatch, capsys)
     assert "resuming" in log and "taking over the lock of a driver that is gone" in log  # the killed one's
+    assert f"removed {half_written}" in log and not list(run_dir.rglob("*.tmp*"))
     assert ray_local.is_initialized()  # this session's Ray was up beside the script's all along
 
     frame = pd.read_parquet(run_dir / "results.parquet")

@@ -42,6 +42,31 @@ def test_files_written_together_are_all_kept_old_when_one_fails(tmp_path, monkey
     assert sorted(os.listdir(tmp_path)) == ["history.parquet", "results.parquet"]
 
 
+def test_a_writer_killed_before_its_rename_leaves_the_old_file_and_a_temporary_that_is_removed(tmp_path):
+    """A process SIGKILLed between a temporary file's write and its rename (no cleanup runs): the old file is
+    whole, and remove_temporaries takes away exactly the temporaries, at any depth, and no other file."""
+    import subprocess
+    import sys
+
+    from condgen_bench.reports import faults
+
+    path = tmp_path / "run" / "artifacts" / "t1" / "epoch_0001" / "eval.json"
+    storage.write_bytes(str(path), b"old record")
+    keep = [tmp_path / "run" / name for name in ("notes.tmp", "a.tmp.txt", "b.tmpl", "c.tmp12x")]
+    for other in keep:
+        other.write_text("not a temporary")
+    writer = ("from condgen_bench.reports import storage; import sys; "
+              "storage.write_bytes(sys.argv[1], b'new record, longer than the old')")
+    env = {**os.environ, faults.ENV: '{"at": "write", "path": "eval.json", "do": "kill"}'}
+    killed = subprocess.run([sys.executable, "-c", writer, str(path)], env=env)
+    assert killed.returncode == -9
+    [temporary] = path.parent.glob("eval.json.tmp*")
+    assert path.read_bytes() == b"old record"
+    assert storage.remove_temporaries(str(tmp_path / "run")) == [str(temporary)]
+    assert os.listdir(path.parent) == ["eval.json"] and all(other.exists() for other in keep)
+    assert storage.remove_temporaries(str(tmp_path / "absent")) == []
+
+
 def test_results_and_history_out_of_step_are_refused_with_the_file_named(tmp_path):
     """A crash between the renames of results.parquet and history.parquet leaves one new and one old:
     the manifest written after both tells the report."""

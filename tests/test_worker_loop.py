@@ -60,11 +60,18 @@ def rows_of(run_dir: str, config, trial_id: str, result) -> list[dict]:
 def test_a_diverging_trial_stops_at_once_evaluates_nothing_and_is_a_diverged_row(train_in_process, tmp_path):
     """lr 1e6 makes the loss NaN within a few steps: the loop writes the epoch's training figures and a
     divergence note, reports once, and stops: no evaluation, no checkpoint of the broken weights. Its row is
-    "diverged" with the epoch and the reason, its sample figures missing for that reason."""
+    "diverged" with the epoch and the reason, its sample figures missing for that reason. Before it trains, the
+    loop removes the temporary files a killed writer of the trial left (another trial's it leaves alone)."""
     config = tiny_experiment(tmp_path)
     config.model.lr = 1e6
-    reports = train_in_process(config, "t_diverged")
     run_dir = str(tmp_path / "run")
+    mine, others = (tmp_path / "run" / "artifacts" / trial / "epoch_0002" / "eval.json.tmp4242"
+                    for trial in ("t_diverged", "t_other"))
+    for planted in (mine, others):
+        planted.parent.mkdir(parents=True)
+        planted.write_text('{"half')
+    reports = train_in_process(config, "t_diverged")
+    assert not mine.exists() and others.exists()
     [report] = reports
     assert report["diverged"] and report["epoch"] == 1 and not report["evaluated"]
     note = json.loads(storage.read_bytes(layout.diverged_file(run_dir, "t_diverged")))
