@@ -79,6 +79,9 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
     run.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                      help="continue an interrupted run in place, wherever its folder now is (default: the latest run of "
                           "this experiment)")
+    run.add_argument("--allow-changes", nargs="+", default=None, metavar="KEY",
+                     help="with --resume: apply these changed settings (model.*, train.*, eval.*; dotted paths, as "
+                          "the refusal lists them) to every trial from its next epoch, recorded with that epoch")
     run.add_argument("--smoke-test", action="store_true", help="a seconds-long run: tiny data, network and budget")
     run.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     return p
@@ -296,6 +299,8 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
     A list of configs (with a smoke-test profile each) is a benchmark: every flag applies to each, and
     they run into one run directory called ``name``. presets: {name: dotted overrides}, offered as --preset NAME."""
     args = build_parser(description, presets).parse_args(argv)
+    if args.allow_changes and not args.resume:
+        raise SystemExit("--allow-changes applies to --resume only: a new run takes any settings")
     if args.address is None and os.environ.get("RAY_ADDRESS"):
         args.address = os.environ["RAY_ADDRESS"]
     several = isinstance(config, list)
@@ -310,12 +315,14 @@ def run_experiment(config: ExperimentConfig | list[ExperimentConfig], smoke: dic
             print(describe_trials(c, gpus), file=sys.stderr)
             print(f"{c.name}: {estimated_time(c, measured)}", file=sys.stderr)
         return 0
+    from condgen_bench.harness.resume import ResumeChangeError
     from condgen_bench.harness.sweep import run_sweep  # imports Ray; not needed for --dry-run
 
     t0 = time.time()
     try:
-        outcome = run_sweep(resolved if several else resolved[0], resume=args.resume, name=name)
-    except DatasetError as e:  # bad input data: say what and where, without a traceback
+        outcome = run_sweep(resolved if several else resolved[0], resume=args.resume, name=name,
+                            allow_changes=args.allow_changes)
+    except (DatasetError, ResumeChangeError) as e:  # bad input data, a refused resume: say what, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"\n{outcome.num_rows} result rows in {outcome.results_path}")

@@ -22,6 +22,7 @@ import pandas as pd
 from condgen_bench.reports import paired
 from condgen_bench.harness.budgets import budget_id, budget_values
 from condgen_bench.datasets.base import DatasetSpec
+from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.config import config_hash, experiment_from_dict, flatten, from_dict
 from condgen_bench.models import get_method
 from condgen_bench.models.accel import peak_tflops
@@ -50,6 +51,18 @@ def git_commit() -> str:
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def code_version() -> str:
+    """What made a run's files: the checkout's commit (git_commit), or where there is no checkout (an
+    installed package) "condgen-bench <its version>", or "unknown"."""
+    commit = git_commit()
+    if commit != "unknown":
+        return commit
+    try:
+        return f"condgen-bench {importlib.metadata.version('condgen-bench')}"
+    except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
 
@@ -125,10 +138,12 @@ def hardware_use(progress: pd.DataFrame | None, gflops: float) -> pd.DataFrame |
     return progress
 
 
-def _record_row(base: dict, run_dir: str, relative: str, train_seconds, rates=None) -> dict:
-    """One results row: the trial's columns, then the record at ``relative`` (a folder under run_dir).
-    ``rates``: training figures by epoch (the means up to it: images/s, TFLOP/s, share of the peak)."""
+def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None) -> dict:
+    """One results row: the trial's columns at the record's epoch (``base_at(epoch)``), then the record at
+    ``relative`` (a folder under run_dir). ``rates``: training figures by epoch (the means up to it: images/s,
+    TFLOP/s, share of the peak)."""
     record = json.loads(storage.read_bytes(storage.join(run_dir, relative, layout.EVAL_RECORD)))
+    base = base_at(record["epoch"])
     if record.get("config_hash", base["config_hash"]) != base["config_hash"]:
         raise ValueError(f"{relative}: evaluated under config {record['config_hash']}, but trial "
                          f"{base['trial_id']} has config {base['config_hash']}")
@@ -145,6 +160,7 @@ def _record_row(base: dict, run_dir: str, relative: str, train_seconds, rates=No
         row.update({f"train_{key}" if not key.startswith("train_") else key: float(value)
                     for key, value in rates.loc[record["epoch"]].items()})
     row.update(record["metrics"])
+    row["git_commit"] = record.get("code_version") or row.get("git_commit")  # the code that evaluated it
     row["missing"] = json.dumps(record["missing"])
     row.update({f"protocol.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
                 for k, v in record["protocol"].items()})
@@ -207,14 +223,12 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
     trial "<trial id>@<budget>" (budget_of: the trial), its finalist records its own. Rows and history carry
     the hardware use: training GFLOPs per image (counted for the trial's network on ``spec``'s images),
     achieved TFLOP/s and, on a GPU of known peak, its share."""
+    changes = resumes.trial_changes(run_dir, trial.trial_id)  # what resumes changed, from which epoch
+    first_values, config_values = config_values, resumes.values_at(config_values, changes, None)
     experiment = experiment_from_dict(config_values)
     gflops, uncounted = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True),
                                           spec, experiment.train.batch_size)
     row_id = trial.trial_id if budget is None else budget_id(trial.trial_id, budget)
-    values = json.loads(json.dumps(config_values))
-    values["sweep"]["space"] = json.dumps(values["sweep"]["space"])  # one column, not one per swept path
-    config_cols = {f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                   for k, v in flatten(values).items()}
     progress, diverged = trial.progress, trial.diverged
     if progress is not None and "epoch" in progress and budget is not None:
         progress = progress[progress["epoch"] <= budget]
@@ -236,11 +250,26 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
     # the precision the worker resolved ("auto" becomes bf16 or fp32 by device); the config's where it never reported
     reported = (progress["train_precision"].dropna() if progress is not None and "train_precision" in progress
                 else pd.Series(dtype=object))
-    base = {"trial_id": row_id, "method": experiment.method, "config_hash": config_hash(config_values),
-            "status": status, "status_reason": reason, **common, **config_cols,
+    base = {"trial_id": row_id, "method": experiment.method, "status": status, "status_reason": reason, **common,
             "protocol.train_precision": reported.iloc[-1] if len(reported) else experiment.train.precision}
     if budget is not None:
         base["budget_of"] = trial.trial_id
+    if changes:
+        base["config_changes"] = json.dumps([{"setting": p, "old": v[0], "new": v[1], "from_epoch": r["from_epoch"]}
+                                             for r in changes for p, v in r["values"].items()])
+    ran_under = (progress.set_index("epoch")["cluster"].dropna().to_dict()
+                 if progress is not None and "cluster" in progress else {})
+
+    def base_at(epoch: int | None) -> dict:
+        """base with the config an evaluation at ``epoch`` ran under: the changes made by then, the cluster
+        settings of the driver that ran that epoch (Tune's saved ones where the history has none)."""
+        values = resumes.values_at(first_values, changes, epoch)
+        values["cluster"] = ran_under.get(epoch) or values["cluster"]
+        shown = json.loads(json.dumps(values))
+        shown["sweep"]["space"] = json.dumps(shown["sweep"]["space"])  # one column, not one per swept path
+        return {**base, "config_hash": config_hash(values),
+                **{f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flatten(shown).items()}}
+
     exploits = [json.loads(storage.read_bytes(path)) for path in layout.exploit_records(run_dir, trial.trial_id)]
     if exploits:  # PBT (harness/pbt.py): whose weights it took, when, and the settings before and after
         keep = ("donor", "epoch", "trial_epoch", "metric", "score", "donor_score", "before", "donor_settings", "after")
@@ -253,8 +282,9 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
         rates = (progress.set_index("epoch")[["images_per_second", "train_tflops", "train_peak_fraction"]]
                  .apply(pd.to_numeric, errors="coerce").expanding().mean())
     records = [r for r in layout.record_dirs(run_dir, trial.trial_id) if budget is None or layout.record_epoch(r) <= budget]
-    rows = [_record_row(base, run_dir, relative, train_seconds, rates)
+    rows = [_record_row(base_at, run_dir, relative, train_seconds, rates)
             for relative in records + layout.finalist_records(run_dir, row_id)]
+    base = base_at(last_epoch)  # the rows below: the trial's last epoch's config
     if uncounted:  # the hardware figures that rest on the count, missing with the reason
         for row in rows:
             row["missing"] = json.dumps({**json.loads(row["missing"]), "train_gflops_per_image": uncounted,

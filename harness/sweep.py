@@ -20,14 +20,14 @@ import torch
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from condgen_bench import datasets, harness, models, reports
-from condgen_bench.harness import pbt
+from condgen_bench.harness import pbt, resume as resumes
 from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
 from condgen_bench.harness.nodes import await_placed, check_shared_storage, reference_options
 from condgen_bench.harness.plan import max_epochs
 from condgen_bench.harness.reference import EvalReference, prepare_reference
-from condgen_bench.harness.results import collect_results, write_results
+from condgen_bench.harness.results import code_version, collect_results, write_results
 from condgen_bench.harness.runs import RunLock, latest_run, new_run_dir
 from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
 from condgen_bench.harness.trial import trial_driver, worker_resources
@@ -240,20 +240,23 @@ def check_shared(configs: list[ExperimentConfig]) -> None:
 
 
 def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | None = None, log=print,
-              name: str | None = None) -> SweepOutcome:
+              name: str | None = None, allow_changes: list[str] | None = None) -> SweepOutcome:
     """Run the whole experiment: one config's sweep, or (a list: a benchmark) every config's sweep in
     turn on the same data with the same evaluation, into one run directory, results file and report.
 
     ``name``: the run's folder under the storage path (default: the single config's name). ``resume``: a
     run directory to continue (or "latest"); the run's own saved configs are used then, with the cluster
-    settings of this invocation."""
+    settings of this invocation. ``config`` must otherwise match them, but for the settings named in
+    ``allow_changes``, which every trial takes from its next epoch (harness/resume.py)."""
+    if allow_changes and not resume:
+        raise ValueError("--allow-changes applies to a --resume only")
     t_start = time.time()
     configs = [config] if isinstance(config, ExperimentConfig) else list(config)
     run_name = name or configs[0].name
     cluster = configs[0].cluster
     storage_root = storage.absolute(cluster.storage_path or "runs")
     experiment_dir = storage.join(storage_root, run_name)
-    saved_cluster, locks = None, []  # the run's lock, once taken: released however the run ends
+    saved_cluster, locks, changes = None, [], {}  # the run's lock, once taken: released however the run ends
     if resume:
         # the run is its folder, wherever it is now (moved, copied, another --name): its config and Tune's
         # state are read from it, and nothing is written anywhere else
@@ -264,8 +267,10 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
         try:
             saved = json.loads(storage.read_bytes(layout.run_file(run_dir, layout.CONFIG)))
             saved_cluster = saved.get("experiments", [saved])[0].get("cluster", {})
-            configs = [experiment_from_dict({**values, "cluster": to_dict(cluster)})
-                       for values in saved.get("experiments", [saved])]
+            entries = saved.get("experiments", [saved])
+            changes = resume_changes(entries, [to_dict(c) for c in configs], allow_changes or [], log)
+            configs = [experiment_from_dict({**resumes.apply(values, {p: v[1] for p, v in changes[values["name"]].items()}),
+                                             "cluster": to_dict(cluster)}) for values in entries]
             run_name = saved.get("name", run_name) if "experiments" in saved else run_name
             check_tune_state(run_dir, configs)
             check_pbt_in_place(run_dir, configs)
@@ -277,11 +282,32 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
             raise
         log(f"resuming {run_dir}")
     try:
-        return _run(configs, run_dir if resume else None, experiment_dir, run_name, locks, saved_cluster, log,
-                    t_start)
+        return _run(configs, run_dir if resume else None, experiment_dir, run_name, locks, saved_cluster, changes,
+                    log, t_start)
     finally:
         for lock in locks:
             lock.release()
+
+
+def resume_changes(saved: list[dict], given: list[dict], allow: list[str], log=print) -> dict[str, dict]:
+    """The changes a resume makes, {saved experiment name: {path: (old, new)}} (harness/resume.py), with each
+    logged. ``saved``: the run's experiments' config dicts; ``given``: this invocation's, in the same order.
+    Raises ResumeChangeError naming what differs and may not (or cannot) change."""
+    if len(saved) != len(given):
+        raise resumes.ResumeChangeError(
+            f"the run has {len(saved)} experiments ({', '.join(v['name'] for v in saved)}), this invocation "
+            f"{len(given)} ({', '.join(v['name'] for v in given)})")
+    changes = {}
+    for old, new in zip(saved, given):
+        changes[old["name"]] = resumes.allowed_changes(old, new, allow)
+        for path, value in resumes.new_fields(old, new).items():
+            log(f"{old['name']}: {path} is not in the run's saved config (older code made it): its trials take {value!r}")
+        for path, (before, after) in changes[old["name"]].items():
+            log(f"{old['name']}: {path}: {before!r} -> {after!r} for every trial from its next epoch (--allow-changes)")
+    unused = set(allow) - {p for c in changes.values() for p in c}
+    if unused:
+        log(f"--allow-changes {' '.join(sorted(unused))}: no such difference (nothing changed there)")
+    return changes
 
 
 def check_tune_state(run_dir: str, configs: list[ExperimentConfig]) -> None:
@@ -315,9 +341,11 @@ def tune_path(run_dir: str, config: ExperimentConfig, experiments: int) -> str:
 
 
 def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: str, run_name: str,
-         locks: list[RunLock], saved_cluster: dict | None, log, t_start: float) -> SweepOutcome:
+         locks: list[RunLock], saved_cluster: dict | None, setting_changes: dict[str, dict], log,
+         t_start: float) -> SweepOutcome:
     """run_sweep once the run is known: ``run_dir`` (its lock in ``locks``) for a resume, else None (a new
-    run's folder is made once its data has loaded, and its lock added to ``locks``)."""
+    run's folder is made once its data has loaded, and its lock added to ``locks``); ``setting_changes``: what
+    the resume changes ({experiment: {path: (old, new)}}, resume_changes)."""
     resume = run_dir is not None
     cluster = configs[0].cluster
     storage_root = storage.absolute(cluster.storage_path or "runs")
@@ -351,6 +379,8 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
     saved = (to_dict(configs[0]) if len(configs) == 1 else
              {"name": run_name, "sweep": to_dict(configs[0].sweep), "experiments": [to_dict(c) for c in configs]})
     storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(saved, indent=1).encode())
+    code = code_version()
+    invocations = resumes.record_invocation(run_dir, code, to_dict(configs[0].cluster), setting_changes, log)
     faults.hit("run_files", run=run_dir)
 
     # every dataset's evaluation reference (on a cluster Ray tasks, at once), then each dataset's experiments
@@ -366,6 +396,9 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
     for group, data, data_ref, reference, reference_ref in zip(groups, loaded, data_refs, references, reference_refs):
         shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
                   "cluster": to_dict(configs[0].cluster),  # over each trial's saved settings, also when restored
+                  # what resumes changed, per experiment (harness/resume.py), and the code: recorded with each epoch
+                  "changes": {c.name: resumes.run_changes(invocations, c.name) for c in group},
+                  "code_version": code,
                   "fault": faults.spec()}  # the drills' fault hook, passed on to the workers; None in real runs
         grids = {}
         for c in group:

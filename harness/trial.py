@@ -18,6 +18,7 @@ try:  # Ray Train's internal module (2.60): where it moves, trials keep its acto
 except ImportError:  # pragma: no cover - another Ray release
     DatasetsCallback = None
 
+from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.config import ClusterConfig, experiment_from_dict, from_dict
 from condgen_bench.harness.pbt import WORKER_TOKEN_CPU
 from condgen_bench.harness.worker import CheckpointError, train_worker
@@ -95,7 +96,11 @@ def trial_driver(config: dict, shared: dict) -> None:
     """Tune function trainable. config: a resolved ExperimentConfig dict (one point of the space);
     shared: {"run_dir": str, "data": ObjectRef, "reference": ObjectRef, "cluster": this invocation's
     ClusterConfig dict} (see harness/sweep.py). The cluster settings are this invocation's, not the ones
-    saved with the trial: a resumed run may change workers, GPUs or max_failures."""
+    saved with the trial: a resumed run may change workers, GPUs or max_failures. shared["changes"]: the
+    settings resumes changed ({experiment: [change]}, harness/resume.py), which the trial takes over Tune's
+    saved config; shared["code_version"]: this driver's code, recorded with each epoch."""
+    changes = shared.get("changes", {}).get(config["name"], [])
+    config = resumes.apply(config, {p: v[1] for change in changes for p, v in change["values"].items()})
     experiment = experiment_from_dict(config)
     trial_id = ray.tune.get_context().get_trial_id()
     cluster = from_dict(ClusterConfig, shared["cluster"])
@@ -120,6 +125,9 @@ def trial_driver(config: dict, shared: dict) -> None:
             "threads": threads,
             "fault": shared.get("fault"),  # the drills' fault hook (reports/faults.py); None in real runs
             "start_from": start_from,  # a PBT exploit's copy of the donor's checkpoint; Train's own come first
+            "changes": changes,  # recorded by the worker with the epoch it first trains under them
+            "cluster": shared["cluster"],  # what each epoch ran under, for its history record
+            "code_version": shared.get("code_version"),
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.workers_per_trial,

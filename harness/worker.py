@@ -32,6 +32,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.config import TrainConfig, experiment_from_dict
 from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
@@ -155,6 +156,11 @@ def train_worker(loop_config: dict) -> None:
         # temporary file; the group before this one is gone, so nothing of the trial is writing now
         for path in storage.remove_temporaries(layout.trial_dir(loop_config["run_dir"], trial_id)):
             print(f"rank 0: removed {path}, a temporary file a killed writer left")
+    if rank == 0 and start_epoch < config.train.epochs:  # the settings resumes changed: from which epoch
+        resumes.record_trial_changes(loop_config["run_dir"], trial_id, loop_config.get("changes") or [],
+                                     start_epoch + 1)
+    # what the epochs run under beyond the config: this invocation's cluster settings and code
+    ran_under = {"cluster": loop_config.get("cluster"), "code_version": loop_config.get("code_version")}
     latest = {config.sweep.metric: math.nan}
     if start_epoch >= config.train.epochs:
         # restored after its last epoch (a run killed before its results): nothing to train, but a search
@@ -200,7 +206,7 @@ def train_worker(loop_config: dict) -> None:
         }
         if rank == 0:  # the epoch's training figures, kept across restarts (Tune's own view starts afresh)
             storage.write_bytes(layout.history_file(loop_config["run_dir"], trial_id, epoch),
-                                json.dumps(metrics).encode())
+                                json.dumps({**metrics, **ran_under}).encode())
         if diverged:  # a result, not a crash: say so, keep no checkpoint of the broken weights, stop
             if rank == 0:
                 record = {"epoch": epoch, "step": method.step, "reason": diverged}
@@ -221,7 +227,8 @@ def train_worker(loop_config: dict) -> None:
             from condgen_bench.harness.results import write_record
 
             record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
-            record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default")
+            record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default",
+                          code_version=ran_under["code_version"])
             record["protocol"].update(train_precision=accel.precision, train_math=math_mode)
             write_record(layout.epoch_dir(loop_config["run_dir"], trial_id, epoch), record, grid_png)
             latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)

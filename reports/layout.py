@@ -33,6 +33,7 @@ DATASET_SUMMARY = "dataset_summary.json"
 ORIGIN = "origin.json"  # where the run's folder was made: {"folder": path}
 RESULTS = "results.parquet"
 HISTORY = "history.parquet"
+INVOCATIONS = "invocations.json"  # every driver of the run: start, code version, cluster, changes (harness/resume.py)
 MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} of RESULTS and HISTORY
 REPORT = "report.html"
 EVAL_RECORD = "eval.json"  # one evaluation: {"metrics", "missing", "protocol", "stage", "epoch", ...}
@@ -79,6 +80,11 @@ def history_files(run_dir: str, trial_id: str) -> list[str]:
     """The trial's per-epoch training records, by epoch."""
     folder = storage.join(trial_dir(run_dir, trial_id), "history")
     return [storage.join(folder, name) for name in storage.list_dir(folder) if name.endswith(".json")]
+
+
+def trial_changes_file(run_dir: str, trial_id: str) -> str:
+    """The settings changes a resume made that the trial trained under, each from its epoch (harness/resume.py)."""
+    return storage.join(trial_dir(run_dir, trial_id), "changes.json")
 
 
 def diverged_file(run_dir: str, trial_id: str) -> str:

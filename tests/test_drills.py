@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from drill_tools import checkpointed_epoch, epoch_record, files_under, tune_saved_status, wait_for
+from condgen_bench.harness import runs
+from condgen_bench.harness.config import experiment_from_dict
 from condgen_bench.reports import faults
 from test_ray_sweep import tiny_experiment
 
@@ -26,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # its 10 minutes: Tune restores a pending trial as pending, and it runs like any other.)
 SCRIPT = [sys.executable, str(ROOT / "experiments" / "sweep_ddpm.py"), "--smoke-test", "--name", "drill",
           "--cpus-per-worker", "0.5", "--scheduler", "asha",
-          "--set", 'sweep.space={"model.lr": [0.001, 0.0, 0.001]}', "--set", "train.epochs=2",
+          "--lr", "0.001", "0.0", "0.001", "--epochs", "2",
           "--set", "sweep.metric=loss", "--set", "sweep.mode=min", "--set", "sweep.grace_period=1",
           "--set", "sweep.reduction_factor=2",
           "--set", "eval.inception_at=never", "--set", "eval.cas=false", "--set", "eval.augment=false"]
@@ -59,20 +61,21 @@ def storage_args(tmp_path: Path) -> list[str]:
     return ["--storage-path", str(tmp_path / "runs")]
 
 
-def resume_in_process(tmp_path: Path, monkeypatch, capsys) -> str:
-    """The script's ``--resume``, run in this process: what the user types after a killed driver, on this
-    session's Ray (``ray_local``) instead of a local Ray of its own (the script starts one only where none
-    runs; the first run already showed two local Rays side by side). Returns what it printed."""
+def resume_in_process(tmp_path: Path, monkeypatch, capsys, flags: tuple = (), code: int = 0) -> str:
+    """The script's ``--resume`` (with ``flags`` after the first run's), run in this process: what the user
+    types after a killed driver, on this session's Ray (``ray_local``) instead of a local Ray of its own (the
+    script starts one only where none runs; the first run already showed two local Rays side by side).
+    Returns what it printed; ``code``: the exit code it must give."""
     import runpy
 
     monkeypatch.syspath_prepend(str(ROOT / "experiments"))  # the script's own imports (laptop.py)
-    monkeypatch.setattr(sys, "argv", SCRIPT[1:] + storage_args(tmp_path) + ["--resume"])
+    monkeypatch.setattr(sys, "argv", SCRIPT[1:] + list(flags) + storage_args(tmp_path) + ["--resume"])
     monkeypatch.delenv(faults.ENV, raising=False)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_code:
         runpy.run_path(SCRIPT[1], run_name="__main__")
     out, err = capsys.readouterr()
-    assert exit_code.value.code == 0, (out + err)[-3000:]
+    assert exit_code.value.code == code, (out + err)[-3000:]
     return out + err
 
 
@@ -83,9 +86,11 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     finds its own instance's dashboard among the two: otherwise trial 3, one at a time, would wait for them
     forever. The driver is killed (SIGKILL to its process group, its Ray with it) once trial 3 has checkpointed
     epoch 1, in the middle of writing its epoch-2 record (between the temporary file's write and its rename),
-    and resumed with the script's --resume (in this process, on this session's Ray): the temporary file is
-    removed, trial 3 goes on from that checkpoint and ends where its uninterrupted twin (trial 1) did, trial 1 is
-    not touched again."""
+    and resumed with the script's --resume (in this process, on this session's Ray). A resume with a changed
+    --lr is refused, naming the setting, before it writes anything; one that changes the number of samples
+    scored (allowed by --allow-changes) goes on: the temporary file is removed, trial 3 goes on from its
+    checkpoint and ends where its uninterrupted twin (trial 1) did, its epoch 2 scored under the change (its
+    rows say from which epoch), and trial 1 is not touched again."""
     marks = tmp_path / "marks"
     first = ScriptRun(tmp_path, "first", fault={"at": "write", "path": "_00002/epoch_0002/eval.json",
                                                  "do": "pause", "once": str(marks / "trial3-epoch2")})
@@ -104,9 +109,17 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     note = run_dir / "artifacts" / t3 / "diverged.json"
     note.write_text(json.dumps({"epoch": 2, "step": 30, "reason": "loss became nan"}))
 
-    log = resume_in_process(tmp_path, monkeypatch, capsys)
-    assert "resuming" in log and "taking over the lock of a driver that is gone" in log  # the killed one's
+    before = files_under(run_dir)
+    log = resume_in_process(tmp_path, monkeypatch, capsys, ("--lr", "0.002"), code=2)
+    assert "taking over the lock of a driver that is gone" in log  # the killed one's
+    assert "model.lr: [0.001, 0.0, 0.001] -> [0.002]" in log and "--allow-changes model.lr" in log
+    # refused before it wrote anything (the half-written file stays), its lock released: only the dead one's is gone
+    assert files_under(run_dir) == {p: v for p, v in before.items() if not p.endswith(runs.LOCK_FILE)}
+    change = ("--set", "eval.samples_per_class=3", "--allow-changes", "eval.samples_per_class")
+    log = resume_in_process(tmp_path, monkeypatch, capsys, change)
+    assert "resuming" in log
     assert f"removed {half_written}" in log and not list(run_dir.rglob("*.tmp*"))
+    assert "eval.samples_per_class: 4 -> 3 for every trial from its next epoch" in log
     assert ray_local.is_initialized()  # this session's Ray was up beside the script's all along
 
     frame = pd.read_parquet(run_dir / "results.parquet")
@@ -122,6 +135,13 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     last, twin = epoch_record(run_dir, t3, 2), epoch_record(run_dir, t1, 2)
     assert last["resumed_from_epoch"] == 1 and twin["resumed_from_epoch"] == 0
     assert last["step"] == twin["step"] and last["loss"] == twin["loss"]
+    changed = frame[(frame["trial_id"] == t3) & (frame["stage"] != "finalist")].set_index("epoch")
+    assert changed.loc[2, "protocol.num_samples"] == 3 * 7 and changed.loc[2, "config.eval.samples_per_class"] == 3
+    assert changed.loc[1, "config.eval.samples_per_class"] == 4  # scored before the change
+    assert json.loads(changed.loc[2, "config_changes"]) == [
+        {"setting": "eval.samples_per_class", "old": 4, "new": 3, "from_epoch": 2}]
+    assert kept["config_changes"].isna().all()
+    assert kept.loc[kept["stage"] != "finalist", "protocol.num_samples"].eq(4 * 7).all()
     assert not note.exists()
     keys = frame[["trial_id", "stage", "epoch", "sampling_setting"]]
     assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]
@@ -210,7 +230,6 @@ def test_two_sweeps_started_in_one_second_get_two_folders_and_a_second_driver_is
     import socket
     import time
 
-    from condgen_bench.harness import runs
     from condgen_bench.harness.sweep import run_sweep
 
     real = time.strftime
@@ -237,7 +256,8 @@ def test_two_sweeps_started_in_one_second_get_two_folders_and_a_second_driver_is
     holder.kill()
     holder.wait()
     lines = []
+    own = experiment_from_dict(json.loads((folders[0] / "config.json").read_text()))  # the run's settings
     with pytest.raises(faults.FaultStop):
-        run_sweep(tiny_experiment(tmp_path), resume=str(folders[0]), log=lines.append)
+        run_sweep(own, resume=str(folders[0]), log=lines.append)
     assert any(line.startswith("taking over the lock of a driver that is gone") and str(holder.pid) in line
                for line in lines)

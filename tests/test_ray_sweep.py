@@ -17,7 +17,8 @@ import pytest
 from condgen_bench.datasets import DataConfig
 from condgen_bench.harness import extractors, runs
 from condgen_bench.harness import worker as worker_module
-from condgen_bench.harness.config import ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
+from condgen_bench.harness.config import (ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig,
+                                          experiment_from_dict, to_dict)
 from condgen_bench.reports import paired
 from condgen_bench.harness.results import read_per_sample
 from condgen_bench.reports import faults
@@ -152,9 +153,9 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     written, before = os.stat(record).st_mtime_ns, open(outcome.results_path, "rb").read()
     lines = []
     monkeypatch.setenv(faults.ENV, json.dumps({"at": "write", "path": "results.parquet", "do": "enospc"}))
+    again = experiment_from_dict(to_dict(config))  # the run's own settings (a resume compares them)
+    again.cluster.max_failures = 0
     with pytest.raises(OSError, match=r"could not write .*results\.parquet: No space left on device"):
-        again = tiny_experiment(tmp_path)
-        again.cluster.cpus_per_worker = 0.25
         run_sweep(again, resume="latest", log=lines.append)
     assert os.stat(record).st_mtime_ns == written
     assert any("already scored" in line and finalist["trial_id"] in line for line in lines), "\n".join(lines[-6:])
