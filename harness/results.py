@@ -224,6 +224,7 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
     the hardware use: training GFLOPs per image (counted for the trial's network on ``spec``'s images),
     achieved TFLOP/s and, on a GPU of known peak, its share."""
     changes = resumes.trial_changes(run_dir, trial.trial_id)  # what resumes changed, from which epoch
+    config_values, _ = resumes.with_last_exploit(config_values, run_dir, trial.trial_id)  # PBT's record wins
     first_values, config_values = config_values, resumes.values_at(config_values, changes, None)
     experiment = experiment_from_dict(config_values)
     gflops, uncounted = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True),

@@ -161,5 +161,18 @@ def values_at(values: dict, records: list[dict], epoch: int | None) -> dict:
                           for p, v in r["values"].items()})
 
 
+def with_last_exploit(values: dict, run_dir: str, trial_id: str) -> tuple[dict, int]:
+    """A trial's config dict with the settings ("after") of its last PBT exploit record (harness/pbt.py), and
+    the number of its exploits. The record is written before Tune saves the trial's new config: where a kill
+    came between the two, Tune's config is the old one, and the record, which the trial's weights follow, wins."""
+    records = layout.exploit_records(run_dir, trial_id)
+    if not records:
+        return values, 0
+    out = json.loads(json.dumps(values))
+    for path, value in json.loads(storage.read_bytes(records[-1]))["after"].items():
+        set_path(out, path, value)
+    return out, len(records)
+
+
 def _text(value) -> str:
     return ABSENT if value is ABSENT else json.dumps(value)

@@ -300,6 +300,11 @@ def resume_changes(saved: list[dict], given: list[dict], allow: list[str], log=p
     changes = {}
     for old, new in zip(saved, given):
         changes[old["name"]] = resumes.allowed_changes(old, new, allow)
+        if new["sweep"]["scheduler"] == "pbt":  # PBT sets these itself at every exploit
+            mutated = sorted(set(changes[old["name"]]) & set(pbt.mutations(experiment_from_dict(new))))
+            if mutated:
+                raise resumes.ResumeChangeError(f"a resume cannot change {', '.join(mutated)}: PBT mutates it "
+                                                "(sweep.pbt_mutations); start a new run for that")
         for path, value in resumes.new_fields(old, new).items():
             log(f"{old['name']}: {path} is not in the run's saved config (older code made it): its trials take {value!r}")
         for path, (before, after) in changes[old["name"]].items():

@@ -92,6 +92,16 @@ class Trainer(TorchTrainer):
         return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
+def trial_settings(config: dict, run_dir: str, trial_id: str, changes: list[dict]) -> tuple[dict, int]:
+    """The config a trial runs under, and how many PBT exploits it has made: Tune's config of the trial (a
+    resolved ExperimentConfig dict), with the settings of its last exploit record, then the changes resumes
+    made (``changes``: harness/resume.py run_changes). PBT writes an exploit's record before Tune saves the
+    trial's new config (harness/pbt.py): a driver killed between the two restores the old config, while the
+    copy of the donor's weights, the report and pbt_exploits follow the record, so the record's settings win."""
+    config, exploits = resumes.with_last_exploit(config, run_dir, trial_id)
+    return resumes.apply(config, {p: v[1] for change in changes for p, v in change["values"].items()}), exploits
+
+
 def trial_driver(config: dict, shared: dict) -> None:
     """Tune function trainable. config: a resolved ExperimentConfig dict (one point of the space);
     shared: {"run_dir": str, "data": ObjectRef, "reference": ObjectRef, "cluster": this invocation's
@@ -99,16 +109,15 @@ def trial_driver(config: dict, shared: dict) -> None:
     saved with the trial: a resumed run may change workers, GPUs or max_failures. shared["changes"]: the
     settings resumes changed ({experiment: [change]}, harness/resume.py), which the trial takes over Tune's
     saved config; shared["code_version"]: this driver's code, recorded with each epoch."""
-    changes = shared.get("changes", {}).get(config["name"], [])
-    config = resumes.apply(config, {p: v[1] for change in changes for p, v in change["values"].items()})
-    experiment = experiment_from_dict(config)
     trial_id = ray.tune.get_context().get_trial_id()
+    changes = shared.get("changes", {}).get(config["name"], [])
+    config, exploits = trial_settings(config, shared["run_dir"], trial_id, changes)
+    experiment = experiment_from_dict(config)
     cluster = from_dict(ClusterConfig, shared["cluster"])
     resources, threads = worker_resources(cluster)
     if experiment.sweep.scheduler == "pbt":  # the trial's driver holds its CPUs (harness/pbt.py)
         resources["CPU"] = WORKER_TOKEN_CPU
     # after a PBT exploit the trial trains on from the donor's weights under a Train run of its own
-    exploits = len(layout.exploit_records(shared["run_dir"], trial_id))
     run_name = layout.train_run_name(trial_id, exploits)
     start_from = ({"checkpoint": layout.exploit_dir(shared["run_dir"], trial_id, exploits), "exploit": exploits}
                   if exploits else None)

@@ -148,3 +148,31 @@ def test_no_exploit_at_a_trials_last_epoch(tmp_path):
     result = {"epoch": 6, "sample_accuracy": 0.1}
     assert scheduler.on_trial_result(None, trials["low"], result) == TrialScheduler.CONTINUE
     assert scheduler._trial_state[trials["low"]].last_train_time == 2  # not ranked
+
+
+def test_a_driver_killed_between_an_exploits_record_and_tunes_save_trains_under_the_record(tmp_path):
+    """The exploit record is written before Tune saves the trial's new config: a driver killed between the two
+    leaves Tune's saved config with the old learning rate beside a record (and a copy of the donor's weights)
+    with the new one. The trial's driver runs it under the record's settings, and its rows say the same."""
+    from types import SimpleNamespace
+
+    from condgen_bench import datasets
+    from condgen_bench.harness.results import TrialOutcome, _trial_rows
+    from condgen_bench.harness.trial import trial_settings
+
+    scheduler, trials = population(tmp_path)
+    low, top = trials["low"], trials["top"]
+    saved_by_tune = json.loads(json.dumps(low.config))  # what Tune restores: the save never came
+    save_state(tmp_path / "artifacts" / "top" / "pbt" / "epoch_0002", 2, 2.0)
+    scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])
+    new_lr = json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())["after"]["model.lr"]
+    assert saved_by_tune["model"]["lr"] == 1e-3 != new_lr
+    values, exploits = trial_settings(saved_by_tune, str(tmp_path), "low", [])
+    assert values["model"]["lr"] == new_lr and exploits == 1
+    resumed = [{"id": 1, "values": {"train.sync_every": [50, 7]}}]  # a resume's change comes on top
+    assert trial_settings(saved_by_tune, str(tmp_path), "low", resumed)[0]["train"]["sync_every"] == 7
+
+    outcome = TrialOutcome("low", SimpleNamespace(error=None, metrics={"epoch": 2}), None, None)
+    spec = datasets.load(datasets.DataConfig(name="synthetic_faces", num_train=14, num_test=7, image_size=16)).spec()
+    [row], _ = _trial_rows(str(tmp_path), outcome, saved_by_tune, {}, spec)
+    assert row["config.model.lr"] == new_lr and json.loads(row["pbt_exploits"])[0]["after"] == {"model.lr": new_lr}

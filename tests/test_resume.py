@@ -84,3 +84,18 @@ def test_a_change_reaches_a_trial_from_its_next_epoch_and_its_rows_say_so(tmp_pa
     assert before["config_hash"] != after["config_hash"]
     assert json.loads(after["config_changes"]) == [{"setting": "eval.samples_per_class", "old": 3, "new": 5,
                                                     "from_epoch": 2}] == json.loads(before["config_changes"])
+
+
+def test_a_setting_pbt_mutates_cannot_change_on_a_resume_and_experiments_pair_up(tmp_path):
+    from condgen_bench.harness.sweep import resume_changes
+
+    config = tiny_experiment(tmp_path, scheduler="pbt", space={"model.lr": [1e-3, 2e-3]})
+    given = to_dict(config)
+    given["sweep"]["space"]["model.lr"] = [5e-4]
+    with pytest.raises(ResumeChangeError, match="cannot change model.lr: PBT mutates it"):
+        resume_changes([to_dict(config)], [given], ["model.lr"])
+    with pytest.raises(ResumeChangeError, match=r"the run has 1 experiments \(tiny\), this invocation 2"):
+        resume_changes([to_dict(config)], [given, given], [])
+    lines = []
+    assert resume_changes([to_dict(config)], [to_dict(config)], ["eval.bpd_images"], log=lines.append) == {"tiny": {}}
+    assert lines == ["--allow-changes eval.bpd_images: no such difference (nothing changed there)"]
