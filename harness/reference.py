@@ -2,7 +2,7 @@
 
 ``prepare_reference`` runs once per run, before any trial: it trains the evaluation classifier on the
 real training split (the whole of it in few-shot runs), or reads it from the cache keyed by the dataset
-fingerprint and the classifier recipe; measures its real test accuracy; trains the same recipe on as many
+fingerprint and the classifier recipe (its settings and code: ``recipe_key``); measures its real test accuracy; trains the same recipe on as many
 real images a class as CAS will train on (``eval.cas_pool_per_class``), the real-data ceiling CAS is read
 against; chooses the Inception extractor; and extracts the real test split's features in every extractor
 (or reads them from the cache). The reference is small and travels to every trial and every finalist
@@ -12,6 +12,7 @@ through the object store, so no trial extracts real features.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -53,12 +54,31 @@ class EvalReference:
         return net.to(device).eval()
 
 
+    def pins(self) -> dict:
+        """What the run's rows were scored with, to pin across resumes (harness/sweep.py pin_references): the
+        classifier's weights hash and real accuracy, CAS's ceiling, and a hash of each extractor's real features."""
+        return {"classifier": self.weights_hash, "classifier_accuracy": self.classifier_accuracy,
+                "cas_real_accuracy": None if math.isnan(self.cas_real_accuracy) else self.cas_real_accuracy,
+                "features": {kind: _weights_hash(layers) for kind, layers in sorted(self.real_features.items())}}
+
+
 def _weights_hash(state: dict) -> str:
+    """12 hex digits of sha256 over {name: tensor}, in name order."""
     h = hashlib.sha256()
     for key in sorted(state):
         h.update(key.encode())
         h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def recipe_key(config: ClassifierConfig) -> str:
+    """The cache key of the evaluation classifier's recipe: its settings and the source of
+    models/classifier.py (the network and its training code), so that a changed classifier is never read
+    from a cache that an older one wrote."""
+    from condgen_bench.models import classifier
+
+    text = json.dumps(asdict(config), sort_keys=True) + inspect.getsource(classifier)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _cached(path: str, make, log, what: str):
@@ -97,7 +117,7 @@ def prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log=prin
 
 def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, device: str) -> EvalReference:
     config = eval_config.classifier
-    config_key = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+    config_key = recipe_key(config)
 
     def train_evaluation_classifier():
         real = data.classifier_train  # the whole training split, also in few-shot runs

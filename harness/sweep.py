@@ -397,6 +397,7 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
     else:  # locally in this process: a task's process would start and import torch and the evaluation again
         references = [local_reference(data, group[0], cache_dir, log) for data, group in zip(loaded, groups)]
         reference_refs = [ray.put(reference) for reference in references]
+    pin_references(run_dir, loaded, references, log)  # a resume scores with the run's own reference, or stops
     frames, histories = [], []
     for group, data, data_ref, reference, reference_ref in zip(groups, loaded, data_refs, references, reference_refs):
         shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
@@ -422,6 +423,37 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
     results_path = write_results(frame, history, run_dir)
     report_path = build_report(run_dir)
     return SweepOutcome(run_dir, results_path, report_path, len(frame), time.time() - t_start)
+
+
+def pin_references(run_dir: str, loaded: list, references: list[EvalReference], log=print) -> None:
+    """Record each dataset's evaluation reference in the run (reference.json: EvalReference.pins by dataset
+    fingerprint) the first time, and check it every time after: a resume whose classifier, CAS ceiling or real
+    features differ (a removed or changed cache retrained to other weights, a changed classifier) is refused
+    before it scores anything, so that no run mixes rows scored with two references. An extractor the run did not
+    have before (or has no longer: Inception weights not on this machine) is not a difference: its rows say
+    the figure is missing."""
+    path = layout.run_file(run_dir, layout.REFERENCE)
+    pinned = json.loads(storage.read_bytes(path)) if storage.exists(path) else {}
+    for data, reference in zip(loaded, references):
+        now, before = reference.pins(), pinned.get(data.fingerprint)
+        if before is None:
+            pinned[data.fingerprint] = now
+            continue
+        differs = [f"{what} ({before[key]} -> {now[key]})" for key, what in
+                   (("classifier", "the evaluation classifier's weights"), ("classifier_accuracy", "its real accuracy"),
+                    ("cas_real_accuracy", "CAS's real ceiling")) if before[key] != now[key]]
+        differs += [f"the real {kind} features ({before['features'][kind]} -> {now['features'][kind]})"
+                    for kind in sorted(before["features"].keys() & now["features"].keys())
+                    if before["features"][kind] != now["features"][kind]]
+        if differs:
+            raise resumes.ResumeChangeError(
+                f"cannot resume {run_dir}: its rows of {data.name} were scored with another evaluation reference "
+                f"than this driver's ({'; '.join(differs)}; pinned in {path}): the cache was removed and trained "
+                "again to other weights, or changed, or the classifier's code changed. Restore the cache the run "
+                "used, or start a new run (never rows scored with two references in one run)")
+        log(f"evaluation reference of {data.name}: the run's own (classifier {now['classifier']})")
+        before["features"].update({k: v for k, v in now["features"].items() if k not in before["features"]})
+    storage.write_bytes(path, json.dumps(pinned, indent=1).encode())
 
 
 def describe_data(data, log=print) -> dict:

@@ -33,6 +33,7 @@ DATASET_SUMMARY = "dataset_summary.json"
 ORIGIN = "origin.json"  # where the run's folder was made: {"folder": path}
 RESULTS = "results.parquet"
 HISTORY = "history.parquet"
+REFERENCE = "reference.json"  # the evaluation reference the run scores with, by dataset (harness/sweep.py pin_references)
 INVOCATIONS = "invocations.json"  # every driver of the run: start, code version, cluster, changes (harness/resume.py)
 MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} of RESULTS and HISTORY
 REPORT = "report.html"

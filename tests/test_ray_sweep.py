@@ -164,8 +164,10 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     assert len(load_inputs(outcome.run_dir).results) == len(frame)  # still the pair the manifest lists
 
     # the run moved elsewhere and resumed by its path under another name: Tune's state is read from the
-    # folder itself, the same trials come back (nothing reruns), and nothing is written anywhere else
+    # folder itself, the same trials come back (nothing reruns), and nothing is written anywhere else. Its
+    # cache removed too: the evaluation classifier is trained again, to the weights the run pinned
     monkeypatch.delenv(faults.ENV)
+    shutil.rmtree(tmp_path / "cache")
     moved = tmp_path / "elsewhere" / "moved-run"
     moved.parent.mkdir()
     shutil.move(outcome.run_dir, moved)
@@ -173,6 +175,10 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     again.name, lines = "another-name", []
     resumed = run_sweep(again, resume=str(moved), log=lines.append)
     assert resumed.run_dir == str(moved) and f"resuming {moved}" in lines
+    assert any(line.startswith("evaluation classifier: training") for line in lines)  # not read from a cache
+    pinned = json.loads((moved / "reference.json").read_text())
+    [classifier] = [p["classifier"] for p in pinned.values()]
+    assert f"evaluation reference of synthetic_faces: the run's own (classifier {classifier})" in lines
     moved_frame = pd.read_parquet(resumed.results_path)
     assert sorted(moved_frame["trial_id"]) == sorted(frame["trial_id"])
     assert sorted(os.listdir(tmp_path / "tiny")) == experiments_before and not (tmp_path / "another-name").exists()

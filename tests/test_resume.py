@@ -3,6 +3,7 @@
 No Ray (a resume of a real run with a refused and an allowed change: tests/test_drills.py)."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -99,3 +100,40 @@ def test_a_setting_pbt_mutates_cannot_change_on_a_resume_and_experiments_pair_up
     lines = []
     assert resume_changes([to_dict(config)], [to_dict(config)], ["eval.bpd_images"], log=lines.append) == {"tiny": {}}
     assert lines == ["--allow-changes eval.bpd_images: no such difference (nothing changed there)"]
+
+
+def test_a_resume_scores_with_the_runs_own_reference_or_refuses_naming_what_differs(tmp_path):
+    """The run pins its evaluation reference (reference.json); a resume whose classifier or real features
+    differ is refused before it scores anything. An extractor that is missing now is not a difference."""
+    from condgen_bench.harness.sweep import pin_references
+
+    run_dir, data = str(tmp_path), SimpleNamespace(name="faces", fingerprint="fp1")
+
+    def reference(classifier="aaa", features=None):
+        pins = {"classifier": classifier, "classifier_accuracy": 0.9, "cas_real_accuracy": 0.5,
+                "features": features or {"domain": "d1", "inception": "i1"}}
+        return SimpleNamespace(pins=lambda: pins)
+
+    pin_references(run_dir, [data], [reference()])
+    lines = []
+    pin_references(run_dir, [data], [reference(features={"domain": "d1"})], log=lines.append)  # no Inception here
+    assert lines == ["evaluation reference of faces: the run's own (classifier aaa)"]
+    pinned = (tmp_path / "reference.json").read_text()
+    for changed, named in ((reference(classifier="bbb"), "weights (aaa -> bbb)"),
+                           (reference(features={"domain": "d2"}), "the real domain features (d1 -> d2)")):
+        with pytest.raises(ResumeChangeError, match=rf"scored with another evaluation reference .*{re.escape(named)}"):
+            pin_references(run_dir, [data], [changed])
+    assert (tmp_path / "reference.json").read_text() == pinned
+
+
+def test_the_classifier_cache_key_covers_its_settings_and_its_code(monkeypatch):
+    import inspect
+
+    from condgen_bench.harness import reference
+    from condgen_bench.models.classifier import ClassifierConfig
+
+    key = reference.recipe_key(ClassifierConfig())
+    assert reference.recipe_key(ClassifierConfig(epochs=2)) != key
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "\n# changed training code")
+    assert reference.recipe_key(ClassifierConfig()) != key
