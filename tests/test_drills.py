@@ -221,6 +221,38 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
         check_snapshot(str(tmp_path / "c" / "train"), "t0")
 
 
+def test_a_real_full_disk_keeps_the_old_results_and_a_half_copied_checkpoint_is_passed_over(tmp_path):
+    """A real full disk: tests/full_disk_drill.py in a mount namespace with a 1 MB tmpfs over each of two
+    folders. The results write runs out of space: it fails naming the file, and the old results, history and
+    manifest stay whole, with no temporary file. Ray Train's copy of a checkpoint into its storage (pyarrow's
+    copy_files, in place, not atomic) runs out of space half-way: the half-copied checkpoint is passed over,
+    named, both by a restart (the worker's load_checkpoint) and by the choice of the newest (a finalist, a
+    PBT donor), which take the older one."""
+    import errno
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -m` (a mount namespace) for a private tmpfs")
+    disks = [tmp_path / "results_disk", tmp_path / "checkpoint_disk"]
+    for disk in disks:
+        disk.mkdir()
+    mounts = " && ".join(f"mount -t tmpfs -o size=1m tmpfs {disk}" for disk in disks)
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           f"{mounts} && exec {sys.executable} {ROOT / 'tests' / 'full_disk_drill.py'} {disks[0]} {disks[1]}"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["results_errno"] == errno.ENOSPC and "could not write" in out["results_error"]
+    assert "results.parquet" in out["results_error"]
+    assert out["results_rows"] == 1  # the old results, readable as the pair their manifest lists
+    assert out["run_files"] == ["history.parquet", "results.parquet", "results_manifest.json"]
+    assert out["copy_error"] and 0 <= out["half_copied_bytes"] < 2_000_000  # Ray's copy stopped half-way
+    assert out["restart_epoch"] == 1 and "unreadable checkpoint" in out["restart_log"][0]
+    assert "10-01-00" in out["restart_log"][0] and "resuming from the older" in out["restart_log"][0]
+    assert out["newest_epoch"] == 1 and out["newest_readable"].endswith("10-00-00.000000")
+    assert any("unreadable checkpoint" in line and "10-01-00" in line for line in out["newest_log"])
+
+
 def test_two_sweeps_started_in_one_second_get_two_folders_and_a_second_driver_is_refused(ray_local, tmp_path,
                                                                                         monkeypatch):
     """Two sweeps of one name whose clocks give the same second (frozen here), each stopped by the fault hook
