@@ -41,7 +41,7 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.search import Distribution, extreme_values, parse
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports import faults, layout, storage
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class FolderPBT(PopulationBasedTraining):
         }
         storage.write_bytes(layout.exploit_record(self.run_dir, trial.trial_id, number),
                             json.dumps(record, indent=1, default=str).encode())
+        faults.hit("exploit", trial=trial.trial_id)  # drills: the driver dies before Tune saves the new config
         logger.info(f"[pbt] trial {trial.trial_id} (score {record['score']}) takes the weights of "
                     f"{donor.trial_id} (score {record['donor_score']}) at epoch {epoch}: {record['after']}")
         if trial.status != Trial.PAUSED:

@@ -151,20 +151,33 @@ def test_no_exploit_at_a_trials_last_epoch(tmp_path):
 
 
 def test_a_driver_killed_between_an_exploits_record_and_tunes_save_trains_under_the_record(tmp_path):
-    """The exploit record is written before Tune saves the trial's new config: a driver killed between the two
-    leaves Tune's saved config with the old learning rate beside a record (and a copy of the donor's weights)
-    with the new one. The trial's driver runs it under the record's settings, and its rows say the same."""
+    """The exploit record is written before Tune saves the trial's new config: the sweep's driver, SIGKILLed
+    between the two (the fault hook, in a process of its own that runs the exploit), leaves Tune's saved config
+    with the old learning rate beside a record (and a copy of the donor's weights) with the new one. The
+    trial's driver runs it under the record's settings, and its rows say the same."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
     from types import SimpleNamespace
 
     from condgen_bench import datasets
     from condgen_bench.harness.results import TrialOutcome, _trial_rows
     from condgen_bench.harness.trial import trial_settings
+    from condgen_bench.reports import faults
 
-    scheduler, trials = population(tmp_path)
-    low, top = trials["low"], trials["top"]
-    saved_by_tune = json.loads(json.dumps(low.config))  # what Tune restores: the save never came
+    _, trials = population(tmp_path)
+    saved_by_tune = json.loads(json.dumps(trials["low"].config))  # what Tune restores: the save never came
     save_state(tmp_path / "artifacts" / "top" / "pbt" / "epoch_0002", 2, 2.0)
-    scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])
+    driver = ("import sys, pathlib; sys.path.insert(0, sys.argv[2]); "
+              "from test_pbt import Controller, population; "
+              "scheduler, trials = population(pathlib.Path(sys.argv[1])); "
+              "scheduler._checkpoint_or_exploit(trials['low'], Controller(), [trials['top']], [trials['low']]); "
+              "print('survived')")
+    env = {**os.environ, faults.ENV: json.dumps({"at": "exploit", "trial": "low", "do": "kill"})}
+    killed = subprocess.run([sys.executable, "-c", driver, str(tmp_path), str(Path(__file__).parent)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9 and "survived" not in killed.stdout, killed.stderr[-2000:]
     new_lr = json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())["after"]["model.lr"]
     assert saved_by_tune["model"]["lr"] == 1e-3 != new_lr
     values, exploits = trial_settings(saved_by_tune, str(tmp_path), "low", [])
