@@ -20,7 +20,8 @@ from condgen_bench.reports.inputs import is_missing, record_file
 METHOD = (f"each figure against the column's best: the {paired.LEVEL:.0%} interval of their difference; "
           "“within noise” when it holds 0. Paired bootstrap over the same seeded samples (accuracy on "
           "samples; domain FID and KID, the real test features held fixed) and over the same real test "
-          f"images (bits/dim), {paired.RESAMPLES} draws, the interval centred on the recorded figures' difference, where both figures' records kept their per-sample "
+          f"images (bits/dim), {paired.RESAMPLES} draws, resampled within each class: the recorded figures' difference "
+          f"± {paired.Z:.2f} standard deviations of the draws, where both figures' records kept their per-sample "
           "values under the same seeds and reference; otherwise unpaired: the difference ± "
           f"{paired.Z:.2f} × the two spreads combined (Inception metrics, IS, precision / recall, CAS, "
           "augmentation gain; a mean over seeds counts with std / √seeds); no mark without a spread")
@@ -66,7 +67,7 @@ def difference(metric: str, a: pd.Series, b: pd.Series, files: PerSampleFiles) -
     if paired.pairs(metric, arrays_a, arrays_b):
         found = paired.paired_difference(metric, arrays_a, arrays_b)
         # centred on the recorded figures' difference (KID's recorded figure averages subsets; the
-        # bootstrap's statistic uses every sample): the bootstrap gives the spread, the record the value
+        # bootstrap's statistic uses every sample): the bootstrap gives the half-width, the record the centre
         recorded = float(a[metric]) - float(b[metric])
         shift = recorded - found.value
         return paired.Difference(recorded, found.low + shift, found.high + shift, found.method)

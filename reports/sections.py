@@ -121,8 +121,9 @@ def leaderboard_section(views: list[DatasetView]) -> str:
             for m in columns:
                 cells.append(marked_cell(metric_cell(r, m), *marks[m].get(method, ("", ""))))
             lines.append(f"<tr>{''.join(cells)}</tr>")
-        marked = ("; in each column ★ marks the best and ≈ the figures within noise of it "
-                  f"({paired.LEVEL:.0%} interval of the difference holds 0; hover a figure for its difference, "
+        marked = ("; in each column ★ marks the best and ≈ the figures within noise of it: not distinguishable "
+                  f"from it at {paired.LEVEL:.0%} (the interval of the difference holds 0), which is not the same as "
+                  "equal (hover a figure for its difference, "
                   "interval and test; the tests are named under the evaluation protocol)") if len(rows) > 1 else ""
         out += table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; ± is each figure's "
                                            f"own spread (over seeds where a row has several){marked}")

@@ -524,3 +524,35 @@ def test_evaluation_runs_in_plain_fp32_whatever_the_training_set_and_records_it(
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # training's, restored
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_the_paired_fid_interval_covers_the_expected_difference_95_percent_of_the_time():
+    """A seeded simulation: 1000 pairs of generators sharing their noise draws (sample i of both from the same
+    seed, as the harness pairs them), 7 classes of 20 samples, D = 24 features against a fixed real N(0, I):
+    an isotropic one (variance 0.5) and an anisotropic one (variances 0.05..1.6), whose FIDs differ in
+    expectation by E[d] (from 2000 draws). The interval paired_difference gives covers E[d] 95% ± 2% of the
+    time (96.0% here). The bootstrap percentile interval it replaced covered 90.0% on the same draws: resampling
+    with replacement duplicates samples, which inflates FID by different amounts for the two covariances."""
+    dims, classes, per_class = 24, 7, 20
+    n = classes * per_class
+    rng = np.random.default_rng(0)
+    variances = {"a": np.full(dims, 0.5), "b": np.linspace(0.05, 1.6, dims)}
+    real = {"domain_real_mu": np.zeros(dims), "domain_real_trace": np.float64(dims),
+            "domain_real_sqrt": np.eye(dims, dtype=np.float32), "labels": np.repeat(np.arange(classes), per_class)}
+
+    def fids(z: np.ndarray, var: np.ndarray) -> np.ndarray:  # z [draws, n, D] -> [draws]: FID of each draw
+        g = z * np.sqrt(var)
+        m = g.mean(1)
+        c = np.einsum("bni,bnj->bij", g - m[:, None], g - m[:, None]) / (n - 1)
+        return (m ** 2).sum(1) + np.trace(c, axis1=1, axis2=2) + dims - 2 * np.sqrt(
+            np.clip(np.linalg.eigvalsh(c), 0, None)).sum(1)
+
+    z = rng.standard_normal((2000, n, dims))
+    expected = float((fids(z, variances["a"]) - fids(z, variances["b"])).mean())
+    covered = 0
+    for seed in range(1000):
+        z = rng.standard_normal((n, dims))
+        a, b = ({**real, "domain_features": (z * np.sqrt(v)).astype(np.float32)} for v in variances.values())
+        found = paired.paired_difference("fid_domain", a, b, resamples=100, seed=seed)
+        covered += found.low <= expected <= found.high
+    assert 0.93 <= covered / 1000 <= 0.97, covered / 1000

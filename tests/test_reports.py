@@ -342,7 +342,7 @@ def test_a_200_trial_run_gives_a_usable_page_under_15_mb(tmp_path):
 
 
 @pytest.mark.parametrize("per_sample,std,verdict", [(True, 0.1, "beyond noise: the 95% interval of the difference is "
-                                                                  "[12.7, 28.3] points (paired)"),
+                                                                  "[12, 28] points (paired)"),
                                                      (False, 0.1, "within noise: the 95% interval of the difference is "
                                                                   "[-7.72, 47.7] points (unpaired)"),
                                                      (False, 0.02, "beyond noise")])
