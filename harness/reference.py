@@ -53,7 +53,6 @@ class EvalReference:
         net.load_state_dict(self.classifier_state)
         return net.to(device).eval()
 
-
     def pins(self) -> dict:
         """What the run's rows were scored with, to pin across resumes (harness/sweep.py pin_references): the
         classifier's weights hash and real accuracy, CAS's ceiling, and a hash of each extractor's real features."""

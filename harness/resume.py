@@ -31,7 +31,6 @@ CHANGEABLE = ("model.", "train.", "eval.")  # what --allow-changes may set in a 
 FREE = ("name", "data.data_root")  # may differ without a word (a resume under another --name; a moved dataset)
 # settings a run fills in when left unset (harness/sweep.py resolve_resources): unset in the resume is the run's
 RESOLVED = ("sweep.max_concurrent_trials",)
-ABSENT = "(not in the saved config)"
 
 
 class ResumeChangeError(ValueError):
@@ -80,7 +79,7 @@ def allowed_changes(saved: dict, given: dict, allow: list[str]) -> dict[str, tup
     if refused:
         raise ResumeChangeError(
             f"the resume's settings differ from the run's saved config ({layout.CONFIG}) in "
-            + "; ".join(f"{p}: {_text(found[p][0])} -> {_text(found[p][1])}" for p in refused)
+            + "; ".join(f"{p}: {json.dumps(found[p][0])} -> {json.dumps(found[p][1])}" for p in refused)
             + ". Resume with the run's own settings, or apply the change to every trial from its next epoch "
             f"with --resume --allow-changes {' '.join(refused)}")
     changes, fixed = {}, []
@@ -91,7 +90,7 @@ def allowed_changes(saved: dict, given: dict, allow: list[str]) -> dict[str, tup
         if searched(given, path):
             listed = new if isinstance(new, list) else None
             if listed is None or len(listed) != 1:
-                fixed.append(f"{path} (searched with {_text(new)}: a resume cannot draw its trials again; give one value)")
+                fixed.append(f"{path} (searched with {json.dumps(new)}: a resume cannot draw its trials again; give one value)")
                 continue
             new = listed[0]
         changes[path] = (old, new)
@@ -138,13 +137,12 @@ def record_trial_changes(run_dir: str, trial_id: str, changes: list[dict], from_
     """Add to artifacts/<trial>/changes.json the run's changes (``run_changes``) this trial had not trained
     under yet, each with ``from_epoch``, the first epoch it trains under them (its start epoch + 1). Returns
     the trial's records: [{"id", "values": {path: [old, new]}, "from_epoch"}]."""
-    path = layout.trial_changes_file(run_dir, trial_id)
-    records = json.loads(storage.read_bytes(path)) if storage.exists(path) else []
+    records = trial_changes(run_dir, trial_id)
     known = {r["id"] for r in records}
     new = [{**change, "from_epoch": from_epoch} for change in changes if change["id"] not in known]
     if new:
         records += new
-        storage.write_bytes(path, json.dumps(records, indent=1).encode())
+        storage.write_bytes(layout.trial_changes_file(run_dir, trial_id), json.dumps(records, indent=1).encode())
     return records
 
 
@@ -173,6 +171,3 @@ def with_last_exploit(values: dict, run_dir: str, trial_id: str) -> tuple[dict, 
         set_path(out, path, value)
     return out, len(records)
 
-
-def _text(value) -> str:
-    return ABSENT if value is ABSENT else json.dumps(value)

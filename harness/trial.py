@@ -99,7 +99,7 @@ def trial_settings(config: dict, run_dir: str, trial_id: str, changes: list[dict
     trial's new config (harness/pbt.py): a driver killed between the two restores the old config, while the
     copy of the donor's weights, the report and pbt_exploits follow the record, so the record's settings win."""
     config, exploits = resumes.with_last_exploit(config, run_dir, trial_id)
-    return resumes.apply(config, {p: v[1] for change in changes for p, v in change["values"].items()}), exploits
+    return resumes.values_at(config, changes, None), exploits
 
 
 def trial_driver(config: dict, shared: dict) -> None:

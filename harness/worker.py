@@ -156,9 +156,9 @@ def train_worker(loop_config: dict) -> None:
         # temporary file; the group before this one is gone, so nothing of the trial is writing now
         for path in storage.remove_temporaries(layout.trial_dir(loop_config["run_dir"], trial_id)):
             print(f"rank 0: removed {path}, a temporary file a killed writer left")
-    if rank == 0 and start_epoch < config.train.epochs:  # the settings resumes changed: from which epoch
-        resumes.record_trial_changes(loop_config["run_dir"], trial_id, loop_config.get("changes") or [],
-                                     start_epoch + 1)
+        if start_epoch < config.train.epochs:  # the settings resumes changed: from which epoch
+            resumes.record_trial_changes(loop_config["run_dir"], trial_id, loop_config.get("changes") or [],
+                                         start_epoch + 1)
     # what the epochs run under beyond the config: this invocation's cluster settings and code
     ran_under = {"cluster": loop_config.get("cluster"), "code_version": loop_config.get("code_version")}
     latest = {config.sweep.metric: math.nan}

@@ -112,13 +112,19 @@ def fid_of_projection(gen: np.ndarray, projected: np.ndarray, real_mu: np.ndarra
                  - 2 * np.sqrt(np.clip(np.linalg.eigvalsh(small), 0, None)).sum())
 
 
+def _draw_counts(idx: np.ndarray, size: int) -> np.ndarray:
+    """idx [draws, n] (indices into ``size`` samples) -> [draws, size]: how often each draw takes each sample."""
+    counts = np.zeros((len(idx), size))
+    np.add.at(counts, (np.arange(len(idx))[:, None], idx), 1.0)
+    return counts
+
+
 def _fid_statistic(a: dict) -> callable:
     """idx [n] or [draws, n] -> FID of a's domain features[idx] against its real statistics: a float, or
     [draws] (every draw's at once: the same algebra as fid_of_projection, batched)."""
     gen = a["domain_features"].astype(np.float64)
     projected = gen @ a["domain_real_sqrt"].astype(np.float64)
     mu, trace = a["domain_real_mu"], float(a["domain_real_trace"])
-
     squares = (gen ** 2).sum(1)
 
     def fid(idx: np.ndarray):
@@ -126,8 +132,7 @@ def _fid_statistic(a: dict) -> callable:
             return fid_of_projection(gen[idx], projected[idx], mu, trace)
         # every draw by how often it takes each sample (counts [draws, N]): weighted moments, D x D problems
         n = idx.shape[1]
-        counts = np.zeros((len(idx), len(gen)))
-        np.add.at(counts, (np.arange(len(idx))[:, None], idx), 1.0)
+        counts = _draw_counts(idx, len(gen))
         mean, mean_p = counts @ gen / n, counts @ projected / n
         spread = (counts @ squares - n * (mean ** 2).sum(1)) / (n - 1)
         scatter = (counts[:, :, None] * projected).transpose(0, 2, 1) @ projected
@@ -162,10 +167,7 @@ def _statistic(metric: str, arrays: dict) -> callable:
         size = len(arrays["domain_features"])
 
         def counted(idx: np.ndarray):
-            rows = np.atleast_2d(idx)
-            counts = np.zeros((len(rows), size))
-            np.add.at(counts, (np.arange(len(rows))[:, None], rows), 1.0)
-            out = kid(counts)
+            out = kid(_draw_counts(np.atleast_2d(idx), size))
             return float(out[0]) if idx.ndim == 1 else out
         return counted
     values = arrays[PAIRED[metric][0]].astype(np.float64)
