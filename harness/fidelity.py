@@ -22,8 +22,13 @@ import torch
 from condgen_bench.harness.extractors import Extractor
 from condgen_bench.reports.paired import fid_of_projection
 
-FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 5 to N
+FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 10 to N (Chong & Forsyth's range)
 FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged
+# FID∞'s line in 1/N holds only where every subset is well above the feature dimension D (its bias is then
+# ~ tr(S) / N); below, the covariance estimates are rank-deficient and the fit extrapolates a curve
+# (D = 512, N = 175: it removed 12% of the bias). So FID∞ is missing where its smallest subset is below
+# FID_INF_MIN_RATIO x D: a figure with an unknown error is not shown as if it were comparable
+FID_INF_MIN_RATIO = 2
 KID_DEGREE, KID_COEF0 = 3, 1.0  # KID's polynomial kernel (x.y / D + 1)^3 (Binkowski et al. 2018)
 
 
@@ -113,8 +118,19 @@ class GaussianStats:
 
 
 def fid_sizes(n: int, points: int = FID_INF_POINTS) -> list[int]:
-    """The subset sizes of FID∞'s fit for n samples: ``points`` sizes evenly spaced from max(2, n // 5) to n."""
-    return sorted(set(np.linspace(max(2, n // 5), n, points).round().astype(int).tolist()))
+    """The subset sizes of FID∞'s fit for n samples: ``points`` sizes evenly spaced from max(2, n // 10) to n."""
+    return sorted(set(np.linspace(max(2, n // 10), n, points).round().astype(int).tolist()))
+
+
+def fid_inf_out_of_range(n: int, dim: int) -> str | None:
+    """Why FID∞ of n generated samples in dim-dimensional features is not valid (its smallest subset below
+    FID_INF_MIN_RATIO x dim), or None where it is."""
+    smallest = fid_sizes(n)[0]
+    if smallest >= FID_INF_MIN_RATIO * dim:
+        return None
+    return (f"out of FID∞'s range: its smallest subset ({smallest} of {n} samples) is below {FID_INF_MIN_RATIO} x "
+            f"the feature dimension ({dim}), where its 1/N line does not hold; KID is unbiased at this size "
+            f"(FID∞ needs >= {FID_INF_MIN_RATIO * dim * 10} samples)")
 
 
 def fid_infinity(gen: np.ndarray, real: GaussianStats, points: int = FID_INF_POINTS, draws: int = FID_INF_DRAWS,
@@ -197,7 +213,7 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
 
     gen, real: {layer: [N, D]} from ``extract_features``. Returns ({metric: value}, {metric: reason missing})
     with keys fid, fid_std (bootstrap over the generated samples, ``bootstrap`` resamples), fid_inf (FID∞,
-    ``fid_infinity``), kid, kid_std (over KID's subsets, of size ``kid_subset``), is,
+    ``fid_infinity``; missing where ``fid_inf_out_of_range``), kid, kid_std (over KID's subsets, of size ``kid_subset``), is,
     is_std (over IS's splits), precision, recall and their stds (of the mean of the per-sample k-NN
     indicators)."""
     out: dict[str, float] = {}
@@ -205,7 +221,11 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
     g, r = gen[extractor.layer("fid")], real[extractor.layer("fid")]
     real_stats, g_np = GaussianStats.of(r), g.double().numpy()
     out["fid"] = real_stats.fid(g_np)
-    out["fid_inf"], _ = fid_infinity(g_np, real_stats, seed=seed)
+    out_of_range = fid_inf_out_of_range(len(g_np), g_np.shape[1])
+    if out_of_range:
+        missing["fid_inf"] = out_of_range
+    else:
+        out["fid_inf"], _ = fid_infinity(g_np, real_stats, seed=seed)
     if bootstrap >= 2:
         out["fid_std"] = bootstrap_std(real_stats.subset_fid(g_np), len(g_np), bootstrap, seed)
     g, r = gen[extractor.layer("kid")], real[extractor.layer("kid")]

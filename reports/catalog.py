@@ -48,9 +48,12 @@ def _fidelity(kind: str, where: str) -> list[Metric]:
                f"generated {where} features; 0 for identical statistics, biased upward at small sample sizes",
                spread=f"fid_{kind}_std", low=0),
         Metric(f"fid_inf_{kind}", f"FID∞ ({where})", "", "min", "FID extrapolated to infinitely many samples "
-               "from FIDs at several sample sizes (Chong & Forsyth), comparable across sample counts", low=0),
+               "from FIDs at N/10..N samples (Chong & Forsyth): comparable across sample counts only where N/10 is "
+               "at least twice the feature dimension, and missing where it is not", low=0),
         Metric(f"kid_{kind}", f"KID ({where})", "", "min", f"squared MMD with a cubic polynomial kernel between "
-               f"real and generated {where} features, unbiased, averaged over subsets", spread=f"kid_{kind}_std"),
+               f"real and generated {where} features, averaged over subsets; unbiased at any sample size, so the "
+               "figure to compare at small N, where FID's bias depends on N and FID∞ is out of its range",
+               spread=f"kid_{kind}_std"),
         Metric(f"is_{kind}", f"IS ({where})", "", "max", f"Inception score with the {where} classifier's "
                "class probabilities: exp E KL(p(y|x) || p(y)); 1 for one blurred class, at most the number of "
                "classes", spread=f"is_{kind}_std", low=1, high="classes"),
