@@ -19,7 +19,7 @@ from PIL import Image
 from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
-from condgen_bench.harness.fidelity import (FID_INF_DRAWS, GaussianStats, accuracy, bootstrap_std, fid_sizes,
+from condgen_bench.harness.fidelity import (EQUAL_SIZE_DRAWS, FID_INF_DRAWS, GaussianStats, accuracy, bootstrap_std, fid_sizes,
                                             intra_class_fid, kid_subset, score_features)
 from condgen_bench.reports.paired import bpd_arrays, sample_arrays
 from condgen_bench.harness.plan import EvalPlan
@@ -29,7 +29,7 @@ from condgen_bench.models.classifier import predict
 
 # what score_features returns, each stored as "<name>_<extractor kind>" ("fid_domain", "kid_inception_std")
 FIDELITY_KEYS = ("fid", "fid_std", "fid_inf", "kid", "kid_std", "is", "is_std", "precision", "precision_std",
-                 "recall", "recall_std")
+                 "recall", "recall_std", "density", "density_std", "coverage", "coverage_std", "vendi", "vendi_std")
 
 
 def tagged(key: str, kind: str) -> str:
@@ -143,7 +143,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     layer = domain.layer("fid")
     if plan.computes("intra_class_fid"):
         mean, per_class_fid = intra_class_fid(features[layer], labels, ref.real_features["domain"][layer],
-                                              data.test.labels, data.class_names)
+                                              data.test.labels, data.class_names, seed=config.seed)
         metrics["fid_intra_domain"] = mean
         metrics.update({f"fid_intra_domain.{name}": value for name, value in per_class_fid.items()})
     else:
@@ -177,10 +177,12 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
         "kid_subset_size": kid_subset(config.kid_subset_size, len(samples), len(data.test)),
         "kid_subsets": config.kid_subsets, "isc_splits": min(config.isc_splits, len(samples)),
         "prc_neighborhood": config.prc_neighborhood, "bootstrap": config.bootstrap,
+        "equal_size_draws": EQUAL_SIZE_DRAWS,  # of the larger set, for precision / recall, density / coverage
         "sampling": method.sampling_settings(**settings),
     }
     if plan.computes("intra_class_fid"):
-        protocol["fid_intra_reference"] = "each class's real test images against its generated ones"
+        protocol["fid_intra_reference"] = ("each class's real test images against its generated ones, the larger "
+                                           "set cut to the smaller's size (equal_size_draws subsets, averaged)")
     if ref.inception is not None:
         protocol.update({
             "inception_extractor": ref.inception.description, "inception_weights_sha256": ref.inception.weights_sha256,

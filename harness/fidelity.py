@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from condgen_bench.harness.diversity import density_coverage_parts, nearest_radius, vendi_score
 from condgen_bench.harness.extractors import Extractor
 from condgen_bench.reports.paired import fid_of_projection
 
@@ -30,6 +31,12 @@ FID_INF_DRAWS = 5  # random subsets per size below N, their FIDs averaged
 # FID_INF_MIN_RATIO x D: a figure with an unknown error is not shown as if it were comparable
 FID_INF_MIN_RATIO = 2
 KID_DEGREE, KID_COEF0 = 3, 1.0  # KID's polynomial kernel (x.y / D + 1)^3 (Binkowski et al. 2018)
+# The k-NN figures (precision / recall, density / coverage) and intra-class FID depend on the sizes of both
+# sets (identical distributions: precision 0.69 against a real set 4x the generated one, 0.77 at equal
+# sizes), so they compare equal-size sets: the larger one cut to the smaller's size by this many seeded
+# subsets, the figure averaged over them (one draw where the sizes are equal)
+EQUAL_SIZE_DRAWS = 5
+VENDI_HALVES = 10  # seeded half-samples whose Vendi scores give its spread (their std / sqrt 2)
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names,
@@ -74,12 +81,6 @@ def bootstrap_std(statistic, n: int, repeats: int, seed: int) -> float:
         return float("nan")
     rng = np.random.default_rng(seed)
     return float(np.std([statistic(rng.integers(0, n, n)) for _ in range(repeats)], ddof=1))
-
-
-def nearest_radius(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance of each row of ``features`` [n, D] to its k-th nearest other row -> [n]."""
-    d = torch.cdist(features, features)
-    return d.kthvalue(k + 1, dim=1).values  # the 0 on the diagonal is the first
 
 
 def manifold_hits(queries: torch.Tensor, support: torch.Tensor, k: int) -> torch.Tensor:
@@ -151,16 +152,34 @@ def fid_infinity(gen: np.ndarray, real: GaussianStats, points: int = FID_INF_POI
     return float(intercept), sizes
 
 
+def equal_size_draws(n_gen: int, n_real: int, draws: int = EQUAL_SIZE_DRAWS,
+                     seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row indices (generated [s], real [s]) of equal-size sets, s = min(n_gen, n_real): the smaller set whole
+    and the larger one cut to its size by ``draws`` seeded subsets without replacement (one draw, both whole,
+    where the sizes are equal)."""
+    size = min(n_gen, n_real)
+    if n_gen == n_real:
+        return [(np.arange(size), np.arange(size))]
+    rng = np.random.default_rng(seed)
+    cut = [np.sort(rng.choice(max(n_gen, n_real), size, replace=False)) for _ in range(draws)]
+    return [(c, np.arange(size)) if n_gen > n_real else (np.arange(size), c) for c in cut]
+
+
 def intra_class_fid(gen: torch.Tensor, gen_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor,
-                    class_names) -> tuple[float, dict[str, float]]:
-    """The mean over classes of each class's FID between its generated and its real features.
-    gen: [N, D], gen_labels: [N]; real: [M, D], real_labels: [M]. A class with fewer than 2 images on
-    either side gets NaN and is left out of the mean. Returns (mean, {class: FID})."""
+                    class_names, seed: int = 0) -> tuple[float, dict[str, float]]:
+    """The mean over classes of each class's FID between its generated and its real features, on
+    equal-size sets (``equal_size_draws``, the FIDs averaged over the draws), so that a class's figure does
+    not depend on how many real images it has. gen: [N, D], gen_labels: [N]; real: [M, D], real_labels: [M].
+    A class with fewer than 2 images on either side gets NaN and is left out of the mean.
+    Returns (mean, {class: FID})."""
     per_class = {}
     for k, name in enumerate(class_names):
-        g, r = gen[gen_labels == k], real[real_labels == k]
-        per_class[name] = (GaussianStats.of(r).fid(g.double().numpy()) if len(g) >= 2 and len(r) >= 2
-                           else float("nan"))
+        g, r = gen[gen_labels == k].double().numpy(), real[real_labels == k]
+        if len(g) < 2 or len(r) < 2:
+            per_class[name] = float("nan")
+            continue
+        per_class[name] = float(np.mean([GaussianStats.of(r[ri]).fid(g[gi])
+                                         for gi, ri in equal_size_draws(len(g), len(r), seed=seed + k)]))
     values = [v for v in per_class.values() if not np.isnan(v)]
     return (float(np.mean(values)) if values else float("nan")), per_class
 
@@ -206,6 +225,47 @@ def inception_score(logits: torch.Tensor, splits: int, seed: int) -> tuple[float
     return float(np.mean(scores)), float(np.std(scores))
 
 
+def vendi_with_spread(features: torch.Tensor, halves: int = VENDI_HALVES, seed: int = 0) -> tuple[float, float]:
+    """The Vendi score of features [N, D] (harness/diversity.py) and its half-sample standard error: the std
+    of the score over ``halves`` seeded halves of the rows, / sqrt 2 (a half has twice the full set's variance
+    for a smooth statistic). NaN spread below 4 rows."""
+    score = vendi_score(features)
+    if len(features) < 4:
+        return score, float("nan")
+    rng = np.random.default_rng(seed)
+    half = len(features) // 2
+    scores = [vendi_score(features[np.sort(rng.choice(len(features), half, replace=False))]) for _ in range(halves)]
+    return score, float(np.std(scores, ddof=1) / np.sqrt(2))
+
+
+def neighbourhood_metrics(gen: torch.Tensor, real: torch.Tensor, k: int, seed: int = 0) -> dict[str, float]:
+    """Precision / recall (Kynkaanniemi et al. 2019) and density / coverage (Naeem et al. 2020) of
+    generated features gen [N, D] against real ones real [M, D], on equal-size sets (``equal_size_draws``),
+    each averaged over the draws, with k-NN balls of k neighbours (k <= min(N, M) - 1).
+
+    Each figure's spread ("<name>_std") is its standard error: the sampling error of one draw (binomial
+    for the shares, the per-sample spread / sqrt n for density) combined with the spread between the draws
+    / sqrt draws (which carries the k-NN radii's dependence on the real subset)."""
+    draws = equal_size_draws(len(gen), len(real), seed=seed)
+    parts: dict[str, list[tuple[float, float]]] = {"precision": [], "recall": [], "density": [], "coverage": []}
+    for gi, ri in draws:
+        g, r = gen[torch.as_tensor(gi)], real[torch.as_tensor(ri)]
+        n = len(gi)
+        for name, hits in (("precision", manifold_hits(g, r, k)), ("recall", manifold_hits(r, g, k))):
+            p = hits.double().mean().item()
+            parts[name].append((p, float(np.sqrt(p * (1 - p) / n))))
+        per_gen, covered = density_coverage_parts(r, g, k)
+        parts["density"].append((per_gen.mean().item(), per_gen.std().item() / np.sqrt(n)))
+        c = covered.double().mean().item()
+        parts["coverage"].append((c, float(np.sqrt(c * (1 - c) / n))))
+    out = {}
+    for name, pieces in parts.items():
+        values, errors = np.array(pieces).T
+        between = np.var(values, ddof=1) / len(values) if len(values) > 1 else 0.0
+        out[name], out[f"{name}_std"] = float(values.mean()), float(np.sqrt(np.mean(errors ** 2) + between))
+    return out
+
+
 def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], extractor: Extractor, *,
                    kid_subset_size: int, kid_subsets: int, isc_splits: int, prc_neighborhood: int = 3,
                    bootstrap: int = 0, seed: int = 0) -> tuple[dict[str, float], dict[str, str]]:
@@ -214,8 +274,9 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
     gen, real: {layer: [N, D]} from ``extract_features``. Returns ({metric: value}, {metric: reason missing})
     with keys fid, fid_std (bootstrap over the generated samples, ``bootstrap`` resamples), fid_inf (FID∞,
     ``fid_infinity``; missing where ``fid_inf_out_of_range``), kid, kid_std (over KID's subsets, of size ``kid_subset``), is,
-    is_std (over IS's splits), precision, recall and their stds (of the mean of the per-sample k-NN
-    indicators)."""
+    is_std (over IS's splits), precision, recall, density, coverage and their standard errors
+    (``neighbourhood_metrics``, on equal-size sets), vendi and its standard error (``vendi_with_spread``, of
+    the generated features alone)."""
     out: dict[str, float] = {}
     missing: dict[str, str] = {}
     g, r = gen[extractor.layer("fid")], real[extractor.layer("fid")]
@@ -237,8 +298,6 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
     else:
         out["is"], out["is_std"] = inception_score(gen[layer], min(isc_splits, len(gen[layer])), seed)
     g, r = gen[extractor.layer("prc")], real[extractor.layer("prc")]
-    k = min(prc_neighborhood, len(g) - 1, len(r) - 1)
-    for name, hits in (("precision", manifold_hits(g, r, k)), ("recall", manifold_hits(r, g, k))):
-        p = hits.double().mean().item()
-        out[name], out[f"{name}_std"] = p, float(np.sqrt(p * (1 - p) / len(hits)))
+    out.update(neighbourhood_metrics(g, r, min(prc_neighborhood, len(g) - 1, len(r) - 1), seed))
+    out["vendi"], out["vendi_std"] = vendi_with_spread(g, seed=seed)
     return out, missing

@@ -42,7 +42,7 @@ class Metric:
 
 
 def _fidelity(kind: str, where: str) -> list[Metric]:
-    """FID / FID∞ / KID / IS / precision / recall in one extractor's features."""
+    """FID / FID∞ / KID / IS / precision / recall / density / coverage / Vendi in one extractor's features."""
     return [
         Metric(f"fid_{kind}", f"FID ({where})", "", "min", f"Fréchet distance between Gaussians fitted to real and "
                f"generated {where} features; 0 for identical statistics, biased upward at small sample sizes",
@@ -61,6 +61,16 @@ def _fidelity(kind: str, where: str) -> list[Metric]:
                f"k-NN balls of the real {where} features (fidelity)", spread=f"precision_{kind}_std", low=0, high=1),
         Metric(f"recall_{kind}", f"recall ({where})", "%", "max", "share of real samples inside the k-NN balls "
                f"of the generated {where} features (diversity)", spread=f"recall_{kind}_std", low=0, high=1),
+        Metric(f"density_{kind}", f"density ({where})", "", "max", "real k-NN balls holding each generated sample, "
+               f"/ k, averaged (Naeem et al. 2020), in the {where} features: about 1 for a generator matching the "
+               "data, robust to real outliers (fidelity)", spread=f"density_{kind}_std", low=0),
+        Metric(f"coverage_{kind}", f"coverage ({where})", "%", "max", "share of real samples whose k-NN ball "
+               f"holds a generated sample (Naeem et al. 2020), in the {where} features (diversity)",
+               spread=f"coverage_{kind}_std", low=0, high=1),
+        Metric(f"vendi_{kind}", f"Vendi ({where})", "", "max", "exp of the entropy of the eigenvalues of the "
+               f"samples' cosine-similarity matrix / N in the {where} features (Friedman & Dieng 2023): the "
+               "effective number of distinct samples, 1 for a collapsed generator; no reference set",
+               spread=f"vendi_{kind}_std", low=1),
     ]
 
 

@@ -571,3 +571,49 @@ def test_the_paired_fid_interval_covers_the_expected_difference_95_percent_of_th
         found = paired.paired_difference("fid_domain", a, b, resamples=100, seed=seed)
         covered += found.low <= expected <= found.high
     assert 0.93 <= covered / 1000 <= 0.97, covered / 1000
+
+
+def test_neighbourhood_figures_of_identical_distributions_do_not_depend_on_the_real_sets_size():
+    """Precision / recall / density / coverage compare equal-size sets: against a real set 4x the generated
+    one (cut to its size by seeded subsets) they equal those against an equal real set. (The whole real set,
+    D = 64, 6 seeds: precision 0.69 against 0.76 at equal sizes.)"""
+    figures = {400: [], 100: []}
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        gen = torch.randn(100, 64, generator=g, dtype=torch.float64)
+        real = torch.randn(400, 64, generator=g, dtype=torch.float64)
+        for m in figures:
+            figures[m].append(fidelity.neighbourhood_metrics(gen, real[:m], 3, seed))
+    for name, tolerance in (("precision", 0.03), ("recall", 0.03), ("density", 0.1), ("coverage", 0.03)):
+        big, equal = (np.mean([f[name] for f in figures[m]]) for m in (400, 100))
+        assert abs(big - equal) < tolerance, (name, big, equal)  # density: ~0.1 a seed, so 0.04 a mean
+        # the standard error is of the order of the spread between seeds (6 seeds: a rough check; density's
+        # per-sample counts are heavy-tailed and its error comes out high, 0.17 against 0.06 here)
+        spread = np.std([f[name] for f in figures[100]], ddof=1)
+        assert 0.5 * spread < np.mean([f[f"{name}_std"] for f in figures[100]]) < 4 * spread, name
+
+
+def test_intra_class_fid_of_a_perfect_generator_does_not_depend_on_the_real_class_size():
+    """55 generated images a class from the data's own distribution: a class with 55 real images and one
+    with 900 get the same intra-class FID (equal-size sets; 8 seeds, D = 8). (Against every real image
+    of a class: 1.01 for the small class, 0.52 for the large one.)"""
+    small, large = [], []
+    for seed in range(8):
+        g = torch.Generator().manual_seed(seed)
+        gen, gen_labels = torch.randn(110, 8, generator=g, dtype=torch.float64), torch.arange(2).repeat_interleave(55)
+        real, real_labels = torch.randn(955, 8, generator=g, dtype=torch.float64), torch.cat(
+            [torch.zeros(55), torch.ones(900)]).long()
+        _, per_class = fidelity.intra_class_fid(gen, gen_labels, real, real_labels, ["small", "large"], seed=seed)
+        small.append(per_class["small"])
+        large.append(per_class["large"])
+    assert 0.85 < np.mean(large) / np.mean(small) < 1.15, (np.mean(small), np.mean(large))
+
+
+def test_vendi_of_the_samples_and_its_half_sample_spread():
+    """Vendi near 1 for a collapsed generator, far above for a diverse one; its spread is positive and
+    small against the gap."""
+    g = torch.Generator().manual_seed(0)
+    diverse = torch.randn(200, 16, generator=g, dtype=torch.float64)
+    collapsed = torch.ones(200, 16, dtype=torch.float64) + 1e-3 * torch.randn(200, 16, generator=g, dtype=torch.float64)
+    (high, high_se), (low, low_se) = fidelity.vendi_with_spread(diverse), fidelity.vendi_with_spread(collapsed)
+    assert low < 1.01 and high > 10 and 0 < high_se < (high - low) / 10 and low_se >= 0
