@@ -88,6 +88,10 @@ class EvalConfig:
     isc_splits: int = 10  # capped at the number of samples
     prc_neighborhood: int = 3  # k of precision / recall's k-NN balls (torch-fidelity's default)
     bootstrap: int = 100  # resamples of the generated samples for the spread of accuracy and FID (0: none)
+    # finalists: each sample's nearest training image (domain features and pixels), the share of samples
+    # closer to one than training images are to each other (their 5th percentile), and a gallery of the
+    # closest pairs in the report (harness/diversity.py)
+    memorization: bool = True
     # Inception FID / KID / IS / precision-recall: torch-fidelity's inception-v3-compat with this weights file
     # (None: the torch hub cache), else the offline TorchScript network of the [fid] extra; else missing
     inception_weights: str | None = None

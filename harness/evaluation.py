@@ -17,15 +17,19 @@ import torch
 from PIL import Image
 
 from condgen_bench.datasets.base import DatasetSplits
+from condgen_bench.harness.diversity import memorization
 from condgen_bench.harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
-from condgen_bench.harness.fidelity import (EQUAL_SIZE_DRAWS, FID_INF_DRAWS, GaussianStats, accuracy, bootstrap_std, fid_sizes,
-                                            intra_class_fid, kid_subset, score_features)
+from condgen_bench.harness.fidelity import (EQUAL_SIZE_DRAWS, FID_INF_DRAWS, GaussianStats, accuracy,
+                                            bootstrap_std, fid_sizes, intra_class_fid, kid_subset, score_features)
 from condgen_bench.reports.paired import bpd_arrays, sample_arrays
 from condgen_bench.harness.plan import EvalPlan
 from condgen_bench.harness.reference import EvalReference
 from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import predict
+from condgen_bench.reports import layout
+
+MEMORIZATION_QUANTILE = 0.05  # "memorized": closer to a training image than 95% of training images are to another
 
 # what score_features returns, each stored as "<name>_<extractor kind>" ("fid_domain", "kid_inception_std")
 FIDELITY_KEYS = ("fid", "fid_std", "fid_inf", "kid", "kid_std", "is", "is_std", "precision", "precision_std",
@@ -102,14 +106,42 @@ def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, ref
     return metrics, {tagged(key, kind): reason for key, reason in missing.items()}, gen
 
 
+def memorization_metrics(samples: torch.Tensor, features: torch.Tensor, train, extractor: Extractor, config,
+                         device="cpu") -> tuple[dict, bytes]:
+    """How close ``samples`` [N, C, H, W] uint8 (with their ``extractor`` features [N, D]) come to the training
+    images ``train`` (a Split): harness/diversity.py memorization in the extractor's features and in pixels.
+    Returns ({metric: value}, PNG of the closest pairs: generated images above, their nearest training
+    images below, closest first)."""
+    train_features = extract_features(train.images, extractor, config.batch_size, device)[extractor.layer("fid")]
+    found = memorization(features, train_features, samples, train.images, q=MEMORIZATION_QUANTILE, seed=config.seed)
+    n, pixels = len(samples), samples[0].numel()
+    share, feature_distance = found["memorized_share"], found["per_sample"]["nn_distance_features"]
+    # pixel distances as the root mean square difference per value, on the 0..255 scale
+    pixel_distance = found["per_sample"]["nn_distance_pixels"] / math.sqrt(pixels)
+    metrics = {"memorized_share": share, "memorized_share_std": math.sqrt(share * (1 - share) / n),
+               "train_distance_domain": float(feature_distance.mean()),
+               "train_distance_domain_std": float(feature_distance.std(ddof=1) / math.sqrt(n)),
+               "train_distance_pixels": float(pixel_distance.mean()),
+               "train_distance_pixels_std": float(pixel_distance.std(ddof=1) / math.sqrt(n)),
+               "memorized_threshold_domain": found["memorized_threshold"]}
+    pairs = found["closest"]
+    gallery = torch.cat([samples[[i for i, _, _ in pairs]], train.images[[j for _, j, _ in pairs]]])
+    return metrics, png_bytes(sample_grid(gallery, 2))
+
+
+MEMORIZATION_KEYS = ("memorized_share", "memorized_share_std", "train_distance_domain", "train_distance_domain_std",
+                     "train_distance_pixels", "train_distance_pixels_std", "memorized_threshold_domain")
+
+
 def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
-                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes, dict]:
+                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes, dict, dict]:
     """Generate the plan's seeded images (plan.samples_per_class a class) with the method's sampler
     (``settings`` override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
     IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
     intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
     Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid, the per-sample arrays
-    of the paired tests: reports.paired.sample_arrays)."""
+    of the paired tests: reports.paired.sample_arrays, other files to keep beside the record {name: bytes}:
+    the memorization gallery where the plan computes it)."""
     settings = settings or {}
     k = data.num_classes
     n = plan.samples_per_class
@@ -149,6 +181,14 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     else:
         metrics["fid_intra_domain"] = math.nan
         missing["fid_intra_domain"] = plan.skip["intra_class_fid"]
+    files = {}
+    if plan.computes("memorization"):
+        values, files[layout.MEMORIZATION_GRID] = memorization_metrics(samples, features[layer], data.train, domain,
+                                                                      config, device)
+        metrics.update(values)
+    else:
+        metrics.update({key: math.nan for key in MEMORIZATION_KEYS})
+        missing.update({key: plan.skip["memorization"] for key in MEMORIZATION_KEYS if not key.endswith("_std")})
     real = ref.real_features["domain"][layer]
     per_sample = sample_arrays(torch.as_tensor(hits).bool(), labels, seeds, features[layer], real,
                                GaussianStats.of(real), ref.weights_hash)
@@ -180,6 +220,10 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
         "equal_size_draws": EQUAL_SIZE_DRAWS,  # of the larger set, for precision / recall, density / coverage
         "sampling": method.sampling_settings(**settings),
     }
+    if plan.computes("memorization"):
+        protocol["memorization_reference"] = (f"the {len(data.train)} training images ({data.train.split}); "
+                                              f"threshold: the {MEMORIZATION_QUANTILE:.0%} quantile of their own "
+                                              "nearest-neighbour distances in the domain features")
     if plan.computes("intra_class_fid"):
         protocol["fid_intra_reference"] = ("each class's real test images against its generated ones, the larger "
                                            "set cut to the smaller's size (equal_size_draws subsets, averaged)")
@@ -190,7 +234,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
                                     f"{data.image_size}" + (", gray repeated to 3 channels" if data.channels == 1 else ""),
         })
     grid_rows = torch.cat([samples[labels == c][: config.grid_per_class] for c in range(k)])
-    return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k)), per_sample
+    return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k)), per_sample, files
 
 
 def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan,
@@ -267,8 +311,8 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
     (its math mode included: plain fp32 whatever the training ran in, models/accel.py evaluation_math), and
-    "per_sample" {name: array}: what the paired tests need (reports/paired.py; write_record stores it
-    beside the record, not in it).
+    "per_sample" {name: array}: what the paired tests need (reports/paired.py), and "files" {name: bytes}
+    (the memorization gallery); write_record stores both beside the record, not in it.
     """
     with evaluation_math() as math_mode:
         record, grid = _evaluate(method, data, ref, config, plan, device, settings, likelihood)
@@ -279,7 +323,8 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
 def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device, settings: dict | None,
               likelihood: tuple[dict, dict, dict, dict] | None) -> tuple[dict, bytes]:
     t_start = time.time()
-    metrics, missing, protocol, grid, per_sample = sample_metrics(method, data, ref, config, plan, device, settings)
+    metrics, missing, protocol, grid, per_sample, files = sample_metrics(method, data, ref, config, plan, device,
+                                                                        settings)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"))
     *bound, per_image = likelihood
@@ -295,4 +340,4 @@ def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eva
         protocol.update(settings_used)
     metrics["eval_seconds"] = time.time() - t_start
     return {"stage": plan.stage, "metrics": metrics, "missing": missing, "protocol": protocol,
-            "per_sample": {**per_sample, **per_image}}, grid
+            "per_sample": {**per_sample, **per_image}, "files": files}, grid

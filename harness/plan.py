@@ -29,7 +29,7 @@ from condgen_bench.harness.search import extreme_values
 STAGES = ("tracking", "trial_final", "finalist")
 # The parts of an evaluation a plan switches. The samples, the classifier's accuracy on them and the
 # domain metrics are in every evaluation; these are the optional parts.
-PARTS = ("inception", "bpd", "cas", "augment", "intra_class_fid")
+PARTS = ("inception", "bpd", "cas", "augment", "intra_class_fid", "memorization")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,8 @@ def evaluation_plan(config: ExperimentConfig, epoch: int, is_final: bool, stage:
             skip["cas"] = "disabled (eval.cas)"
         if not ev.augment:
             skip["augment"] = "disabled (eval.augment)"
+        if not ev.memorization:
+            skip["memorization"] = "disabled (eval.memorization)"
         return EvalPlan("finalist", ev.final_samples_per_class, ev.seed, skip, dict(ev.sampling_sweep))
     if stage != "trial":
         raise ValueError(f"unknown evaluation stage request {stage!r}; valid: ['trial', 'finalist']")
@@ -115,7 +117,7 @@ def evaluation_plan(config: ExperimentConfig, epoch: int, is_final: bool, stage:
     else:
         return EvalPlan(None)
     finalists_only = "computed for the finalists only (eval.finalists)"
-    skip = {"cas": finalists_only, "augment": finalists_only, "intra_class_fid": finalists_only}
+    skip = {part: finalists_only for part in ("cas", "augment", "intra_class_fid", "memorization")}
     if ev.inception_at == "never":
         skip["inception"] = "disabled (eval.inception_at = never)"
     elif ev.inception_at == "finalists":

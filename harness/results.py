@@ -96,12 +96,14 @@ def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged:
 
 
 def write_record(folder: str, record: dict, grid_png: bytes) -> None:
-    """An evaluation's samples.png and its per-sample arrays (per_sample.npz, from record["per_sample"]:
-    reports/paired.py), then its eval.json without them (its presence says the record is whole)."""
+    """An evaluation's samples.png, its per-sample arrays (per_sample.npz, from record["per_sample"]:
+    reports/paired.py) and its other files (record["files"]), then its eval.json without them (its presence says the record is whole)."""
     storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
     if record.get("per_sample"):
         storage.write_bytes(storage.join(folder, layout.PER_SAMPLE), paired.to_bytes(record["per_sample"]))
-    text = json.dumps({k: v for k, v in record.items() if k != "per_sample"}, indent=1)
+    for name, data in (record.get("files") or {}).items():  # the memorization gallery
+        storage.write_bytes(storage.join(folder, name), data)
+    text = json.dumps({k: v for k, v in record.items() if k not in ("per_sample", "files")}, indent=1)
     storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), text.encode())
 
 
@@ -167,6 +169,8 @@ def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None)
     row["sample_grid"] = f"{relative}/{layout.SAMPLE_GRID}"
     if storage.exists(storage.join(run_dir, relative, layout.PER_SAMPLE)):
         row["per_sample"] = f"{relative}/{layout.PER_SAMPLE}"
+    if storage.exists(storage.join(run_dir, relative, layout.MEMORIZATION_GRID)):
+        row["memorization_grid"] = f"{relative}/{layout.MEMORIZATION_GRID}"
     return row
 
 

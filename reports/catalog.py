@@ -86,6 +86,18 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("fid_intra_domain", "intra-class FID", "", "min", "FID between each class's generated and real test "
            "images in the domain features, averaged over classes", low=0, per_class=True),
     *_fidelity("inception", "Inception"),
+    Metric("memorized_share", "memorized share", "%", "min", "share of the samples closer to a training image "
+           "(domain features) than 95% of training images are to their nearest other one: copies of the training "
+           "set, which FID rewards and augmentation cannot use", spread="memorized_share_std", low=0, high=1),
+    Metric("train_distance_domain", "distance to the training set (domain)", "", "none", "mean distance of each "
+           "sample to its nearest training image in the domain features: 0 for copies",
+           spread="train_distance_domain_std", low=0),
+    Metric("train_distance_pixels", "distance to the training set (pixels)", "", "none", "mean root-mean-square "
+           "pixel difference (0-255) of each sample to its nearest training image in pixels",
+           spread="train_distance_pixels_std", low=0),
+    Metric("memorized_threshold_domain", "training set's own 5% nearest distance", "", "none", "the 5th "
+           "percentile of the training images' distances to their nearest other training image (domain "
+           "features): the memorized share's threshold", kind="reference", low=0),
     Metric("bpd", "bits/dim", "bits/dim", "min", "negative log-likelihood of the real test images in bits per "
            "pixel and channel (DDPM: its variational bound; flow: the ODE likelihood); lower is better",
            spread="bpd_stderr", low=0),

@@ -18,7 +18,7 @@ from condgen_bench.reports import layout, storage
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
                "git_commit", "epoch", "step", "missing", "sample_grid", "per_sample", "stage", "finalist_rank",
-               "sampling_setting", "run", "seeds", "budget_of", "pbt_exploits"}
+               "sampling_setting", "run", "seeds", "budget_of", "pbt_exploits", "memorization_grid"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
 # Costs: shown in the tables and against quality, not drawn as training curves.
@@ -111,7 +111,7 @@ def load_inputs(run_dir: str) -> RunInputs:
     return RunInputs(run_dir, results, history, summary, read_json(layout.CONFIG) or {}, refused=refused)
 
 
-RECORD_FILES = ("sample_grid", "per_sample")  # results columns naming a record's files, relative to its run
+RECORD_FILES = ("sample_grid", "per_sample", "memorization_grid")  # results columns naming a record's files, relative to its run
 
 
 def keep_inside_run(results: pd.DataFrame, run_dir: str) -> list[str]:

@@ -39,6 +39,7 @@ MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} o
 REPORT = "report.html"
 EVAL_RECORD = "eval.json"  # one evaluation: {"metrics", "missing", "protocol", "stage", "epoch", ...}
 SAMPLE_GRID = "samples.png"
+MEMORIZATION_GRID = "memorization.png"  # a finalist's closest sample / training image pairs (harness/evaluation.py)
 PER_SAMPLE = "per_sample.npz"  # beside eval.json: what the paired tests need (reports/paired.py)
 DIVERGED = "diverged.json"  # {"epoch", "step", "reason"}
 FINALIST_FAILED = "failed.json"  # in a finalist's folder when its scoring raised: {"error"}; retried on --resume

@@ -12,7 +12,8 @@ import pandas as pd
 from condgen_bench.models import METHODS
 from condgen_bench.reports import charts
 from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, is_fraction, key_values, labelled_row,
-                                          metric_cell, metric_label, metric_title, missing_list, note, table)
+                                          metric_cell, metric_label, metric_title, missing_list, note, table,
+                                          with_spread)
 from condgen_bench.reports.catalog import METRICS, lookup
 from condgen_bench.reports import paired
 from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, aggregate_seeds, best_row, experiment_name,
@@ -256,7 +257,7 @@ def best_value(rows, metric: str) -> float | None:
 
 def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
-    parts = [summary_section, finalists_section, intra_class_section, trials_section, pbt_section, curves_section,
+    parts = [summary_section, finalists_section, intra_class_section, memorization_section, trials_section, pbt_section, curves_section,
              hyperparameter_section, cost_section, sampling_section, per_class_section, samples_section,
              protocol_section]
     return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)
@@ -468,6 +469,27 @@ def per_class_section(view: DatasetView) -> str:
     """Sample accuracy per class and trial, with the classifier on real images for reference."""
     heatmap = charts.class_heatmap(view.last, view.classes)
     return "<h2>Per-class accuracy</h2>" + (heatmap or note("no per-class accuracy recorded"))
+
+
+def memorization_section(view: DatasetView) -> str:
+    """Each finalist's closest samples to the training set: the gallery of its 8 closest sample / training
+    image pairs (generated above, the nearest training image below, closest first) with its memorized
+    share; empty where no finalist has one."""
+    finalists = view.finalist_rows()
+    if finalists.empty or "memorization_grid" not in finalists:
+        return ""
+    shown = finalists.dropna(subset=["memorization_grid"])
+    if shown.empty:
+        return ""
+    out = ("<h2>Memorization</h2>" + note("each finalist's 8 samples closest to a training image (domain "
+           "features), closest first: the sample above, its nearest training image below; copies of the "
+           "training set look alike, and augmenting with them is not augmentation"))
+    for _, r in shown.iterrows():
+        share = (with_spread(float(r["memorized_share"]), float(r["memorized_share_std"]), "memorized_share")
+                 if not is_missing(r.get("memorized_share_std")) else fmt(r.get("memorized_share"), True))
+        out += (f"<h3>{escape(str(r.get('method')))} {escape(r['trial_id'])}: memorized share {share}</h3>"
+                + grid_image(view.inputs.run_dir, r["memorization_grid"], ["generated", "training"], GRID_CELL_PX))
+    return out
 
 
 def samples_section(view: DatasetView) -> str:

@@ -2,11 +2,13 @@
 offline one of the [fid] extra, and its absence), real features computed once, CAS and the augmentation
 gain. No Ray; a tiny dataset and classifier."""
 
+import io
 import math
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
@@ -305,6 +307,28 @@ def test_domain_metrics_and_spreads_of_the_copy_generator(data, tmp_path):
         assert m[key] >= 0, key
     assert 0 <= m["precision_domain"] <= 1 and 0 <= m["recall_domain"] <= 1
     assert math.isnan(m["fid_inception"]) and record["missing"]["fid_inception"]
+
+
+def test_a_finalist_that_copies_its_training_images_is_memorized_and_its_closest_pairs_are_shown(data, tmp_path):
+    """Memorization (finalists): a generator returning its training images has every sample at distance 0
+    from one (memorized share 100%), a noise generator none; the gallery pairs the closest samples with
+    their training images (generated above, training below, identical for copies); trial-stage plans
+    leave it to the finalists, saying so."""
+    config = _eval_config(memorization=True)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    copy, _ = _evaluate(CopyGenerator(data), data, ref, config)
+    noise, _ = _evaluate(NoiseGenerator(data), data, ref, config)
+    m = copy["metrics"]
+    assert m["memorized_share"] == 1 and m["train_distance_domain"] == 0 and m["train_distance_pixels"] == 0
+    assert noise["metrics"]["memorized_share"] == 0 and noise["metrics"]["train_distance_pixels"] > 50
+    assert m["memorized_threshold_domain"] > 0 and "training images" in copy["protocol"]["memorization_reference"]
+    gallery = np.array(Image.open(io.BytesIO(copy["files"]["memorization.png"])))
+    h = data.image_size
+    assert gallery.shape[:2] == (2 * h, 8 * h)
+    assert np.array_equal(gallery[:h], gallery[h:])  # each copy above the training image it copies
+    tracking, _ = _evaluate(CopyGenerator(data), data, ref, config, stage="tracking")
+    assert math.isnan(tracking["metrics"]["memorized_share"]) and not tracking["files"]
+    assert "finalists only" in tracking["missing"]["memorized_share"]
 
 
 def test_cas_of_a_copy_of_the_training_set_equals_the_real_accuracy(tmp_path):

@@ -145,6 +145,10 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     report = open(outcome.report_path, encoding="utf-8").read()
     assert "data:image/png;base64," in report and frame["trial_id"].iloc[0] in report
     assert "Finalists" in report and "intra-class FID" in report
+    # the finalist's memorization figures and its gallery of closest sample / training pairs
+    assert 0 <= finalist["memorized_share"] <= 1 and finalist["train_distance_pixels"] > 0
+    assert os.path.exists(os.path.join(outcome.run_dir, finalist["memorization_grid"]))
+    assert "<h2>Memorization</h2>" in report and "memorized share" in report
     summary = json.load(open(os.path.join(outcome.run_dir, "dataset_summary.json")))
     assert summary["counts"]["train"]["angry"] == 20
 
