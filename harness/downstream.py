@@ -81,8 +81,8 @@ def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: Dataset
     ``augment_seeds`` seeds. Per seed: K real images a class (the few-shot training split, or a seeded
     draw of augment_shots from the training split), one classifier on them and one on them plus the
     first augment_synthetic_per_class generated images a class, the same number of steps each.
-    Returns ({aug_real_accuracy, aug_mixed_accuracy, aug_gain, each with _std over seeds,
-    aug_seconds}, protocol)."""
+    Returns ({aug_real_accuracy, aug_mixed_accuracy, aug_gain (means over the seeds), each with _std (one
+    seed's std) and _se (the mean's standard error; both NaN from one seed), aug_seconds}, protocol)."""
     t0 = time.time()
     k = data.num_classes
     few_shot = data.train_full is not None
@@ -102,10 +102,11 @@ def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: Dataset
         mixed_acc.append(_test_hits(x_mix, y_mix, data, config, seed, config.augment_steps, device).double().mean().item())
     real_acc, mixed_acc = np.array(real_acc), np.array(mixed_acc)
     gain = mixed_acc - real_acc
-    ddof = 1 if config.augment_seeds > 1 else 0
-    metrics = {"aug_real_accuracy": real_acc.mean(), "aug_real_accuracy_std": real_acc.std(ddof=ddof),
-               "aug_mixed_accuracy": mixed_acc.mean(), "aug_mixed_accuracy_std": mixed_acc.std(ddof=ddof),
-               "aug_gain": gain.mean(), "aug_gain_std": gain.std(ddof=ddof), "aug_seconds": time.time() - t0}
+    metrics = {"aug_seconds": time.time() - t0}
+    for name, values in (("aug_real_accuracy", real_acc), ("aug_mixed_accuracy", mixed_acc), ("aug_gain", gain)):
+        # the mean over seeds; "_std": one seed's spread, "_se": the mean's standard error (none from one seed)
+        spread = values.std(ddof=1) if len(values) > 1 else math.nan
+        metrics.update({name: values.mean(), f"{name}_std": spread, f"{name}_se": spread / math.sqrt(len(values))})
     shots = class_counts(data.train.labels, k) if few_shot else [config.augment_shots] * k
     protocol = {"aug_shots_per_class": min(shots), "aug_synthetic_per_class": config.augment_synthetic_per_class,
                 "aug_seeds": config.augment_seeds, "aug_steps": config.augment_steps,

@@ -32,13 +32,20 @@ from condgen_bench.reports import layout
 MEMORIZATION_QUANTILE = 0.05  # "memorized": closer to a training image than 95% of training images are to another
 
 # what score_features returns, each stored as "<name>_<extractor kind>" ("fid_domain", "kid_inception_std")
-FIDELITY_KEYS = ("fid", "fid_std", "fid_inf", "kid", "kid_std", "is", "is_std", "precision", "precision_std",
+FIDELITY_KEYS = ("fid", "fid_std", "fid_inf", "kid", "kid_std", "is", "is_std", "is_se", "precision", "precision_std",
                  "recall", "recall_std", "density", "density_std", "coverage", "coverage_std", "vendi", "vendi_std")
 
 
+SPREAD_KEYS = ("_std", "_se")  # score_features keys ending so are spreads: tagged before the suffix, never missing
+
+
 def tagged(key: str, kind: str) -> str:
-    """The results column of a score_features key for one extractor kind: ("kid_std", "domain") -> "kid_domain_std"."""
-    return f"{key[:-4]}_{kind}_std" if key.endswith("_std") else f"{key}_{kind}"
+    """The results column of a score_features key for one extractor kind: ("kid_std", "domain") -> "kid_domain_std",
+    ("is_se", "inception") -> "is_inception_se"."""
+    for suffix in SPREAD_KEYS:
+        if key.endswith(suffix):
+            return f"{key.removesuffix(suffix)}_{kind}{suffix}"
+    return f"{key}_{kind}"
 
 
 def sample_grid(images: torch.Tensor, rows: int) -> np.ndarray:
@@ -89,7 +96,7 @@ def setting_key(settings: dict) -> str:
 def missing_all(keys, kind: str, reason: str) -> tuple[dict, dict]:
     """NaN for each score_features key of one extractor kind, and the reason for each value (not spreads)."""
     return ({tagged(key, kind): math.nan for key in keys},
-            {tagged(key, kind): reason for key in keys if not key.endswith("_std")})
+            {tagged(key, kind): reason for key in keys if not key.endswith(SPREAD_KEYS)})
 
 
 def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, ref: EvalReference, config,

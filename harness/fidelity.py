@@ -274,7 +274,7 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
     gen, real: {layer: [N, D]} from ``extract_features``. Returns ({metric: value}, {metric: reason missing})
     with keys fid, fid_std (bootstrap over the generated samples, ``bootstrap`` resamples), fid_inf (FID∞,
     ``fid_infinity``; missing where ``fid_inf_out_of_range``), kid, kid_std (over KID's subsets, of size ``kid_subset``), is,
-    is_std (over IS's splits), precision, recall, density, coverage and their standard errors
+    is_std (one split's std) and is_se (the standard error of their mean), precision, recall, density, coverage and their standard errors
     (``neighbourhood_metrics``, on equal-size sets), vendi and its standard error (``vendi_with_spread``, of
     the generated features alone)."""
     out: dict[str, float] = {}
@@ -294,9 +294,11 @@ def score_features(gen: dict[str, torch.Tensor], real: dict[str, torch.Tensor], 
                                      kid_subset(kid_subset_size, len(g), len(r)), seed)
     layer = extractor.layer("isc")
     if layer is None:
-        missing["is"] = missing["is_std"] = f"{extractor.name} has no logits"
+        missing["is"] = missing["is_std"] = missing["is_se"] = f"{extractor.name} has no logits"
     else:
-        out["is"], out["is_std"] = inception_score(gen[layer], min(isc_splits, len(gen[layer])), seed)
+        splits = min(isc_splits, len(gen[layer]))
+        out["is"], out["is_std"] = inception_score(gen[layer], splits, seed)
+        out["is_se"] = out["is_std"] / np.sqrt(splits)  # the mean over splits: one split's std / sqrt(splits)
     g, r = gen[extractor.layer("prc")], real[extractor.layer("prc")]
     out.update(neighbourhood_metrics(g, r, min(prc_neighborhood, len(g) - 1, len(r) - 1), seed))
     out["vendi"], out["vendi_std"] = vendi_with_spread(g, seed=seed)

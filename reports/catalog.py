@@ -21,7 +21,9 @@ class Metric:
     direction: str  # one of DIRECTIONS
     definition: str  # one sentence, shown on hover
     kind: str = "quality"  # one of KINDS
-    spread: str | None = None  # the column of its spread (std over resamples, or standard error)
+    spread: str | None = None  # the column of its spread: what "±" shows and the noise tests use
+    spread_kind: str = ""  # what that spread is, for the "±" legend ("bootstrap standard error", ...)
+    part_spread: str | None = None  # the column of one part's std where the figure averages parts (IS's splits)
     low: float | None = None  # its range, where it has one (None: unbounded)
     high: float | str | None = None  # a number, or "classes" (IS: at most the number of classes)
     per_class: bool = False  # "<name>.<class>" columns hold it per class
@@ -46,31 +48,35 @@ def _fidelity(kind: str, where: str) -> list[Metric]:
     return [
         Metric(f"fid_{kind}", f"FID ({where})", "", "min", f"Fréchet distance between Gaussians fitted to real and "
                f"generated {where} features; 0 for identical statistics, biased upward at small sample sizes",
-               spread=f"fid_{kind}_std", low=0),
+               spread=f"fid_{kind}_std", spread_kind="bootstrap standard error", low=0),
         Metric(f"fid_inf_{kind}", f"FID∞ ({where})", "", "min", "FID extrapolated to infinitely many samples "
                "from FIDs at N/10..N samples (Chong & Forsyth): comparable across sample counts only where N/10 is "
                "at least twice the feature dimension, and missing where it is not", low=0),
         Metric(f"kid_{kind}", f"KID ({where})", "", "min", f"squared MMD with a cubic polynomial kernel between "
                f"real and generated {where} features, averaged over subsets; unbiased at any sample size, so the "
                "figure to compare at small N, where FID's bias depends on N and FID∞ is out of its range",
-               spread=f"kid_{kind}_std"),
+               spread=f"kid_{kind}_std", spread_kind="std over KID's subsets (wider than a standard error)"),
         Metric(f"is_{kind}", f"IS ({where})", "", "max", f"Inception score with the {where} classifier's "
                "class probabilities: exp E KL(p(y|x) || p(y)); 1 for one blurred class, at most the number of "
-               "classes", spread=f"is_{kind}_std", low=1, high="classes"),
+               "classes", spread=f"is_{kind}_se", part_spread=f"is_{kind}_std",
+               spread_kind="standard error over IS's splits (their std / √splits)", low=1, high="classes"),
         Metric(f"precision_{kind}", f"precision ({where})", "%", "max", "share of generated samples inside the "
-               f"k-NN balls of the real {where} features (fidelity)", spread=f"precision_{kind}_std", low=0, high=1),
+               f"k-NN balls of the real {where} features (fidelity)", spread=f"precision_{kind}_std",
+               spread_kind="standard error: binomial and between equal-size real subsets", low=0, high=1),
         Metric(f"recall_{kind}", f"recall ({where})", "%", "max", "share of real samples inside the k-NN balls "
-               f"of the generated {where} features (diversity)", spread=f"recall_{kind}_std", low=0, high=1),
+               f"of the generated {where} features (diversity)", spread=f"recall_{kind}_std",
+               spread_kind="standard error: binomial and between equal-size real subsets", low=0, high=1),
         Metric(f"density_{kind}", f"density ({where})", "", "max", "real k-NN balls holding each generated sample, "
                f"/ k, averaged (Naeem et al. 2020), in the {where} features: about 1 for a generator matching the "
-               "data, robust to real outliers (fidelity)", spread=f"density_{kind}_std", low=0),
+               "data, robust to real outliers (fidelity)", spread=f"density_{kind}_std",
+               spread_kind="standard error: per sample and between equal-size real subsets", low=0),
         Metric(f"coverage_{kind}", f"coverage ({where})", "%", "max", "share of real samples whose k-NN ball "
                f"holds a generated sample (Naeem et al. 2020), in the {where} features (diversity)",
-               spread=f"coverage_{kind}_std", low=0, high=1),
+               spread=f"coverage_{kind}_std", spread_kind="standard error: binomial and between equal-size real subsets", low=0, high=1),
         Metric(f"vendi_{kind}", f"Vendi ({where})", "", "max", "exp of the entropy of the eigenvalues of the "
                f"samples' cosine-similarity matrix / N in the {where} features (Friedman & Dieng 2023): the "
                "effective number of distinct samples, 1 for a collapsed generator; no reference set",
-               spread=f"vendi_{kind}_std", low=1),
+               spread=f"vendi_{kind}_std", spread_kind="half-sample standard error", low=1),
     ]
 
 
@@ -81,44 +87,49 @@ def _seconds(name: str, label: str, definition: str, unit: str = "s") -> Metric:
 METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("sample_accuracy", "accuracy on samples", "%", "max", "share of generated samples that the "
            "evaluation classifier (trained on the real data) assigns to the class they were generated for",
-           spread="sample_accuracy_std", low=0, high=1, per_class=True),
+           spread="sample_accuracy_std", spread_kind="bootstrap standard error", low=0, high=1, per_class=True),
     *_fidelity("domain", "domain classifier"),
     Metric("fid_intra_domain", "intra-class FID", "", "min", "FID between each class's generated and real test "
            "images in the domain features, averaged over classes", low=0, per_class=True),
     *_fidelity("inception", "Inception"),
     Metric("memorized_share", "memorized share", "%", "min", "share of the samples closer to a training image "
            "(domain features) than 95% of training images are to their nearest other one: copies of the training "
-           "set, which FID rewards and augmentation cannot use", spread="memorized_share_std", low=0, high=1),
+           "set, which FID rewards and augmentation cannot use", spread="memorized_share_std",
+           spread_kind="binomial standard error over the samples", low=0, high=1),
     Metric("train_distance_domain", "distance to the training set (domain)", "", "none", "mean distance of each "
            "sample to its nearest training image in the domain features: 0 for copies",
-           spread="train_distance_domain_std", low=0),
+           spread="train_distance_domain_std", spread_kind="standard error over the samples", low=0),
     Metric("train_distance_pixels", "distance to the training set (pixels)", "", "none", "mean root-mean-square "
            "pixel difference (0-255) of each sample to its nearest training image in pixels",
-           spread="train_distance_pixels_std", low=0),
+           spread="train_distance_pixels_std", spread_kind="standard error over the samples", low=0),
     Metric("memorized_threshold_domain", "training set's own 5% nearest distance", "", "none", "the 5th "
            "percentile of the training images' distances to their nearest other training image (domain "
            "features): the memorized share's threshold", kind="reference", low=0),
     Metric("bpd", "bits/dim", "bits/dim", "min", "negative log-likelihood of the real test images in bits per "
            "pixel and channel (DDPM: its variational bound; flow: the ODE likelihood); lower is better",
-           spread="bpd_stderr", low=0),
+           spread="bpd_stderr", spread_kind="standard error over the real test images", low=0),
     Metric("bpd_prior", "bits/dim: prior part", "bits/dim", "none", "the prior term of bits/dim"),
     Metric("bpd_decoder", "bits/dim: decoder part", "bits/dim", "none", "DDPM's discretized decoder term"),
     Metric("bpd_kl", "bits/dim: KL part", "bits/dim", "none", "DDPM's sum of the per-step KL terms"),
     Metric("bpd_divergence", "bits/dim: divergence part", "bits/dim", "none",
            "the flow's volume change: minus the integrated divergence of its velocity"),
     Metric("cas", "CAS", "%", "max", "classification accuracy score: a classifier trained only on generated "
-           "images, tested on the real test split", spread="cas_std", low=0, high=1),
+           "images, tested on the real test split", spread="cas_std",
+           spread_kind="binomial standard error over the test images (not the classifier's training randomness)",
+           low=0, high=1),
     Metric("aug_gain", "augmentation gain", "points", "max", "accuracy of a classifier trained on a few real "
            "images a class plus generated ones, minus trained on the real ones alone (points)",
-           spread="aug_gain_std", low=-1, high=1),
+           spread="aug_gain_se", part_spread="aug_gain_std", spread_kind="standard error over the seeds (their std / √seeds)", low=-1, high=1),
     Metric("aug_real_accuracy", "few-shot accuracy, real only", "%", "none", "the augmentation gain's baseline",
-           kind="reference", spread="aug_real_accuracy_std", low=0, high=1),
+           kind="reference", spread="aug_real_accuracy_se", part_spread="aug_real_accuracy_std",
+           spread_kind="standard error over the seeds (their std / √seeds)", low=0, high=1),
     Metric("aug_mixed_accuracy", "few-shot accuracy, real + generated", "%", "max",
-           "the augmentation gain's classifier with generated images added", spread="aug_mixed_accuracy_std",
-           low=0, high=1),
+           "the augmentation gain's classifier with generated images added", spread="aug_mixed_accuracy_se",
+           part_spread="aug_mixed_accuracy_std", spread_kind="standard error over the seeds (their std / √seeds)", low=0, high=1),
     Metric("classifier_real_accuracy", "classifier on real test images", "%", "none", "the evaluation "
            "classifier's accuracy on the real test split: the ceiling of accuracy on samples", kind="reference",
-           spread="classifier_real_accuracy_std", low=0, high=1, per_class=True),
+           spread="classifier_real_accuracy_std", spread_kind="binomial standard error over the test images",
+           low=0, high=1, per_class=True),
     Metric("cas_real_accuracy", "CAS ceiling (real)", "%", "none", "the CAS recipe trained on as many real "
            "images: what CAS would be for a perfect generator", kind="reference", low=0, high=1),
     Metric("nonfinite_samples", "non-finite samples", "", "min", "generated images with a NaN or infinite value "
@@ -151,7 +162,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     _seconds("domain_metrics_seconds", "domain metrics time", "wall-clock seconds of the domain-feature metrics"),
     _seconds("inception_metrics_seconds", "Inception metrics time", "wall-clock seconds of the Inception metrics"),
 ]}
-SPREADS = {m.spread: m for m in METRICS.values() if m.spread}  # spread column -> its metric
+# spread column (the figure's own, or one part's) -> its metric
+SPREADS = {column: m for m in METRICS.values() for column in (m.spread, m.part_spread) if column}
 
 
 def lookup(column: str) -> Metric | None:

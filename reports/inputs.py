@@ -20,7 +20,9 @@ ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "
                "git_commit", "epoch", "step", "missing", "sample_grid", "per_sample", "stage", "finalist_rank",
                "sampling_setting", "run", "seeds", "budget_of", "pbt_exploits", "memorization_grid"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
-SPREAD_SUFFIXES = ("_std", "_stderr")  # metric "x_std" / "x_stderr" is shown as "x ± s" beside metric "x"
+# metric "x_se" / "x_std" / "x_stderr" is shown as "x ± s" beside metric "x" (the first found; the catalog
+# names the one that is each figure's spread, reports/catalog.py)
+SPREAD_SUFFIXES = ("_se", "_std", "_stderr")
 # Costs: shown in the tables and against quality, not drawn as training curves.
 COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_per_image", "network_evaluations",
                 "train_gflops_per_image", "train_images_per_second", "train_tflops", "train_peak_fraction")

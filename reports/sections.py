@@ -126,9 +126,21 @@ def leaderboard_section(views: list[DatasetView]) -> str:
                   f"from it at {paired.LEVEL:.0%} (the interval of the difference holds 0), which is not the same as "
                   "equal (hover a figure for its difference, "
                   "interval and test; the tests are named under the evaluation protocol)") if len(rows) > 1 else ""
-        out += table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; ± is each figure's "
-                                           f"own spread (over seeds where a row has several){marked}")
+        out += table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; ± is "
+                                           f"{spread_legend(columns)}{marked}")
     return out
+
+
+def spread_legend(metrics: list[str]) -> str:
+    """What "±" shows in columns of ``metrics``, from the catalog: "the bootstrap standard error (accuracy on
+    samples, FID (domain classifier)); ..."; a seed mean's is the std over its seeds."""
+    kinds: dict[str, list[str]] = {}
+    for m in metrics:
+        entry = lookup(m)
+        if entry is not None and entry.spread_kind:
+            kinds.setdefault(entry.spread_kind, []).append(entry.label)
+    parts = [f"the {kind} ({', '.join(labels)})" for kind, labels in kinds.items()]
+    return "; ".join(parts + ["for a row of several seeds, the std over its seeds"])
 
 
 def noise_marks(view: DatasetView, rows: dict[str, pd.Series], metric: str,

@@ -366,6 +366,8 @@ def test_augmentation_gain_over_seeds(data, tmp_path):
     m = record["metrics"]
     assert m["aug_gain"] == pytest.approx(m["aug_mixed_accuracy"] - m["aug_real_accuracy"])
     assert m["aug_gain_std"] >= 0 and m["aug_real_accuracy_std"] > 0  # the seeds draw different shots
+    for name in ("aug_gain", "aug_real_accuracy", "aug_mixed_accuracy"):  # the mean's standard error
+        assert m[f"{name}_se"] == pytest.approx(m[f"{name}_std"] / math.sqrt(3)), name
     assert record["protocol"]["aug_shots_per_class"] == 3 and record["protocol"]["aug_seeds"] == 3
     for stage in ("tracking", "trial_final"):
         mid, _ = _evaluate(CopyGenerator(data), data, ref, config, stage=stage)
@@ -641,3 +643,24 @@ def test_vendi_of_the_samples_and_its_half_sample_spread():
     collapsed = torch.ones(200, 16, dtype=torch.float64) + 1e-3 * torch.randn(200, 16, generator=g, dtype=torch.float64)
     (high, high_se), (low, low_se) = fidelity.vendi_with_spread(diverse), fidelity.vendi_with_spread(collapsed)
     assert low < 1.01 and high > 10 and 0 < high_se < (high - low) / 10 and low_se >= 0
+
+
+def test_the_inception_scores_spread_is_its_standard_error_and_the_unpaired_test_uses_it():
+    """IS averages 10 splits: its spread is one split's std / sqrt(10) ("is_se", what "±" shows and the
+    unpaired test combines); the std of one split stays beside it ("is_std"). (The test used is_std as a
+    standard error: an interval sqrt(10) too wide.)"""
+    import pandas as pd
+
+    from condgen_bench.reports import noise
+    from condgen_bench.reports.catalog import lookup
+
+    values, _ = _score(_features(300, seed=1), _features(300, seed=2), isc_splits=10)
+    assert values["is_se"] == pytest.approx(values["is_std"] / math.sqrt(10)) and values["is_std"] > 0
+    entry = lookup("is_domain")
+    assert (entry.spread, entry.part_spread) == ("is_domain_se", "is_domain_std") and lookup("is_domain_std") is entry
+    assert "√splits" in entry.spread_kind
+    a = pd.Series({"is_domain": 5.0, "is_domain_std": 0.5, "is_domain_se": 0.5 / math.sqrt(10)})
+    b = pd.Series({"is_domain": 4.0, "is_domain_std": 0.5, "is_domain_se": 0.5 / math.sqrt(10)})
+    diff = noise.difference("is_domain", a, b, noise.PerSampleFiles("/nonexistent"))
+    half = paired.Z * math.sqrt(2) * 0.5 / math.sqrt(10)
+    assert diff.value == 1.0 and diff.low == pytest.approx(1.0 - half) and diff.high == pytest.approx(1.0 + half)
