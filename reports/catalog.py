@@ -5,6 +5,7 @@ metric without an entry is reported by ``uncatalogued`` (and fails the tests tha
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # how a value is shown: "%" and "points" are stored as fractions and shown x 100
@@ -166,16 +167,46 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
 SPREADS = {column: m for m in METRICS.values() for column in (m.spread, m.part_spread) if column}
 
 
+# the figures _fidelity makes for an extractor kind, longest name first where one begins another
+FIDELITY_BASES = ("fid_inf", "fid", "kid", "is", "precision", "recall", "density", "coverage", "vendi")
+
+
+@functools.lru_cache(maxsize=64)
+def _extractor_entries(kind: str) -> dict[str, Metric]:
+    """The catalog entries of a user's extractor (eval.extractors: "dinov2" -> fid_dinov2, ...), by column,
+    its spreads and its time included."""
+    entries = {m.name: m for m in _fidelity(kind, kind)}
+    entries.update({column: m for m in list(entries.values()) for column in (m.spread, m.part_spread) if column})
+    time = _seconds(f"{kind}_metrics_seconds", f"{kind} metrics time", f"wall-clock seconds of the {kind} metrics")
+    return {**entries, time.name: time}
+
+
+def _extractor_kind(column: str) -> str | None:
+    """The extractor kind a column of a user's extractor names ("kid_dinov2_std" -> "dinov2"), or None."""
+    if column.endswith("_metrics_seconds"):
+        kind = column.removesuffix("_metrics_seconds")
+    else:
+        base = next((b for b in FIDELITY_BASES if column.startswith(b + "_")), None)
+        if base is None:
+            return None
+        kind = column[len(base) + 1:].removesuffix("_std").removesuffix("_se")
+    return kind if kind.isascii() and kind.isalnum() and kind.islower() and kind[:1].isalpha() else None
+
+
 def lookup(column: str) -> Metric | None:
-    """The catalog entry a results column belongs to: the metric itself, the metric whose spread it is, or
-    a per-class column ("sample_accuracy.angry") of a per-class metric; None if none."""
+    """The catalog entry a results column belongs to: the metric itself, the metric whose spread it is, a
+    per-class column ("sample_accuracy.angry") of a per-class metric, or a figure in a user's extractor's
+    features (eval.extractors: "fid_dinov2"); None if none."""
     if column in METRICS:
         return METRICS[column]
     if column in SPREADS:
         return SPREADS[column]
     base = column.split(".", 1)[0]
     entry = METRICS.get(base) or SPREADS.get(base)
-    return entry if entry is not None and "." in column and entry.per_class else None
+    if entry is not None:
+        return entry if "." in column and entry.per_class else None
+    kind = _extractor_kind(column)
+    return _extractor_entries(kind).get(column) if kind else None
 
 
 def uncatalogued(columns) -> list[str]:

@@ -664,3 +664,81 @@ def test_the_inception_scores_spread_is_its_standard_error_and_the_unpaired_test
     diff = noise.difference("is_domain", a, b, noise.PerSampleFiles("/nonexistent"))
     half = paired.Z * math.sqrt(2) * 0.5 / math.sqrt(10)
     assert diff.value == 1.0 and diff.low == pytest.approx(1.0 - half) and diff.high == pytest.approx(1.0 + half)
+
+
+class _TinyFeatures(torch.nn.Module):
+    """A feature network a user might export: a convolution, pooling, 12 features."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = torch.nn.Conv2d(3, 12, 3, stride=2)
+
+    def forward(self, x):
+        return torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1)  # [B, 12, 1, 1]
+
+
+def _save_scripted(seed: int, path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # torch.jit.script's deprecation notice: TorchScript files are what users have
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(_TinyFeatures(seed)).save(str(path))
+
+
+def test_a_torchscript_extractor_given_by_path_gets_every_figure_in_its_features_cached_by_its_hash(data, tmp_path):
+    """eval.extractors={"tiny": path}: a TorchScript file the test makes gives FD / KID / precision-recall /
+    density-coverage / Vendi in its features beside the domain ones, catalogued as such; its real features
+    are cached under its weights' hash (other weights: another entry) and the protocol names the file and
+    hash. Bad settings name the setting or the file."""
+    from condgen_bench.harness.extractors import file_extractor, file_sha256
+    from condgen_bench.reports.catalog import lookup, uncatalogued
+
+    path = tmp_path / "tiny.pt"
+    _save_scripted(0, path)
+    # (no Inception network: its 0.1 s an image is not what this tests)
+    config = _eval_config(extractors={"tiny": {"path": str(path), "size": 32}}, inception_at="finalists",
+                          inception_weights=str(tmp_path / "no-inception.pth"))
+    ref = reference.prepare_reference(data, config, str(tmp_path / "cache"), log=lambda *_: None)
+    assert ref.real_features["tiny"]["features"].shape == (len(data.test), 12)
+    copy, _ = _evaluate(CopyGenerator(data), data, ref, config)
+    m = copy["metrics"]
+    for figure in ("fid", "kid", "precision", "recall", "density", "coverage", "vendi"):
+        assert math.isfinite(m[f"{figure}_tiny"]) and lookup(f"{figure}_tiny").label.endswith("(tiny)"), figure
+    assert m["vendi_tiny"] >= 1
+    assert "out of FID∞'s range" in copy["missing"]["fid_inf_tiny"]
+    assert uncatalogued([k for k in m if k.endswith("tiny") or k.startswith("tiny_")]) == []
+    digest = file_sha256(str(path))
+    assert digest in copy["protocol"]["tiny_extractor"] and "32 px" in copy["protocol"]["tiny_extractor"]
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*torchscript-tiny*"))
+    assert len(cached) == 1 and digest in cached[0]
+    tracking, _ = _evaluate(CopyGenerator(data), data, ref, config, stage="tracking")
+    assert math.isnan(tracking["metrics"]["fid_tiny"]) and "finalists only" in tracking["missing"]["fid_tiny"]
+
+    other = tmp_path / "other.pt"
+    _save_scripted(1, other)
+    config.extractors = {"tiny": str(other)}
+    reference.prepare_reference(data, config, str(tmp_path / "cache"), log=lambda *_: None)
+    assert len(list((tmp_path / "cache").rglob("*torchscript-tiny*"))) == 2  # new weights, a new entry
+    with pytest.raises(FileNotFoundError, match="eval.extractors.tiny: .*missing.pt: no such file"):
+        file_extractor("tiny", str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="not a valid extractor name"):
+        file_extractor("inception", str(path))
+
+
+def test_the_trial_stages_score_on_the_validation_split_and_the_finalists_on_the_test_split(data, tmp_path):
+    """What decides (tracking, trial-final: the sweep metric, ASHA, PBT, the finalist choice) compares with
+    the validation split; what is reported (the finalists) with the test split, which no decision saw. The
+    two never pair in the noise tests (their keys name the real features)."""
+    config = _eval_config(bpd_images=0)
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
+    assert ref.validation_features["domain"]["pool"].shape[0] == len(data.validation) == 70
+    tracking, _ = _evaluate(CopyGenerator(data), data, ref, config, stage="tracking")
+    final, _ = _evaluate(CopyGenerator(data), data, ref, config, stage="trial_final")
+    finalist, _ = _evaluate(CopyGenerator(data), data, ref, config)
+    for record in (tracking, final):
+        assert record["protocol"]["reference_split"] == "validation"
+        assert record["protocol"]["reference_size"] == len(data.validation)
+    assert finalist["protocol"]["reference_split"] == "test" and finalist["protocol"]["reference_size"] == len(data.test)
+    assert tracking["metrics"]["fid_domain"] != finalist["metrics"]["fid_domain"]
+    assert not paired.pairs("fid_domain", tracking["per_sample"], finalist["per_sample"])
