@@ -29,6 +29,12 @@ class DataConfig:
     shots_per_class: int | None = None  # keep this many training images a class (seeded); test stays whole
     num_train: int = 7000  # synthetic_faces: training images (a multiple of 7: one identity per 7)
     num_test: int = 1400  # synthetic_faces: test images, identities disjoint from training
+    # synthetic_faces: validation images (identities of their own; the sweep's decisions use them, never
+    # the test split's); None: as many as num_test
+    num_validation: int | None = None
+    # the other datasets, where the data has no validation split (FER2013's CSV has PublicTest; an image
+    # folder may have val/): this share of each class's training images held out for it (CK+: by subject)
+    validation_fraction: float = 0.1
     seed: int = 0  # generation, split and few-shot seed
 
     def __post_init__(self):
@@ -50,24 +56,28 @@ def _synthetic(config: DataConfig) -> DatasetSplits:
     if config.channels not in (None, 1):
         raise DatasetError("synthetic_faces is grayscale: channels must be 1")
     return load_synthetic_faces(image_size=config.image_size, num_train=config.num_train, num_test=config.num_test,
-                                seed=config.seed, classes=config.classes, shots_per_class=config.shots_per_class)
+                                seed=config.seed, classes=config.classes, shots_per_class=config.shots_per_class,
+                                num_validation=config.num_validation)
 
 
 def _fer2013(config: DataConfig) -> DatasetSplits:
     return load_fer2013(_root(config), image_size=config.image_size, channels=config.channels or 1,
-                        classes=config.classes, shots_per_class=config.shots_per_class, seed=config.seed)
+                        classes=config.classes, shots_per_class=config.shots_per_class, seed=config.seed,
+                        validation_fraction=config.validation_fraction)
 
 
 def _ckplus(config: DataConfig) -> DatasetSplits:
     return load_ckplus(_root(config), image_size=config.image_size, channels=config.channels or 1,
                        classes=config.classes, test_fraction=config.test_fraction,
-                       shots_per_class=config.shots_per_class, seed=config.seed)
+                       shots_per_class=config.shots_per_class, seed=config.seed,
+                       validation_fraction=config.validation_fraction)
 
 
 def _imagefolder(config: DataConfig) -> DatasetSplits:
     return load_imagefolder(_root(config), image_size=config.image_size, channels=config.channels or 3,
                             crop=config.crop, classes=config.classes, test_fraction=config.test_fraction,
-                            shots_per_class=config.shots_per_class, seed=config.seed)
+                            shots_per_class=config.shots_per_class, seed=config.seed,
+                            validation_fraction=config.validation_fraction)
 
 
 DATASETS: dict[str, Callable[[DataConfig], DatasetSplits]] = {

@@ -87,6 +87,14 @@ class DatasetSplits:
         """What the evaluation classifier trains on: the whole training split, few-shot or not."""
         return self.train_full if self.train_full is not None else self.train
 
+    def reference_set(self, split: str) -> tuple[ImageSet, str]:
+        """The real images an evaluation on ``split`` ("validation" or "test") compares with, and the split's
+        name as recorded: a dataset built without a validation split (by hand; every loader makes one) falls
+        back to its test split, saying so."""
+        if split == "validation" and self.validation is None:
+            return self.test, "test (the dataset has no validation split)"
+        return (self.validation if split == "validation" else self.test), split
+
     def splits(self) -> dict[str, ImageSet]:
         """The splits present, by name, in the order train, train_full, validation, test."""
         named = {"train": self.train, "train_full": self.train_full, "validation": self.validation, "test": self.test}

@@ -33,7 +33,7 @@ def subject_of(path: str) -> str | None:
 
 
 def load_ckplus(root: str, image_size: int = 48, channels: int = 1, classes=None, test_fraction: float = 0.2,
-                shots_per_class=None, seed: int = 0) -> DatasetSplits:
+                shots_per_class=None, seed: int = 0, validation_fraction: float = 0.1) -> DatasetSplits:
     """CK+48 from ``root`` (the folder holding the emotion folders): train and test splits, by subject
     when every file name carries one, ``test_fraction`` of each class in test as nearly as subjects
     allow. Folder names may be the CK+ ones or the canonical ones, in any case."""
@@ -70,4 +70,6 @@ def load_ckplus(root: str, image_size: int = 48, channels: int = 1, classes=None
     if all(subjects):
         options["subjects"] = {split: len({subjects[i] for i in rows})
                                for split, rows in (("train", train_rows), ("test", test_rows))}
-    return finish("ckplus", keep, splits, options, shots_per_class, seed, root)
+    # the validation split held out of train by subject too (finish)
+    groups = [subjects[i] for i in train_rows] if all(subjects) else None
+    return finish("ckplus", keep, splits, options, shots_per_class, seed, root, validation_fraction, groups, "subject")

@@ -154,7 +154,7 @@ def locate(root: str) -> tuple[str, str]:
 
 
 def load_fer2013(root: str, image_size: int = SIDE, channels: int = 1, classes=None, shots_per_class=None,
-                 seed: int = 0) -> DatasetSplits:
+                 seed: int = 0, validation_fraction: float = 0.1) -> DatasetSplits:
     """FER2013 from ``root`` (see locate), ``image_size`` px, 1 or 3 channels, optionally a class subset
     and a few-shot training split. The CSV gives train / validation / test; the folders train / test."""
     form, path = locate(root)
@@ -169,4 +169,4 @@ def load_fer2013(root: str, image_size: int = SIDE, channels: int = 1, classes=N
         split_rule = "folders: train/ -> train, test/ -> test"
     options = {"data_root": os.path.abspath(path), "format": form, "image_size": image_size, "channels": channels,
                "classes": list(keep), "split": split_rule}
-    return finish("fer2013", keep, splits, options, shots_per_class, seed, path)
+    return finish("fer2013", keep, splits, options, shots_per_class, seed, path, validation_fraction)

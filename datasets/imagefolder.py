@@ -45,7 +45,8 @@ def _gather(folder: str, keep: tuple[str, ...], present: list[str]) -> tuple[lis
 
 
 def load_imagefolder(root: str, image_size: int = 48, channels: int = 3, crop: str = "center", classes=None,
-                     test_fraction: float = 0.2, shots_per_class=None, seed: int = 0) -> DatasetSplits:
+                     test_fraction: float = 0.2, shots_per_class=None, seed: int = 0,
+                     validation_fraction: float = 0.1) -> DatasetSplits:
     """Load ``root`` (see the module docstring). Class names are the folder names, sorted; ``classes``
     keeps a subset. Returns train / test (and validation when there is a val folder)."""
     what = "root/<class>/<image> or root/train/<class>/ with root/test/<class>/"
@@ -77,4 +78,4 @@ def load_imagefolder(root: str, image_size: int = 48, channels: int = 3, crop: s
               for split, (paths, labels) in parts.items()}
     options = {"data_root": os.path.abspath(root), "image_size": image_size, "channels": channels, "crop": crop,
                "classes": list(keep), "split": rule}
-    return finish("imagefolder", keep, splits, options, shots_per_class, seed, root)
+    return finish("imagefolder", keep, splits, options, shots_per_class, seed, root, validation_fraction)

@@ -103,11 +103,34 @@ def keep_classes(images: torch.Tensor, labels: torch.Tensor, class_names: tuple[
 
 
 def finish(name: str, class_names: tuple[str, ...], splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
-           options: dict, shots_per_class: int | None, seed: int, source: str) -> DatasetSplits:
-    """The last step of every loader: keep ``shots_per_class`` training images a class (when set),
-    then fingerprint. splits: {"train"|"validation"|"test": (images [N, C, H, W] uint8, labels [N])}.
-    The whole training split stays as "train_full", for the evaluation classifier only."""
+           options: dict, shots_per_class: int | None, seed: int, source: str, validation_fraction: float = 0.1,
+           groups: list[str] | None = None, group_name: str = "group") -> DatasetSplits:
+    """The last step of every loader: hold out a validation split where the data has none, keep
+    ``shots_per_class`` training images a class (when set), then fingerprint.
+    splits: {"train"|"validation"|"test": (images [N, C, H, W] uint8, labels [N])}.
+
+    Without a "validation" split, ``validation_fraction`` of each class's training images become one
+    (seeded; with ``groups``, one name per training row such as CK+'s subjects, called ``group_name``, no group
+    on both sides), so
+    that the sweep's decisions never look at the test split; few-shot runs draw it before their shots, from
+    the whole training split. The whole training split (less the validation) stays as "train_full" in
+    few-shot runs, for the evaluation classifier only."""
     splits = dict(splits)
+    options = dict(options)
+    if "validation" not in splits:
+        images, labels = splits["train"]
+        if groups is not None:
+            train_rows, held = grouped_split(labels.numpy(), groups, validation_fraction, seed + 1)
+            rule = f"held out from train by {group_name}, {validation_fraction:.0%} of each class as nearly as they allow"
+        else:
+            train_rows, held = stratified_split(labels.numpy(), validation_fraction, seed + 1)
+            rule = f"held out from train, {validation_fraction:.0%} of each class (stratified, seed {seed + 1})"
+        if len(held) == 0:  # one image a class: nothing to hold out (the trial stages then score on test)
+            options["validation"] = "none: too few training images to hold any out"
+        else:
+            splits["train"] = (images[torch.from_numpy(train_rows)], labels[torch.from_numpy(train_rows)])
+            splits["validation"] = (images[torch.from_numpy(held)], labels[torch.from_numpy(held)])
+            options["validation"] = rule
     if shots_per_class:
         images, labels = splits["train"]
         rows = torch.from_numpy(take_shots(labels.numpy(), shots_per_class, seed, class_names, source))

@@ -167,13 +167,14 @@ def _render(ident: dict[str, np.ndarray], expr: dict[str, np.ndarray], size: int
     return img
 
 
-def render_faces(seed: int, num_identities: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Render every identity with all seven emotions.
+def render_faces(seed: int, num_identities: int, size: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Render every identity with all seven emotions. ``stream`` > 0 draws other identities from the same
+    seed (the validation split's), leaving stream 0's (train and test) as they were.
 
     Returns images [7 * num_identities, size, size] uint8 and labels [7 * num_identities] int64 (FER
     order), grouped by identity (identity i occupies rows 7i .. 7i+6).
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if stream == 0 else [seed, 4, stream])
     ident = _draw_identities(rng, num_identities)
     names = list(FER_EMOTIONS)
     k = len(names)
@@ -184,7 +185,7 @@ def render_faces(seed: int, num_identities: int, size: int) -> tuple[np.ndarray,
     # the reference face for the mean: the same identity with the exact neutral expression
     neutral = {key: np.full(total, value) for key, value in zip(_KEYS, _EXPRESSIONS["neutral"])}
     neutral["sneer_side"] = np.ones(total)
-    noise_rng = np.random.default_rng([seed, 2, size])
+    noise_rng = np.random.default_rng([seed, 2, size] if stream == 0 else [seed, 2, size, stream])
     out = np.empty((total, size, size), dtype=np.uint8)
     for start in range(0, total, _CHUNK):
         sl = slice(start, min(start + _CHUNK, total))
@@ -199,10 +200,11 @@ def render_faces(seed: int, num_identities: int, size: int) -> tuple[np.ndarray,
 
 
 def load_synthetic_faces(image_size: int = 48, num_train: int = 7000, num_test: int = 1400, seed: int = 0,
-                         classes=None, shots_per_class=None) -> DatasetSplits:
-    """The embedded dataset: ``num_train`` / ``num_test`` images (rounded up to a multiple of 7, one
-    identity per 7 images), grayscale, ``image_size`` px, deterministic for ``seed``; optionally a
-    class subset and a few-shot training split."""
+                         classes=None, shots_per_class=None, num_validation: int | None = None) -> DatasetSplits:
+    """The embedded dataset: ``num_train`` / ``num_validation`` (None: as many as test) / ``num_test``
+    images (rounded up to a multiple of 7, one identity per 7 images; no identity in two splits),
+    grayscale, ``image_size`` px, deterministic for ``seed``; optionally a class subset and a few-shot
+    training split."""
     if image_size < 16:
         raise ValueError(f"synthetic_faces needs image_size >= 16, got {image_size}")
     keep = select_classes(FER_EMOTIONS, classes, "synthetic_faces")
@@ -218,6 +220,12 @@ def load_synthetic_faces(image_size: int = 48, num_train: int = 7000, num_test: 
         rows = rows[perm_rng.permutation(len(rows))]
         splits[split] = keep_classes(torch.from_numpy(images[rows][:, None]).contiguous(),
                                      torch.from_numpy(labels[rows]).long(), FER_EMOTIONS, keep)
+    num_validation = num_test if num_validation is None else num_validation
+    images, labels = render_faces(seed, -(-num_validation // k), image_size, stream=1)  # identities of its own
+    rows = np.random.default_rng([seed, 5]).permutation(len(labels))
+    splits["validation"] = keep_classes(torch.from_numpy(images[rows][:, None]).contiguous(),
+                                        torch.from_numpy(labels[rows]).long(), FER_EMOTIONS, keep)
     options = {"image_size": image_size, "num_train": num_train, "num_test": num_test, "seed": seed,
-               "classes": list(keep)}
+               "classes": list(keep), "num_validation": num_validation,
+               "validation": "identities of its own, rendered from the seed's second stream"}
     return finish("synthetic_faces", keep, splits, options, shots_per_class, seed, "synthetic_faces")

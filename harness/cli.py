@@ -215,6 +215,11 @@ def check_all(config: ExperimentConfig, measure: bool = False) -> dict:
     one's costs on this machine (harness/estimate.py; else None), by point_key."""
     from condgen_bench.harness import estimate
 
+    from condgen_bench.harness.plan import sweep_metric_problem
+
+    problem = sweep_metric_problem(config)
+    if problem:
+        raise SystemExit(f"{config.name}: {problem}")
     costs, measured = {}, {}
     for point in grid_points(config):
         key = point_key(point)

@@ -99,13 +99,13 @@ def missing_all(keys, kind: str, reason: str) -> tuple[dict, dict]:
             {tagged(key, kind): reason for key in keys if not key.endswith(SPREAD_KEYS)})
 
 
-def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, ref: EvalReference, config,
+def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, real: dict[str, torch.Tensor], config,
                      device="cpu") -> tuple[dict, dict, dict[str, torch.Tensor]]:
-    """FID (raw, spread and FID∞) / KID / IS / precision-recall of ``samples`` [N, C, H, W] uint8 in one
-    extractor's features against the reference's real features. Returns ({tagged metric: value},
-    {tagged metric: reason}, the samples' features {layer: [N, D]})."""
+    """FID (raw, spread and FID∞) / KID / IS / precision-recall / density-coverage / Vendi of ``samples``
+    [N, C, H, W] uint8 in one extractor's features against a real split's features ``real`` {layer: [M, D]}.
+    Returns ({tagged metric: value}, {tagged metric: reason}, the samples' features {layer: [N, D]})."""
     gen = extract_features(samples, extractor, config.batch_size, device)
-    values, missing = score_features(gen, ref.real_features[kind], extractor, kid_subset_size=config.kid_subset_size,
+    values, missing = score_features(gen, real, extractor, kid_subset_size=config.kid_subset_size,
                                      kid_subsets=config.kid_subsets, isc_splits=config.isc_splits,
                                      prc_neighborhood=config.prc_neighborhood, bootstrap=config.bootstrap,
                                      seed=config.seed)
@@ -161,6 +161,9 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     # scored by the fidelity metrics as the image it became (black where NaN); the row says how many
     metrics: dict[str, float] = {"nonfinite_samples": float((~finite).sum())}
 
+    # the real images compared with: validation where the figures decide, test for the finalists (plan.split)
+    reference_set, split = data.reference_set(plan.split)
+    real_features = ref.features(plan.split)
     classifier = ref.classifier(data.channels, k, device)
     probs = predict(classifier, samples)
     overall, per_class = accuracy(probs, labels, data.class_names, valid=finite)
@@ -176,13 +179,13 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     missing: dict[str, str] = {}
     t0 = time.time()
     domain = register_classifier(classifier, ref.weights_hash)
-    values, reasons, features = fidelity_metrics(samples, "domain", domain, ref, config, device)
+    values, reasons, features = fidelity_metrics(samples, "domain", domain, real_features["domain"], config, device)
     metrics.update(values)
     missing.update(reasons)
     layer = domain.layer("fid")
     if plan.computes("intra_class_fid"):
-        mean, per_class_fid = intra_class_fid(features[layer], labels, ref.real_features["domain"][layer],
-                                              data.test.labels, data.class_names, seed=config.seed)
+        mean, per_class_fid = intra_class_fid(features[layer], labels, real_features["domain"][layer],
+                                              reference_set.labels, data.class_names, seed=config.seed)
         metrics["fid_intra_domain"] = mean
         metrics.update({f"fid_intra_domain.{name}": value for name, value in per_class_fid.items()})
     else:
@@ -196,32 +199,46 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     else:
         metrics.update({key: math.nan for key in MEMORIZATION_KEYS})
         missing.update({key: plan.skip["memorization"] for key in MEMORIZATION_KEYS if not key.endswith("_std")})
-    real = ref.real_features["domain"][layer]
+    real = real_features["domain"][layer]
     per_sample = sample_arrays(torch.as_tensor(hits).bool(), labels, seeds, features[layer], real,
                                GaussianStats.of(real), ref.weights_hash)
     metrics["domain_metrics_seconds"] = time.time() - t0
     skip = (plan.skip.get("inception") if not plan.computes("inception") else
-            ref.inception_missing if ref.inception is None or "inception" not in ref.real_features else None)
+            ref.inception_missing if ref.inception is None or "inception" not in real_features else None)
     if skip:
         values, reasons = missing_all(FIDELITY_KEYS, "inception", skip)
     else:
         t0 = time.time()
         try:
-            values, reasons, _ = fidelity_metrics(samples, "inception", ref.inception, ref, config, device)
+            values, reasons, _ = fidelity_metrics(samples, "inception", ref.inception, real_features["inception"],
+                                                  config, device)
         except (FileNotFoundError, ValueError) as e:  # this node lacks the run's Inception weights
             values, reasons = missing_all(FIDELITY_KEYS, "inception", str(e))
         metrics["inception_metrics_seconds"] = time.time() - t0
     metrics.update(values)
     missing.update(reasons)
+    for name, extractor in ref.extractors.items():  # eval.extractors: at the stages Inception is computed
+        skip = plan.skip.get("inception") or (None if name in real_features else f"no real {split} features")
+        if skip:
+            values, reasons = missing_all(FIDELITY_KEYS, name, skip.replace("Inception", name))
+        else:
+            t0 = time.time()
+            try:
+                values, reasons, _ = fidelity_metrics(samples, name, extractor, real_features[name], config, device)
+            except (FileNotFoundError, ValueError) as e:  # this node lacks the file, or has another one
+                values, reasons = missing_all(FIDELITY_KEYS, name, str(e))
+            metrics[f"{name}_metrics_seconds"] = time.time() - t0
+        metrics.update(values)
+        missing.update(reasons)
     metrics["sample_seconds_per_image"] = sample_seconds / len(samples)
     metrics["network_evaluations"] = float(method.network_evaluations(**settings))
     protocol = {
         "num_samples": len(samples), "samples_per_class": n, "sample_seed": plan.sample_seed,
-        "reference_split": ref.reference_split, "reference_size": len(data.test),
+        "reference_split": split, "reference_size": len(reference_set),
         "resolution": f"{data.channels}x{data.image_size}x{data.image_size}",
         "extractor": f"domain classifier {ref.weights_hash} (penultimate features, logits for IS)",
         "fid_inf_sizes": fid_sizes(len(samples)), "fid_inf_draws": FID_INF_DRAWS,
-        "kid_subset_size": kid_subset(config.kid_subset_size, len(samples), len(data.test)),
+        "kid_subset_size": kid_subset(config.kid_subset_size, len(samples), len(reference_set)),
         "kid_subsets": config.kid_subsets, "isc_splits": min(config.isc_splits, len(samples)),
         "prc_neighborhood": config.prc_neighborhood, "bootstrap": config.bootstrap,
         "equal_size_draws": EQUAL_SIZE_DRAWS,  # of the larger set, for precision / recall, density / coverage
@@ -234,6 +251,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     if plan.computes("intra_class_fid"):
         protocol["fid_intra_reference"] = ("each class's real test images against its generated ones, the larger "
                                            "set cut to the smaller's size (equal_size_draws subsets, averaged)")
+    protocol.update({f"{name}_extractor": extractor.description for name, extractor in ref.extractors.items()})
     if ref.inception is not None:
         protocol.update({
             "inception_extractor": ref.inception.description, "inception_weights_sha256": ref.inception.weights_sha256,
@@ -272,13 +290,14 @@ def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, 
     return metrics, missing, protocol
 
 
-def likelihood_metrics(method, data: DatasetSplits, config,
-                       skip: str | None = None) -> tuple[dict, dict, dict, dict]:
-    """The method's likelihood figure (DDPM's variational bound) on the real test split's first
-    ``bpd_images`` images, per image, then its mean and standard error (bits/dim) and the mean of each part
+def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = None,
+                       split: str = "test") -> tuple[dict, dict, dict, dict]:
+    """The method's likelihood figure (DDPM's variational bound) on the first ``bpd_images`` images of the
+    real ``split`` ("validation" at the trial stages, "test" for the finalists: EvalPlan.split), per image, then its mean and standard error (bits/dim) and the mean of each part
     the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
     Returns (metrics, missing, protocol, per-image arrays of the paired test: reports.paired.bpd_arrays)."""
-    bpd_n = min(config.bpd_images, len(data.test))
+    images, split = data.reference_set(split)
+    bpd_n = min(config.bpd_images, len(images))
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
     if not method.has_likelihood:  # first: no epoch of a GAN has a bound
         return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}, {}
@@ -291,7 +310,7 @@ def likelihood_metrics(method, data: DatasetSplits, config,
     seeds = config.seed + 10_000_000 + torch.arange(bpd_n)
     for start in range(0, bpd_n, config.batch_size):
         sl = slice(start, min(start + config.batch_size, bpd_n))
-        parts.append(method.bits_per_dim(data.test.images[sl], data.test.labels[sl], seeds[sl],
+        parts.append(method.bits_per_dim(images.images[sl], images.labels[sl], seeds[sl],
                                          t_samples=config.bpd_t_samples))
     per_image = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     total = per_image["total"]
@@ -301,10 +320,10 @@ def likelihood_metrics(method, data: DatasetSplits, config,
         if key != "total":
             metrics[f"bpd_{key}"] = per_image[key].mean().item()
     metrics["bpd_seconds"] = time.time() - t0
-    protocol = {"bpd_images": bpd_n, "bpd_split": "test",
+    protocol = {"bpd_images": bpd_n, "bpd_split": split,
                 "bpd_t_samples": "all" if config.bpd_t_samples is None else config.bpd_t_samples,
                 **method.likelihood_protocol()}
-    return metrics, {}, protocol, bpd_arrays(total, data.test.images[:bpd_n], seeds)
+    return metrics, {}, protocol, bpd_arrays(total, images.images[:bpd_n], seeds)
 
 
 def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
@@ -333,7 +352,7 @@ def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eva
     metrics, missing, protocol, grid, per_sample, files = sample_metrics(method, data, ref, config, plan, device,
                                                                         settings)
     if likelihood is None:
-        likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"))
+        likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
     *bound, per_image = likelihood
     parts = [bound]
     if settings:

@@ -78,13 +78,16 @@ def bound_of(record: dict) -> tuple[dict, dict, dict, dict]:
 
 
 def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, dict, dict, dict] | None:
-    """The bound computed on the same checkpoint at its trial-final evaluation, or None."""
+    """The bound computed on the same checkpoint at its trial-final evaluation, where it was on the test
+    split (a dataset without a validation split), or None."""
     folder = layout.epoch_dir(run_dir, trial_id, epoch)
     path = storage.join(folder, layout.EVAL_RECORD)
     if not storage.exists(path):
         return None
     record = json.loads(storage.read_bytes(path))
     if record.get("stage") != "trial_final" or math.isnan(record["metrics"].get("bpd", math.nan)):
+        return None
+    if record["protocol"].get("bpd_split", "test") != "test":  # the trial stages' bound is on validation
         return None
     return bound_of({**record, "per_sample": read_per_sample(folder)})
 

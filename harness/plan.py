@@ -43,6 +43,13 @@ class EvalPlan:
     # further sampler settings scored on the same checkpoint, each its own record (finalists only)
     sampling_sweep: dict[str, list] = field(default_factory=dict)
 
+    @property
+    def split(self) -> str:
+        """The real split this evaluation compares with: "test" for the finalists, whose figures are the
+        ones reported; "validation" at every earlier stage, whose figures decide (the sweep metric, ASHA's
+        and PBT's choices, the finalists), so that no decision looks at the test split."""
+        return "test" if self.stage == "finalist" else "validation"
+
     def computes(self, part: str) -> bool:
         """True if ``part`` (one of PARTS) is computed in this evaluation."""
         if part not in PARTS:
@@ -129,3 +136,34 @@ def evaluation_plan(config: ExperimentConfig, epoch: int, is_final: bool, stage:
     elif name == "tracking" and ev.bpd_at == "final":
         skip["bpd"] = "computed at the final epoch only (eval.bpd_at)"
     return EvalPlan(name, ev.samples_per_class, ev.seed, skip)
+
+
+# which evaluation part computes a metric, by its name's start or end (the rest are in every evaluation)
+_PART_OF = (("cas", "cas"), ("aug_", "augment"), ("fid_intra", "intra_class_fid"), ("memorized", "memorization"),
+            ("train_distance", "memorization"), ("bpd", "bpd"))
+
+
+def metric_part(metric: str, extractors=()) -> str | None:
+    """The evaluation part (of PARTS) that computes ``metric``, or None for the figures every evaluation has
+    (accuracy, the domain metrics). extractors: eval.extractors' names (their figures follow Inception's)."""
+    base = metric.split(".", 1)[0].removesuffix("_std").removesuffix("_se")
+    for start, part in _PART_OF:
+        if base.startswith(start):
+            return part
+    if base.endswith("_inception") or any(base.endswith(f"_{name}") for name in extractors):
+        return "inception"
+    return None
+
+
+def sweep_metric_problem(config: ExperimentConfig) -> str | None:
+    """Why ``sweep.metric`` cannot decide the sweep (None where it can): it must be computed at the trial
+    stages, on the validation split; a figure computed for the finalists only is on the test split, which
+    no decision may look at."""
+    metric = config.sweep.metric
+    part = metric_part(metric, tuple(config.eval.extractors))
+    plan = evaluation_plan(config, config.train.epochs, is_final=True, stage="trial")
+    if part is None or part not in plan.skip:
+        return None
+    return (f"sweep.metric {metric} cannot decide the sweep: it is {plan.skip[part]}, so it would be read off the "
+            "test split, which no decision may look at (the trial stages score on the validation split); choose "
+            "one the trials compute, e.g. sample_accuracy, fid_domain, kid_domain or bpd")

@@ -17,13 +17,14 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.harness.downstream import capped_counts, first_of_each_class
-from condgen_bench.harness.extractors import Extractor, extract_features, register_classifier, resolve_inception
+from condgen_bench.harness.extractors import (Extractor, extract_features, file_extractor, register_classifier,
+                                              resolve_inception)
 from condgen_bench.harness.fidelity import accuracy
 from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
@@ -43,10 +44,17 @@ class EvalReference:
     # the same recipe trained on the real images CAS's pool stands in for (capped per class): CAS's ceiling
     cas_real_accuracy: float
     cas_real_images: int
-    reference_split: str  # the real split samples are compared with
+    reference_split: str  # the real split the reported (finalist) figures compare with; "validation" decides
     inception: Extractor | None  # None: no Inception network available (see inception_missing)
     inception_missing: str  # why there is no Inception extractor ("" when there is one)
-    real_features: dict[str, dict[str, torch.Tensor]]  # {"domain" / "inception": {layer: [N_ref, D]}}
+    real_features: dict[str, dict[str, torch.Tensor]]  # {"domain" / "inception" / a file's: {layer: [N_ref, D]}}
+    extractors: dict[str, Extractor] = field(default_factory=dict)  # eval.extractors' networks, by name
+    # the validation split's features, as real_features: what the trial stages (the sweep's decisions) compare with
+    validation_features: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def features(self, split: str) -> dict[str, dict[str, torch.Tensor]]:
+        """The real features of ``split`` ("test", or "validation" where the dataset has one), by extractor kind."""
+        return self.validation_features if split == "validation" and self.validation_features else self.real_features
 
     def classifier(self, in_channels: int, num_classes: int, device="cpu") -> ResNetClassifier:
         net = ResNetClassifier(in_channels, num_classes, ClassifierConfig(**self.classifier_config))
@@ -58,7 +66,9 @@ class EvalReference:
         classifier's weights hash and real accuracy, CAS's ceiling, and a hash of each extractor's real features."""
         return {"classifier": self.weights_hash, "classifier_accuracy": self.classifier_accuracy,
                 "cas_real_accuracy": None if math.isnan(self.cas_real_accuracy) else self.cas_real_accuracy,
-                "features": {kind: _weights_hash(layers) for kind, layers in sorted(self.real_features.items())}}
+                "features": {kind: _weights_hash(layers) for kind, layers in sorted(self.real_features.items())},
+                "validation_features": {kind: _weights_hash(layers)
+                                        for kind, layers in sorted(self.validation_features.items())}}
 
 
 def _weights_hash(state: dict) -> str:
@@ -155,12 +165,20 @@ def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, de
         classifier_accuracy_std=math.sqrt(acc * (1 - acc) / len(data.test)),
         cas_real_accuracy=ceiling["accuracy"], cas_real_images=ceiling["images"], reference_split="test",
         inception=inception, inception_missing=inception_missing, real_features={},
+        extractors={name: file_extractor(name, spec) for name, spec in eval_config.extractors.items()},
     )
     domain = register_classifier(ref.classifier(data.channels, data.num_classes), weights_hash)
-    for kind, extractor in (("domain", domain), ("inception", inception)):
-        if extractor is not None and (kind == "domain" or eval_config.inception_at != "never"):
-            path = layout.features_cache(cache_dir, data.name, data.fingerprint, "test", extractor.key)
-            ref.real_features[kind] = reference_features(data.test.images, extractor, path,
-                                                         batch_size=eval_config.batch_size, device=device, log=log)
+    for kind, extractor in (("domain", domain), ("inception", inception), *ref.extractors.items()):
+        if extractor is None or (kind != "domain" and eval_config.inception_at == "never"):
+            continue
+        path = layout.features_cache(cache_dir, data.name, data.fingerprint, "test", extractor.key)
+        ref.real_features[kind] = reference_features(data.test.images, extractor, path,
+                                                     batch_size=eval_config.batch_size, device=device, log=log)
+        # the validation split's, for the trial stages: Inception's and the files' only where they score there
+        if data.validation is not None and (kind == "domain" or eval_config.inception_at in ("every", "final")):
+            path = layout.features_cache(cache_dir, data.name, data.fingerprint, "validation", extractor.key)
+            ref.validation_features[kind] = reference_features(data.validation.images, extractor, path,
+                                                               batch_size=eval_config.batch_size, device=device,
+                                                               log=log)
     return ref
 

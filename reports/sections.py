@@ -531,12 +531,30 @@ def samples_section(view: DatasetView) -> str:
     return out + (f"<details><summary>{summary}</summary>{grids}{rest}</details>" if grids else "")
 
 
+def decided_and_reported(rows: pd.DataFrame) -> str:
+    """Which real split the sweep's decisions were made on (the trial stages' rows: the sweep metric, ASHA's
+    and PBT's choices, the finalists) and which one the finalists' figures report on, with their sizes."""
+    def splits(stage_rows: pd.DataFrame) -> str:
+        if "protocol.reference_split" not in stage_rows or stage_rows.empty:
+            return "—"
+        sizes = stage_rows.groupby("protocol.reference_split")["protocol.reference_size"].first()
+        return ", ".join(f"the {split} split ({fmt(size)} images)" for split, size in sizes.items())
+    if "stage" not in rows:
+        return "—"
+    decided = splits(rows[rows["stage"] != "finalist"])
+    reported = splits(rows[rows["stage"] == "finalist"])
+    return (f"decided on {decided}: the trial stages' figures, which the sweep metric, ASHA, PBT and the "
+            f"choice of finalists read; reported on {reported}: the finalists' figures, which no decision "
+            "looked at")
+
+
 def protocol_section(view: DatasetView) -> str:
     """The protocol.* values (each distinct value, one per line, where rows differ), the classifier's
     accuracy on real images, and why metrics are missing."""
     rows = view.all_rows()
-    pairs = [(c.removeprefix("protocol."), "\n".join(distinct(rows, c)) or "—")
-             for c in rows.columns if c.startswith("protocol.")]
+    pairs = [("decided on / reported on", decided_and_reported(rows))]
+    pairs += [(c.removeprefix("protocol."), "\n".join(distinct(rows, c)) or "—")
+              for c in rows.columns if c.startswith("protocol.")]
     real = distinct(rows, "classifier_real_accuracy", percent=True)
     pairs.append(("classifier accuracy on real test images", "\n".join(real) or "—"))
     pairs.append(("leaderboard noise marks", NOISE_METHOD))

@@ -377,3 +377,18 @@ def test_trials_and_concurrency_follow_the_space_and_the_cluster(capsys):
     gpus = dataclasses.replace(cluster, gpus_per_worker=1.0)
     assert concurrency(dataclasses.replace(default, cluster=gpus), {"CPU": 64.0, "GPU": 8.0}) == 2
     assert concurrency(dataclasses.replace(default, cluster=gpus), {"CPU": 64.0, "GPU": 2.0}) == 1
+
+
+@pytest.mark.parametrize("metric, where", [("cas", "finalists only (eval.finalists)"),
+                                           ("fid_inception", "finalists only (eval.inception_at)"),
+                                           ("memorized_share", "finalists only (eval.finalists)")])
+def test_a_metric_only_the_finalists_compute_cannot_be_the_sweep_metric(metric, where, capsys):
+    """The sweep decides on the validation split; a figure computed for the finalists only is on the test
+    split, so --dry-run (and a run) refuses it as sweep.metric, saying why; a trial-stage metric passes."""
+    with pytest.raises(SystemExit, match=rf"sweep.metric {metric} cannot decide the sweep: it is computed for the "
+                                         rf"{re.escape(where)}, so it would be read off the test split"):
+        _dry_run(ROOT / "experiments" / "sweep_ddpm.py", "--set", f"sweep.metric={metric}",
+                 "--set", "eval.inception_at=finalists")
+    if metric == "cas":  # once: a dry run that passes measures the network (seconds)
+        assert '"metric": "kid_domain"' in _dry_run(ROOT / "experiments" / "sweep_ddpm.py", "--set",
+                                                    "sweep.metric=kid_domain", "--set", "sweep.mode=min", capsys=capsys)

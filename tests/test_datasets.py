@@ -167,6 +167,10 @@ def test_ckplus_names_and_subject_split(tmp_path):
     train = {subject_of[img[0].numpy().tobytes()] for img in data.train.images}
     test = {subject_of[img[0].numpy().tobytes()] for img in data.test.images}
     assert train and test and not train & test
+    # the validation split (which the sweep's decisions use) is held out of train by subject too
+    validation = {subject_of[img[0].numpy().tobytes()] for img in data.validation.images}
+    assert validation and not validation & train and not validation & test
+    assert data.options["validation"].startswith("held out from train by subject")
     # stratified as well as subjects allow: every class near 20% in test
     counts = data.summary()
     for name in data.class_names:
@@ -226,8 +230,9 @@ def test_imagefolder_mixed_files(tmp_path):
     write_mixed_folder(tmp_path)
     data = load("imagefolder", tmp_path, image_size=16, test_fraction=0.3)
     assert data.class_names == ("cats", "dogs")
-    assert data.train.images.shape == (14, 3, 16, 16) and data.test.images.shape == (6, 3, 16, 16)
-    assert data.summary()["test"] == {"cats": 3, "dogs": 3}
+    # 20 images: 6 to test, then 1 a class of the remaining 7 held out as the validation split
+    assert data.train.images.shape == (12, 3, 16, 16) and data.test.images.shape == (6, 3, 16, 16)
+    assert data.summary()["test"] == {"cats": 3, "dogs": 3} and data.summary()["validation"] == {"cats": 1, "dogs": 1}
     gray = load("imagefolder", tmp_path, image_size=16, channels=1)
     assert gray.channels == 1 and gray.fingerprint != data.fingerprint
 
@@ -250,10 +255,14 @@ def test_imagefolder_train_test_layout_and_few_shot(tmp_path):
     write_class_folders(str(tmp_path / "train"), random_images(36, seed=3), labels, ["x", "y", "z"])
     write_class_folders(str(tmp_path / "test"), random_images(9, seed=4), labels[:9], ["x", "y", "z"])
     data = load("imagefolder", tmp_path, image_size=48, channels=1)
-    assert data.summary() == {"train": {"x": 12, "y": 12, "z": 12}, "test": {"x": 3, "y": 3, "z": 3}}
+    # no val/ folder: 10% of each class of train/ held out as the validation split (at least one)
+    assert data.summary() == {"train": {"x": 11, "y": 11, "z": 11}, "validation": {"x": 1, "y": 1, "z": 1},
+                              "test": {"x": 3, "y": 3, "z": 3}}
     few = load("imagefolder", tmp_path, image_size=48, channels=1, shots_per_class=4)
-    assert few.summary() == {"train": {"x": 4, "y": 4, "z": 4}, "train_full": {"x": 12, "y": 12, "z": 12},
-                             "test": {"x": 3, "y": 3, "z": 3}}
+    # a few-shot run draws its validation split from the whole training split, before its shots
+    assert few.summary() == {"train": {"x": 4, "y": 4, "z": 4}, "train_full": {"x": 11, "y": 11, "z": 11},
+                             "validation": {"x": 1, "y": 1, "z": 1}, "test": {"x": 3, "y": 3, "z": 3}}
+    assert torch.equal(few.validation.images, data.validation.images)
     assert torch.equal(few.test.images, data.test.images)
     # the evaluation classifier learns from the whole training split; generators see the shots only
     assert torch.equal(few.classifier_train.images, data.train.images) and data.classifier_train is data.train
@@ -262,7 +271,7 @@ def test_imagefolder_train_test_layout_and_few_shot(tmp_path):
     assert as_bytes(two.train.images) <= as_bytes(few.train.images)  # K-shot sets are nested
     other = load("imagefolder", tmp_path, image_size=48, channels=1, shots_per_class=4, seed=1)
     assert as_bytes(other.train.images) != as_bytes(few.train.images)
-    with pytest.raises(DatasetError, match="class 'x' has 12 training images, fewer than shots_per_class=13"):
+    with pytest.raises(DatasetError, match="class 'x' has 11 training images, fewer than shots_per_class=13"):
         load("imagefolder", tmp_path, shots_per_class=13)
 
 
@@ -317,7 +326,7 @@ def test_synthetic_faces_class_subset_and_shots():
                                     shots_per_class=5))
     assert data.class_names == ("angry", "surprise")
     assert data.summary() == {"train": {"angry": 5, "surprise": 5}, "train_full": {"angry": 20, "surprise": 20},
-                              "test": {"angry": 10, "surprise": 10}}
+                              "validation": {"angry": 10, "surprise": 10}, "test": {"angry": 10, "surprise": 10}}
 
 
 def test_stratified_split_and_shots_are_seeded():
@@ -340,3 +349,17 @@ def test_sixteen_bit_and_alpha_images_convert_to_8_bit(tmp_path):
     rgba[..., 0], rgba[..., 3] = 200, 0  # red, fully transparent: the colour is kept, alpha dropped
     Image.fromarray(rgba).save(tmp_path / "alpha.png")
     assert read_image(str(tmp_path / "alpha.png"), channels=3, size=4)[:, 0, 0].tolist() == [200, 0, 0]
+
+
+def test_the_synthetic_validation_split_has_identities_of_its_own_and_leaves_train_and_test_as_they_were():
+    """The sweep decides on a validation split: the synthetic faces render one from new identities (as many
+    images as test), so the training and test images are those of a dataset without one."""
+    from condgen_bench.datasets.synthetic_faces import render_faces
+
+    data = datasets.load(DataConfig(image_size=16, num_train=140, num_test=70))
+    assert data.summary()["validation"] == data.summary()["test"]
+    seen = {img.numpy().tobytes() for img in torch.cat([data.train.images, data.test.images])}
+    assert not any(img.numpy().tobytes() in seen for img in data.validation.images)
+    images, _ = render_faces(0, 30, 16)  # stream 0: the train and test identities, unchanged
+    assert {img.tobytes() for img in images} == seen
+    assert "identities of its own" in data.options["validation"]
