@@ -296,13 +296,13 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     real ``split`` ("validation" at the trial stages, "test" for the finalists: EvalPlan.split), per image, then its mean and standard error (bits/dim) and the mean of each part
     the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
     Returns (metrics, missing, protocol, per-image arrays of the paired test: reports.paired.bpd_arrays)."""
-    images, split = data.reference_set(split)
-    bpd_n = min(config.bpd_images, len(images))
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
     if not method.has_likelihood:  # first: no epoch of a GAN has a bound
         return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}, {}
     if skip:
         return nan, {"bpd": skip}, {}, {}
+    images, split = data.reference_set(split)
+    bpd_n = min(config.bpd_images, len(images))
     if bpd_n == 0:
         return nan, {"bpd": "disabled (eval.bpd_images = 0)"}, {"bpd_images": 0}, {}
     t0 = time.time()
