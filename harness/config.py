@@ -108,6 +108,9 @@ class EvalConfig:
     # (the cap keeps its cost apart from the training split's size); tested on the real test split
     cas: bool = True
     cas_pool_per_class: int = 200
+    # CAS classifiers trained on the same pool from this many seeds: CAS is their mean accuracy, and its
+    # spread carries their training randomness beside the test images' (one seed: the test images' only)
+    cas_seeds: int = 3
     # augmentation gain, finalists: a classifier on K real images a class vs on those plus
     # augment_synthetic_per_class generated ones, both tested on the real test split, over augment_seeds
     # seeds. K: the dataset's shots_per_class in few-shot runs, else augment_shots (drawn per seed)

@@ -63,15 +63,21 @@ def first_of_each_class(labels: torch.Tensor, counts: list[int]) -> torch.Tensor
 
 def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
                                   config, device="cpu") -> tuple[dict, dict]:
-    """CAS of a generated pool: samples [N, C, H, W] uint8 with labels [N] (from ``pool_labels``).
-    Returns ({cas, cas_std (over the test images), cas_seconds}, protocol)."""
+    """CAS of a generated pool: samples [N, C, H, W] uint8 with labels [N] (from ``pool_labels``): the mean
+    real test accuracy of ``cas_seeds`` classifiers trained on it from different seeds.
+    Returns ({cas, cas_std (its standard error: the test images' binomial error, shared by the seeds, and
+    the seeds' spread / sqrt(seeds)), cas_seed_std (one seed's spread; NaN from one), cas_seconds}, protocol)."""
     t0 = time.time()
     idx = first_of_each_class(labels, capped_counts(data.classifier_train.labels, data.num_classes,
                                                     config.cas_pool_per_class))
-    hits = _test_hits(samples[idx], labels[idx], data, config, seed=config.classifier.seed, device=device).double()
-    p = hits.mean().item()
-    metrics = {"cas": p, "cas_std": math.sqrt(p * (1 - p) / len(hits)), "cas_seconds": time.time() - t0}
-    return metrics, {"cas_train_images": len(idx), "cas_test_images": len(hits),
+    accuracies = np.array([_test_hits(samples[idx], labels[idx], data, config, seed=config.classifier.seed + s,
+                                      device=device).double().mean().item() for s in range(config.cas_seeds)])
+    p, n = float(accuracies.mean()), len(data.test)
+    seed_std = float(accuracies.std(ddof=1)) if len(accuracies) > 1 else math.nan
+    between = seed_std ** 2 / len(accuracies) if len(accuracies) > 1 else 0.0
+    metrics = {"cas": p, "cas_std": math.sqrt(p * (1 - p) / n + between), "cas_seed_std": seed_std,
+               "cas_seconds": time.time() - t0}
+    return metrics, {"cas_train_images": len(idx), "cas_test_images": n, "cas_seeds": config.cas_seeds,
                      "cas_pool_per_class": config.cas_pool_per_class}
 
 

@@ -115,8 +115,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("bpd_divergence", "bits/dim: divergence part", "bits/dim", "none",
            "the flow's volume change: minus the integrated divergence of its velocity"),
     Metric("cas", "CAS", "%", "max", "classification accuracy score: a classifier trained only on generated "
-           "images, tested on the real test split", spread="cas_std",
-           spread_kind="binomial standard error over the test images (not the classifier's training randomness)",
+           "images, tested on the real test split; the mean of eval.cas_seeds classifiers", spread="cas_std",
+           part_spread="cas_seed_std",
+           spread_kind="standard error over the test images and the classifiers' seeds",
            low=0, high=1),
     Metric("aug_gain", "augmentation gain", "points", "max", "accuracy of a classifier trained on a few real "
            "images a class plus generated ones, minus trained on the real ones alone (points)",

@@ -168,7 +168,8 @@ def data():
 
 def _eval_config(**kw):
     args = dict(samples_per_class=4, final_samples_per_class=4, batch_size=64, bpd_images=0, bootstrap=20, kid_subsets=5,
-                classifier=ClassifierConfig(width=8, epochs=2), cas=False, augment=False, inception_at="never")
+                classifier=ClassifierConfig(width=8, epochs=2), cas=False, cas_seeds=1, augment=False,
+                inception_at="never")
     args.update(kw)
     return EvalConfig(**args)
 
@@ -742,3 +743,24 @@ def test_the_trial_stages_score_on_the_validation_split_and_the_finalists_on_the
     assert finalist["protocol"]["reference_split"] == "test" and finalist["protocol"]["reference_size"] == len(data.test)
     assert tracking["metrics"]["fid_domain"] != finalist["metrics"]["fid_domain"]
     assert not paired.pairs("fid_domain", tracking["per_sample"], finalist["per_sample"])
+
+
+def test_cas_averages_classifiers_of_several_seeds_and_its_spread_carries_their_training_randomness(data):
+    """CAS is the mean accuracy of eval.cas_seeds classifiers trained on the same pool; its standard error
+    combines the test images' binomial error with the seeds' spread / sqrt(seeds) (one seed: the binomial
+    error alone, which left the training randomness out)."""
+    import dataclasses
+
+    from condgen_bench.harness.downstream import classification_accuracy_score
+
+    config = _eval_config(cas=True, cas_seeds=2, cas_pool_per_class=10)
+    images, labels = data.train.images, data.train.labels
+    two, protocol = classification_accuracy_score(images, labels, data, config)
+    singles = [classification_accuracy_score(images, labels, data, dataclasses.replace(
+        config, cas_seeds=1, classifier=dataclasses.replace(config.classifier, seed=config.classifier.seed + s)))[0]
+        for s in range(2)]
+    assert two["cas"] == pytest.approx(np.mean([s["cas"] for s in singles]))
+    assert two["cas_seed_std"] == pytest.approx(np.std([s["cas"] for s in singles], ddof=1))
+    binomial = math.sqrt(two["cas"] * (1 - two["cas"]) / len(data.test))
+    assert two["cas_std"] == pytest.approx(math.sqrt(binomial ** 2 + two["cas_seed_std"] ** 2 / 2))
+    assert math.isnan(singles[0]["cas_seed_std"]) and protocol["cas_seeds"] == 2
