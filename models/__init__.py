@@ -4,7 +4,9 @@ method offers the harness: models/interface.py, ``Method``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
+from condgen_bench.models import dcgan, ddgan, ddpm, fastgan, flow
 from condgen_bench.models.dcgan import DCGANConfig, DCGANMethod
 from condgen_bench.models.ddgan import DDGANConfig, DDGANMethod
 from condgen_bench.models.ddpm import DDPMConfig, DDPMMethod
@@ -18,14 +20,18 @@ from condgen_bench.models.registry import lookup
 class MethodEntry:
     config_cls: type  # the method's config dataclass
     cls: type  # the method class
+    # a fresh config of the family with tiny networks (a few thousand weights): the tests build every
+    # registered family from it, so a family registered here is checked by every family-wide test
+    tiny: Callable[[], Any]
+    tiny_image_size: int  # px: the smallest images its tiny networks take comfortably
 
 
 METHODS: dict[str, MethodEntry] = {
-    "ddpm": MethodEntry(DDPMConfig, DDPMMethod),
-    "dcgan": MethodEntry(DCGANConfig, DCGANMethod),
-    "fastgan": MethodEntry(FastGANConfig, FastGANMethod),
-    "ddgan": MethodEntry(DDGANConfig, DDGANMethod),
-    "flow": MethodEntry(FlowConfig, FlowMethod),
+    "ddpm": MethodEntry(DDPMConfig, DDPMMethod, ddpm.tiny_config, 8),
+    "dcgan": MethodEntry(DCGANConfig, DCGANMethod, dcgan.tiny_config, 12),
+    "fastgan": MethodEntry(FastGANConfig, FastGANMethod, fastgan.tiny_config, 12),
+    "ddgan": MethodEntry(DDGANConfig, DDGANMethod, ddgan.tiny_config, 12),
+    "flow": MethodEntry(FlowConfig, FlowMethod, flow.tiny_config, 8),
 }
 
 

@@ -99,6 +99,11 @@ class DCGANDiscriminator(nn.Module):
         return self.linear(h).flatten() + (self.embed(y) * h).sum(1)
 
 
+def tiny_config() -> DCGANConfig:
+    """DCGAN with 4-channel networks and an 8-d latent (tests, checks)."""
+    return DCGANConfig(ngf=4, ndf=4, z_dim=8, embed_dim=4)
+
+
 class DCGANMethod(GANMethod):
     """Conditional DCGAN; see the module docstring and models/gan.py for the training loop."""
 

@@ -38,7 +38,7 @@ from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
 from condgen_bench.models.noise import NoiseStream
 from condgen_bench.models.gan import (GANConfig, GANMethod, channel_widths, discriminator_wins, spectral_or_identity,
                         upsampling_plan)
-from condgen_bench.models.unet import UNet, UNetConfig, timestep_embedding
+from condgen_bench.models.unet import UNet, UNetConfig, timestep_embedding, tiny_unet_config
 
 D_MAX_MULT = 4  # the discriminator's widths double at each halving up to D_MAX_MULT * ndf
 
@@ -73,7 +73,7 @@ class DDGANConfig(GANConfig):
     d_spectral_norm: bool = False
     # weight of an auxiliary x0 reconstruction term, x0_weight * mean (G(x_t, t, y, z) - x_0)^2, added to the
     # generator's adversarial loss (0: the paper's purely adversarial generator). Not in Xiao et al.: on a
-    # CPU budget of ~1-2k steps the adversarial signal alone leaves samples at chance accuracy (README)
+    # CPU budget of ~1-2k steps the adversarial signal alone leaves samples at chance accuracy (docs/families.md)
     x0_weight: float = 0.0
 
 
@@ -165,6 +165,12 @@ def r1_penalty(logits: torch.Tensor, inputs: torch.Tensor, scale: torch.Tensor |
 
 # ---------------------------------------------------------------------------------------------
 # The method
+
+
+def tiny_config() -> DDGANConfig:
+    """DDGAN with 2 steps, a tiny UNet generator (no attention), an 8-channel D and R1 every 2 steps, so that a
+    check of a few steps meets the penalty (tests, checks)."""
+    return DDGANConfig(ndf=8, z_dim=8, timesteps=2, r1_every=2, unet=tiny_unet_config(attention_resolutions=()))
 
 
 class DDGANMethod(GANMethod):

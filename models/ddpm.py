@@ -14,7 +14,7 @@ from condgen_bench.datasets.base import DatasetSpec, generated_to_uint8, uint8_t
 from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
 from condgen_bench.models.interface import SamplerAxis
-from condgen_bench.models.unet import UNetConfig
+from condgen_bench.models.unet import UNetConfig, tiny_unet_config
 from condgen_bench.models.schedule import check_schedule
 from condgen_bench.models.unet_method import UNetMethod
 
@@ -42,6 +42,11 @@ class DDPMConfig:
             raise ValueError(f"unknown sampler {self.sampler!r}; valid: ['ddim', 'ddpm']")
         if self.sampling_steps < 1:
             raise ValueError(f"sampling_steps must be >= 1, got {self.sampling_steps}")
+
+
+def tiny_config() -> DDPMConfig:
+    """DDPM with a tiny UNet, 50 timesteps and a learning rate that moves it in a few steps (tests, checks)."""
+    return DDPMConfig(unet=tiny_unet_config(), diffusion=DiffusionConfig(timesteps=50), lr=2e-3, warmup_steps=1)
 
 
 class DDPMMethod(UNetMethod):

@@ -202,6 +202,12 @@ def reconstruction_loss(D: FastGANDiscriminator, maps: list[torch.Tensor], image
     return loss
 
 
+def tiny_config() -> FastGANConfig:
+    """FastGAN with 4-channel networks, an 8-d latent and every DiffAugment operation, so that a check of the
+    tiny config goes through all of them (tests, checks)."""
+    return FastGANConfig(ngf=4, ndf=4, z_dim=8, embed_dim=4, policy="color,translation,cutout")
+
+
 class FastGANMethod(GANMethod):
     """Conditional FastGAN with DiffAugment; see the module docstring and models/gan.py for the training loop."""
 

@@ -25,7 +25,7 @@ from condgen_bench.datasets.base import DatasetSpec, generated_to_uint8, uint8_t
 from condgen_bench.models.accel import Acceleration
 from condgen_bench.models.interface import SamplerAxis
 from condgen_bench.models.noise import NoiseStream
-from condgen_bench.models.unet import UNetConfig
+from condgen_bench.models.unet import UNetConfig, tiny_unet_config
 from condgen_bench.models.schedule import check_schedule
 from condgen_bench.models.unet_method import UNetMethod
 
@@ -122,6 +122,12 @@ def ode_log_likelihood(velocity: Velocity, x0: torch.Tensor, probes: torch.Tenso
     dims = x[0].numel()
     log_prior = -0.5 * (x.flatten(1) ** 2).sum(1) - 0.5 * dims * math.log(2 * math.pi)
     return {"log_prior": log_prior, "divergence": total, "log_likelihood": log_prior + total}
+
+
+def tiny_config() -> FlowConfig:
+    """Flow matching with a tiny UNet, a learning rate that moves it in a few steps and a 2-step likelihood
+    (tests, checks)."""
+    return FlowConfig(unet=tiny_unet_config(), lr=2e-3, warmup_steps=1, likelihood_steps=2)
 
 
 class FlowMethod(UNetMethod):

@@ -29,6 +29,13 @@ class UNetConfig:
     dropout: float = 0.0  # dropout inside residual blocks
 
 
+def tiny_unet_config(attention_resolutions: tuple[int, ...] = (4,)) -> UNetConfig:
+    """A UNet of a few thousand weights (8 and 16 channels, one block a level), for the families' tiny configs:
+    the tests build every family from its registered tiny config (models/__init__.py, MethodEntry.tiny)."""
+    return UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=attention_resolutions, num_heads=2)
+
+
 def _groups(channels: int) -> int:
     """Largest group count <= 32 that divides ``channels`` (GroupNorm needs a divisor)."""
     for g in range(min(32, channels), 0, -1):

@@ -10,37 +10,18 @@ import os
 import pytest
 import torch
 
-from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
 from condgen_bench.harness.steps import DivergenceWatch, StepStats, noise_seed, restore_noise
-from condgen_bench.models import METHODS, build_method, get_method
+from condgen_bench.models import get_method
 from condgen_bench.models.accel import (PEAK_TFLOPS, evaluation_math, gpu_model, peak_tflops, resolve_precision,
                                         set_training_math, training_generator)
 from condgen_bench.models.diffusion import DiffusionConfig, GaussianDiffusion
-from condgen_bench.models.unet import UNetConfig
 from devices import REPO, is_fake, simulated_cuda, transfers
-from test_gan import TINY as GAN_TINY
+from families import FAMILIES, LIKELIHOOD_FAMILIES, tiny_method
 
-TINY_UNET = dict(unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-                                 num_heads=2), lr=2e-3, warmup_steps=1)
-# one tiny config per registered family, and its image size: a family missing here fails
-# test_every_registered_family_has_a_tiny_config, so that no family goes unchecked
-TINY = {
-    "ddpm": ({**TINY_UNET, "diffusion": DiffusionConfig(timesteps=50)}, 8),
-    "flow": ({**TINY_UNET, "likelihood_steps": 2}, 8),
-    **{family: (config, 12) for family, config in GAN_TINY.items()},
-}
 # families whose likelihood needs autograd's vector-Jacobian products: the engine asks the CUDA driver for a
 # context, which a simulated device has not, so their likelihood runs on ``meta`` (values unknown there too)
 AUTOGRAD_LIKELIHOOD = {"flow"}
-
-
-def tiny(family: str, device: str = "cpu", **overrides):
-    """A tiny method of ``family`` built on the CPU (where its weights are drawn) and put on ``device``, and
-    its image size."""
-    values, size = TINY[family]
-    config = get_method(family).config_cls(**{**values, **overrides})
-    method = build_method(family, config, DatasetSpec("toy", 1, size, FER_EMOTIONS[:3], "fp"), seed=0)
-    return method.to(device), size
+tiny = tiny_method  # a tiny method of any registered family, and its image size (tests/families.py)
 
 
 def batch(size: int, n: int = 8, device: str = "cpu"):
@@ -49,8 +30,12 @@ def batch(size: int, n: int = 8, device: str = "cpu"):
     return images.to(device), (torch.arange(n) % 3).to(device)
 
 
-def test_every_registered_family_has_a_tiny_config():
-    assert sorted(TINY) == sorted(METHODS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_registered_family_has_a_tiny_config_that_builds(family):
+    entry = get_method(family)
+    assert isinstance(entry.tiny(), entry.config_cls) and entry.tiny() is not entry.tiny()  # a fresh one each call
+    method, size = tiny(family)
+    assert size == entry.tiny_image_size and method.name == family
 
 
 # ---------------------------------------------------------------- sampling, likelihood, features on a GPU
@@ -62,7 +47,7 @@ def _outside_the_noise(seen: list[str]) -> list[str]:
     return [t for t in seen if "models/noise.py" not in t]
 
 
-@pytest.mark.parametrize("family", sorted(METHODS))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_sampling_on_a_simulated_gpu_hands_back_cpu_images_and_copies_nothing_per_network_call(family, monkeypatch):
     method, size = tiny(family)
     labels, seeds = torch.arange(4) % 3, torch.arange(4) + 100
@@ -82,7 +67,7 @@ def test_sampling_on_a_simulated_gpu_hands_back_cpu_images_and_copies_nothing_pe
     assert len(set(counts)) == 1, (counts, _outside_the_noise(seen))
 
 
-@pytest.mark.parametrize("family", sorted(f for f in METHODS if METHODS[f].cls.has_likelihood))
+@pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)
 def test_the_likelihood_on_a_gpu_comes_back_as_cpu_tensors(family, monkeypatch):
     method, size = tiny(family)
     images, labels = batch(size, n=3)
@@ -155,12 +140,12 @@ def test_the_schedule_gathers_match_their_closed_forms_however_often_they_run():
 # ---------------------------------------------------------------- training steps on meta
 
 
-@pytest.mark.parametrize("family,extra", [*((f, {}) for f in sorted(METHODS)),
+@pytest.mark.parametrize("family,extra", [*((f, {}) for f in FAMILIES),
                                           ("ddpm", {"diffusion": DiffusionConfig(timesteps=50, variance="learned",
                                                                                  t_sampling="importance")})],
-                         ids=[*sorted(METHODS), "ddpm-importance-learned"])
+                         ids=[*FAMILIES, "ddpm-importance-learned"])
 def test_a_training_step_on_a_device_makes_no_host_transfer(family, extra, monkeypatch):
-    method, size = tiny(family, "meta", **extra)
+    method, size = tiny(family, device="meta", **extra)
     images, labels = batch(size, device="meta")  # the split lives on the device (harness/steps.py)
     stats, watch = StepStats("meta"), DivergenceWatch(3, "meta")
     with transfers(monkeypatch) as seen:
@@ -265,7 +250,7 @@ class CudaLikeGenerator:
         self.state = state.clone()
 
 
-@pytest.mark.parametrize("family", sorted(METHODS))
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_checkpoint_written_on_a_gpu_restores_on_a_cpu_and_reseeds_the_noise(family):
     written, size = tiny(family)
     written.train_step(*batch(size))
@@ -283,7 +268,7 @@ def test_a_checkpoint_written_on_a_gpu_restores_on_a_cpu_and_reseeds_the_noise(f
     assert torch.equal(restored.noise_state(), fresh.noise_state()) and not torch.equal(before, fresh.noise_state())
 
 
-@pytest.mark.parametrize("family", ["ddpm", "dcgan"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_checkpoint_written_on_a_cpu_restores_on_a_gpu(family):
     written, size = tiny(family)
     written.train_step(*batch(size))

@@ -8,29 +8,19 @@ import math
 import pytest
 import torch
 
-from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.harness.evaluation import likelihood_metrics
 from condgen_bench.harness.steps import DivergenceWatch, StepStats
-from condgen_bench.models import build_method, get_method
 from condgen_bench.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from condgen_bench.models.gan import get_loss, discriminator_wins, upsampling_plan
-from condgen_bench.models.unet import UNetConfig
+from families import GAN_FAMILIES, tiny_method
 
-CLASSES = FER_EMOTIONS[:3]
-TINY = {  # per family: config overrides that make its networks tiny
-    "dcgan": dict(ngf=4, ndf=4, z_dim=8, embed_dim=4),
-    "fastgan": dict(ngf=4, ndf=4, z_dim=8, embed_dim=4, policy="color,translation,cutout"),
-    "ddgan": dict(ndf=8, z_dim=8, timesteps=2, r1_every=2,
-                  unet=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-                                  num_heads=2)),
-}
-FAMILIES = sorted(TINY)
+FAMILIES = GAN_FAMILIES  # every registered family built on models/gan.py
 
 
 def tiny(family: str, channels: int = 1, size: int = 24, seed: int = 0, **overrides):
-    config = get_method(family).config_cls(**{**TINY[family], **overrides})
-    return build_method(family, config, DatasetSpec("toy", channels, size, CLASSES, "fp"), seed=seed)
+    """A tiny GAN of ``family`` (its registered tiny config) for 3 classes of 24 px images by default."""
+    return tiny_method(family, size=size, channels=channels, seed=seed, **overrides)[0]
 
 
 def toy_batch(channels: int = 1, size: int = 24, n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:

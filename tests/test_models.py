@@ -1,5 +1,6 @@
 """Networks' shapes, the DDPM method's interface, the registry, the classifier, EMA."""
 
+import dataclasses
 import io
 
 import pytest
@@ -161,13 +162,8 @@ def test_every_registered_family_offers_the_whole_method_interface():
     members = {cls: [n for n, _ in inspect.getmembers(cls) if not n.startswith("_")] + ["name", "has_likelihood", "step", "sampler_axes"]
                for cls in (Method, LikelihoodMethod)}
     spec = DatasetSpec("x", 1, 16, tuple("abc"), "x")
-    small = {"ddpm": dict(unet=dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=())),
-             "dcgan": dict(ngf=4, ndf=4), "fastgan": dict(ngf=4, ndf=4), "ddgan": dict(ndf=4, timesteps=2),
-             "flow": dict(unet=dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=()))}
-    from condgen_bench.harness.config import from_dict
-
     for family, entry in METHODS.items():
-        method = build_method(family, from_dict(entry.config_cls, small[family]), spec)
+        method = build_method(family, entry.tiny(), spec)
         interface = LikelihoodMethod if method.has_likelihood else Method
         assert isinstance(method, interface), family
         assert not [m for m in members[interface] if not hasattr(method, m)], family
@@ -180,15 +176,82 @@ def test_every_registered_family_offers_the_whole_method_interface():
         with pytest.raises(ValueError):
             method.sampling_settings(no_such_axis=1)
         # lr_schedule cosine: the learning rate falls to ~0 at the trial's last step (set_training_length)
-        cosine = build_method(family, from_dict(entry.config_cls, {**small[family], "lr_schedule": "cosine",
-                                                                     **({"warmup_steps": 0} if "unet" in small[family] else {})}), spec)
+        config = entry.tiny()
+        no_warmup = {"warmup_steps": 0} if hasattr(config, "warmup_steps") else {}
+        cosine = build_method(family, dataclasses.replace(config, lr_schedule="cosine", **no_warmup), spec)
         cosine.set_training_length(3)
+        optimizer = cosine.opt if hasattr(cosine, "opt") else cosine.opt_d
+        peak = optimizer.param_groups[0]["lr"]  # the family's (or its discriminator's) peak learning rate
+        assert peak == pytest.approx(getattr(config, "d_lr", None) or config.lr), family
         images, labels = torch.randint(0, 256, (2, 1, 16, 16), dtype=torch.uint8), torch.tensor([0, 2])
         rates = []
         for _ in range(3):
             cosine.train_step(images, labels)
-            optimizer = cosine.opt if hasattr(cosine, "opt") else cosine.opt_d
             rates.append(optimizer.param_groups[0]["lr"])
-        peak = entry.config_cls().lr if family != "ddgan" else cosine.d_peak_lr
         assert rates[0] == pytest.approx(peak) and rates[1] < rates[0] and rates[2] < 0.3 * peak, (family, rates)
     assert "bits_per_dim" in members[LikelihoodMethod] and "bits_per_dim" not in members[Method]
+
+
+def _family_branches(path: str, families: set[str], class_names: set[str]) -> list[str]:
+    """Where the module at ``path`` asks which family it runs: a comparison, membership test, dict key or
+    match case with a registered family's name, or isinstance / issubclass with a family's class."""
+    import ast
+
+    found = []
+
+    def names_in(node) -> set[str]:
+        return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in families}
+
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read(), path)):
+        where = f"{path}:{getattr(node, 'lineno', None) or getattr(getattr(node, 'pattern', None), 'lineno', '?')}"
+        if isinstance(node, ast.Compare) and names_in(node):
+            found.append(f"{where} compares with {sorted(names_in(node))}")
+        elif isinstance(node, ast.Dict) and any(k is not None and names_in(k) for k in node.keys):
+            found.append(f"{where} keys a dict by family")
+        elif isinstance(node, ast.match_case) and names_in(node.pattern):
+            found.append(f"{where} matches a family")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("isinstance", "issubclass")
+              and {n.id if isinstance(n, ast.Name) else getattr(n, "attr", None)
+                   for n in ast.walk(node)} & class_names):
+            found.append(f"{where} {node.func.id} with a family's class")
+    return found
+
+
+def test_the_harness_and_the_report_never_branch_on_the_family():
+    """The harness (training loop, trials, sweeps, evaluation) and the report talk to the method interface
+    only: no module of theirs compares with, keys by or matches a registered family's name, or checks for a
+    family's class. (A default such as ``method: str = "ddpm"`` is not a branch.) Every registered family is
+    looked for, so a new one is covered once it is registered."""
+    import glob
+    import os
+
+    from condgen_bench.models import METHODS
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    families = set(METHODS)
+    class_names = {c.__name__ for entry in METHODS.values() for c in (entry.cls, entry.config_cls)}
+    files = sorted(glob.glob(os.path.join(root, "harness", "*.py")) + glob.glob(os.path.join(root, "reports", "*.py")))
+    assert len(files) > 20 and any(f.endswith("worker.py") for f in files)
+    found = [line for path in files for line in _family_branches(path, families, class_names)]
+    assert not found, "\n".join(found)
+
+
+def test_the_branch_finder_finds_each_kind_of_branch(tmp_path):
+    """The finder above on a module that branches every way it looks for (so that its silence means something)."""
+    module = tmp_path / "branchy.py"
+    module.write_text('''
+if config.method == "dcgan":
+    pass
+if name in ("ddpm", "flow"):
+    pass
+LR = {"fastgan": 1e-3}
+match family:
+    case "ddgan":
+        pass
+if isinstance(method, DDPMMethod):
+    pass
+method: str = "ddpm"  # a default, not a branch
+''')
+    found = _family_branches(str(module), {"ddpm", "dcgan", "fastgan", "ddgan", "flow"}, {"DDPMMethod"})
+    assert [line.split(":")[1].split()[0] for line in found] == ["2", "4", "6", "8", "10"], found

@@ -10,44 +10,49 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from condgen_bench.datasets import FER_EMOTIONS, DatasetSpec
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                            restore_noise)
-from condgen_bench.models import build_method, get_method
+from condgen_bench.models import get_method
 from condgen_bench.models.accel import Acceleration, CompileError, resolve_precision
-from condgen_bench.models.ddpm import DDPMConfig
-from condgen_bench.models.diffusion import DiffusionConfig
-from condgen_bench.models.unet import UNetConfig
-from test_gan import TINY
+from families import FAMILIES, tiny_method
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = DatasetSpec("toy", 1, 8, FER_EMOTIONS[:3], "fp")
-TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), num_heads=2)
-GAN_SIZE = 12  # px: the smallest the GAN families' up- and down-sampling plans take comfortably
-GAN_TINY = TINY  # the tiny GAN configs of tests/test_gan.py
 
 
 def ddpm(seed=0, accel=None, wrap=None):
-    config = DDPMConfig(unet=TINY_UNET, diffusion=DiffusionConfig(timesteps=50), lr=2e-3, warmup_steps=1)
-    return build_method("ddpm", config, SPEC, seed=seed, accel=accel, wrap=wrap)
-
-
-def flow(accel=None):
-    from condgen_bench.models.flow import FlowConfig
-
-    return build_method("flow", FlowConfig(unet=TINY_UNET, lr=2e-3, warmup_steps=1), SPEC, seed=0, accel=accel)
+    return tiny_method("ddpm", seed=seed, accel=accel, wrap=wrap)[0]
 
 
 def any_family(family, accel=None):
     """A tiny method of ``family`` and its image size."""
-    if family in ("ddpm", "flow"):
-        return (ddpm(accel=accel) if family == "ddpm" else flow(accel=accel)), 8
-    return gan(family, accel=accel), GAN_SIZE
+    return tiny_method(family, accel=accel)
 
 
 def gan(family, accel=None):
-    config = get_method(family).config_cls(**GAN_TINY[family])
-    return build_method(family, config, DatasetSpec("toy", 1, GAN_SIZE, FER_EMOTIONS[:3], "fp"), seed=0, accel=accel)
+    return tiny_method(family, accel=accel)[0]
+
+
+def weights(method) -> dict[str, torch.Tensor]:
+    """Copies of the floating-point tensors of a method's state (weights, EMA, optimizer moments), by path: all
+    of them stay as they were unless an optimizer step is taken. The loss scalers' state (``scaler*``) is left
+    out: a scaler halves its scale on a step it skips."""
+    found = {}
+
+    def walk(value, path):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point():
+                found[path] = value.detach().clone()
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}.{i}")
+
+    for key, value in method.state_dict().items():
+        if not key.startswith("scaler"):
+            walk(value, key)
+    return found
 
 
 def batch(size=8, n=8):
@@ -122,7 +127,7 @@ def host_reads(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("family", ["ddpm", "dcgan", "fastgan", "ddgan", "flow"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_training_step_reads_nothing_back_to_the_host(family, host_reads):
     method, size = any_family(family)
     images, labels = batch(size=size)
@@ -184,7 +189,7 @@ def _two_rank_restore(rank: int, world: int, folder: str) -> None:
     # different gradients, whose mean both apply, so both hold the same weights after its steps
     g = gan("dcgan")
     g.seed_noise(noise_seed(0, rank))
-    gan_images, gan_labels = batch(size=GAN_SIZE, n=16)
+    gan_images, gan_labels = batch(size=get_method("dcgan").tiny_image_size, n=16)
     for _ in range(2):
         g.train_step(gan_images[rank::world], gan_labels[rank::world])
     torch.save({"uninterrupted": uninterrupted, "resumed": resumed,
@@ -200,7 +205,7 @@ def test_a_two_worker_restore_continues_each_ranks_noise_stream_and_a_gan_averag
     assert results[0]["uninterrupted"] != results[1]["uninterrupted"]  # the ranks draw different noise
     alone = gan("dcgan")  # what one rank would hold had it not averaged
     alone.seed_noise(noise_seed(0, 0))
-    images, labels = batch(size=GAN_SIZE, n=16)
+    images, labels = batch(size=get_method("dcgan").tiny_image_size, n=16)
     for _ in range(2):
         alone.train_step(images[0::2], labels[0::2])
     for name, value in results[0]["gan"].items():  # (batch norm's running statistics stay each rank's own)
@@ -220,16 +225,16 @@ def test_auto_precision_is_bf16_on_gpus_and_fp32_elsewhere():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-@pytest.mark.parametrize("family", ["ddpm", "dcgan", "fastgan", "ddgan", "flow"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_mixed_precision_steps_give_finite_losses_and_change_the_weights(family, precision):
     method, size = any_family(family, accel=Acceleration(precision))
-    net = method.net if family in ("ddpm", "flow") else method.G
-    before = [p.detach().clone() for p in net.parameters()]
+    before = weights(method)
     images, labels = batch(size=size)
     outs = [method.train_step(images, labels) for _ in range(2)]
     losses = [float(o[k]) for o in outs for k in o if k == "loss" or k.startswith("loss_")]
     assert losses and all(math.isfinite(v) for v in losses)
-    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    after = weights(method)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
     if precision == "fp16":  # the scaler's state is part of the checkpoint
         assert any(k.startswith("scaler") for k in method.state_dict())
 
