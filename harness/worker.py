@@ -24,6 +24,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow.fs as pafs
@@ -34,7 +35,7 @@ import torch
 
 from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.checkpoints import newest_readable
-from condgen_bench.harness.config import TrainConfig, experiment_from_dict
+from condgen_bench.harness.config import ExperimentConfig, TrainConfig, experiment_from_dict
 from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
@@ -105,9 +106,73 @@ def finish_epoch(method, world: int, device: torch.device, evaluate_epoch: Calla
     save_and_report(evaluate_epoch(), noise_states)
 
 
+@dataclass
+class WorkerRun:
+    """What one rank of a trial holds while it trains: its place in the group, the method, the training split
+    on its device, where the trial writes, and the latest evaluation's metrics (every report carries them)."""
+
+    loop_config: dict  # what the trial driver passed (harness/trial.py): the experiment, paths, references
+    config: ExperimentConfig
+    rank: int
+    world: int
+    device: torch.device
+    accel: Acceleration  # the training step's precision, memory format and compilation
+    math_mode: str  # the training math's name (TF32 or not), recorded with every report
+    data: object  # datasets.DatasetSplits
+    reference: object  # harness.reference.EvalReference
+    method: object  # models.interface.Method, on ``device``
+    images: torch.Tensor  # [N, C, H, W] uint8: the training split, on the device where it fits (else the host)
+    labels: torch.Tensor  # [N] int64, beside ``images``
+    start_epoch: int  # the last epoch its checkpoint holds (0: a fresh start)
+    # the latest evaluation's metrics, NaN before the first: Tune insists that a scheduler's metric is in every
+    # result. The plan evaluates the rungs ASHA decides at, so it never decides on a stale value
+    latest: dict = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> str:
+        return self.loop_config["run_dir"]
+
+    @property
+    def trial_id(self) -> str:
+        return self.loop_config["trial_id"]
+
+    @property
+    def ran_under(self) -> dict:
+        """What the epochs run under beyond the config: this invocation's cluster settings and code version."""
+        return {"cluster": self.loop_config.get("cluster"), "code_version": self.loop_config.get("code_version")}
+
+    def log(self, *args) -> None:
+        """Rank 0's lines (the other ranks would repeat them)."""
+        if self.rank == 0:
+            print(*args)
+
+
 def train_worker(loop_config: dict) -> None:
-    """Ray Train entry point. loop_config: {"experiment": resolved config dict, "trial_id": str,
-    "run_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference]}."""
+    """Ray Train entry point, on every rank. loop_config: {"experiment": resolved config dict, "trial_id": str,
+    "run_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference],
+    and optionally "start_from" (a PBT exploit's donor checkpoint), "changes", "cluster", "code_version",
+    "threads", "fault"}."""
+    run = start(loop_config)  # the method built, restored from its checkpoint, the split on its device
+    if run.start_epoch >= run.config.train.epochs:
+        return report_finished(run)
+    watch = DivergenceWatch(run.config.train.diverge_after_steps, run.device)
+    for epoch in range(run.start_epoch + 1, run.config.train.epochs + 1):
+        metrics, diverged = train_epoch(run, epoch, watch)
+        if run.rank == 0:  # the epoch's training figures, kept across restarts (Tune's own view starts afresh)
+            storage.write_bytes(layout.history_file(run.run_dir, run.trial_id, epoch),
+                                json.dumps({**metrics, **run.ran_under}).encode())
+        if diverged:
+            return stop_diverged(run, epoch, metrics, diverged)
+        plan = evaluation_plan(run.config, epoch, is_final=ends_a_budget(run.config, epoch), stage="trial")
+        finish_epoch(run.method, run.world, run.device, lambda: evaluate_epoch(run, epoch, plan, metrics),
+                     lambda report, noise_states: save_epoch(run, epoch, report, noise_states))
+        faults.hit("epoch_end", trial=run.trial_id, epoch=epoch, rank=run.rank)
+
+
+def start(loop_config: dict) -> WorkerRun:
+    """This rank's start: the device and its math, the method built from the registry and restored from the
+    trial's checkpoint (Ray Train's latest) or, at a PBT exploit's first start, from the donor's; the training
+    split on the device; and, on rank 0, the trial folder cleared of what a killed group left."""
     faults.install(loop_config.get("fault"))
     config = experiment_from_dict(loop_config["experiment"])
     ctx = ray.train.get_context()
@@ -118,134 +183,142 @@ def train_worker(loop_config: dict) -> None:
     reference = ray.get(loop_config["reference"])
     device = ray.train.torch.get_device()
     accel, math_mode = configure_device(device, config.train)
-
     method = build_method(config.method, config.model, data.spec(), device=device,
                           wrap=ray.train.torch.prepare_model, seed=config.train.seed, accel=accel)
     method.seed_noise(noise_seed(config.train.seed, rank))
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    exploit = loop_config.get("start_from")
+    start_epoch = restore(method, config, rank, world, ray.train.get_checkpoint(), loop_config.get("start_from"))
+    images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
+    # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
+    method.set_training_length(config.train.epochs * steps_per_epoch(len(images), world, config.train.batch_size))
+    run = WorkerRun(loop_config, config, rank, world, device, accel, math_mode, data, reference, method, images,
+                    labels, start_epoch, {config.sweep.metric: math.nan})
+    run.log(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
+            f"compile {accel.compile}")
+    if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
+        storage.remove(layout.diverged_file(run.run_dir, run.trial_id))
+        # a worker of this trial killed mid-write (a lost node, a paused PBT trial that trained on) left its
+        # temporary file; the group before this one is gone, so nothing of the trial is writing now
+        for path in storage.remove_temporaries(layout.trial_dir(run.run_dir, run.trial_id)):
+            print(f"rank 0: removed {path}, a temporary file a killed writer left")
+        if start_epoch < config.train.epochs:  # the settings resumes changed: from which epoch
+            resumes.record_trial_changes(run.run_dir, run.trial_id, loop_config.get("changes") or [],
+                                         start_epoch + 1)
+    return run
+
+
+def restore(method, config: ExperimentConfig, rank: int, world: int, checkpoint: ray.train.Checkpoint | None,
+            exploit: dict | None) -> int:
+    """Load ``method``'s state from Ray Train's latest ``checkpoint`` of the trial, or, at a PBT exploit's
+    first start (no checkpoint of its own yet), from the donor's checkpoint ``exploit["checkpoint"]``; returns
+    the epoch the state ends (0: nothing to restore)."""
+    log = print if rank == 0 else lambda *_: None
     if checkpoint is None and exploit:  # a PBT exploit's first start: the donor's weights, this trial's settings
-        state = load_checkpoint(ray.train.Checkpoint(exploit["checkpoint"]), log=print if rank == 0 else lambda *_: None)
+        state = load_checkpoint(ray.train.Checkpoint(exploit["checkpoint"]), log=log)
         method.load_state_dict(state["method"])  # the learning rates are set from the config at every step
         start_epoch = state["epoch"]
         # not the donor's noise streams, which the donor goes on drawing: fresh ones, per exploit
         method.seed_noise(noise_seed(config.train.seed, rank) + 7919 * start_epoch + 104_729 * exploit["exploit"])
         print(f"rank {rank}: exploit {exploit['exploit']}: starts from {exploit['checkpoint']} (epoch {start_epoch})")
-    elif checkpoint:
-        state = load_checkpoint(checkpoint, log=print if rank == 0 else lambda *_: None)
-        method.load_state_dict(state["method"])
-        start_epoch = state["epoch"]
-        note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, start_epoch,
-                             state.get("noise_kind"))
-        print(f"rank {rank}: resumed from epoch {start_epoch}; {note}")
-    images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
-    # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
-    method.set_training_length(config.train.epochs * steps_per_epoch(len(images), world, config.train.batch_size))
-    if rank == 0:
-        print(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
-              f"compile {accel.compile}")
+        return start_epoch
+    if checkpoint is None:
+        return 0
+    state = load_checkpoint(checkpoint, log=log)
+    method.load_state_dict(state["method"])
+    note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, state["epoch"],
+                         state.get("noise_kind"))
+    print(f"rank {rank}: resumed from epoch {state['epoch']}; {note}")
+    return state["epoch"]
 
-    # Every report carries the latest evaluation's metrics (NaN before the first): Tune insists that a
-    # scheduler's metric is in every result. The plan evaluates the rungs ASHA decides at, so it never
-    # decides on a stale value; "evaluated" says which reports are fresh.
-    trial_id = loop_config["trial_id"]
-    if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
-        storage.remove(layout.diverged_file(loop_config["run_dir"], trial_id))
-        # a worker of this trial killed mid-write (a lost node, a paused PBT trial that trained on) left its
-        # temporary file; the group before this one is gone, so nothing of the trial is writing now
-        for path in storage.remove_temporaries(layout.trial_dir(loop_config["run_dir"], trial_id)):
-            print(f"rank 0: removed {path}, a temporary file a killed writer left")
-        if start_epoch < config.train.epochs:  # the settings resumes changed: from which epoch
-            resumes.record_trial_changes(loop_config["run_dir"], trial_id, loop_config.get("changes") or [],
-                                         start_epoch + 1)
-    # what the epochs run under beyond the config: this invocation's cluster settings and code
-    ran_under = {"cluster": loop_config.get("cluster"), "code_version": loop_config.get("code_version")}
-    latest = {config.sweep.metric: math.nan}
-    if start_epoch >= config.train.epochs:
-        # restored after its last epoch (a run killed before its results): nothing to train, but a search
-        # algorithm (Optuna) needs the trial's metric in its final result, so its last evaluation says it again
-        path = storage.join(layout.epoch_dir(loop_config["run_dir"], trial_id, start_epoch), layout.EVAL_RECORD)
-        if storage.exists(path):
-            latest.update(json.loads(storage.read_bytes(path))["metrics"])
-        ray.train.report({**latest, "epoch": start_epoch, "resumed_from_epoch": start_epoch, "evaluated": False})
-        return
-    watch = DivergenceWatch(config.train.diverge_after_steps, device)
-    for epoch in range(start_epoch + 1, config.train.epochs + 1):
-        t0 = time.time()
-        stats = StepStats(device)
-        diverged = None
-        batches = epoch_batches(len(images), epoch, rank, world, config.train.batch_size, config.train.seed,
-                                device=images.device)
-        for i, idx in enumerate(batches, start=1):
-            faults.hit("step", trial=trial_id, epoch=epoch, rank=rank, step=i)
-            out = method.train_step(images[idx], labels[idx])  # a compile failure raises CompileError here
-            stats.add(out)
-            watch.observe(out, method.step)
-            if i % config.train.sync_every == 0:
-                diverged = watch.verdict(world)  # every rank reads at the same step: all stop together
-                if diverged:
-                    break
-        if not diverged and i % config.train.sync_every:  # the steps since the last read
-            diverged = watch.verdict(world)
-        means = stats.means(world)
-        train_seconds = time.time() - t0
-        metrics = {
-            "epoch": epoch,
-            "step": method.step,
-            "loss": means.pop("loss", math.nan),
-            **{f"train/{key}": value for key, value in means.items()},  # the method's other step statistics
-            "train_seconds": train_seconds,
-            "images_per_second": stats.steps * config.train.batch_size * world / train_seconds,
-            "train_precision": accel.precision,
-            "train_math": math_mode,
-            "device": device_name(device),  # the kind of device the rate was measured on (its peak, for the report)
-            "resumed_from_epoch": start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
-            "evaluated": False,
-            "diverged": bool(diverged),
-        }
-        if rank == 0:  # the epoch's training figures, kept across restarts (Tune's own view starts afresh)
-            storage.write_bytes(layout.history_file(loop_config["run_dir"], trial_id, epoch),
-                                json.dumps({**metrics, **ran_under}).encode())
-        if diverged:  # a result, not a crash: say so, keep no checkpoint of the broken weights, stop
-            if rank == 0:
-                record = {"epoch": epoch, "step": method.step, "reason": diverged}
-                storage.write_bytes(layout.diverged_file(loop_config["run_dir"], trial_id),
-                                    json.dumps(record, indent=1).encode())
-            ray.train.report({**latest, **metrics})
-            return
-        plan = evaluation_plan(config, epoch, is_final=ends_a_budget(config, epoch), stage="trial")
 
-        def evaluate_epoch() -> dict:
-            """Rank 0, where the plan says: score this epoch and write its record; the epoch's report metrics."""
-            nonlocal latest
-            if rank != 0 or not plan.stage:
-                return {**latest, **metrics}
-            # imported here: the evaluation's torch-fidelity (and torchvision) take ~1.3 s to import, which every
-            # process that unpickles train_worker (the trial's driver, Ray Train's controller, ranks > 0) skips
-            from condgen_bench.harness.evaluation import evaluate
-            from condgen_bench.harness.results import write_record
+def report_finished(run: WorkerRun) -> None:
+    """A trial restored after its last epoch (a run killed before its results): nothing to train, but a
+    search algorithm (Optuna) needs the trial's metric in its final result, so its last evaluation says it
+    again."""
+    path = storage.join(layout.epoch_dir(run.run_dir, run.trial_id, run.start_epoch), layout.EVAL_RECORD)
+    if storage.exists(path):
+        run.latest.update(json.loads(storage.read_bytes(path))["metrics"])
+    ray.train.report({**run.latest, "epoch": run.start_epoch, "resumed_from_epoch": run.start_epoch,
+                      "evaluated": False})
 
-            record, grid_png = evaluate(method, data, reference, config.eval, plan, device=device)
-            record.update(epoch=epoch, step=method.step, trial_id=trial_id, sampling_setting="default",
-                          code_version=ran_under["code_version"])
-            record["protocol"].update(train_precision=accel.precision, train_math=math_mode)
-            write_record(layout.epoch_dir(loop_config["run_dir"], trial_id, epoch), record, grid_png)
-            latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
-            return {**latest, **metrics, "evaluated": True}
 
-        def save_and_report(report: dict, noise_states: list) -> None:
-            with tempfile.TemporaryDirectory() as directory:
-                if rank == 0:
-                    _save_checkpoint(method, loop_config["experiment"], epoch, accel.precision, noise_states, directory)
-                    # kept beside Ray Train's (which rotate): a smaller budget's last epoch, the finalist stage
-                    # scores it; a PBT perturbation epoch, what a trial that exploits this one takes
-                    kept = ([layout.budget_checkpoint(loop_config["run_dir"], trial_id, epoch)] * (epoch in config.train.budgets)
-                            + [layout.pbt_checkpoint(loop_config["run_dir"], trial_id, epoch)] * is_pbt_epoch(config, epoch))
-                    for folder in kept:
-                        with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
-                            storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), f.read())
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+def train_epoch(run: WorkerRun, epoch: int, watch: DivergenceWatch) -> tuple[dict, str | None]:
+    """Train this rank's shard of ``epoch`` (batches of ``train.batch_size`` [B, C, H, W] uint8 images from
+    ``run.images``), reading the step statistics every ``train.sync_every`` steps, when every rank reads the
+    divergence verdict at the same step. Returns the epoch's report metrics (the loss, the method's other step
+    statistics, the rate) and the divergence reason, None while training is sound."""
+    config, t0 = run.config, time.time()
+    stats, diverged = StepStats(run.device), None
+    batches = epoch_batches(len(run.images), epoch, run.rank, run.world, config.train.batch_size, config.train.seed,
+                            device=run.images.device)
+    for i, idx in enumerate(batches, start=1):
+        faults.hit("step", trial=run.trial_id, epoch=epoch, rank=run.rank, step=i)
+        out = run.method.train_step(run.images[idx], run.labels[idx])  # a compile failure raises CompileError here
+        stats.add(out)
+        watch.observe(out, run.method.step)
+        if i % config.train.sync_every == 0:
+            diverged = watch.verdict(run.world)  # every rank reads at the same step: all stop together
+            if diverged:
+                break
+    if not diverged and i % config.train.sync_every:  # the steps since the last read
+        diverged = watch.verdict(run.world)
+    means = stats.means(run.world)
+    train_seconds = time.time() - t0
+    return {
+        "epoch": epoch,
+        "step": run.method.step,
+        "loss": means.pop("loss", math.nan),
+        **{f"train/{key}": value for key, value in means.items()},  # the method's other step statistics
+        "train_seconds": train_seconds,
+        "images_per_second": stats.steps * config.train.batch_size * run.world / train_seconds,
+        "train_precision": run.accel.precision,
+        "train_math": run.math_mode,
+        "device": device_name(run.device),  # the kind of device the rate was measured on (its peak, for the report)
+        "resumed_from_epoch": run.start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
+        "evaluated": False,
+        "diverged": bool(diverged),
+    }, diverged
 
-        finish_epoch(method, world, device, evaluate_epoch, save_and_report)
-        faults.hit("epoch_end", trial=trial_id, epoch=epoch, rank=rank)
+
+def stop_diverged(run: WorkerRun, epoch: int, metrics: dict, reason: str) -> None:
+    """A diverged trial is a result, not a crash: rank 0 says so (epoch, step, reason), no checkpoint of the
+    broken weights is kept, and every rank reports and stops."""
+    if run.rank == 0:
+        record = {"epoch": epoch, "step": run.method.step, "reason": reason}
+        storage.write_bytes(layout.diverged_file(run.run_dir, run.trial_id), json.dumps(record, indent=1).encode())
+    ray.train.report({**run.latest, **metrics})
+
+
+def evaluate_epoch(run: WorkerRun, epoch: int, plan, metrics: dict) -> dict:
+    """Rank 0, where the evaluation plan says: score this epoch and write its record. Returns the epoch's
+    report metrics ("evaluated" says whether they are fresh); at once on the other ranks."""
+    if run.rank != 0 or not plan.stage:
+        return {**run.latest, **metrics}
+    # imported here: the evaluation's torch-fidelity (and torchvision) take ~1.3 s to import, which every
+    # process that unpickles train_worker (the trial's driver, Ray Train's controller, ranks > 0) skips
+    from condgen_bench.harness.evaluation import evaluate
+    from condgen_bench.harness.results import write_record
+
+    record, grid_png = evaluate(run.method, run.data, run.reference, run.config.eval, plan, device=run.device)
+    record.update(epoch=epoch, step=run.method.step, trial_id=run.trial_id, sampling_setting="default",
+                  code_version=run.ran_under["code_version"])
+    record["protocol"].update(train_precision=run.accel.precision, train_math=run.math_mode)
+    write_record(layout.epoch_dir(run.run_dir, run.trial_id, epoch), record, grid_png)
+    run.latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
+    return {**run.latest, **metrics, "evaluated": True}
+
+
+def save_epoch(run: WorkerRun, epoch: int, report: dict, noise_states: list) -> None:
+    """Every rank reports ``report``; rank 0 with the epoch's checkpoint (the method's state and every rank's
+    noise state), a copy of which is kept beside Ray Train's (which rotate) where a smaller budget ends at this
+    epoch (the finalist stage scores it) or PBT ranks it (what a trial that exploits this one takes)."""
+    config = run.config
+    with tempfile.TemporaryDirectory() as directory:
+        if run.rank == 0:
+            _save_checkpoint(run.method, run.loop_config["experiment"], epoch, run.accel.precision, noise_states,
+                             directory)
+            kept = ([layout.budget_checkpoint(run.run_dir, run.trial_id, epoch)] * (epoch in config.train.budgets)
+                    + [layout.pbt_checkpoint(run.run_dir, run.trial_id, epoch)] * is_pbt_epoch(config, epoch))
+            for folder in kept:
+                with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
+                    storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), f.read())
+        ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory) if run.rank == 0 else None)

@@ -280,7 +280,7 @@ def _counting(monkeypatch, real_images):
 
 def test_real_features_are_computed_once_for_two_trials_and_a_later_run(tmp_path, monkeypatch):
     # a small test split and one sample a class: Inception's features cost ~0.1 s an image here
-    data = datasets.load(DataConfig(image_size=16, num_train=140, num_test=21))
+    data = datasets.load(DataConfig(image_size=16, num_train=140, num_test=21, num_validation=7))
     calls = _counting(monkeypatch, data.test.images)
     config = _eval_config(inception_at="every", final_samples_per_class=1, kid_subsets=2)
     ref = reference.prepare_reference(data, config, str(tmp_path), log=lambda *_: None)
@@ -403,9 +403,9 @@ def test_offline_inception_records_fid_kid_and_precision_recall(data, tmp_path, 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no torch-fidelity weights
     extractor, reason = extractors.resolve_inception()
     assert extractor.name == "inception-v3-offline" and reason == ""
-    # Inception costs ~0.15 s an image here: 21 real images and 14 samples
+    # Inception costs ~0.15 s an image here: 21 real test images, 7 validation ones and 14 samples
     config = _eval_config(inception_at="every", samples_per_class=2, final_samples_per_class=2)
-    small = datasets.load(DataConfig(image_size=16, num_train=70, num_test=21))
+    small = datasets.load(DataConfig(image_size=16, num_train=70, num_test=21, num_validation=7))
     ref = reference.prepare_reference(small, config, str(tmp_path), log=lambda *_: None)
     assert ref.real_features["inception"]["2048"].shape == (21, 2048)
     record, _ = _evaluate(CopyGenerator(small), small, ref, config)
