@@ -20,7 +20,7 @@ from condgen_bench.datasets.synthetic_faces import load_synthetic_faces
 @dataclass
 class DataConfig:
     name: str = "synthetic_faces"  # registry name (see DATASETS)
-    data_root: str | None = None  # fer2013 / ckplus / imagefolder: the file or folder holding the data (README)
+    data_root: str | None = None  # fer2013 / ckplus / imagefolder: the file or folder of the data (docs/datasets.md)
     image_size: int = 48  # output height and width in px (resized with antialiased bicubic when different)
     channels: int | None = None  # 1 gray or 3 RGB; None: the dataset's own (1 for the faces, 3 for imagefolder)
     classes: list[str] | None = None  # keep only these classes, by name (e.g. ["neutral", "fear"]); None: all
@@ -48,7 +48,7 @@ class DataConfig:
 
 def _root(config: DataConfig) -> str:
     if not config.data_root:
-        raise DatasetError(f"dataset {config.name!r} needs a data root (--data-root PATH); see README.md, Datasets")
+        raise DatasetError(f"dataset {config.name!r} needs a data root (--data-root PATH); see docs/datasets.md")
     return config.data_root
 
 

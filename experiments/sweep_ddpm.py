@@ -6,8 +6,8 @@
     python experiments/sweep_ddpm.py --smoke-test         # seconds: tiny data, network and budget
     python experiments/sweep_ddpm.py --dry-run            # print the resolved config
     python experiments/sweep_ddpm.py --preset objectives  # eps vs v x fixed vs learned variance (PRESETS)
-    python experiments/sweep_ddpm.py --dataset fer2013 --data-root ~/data/fer2013.csv \
-        --classes neutral,fear,angry,surprise,disgust --epochs 4   # your copy of a real dataset (README)
+    python experiments/sweep_ddpm.py --dataset fer2013 --data-root ~/data/fer2013.csv \\
+        --classes neutral,fear,angry,surprise,disgust --epochs 4   # your copy of a real dataset (docs/datasets.md)
 
 The default is the local profile: a 2-core laptop (24 px faces, a 0.7M-parameter UNet), sweeping the
 learning rate and the epoch budget under ASHA. Trials are scored on 32 samples a class while they train;

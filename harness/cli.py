@@ -23,8 +23,24 @@ def _value(text: str):
         return text
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help: the script's docstring as written (its example commands keep their lines), and "(default: X)"
+    after a flag's help only where X is a real default: not None, not False (a flag not given), not an empty
+    list or string."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default is argparse.SUPPRESS or default is None or default is False
+                or (isinstance(default, (str, list, tuple, dict)) and not default)):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
+
+
 def build_parser(description: str, presets: dict[str, dict] | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     if presets:
         p.add_argument("--preset", choices=sorted(presets), default=None,
                        help="a named study of this script (overrides applied before every other flag)")
@@ -43,7 +59,7 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
                          help="GPUs per worker (0: CPU training; a fraction below 1 packs workers on one GPU: 0.25, "
                               "four small trials a GPU)")
     cluster.add_argument("--max-concurrent-trials", type=int, default=None, help="trials running at once")
-    data = p.add_argument_group("data (README.md, Datasets)")
+    data = p.add_argument_group("data (docs/datasets.md)")
     data.add_argument("--dataset", default=None, help="synthetic_faces, fer2013, ckplus or imagefolder (data.name)")
     data.add_argument("--data-root", default=None,
                       help="the dataset's file or folder: fer2013.csv or FER2013's train/ test/ folders, the CK+48 "
@@ -52,7 +68,7 @@ def build_parser(description: str, presets: dict[str, dict] | None = None) -> ar
     data.add_argument("--shots-per-class", type=int, default=None,
                       help="keep K training images a class (seeded) for few-shot runs; test stays whole")
     data.add_argument("--image-size", type=int, default=None, help="resize images to this many px a side")
-    evaluation = p.add_argument_group("evaluation (README.md, Metrics)")
+    evaluation = p.add_argument_group("evaluation (docs/evaluation.md)")
     evaluation.add_argument("--inception-weights", default=None, metavar="PATH",
                             help="torch-fidelity's Inception weights (weights-inception-2015-12-05-6726825d.pth) for "
                                  "Inception FID/KID/IS/precision-recall; default: the torch hub cache, else the "
