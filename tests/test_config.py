@@ -15,7 +15,7 @@ from condgen_bench.harness.config import (ExperimentConfig, SweepConfig, TrainCo
 from condgen_bench.models.ddpm import DDPMConfig
 from condgen_bench.models.unet import UNetConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import ROOT, SCRIPTS, run_main
 
 
 def test_round_trip_through_a_plain_dict():
@@ -202,23 +202,12 @@ def test_a_resume_names_the_cluster_settings_it_changes():
     assert cluster_changes(saved, saved) == []
 
 
-SCRIPTS = sorted(p for p in (ROOT / "experiments").glob("*.py") if "__main__" in p.read_text())  # not laptop.py
-
-
 def _dry_run(script: Path, *argv: str, capsys=None) -> str:
-    """Run an experiment script's main with ``--dry-run`` in this process; returns what it printed."""
-    import runpy
-
-    old_argv, old_path = sys.argv, list(sys.path)
-    sys.argv = [str(script), "--dry-run", *argv]
-    sys.path.insert(0, str(script.parent))  # as `python experiments/x.py` has it
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as end:
-        if end.code:
-            raise
-    finally:
-        sys.argv, sys.path[:] = old_argv, old_path
+    """Run an experiment script's main with ``--dry-run`` in this process; returns what it printed (raises
+    SystemExit where it exits with a failure)."""
+    code = run_main(script, ["--dry-run", *argv])
+    if code:
+        raise SystemExit(code)
     return capsys.readouterr().out if capsys else ""
 
 

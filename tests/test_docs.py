@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import ROOT, SCRIPTS, run_main
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
-SCRIPTS = sorted(p for p in (ROOT / "experiments").glob("*.py") if "__main__" in p.read_text())  # not laptop.py
 
 FENCE = re.compile(r"^ {0,3}(```+|~~~+)\s*([\w+-]*)")
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -187,21 +186,10 @@ def runnable(argv: list[str], storage: Path, data_path) -> list[str]:
     return out
 
 
-def run_script(script: Path, argv: list[str], capsys) -> tuple[int, str, str]:
+def run_script(script: Path, argv: list[str], capsys) -> tuple[int | str, str, str]:
     """Run an experiment script's main in this process (as `python experiments/x.py ARGV` would), returning
     its exit code, stdout and stderr."""
-    import runpy
-
-    old_argv, old_path = sys.argv, list(sys.path)
-    sys.argv = [str(script), *argv]
-    sys.path.insert(0, str(script.parent))  # as `python experiments/x.py` has it: laptop.py, the other scripts
-    code = 0
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as end:
-        code = end.code if isinstance(end.code, int) else (0 if end.code is None else f"{end.code}")
-    finally:
-        sys.argv, sys.path[:] = old_argv, old_path
+    code = run_main(script, argv)
     out = capsys.readouterr()
     return code, out.out, out.err
 
