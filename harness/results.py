@@ -69,8 +69,8 @@ def code_version() -> str:
 def reported_epoch(result, last_epoch: int | None) -> int | None:
     """The last epoch the trial's scheduler saw (Tune's last result; ``result``: ray.tune.Result), at most
     ``last_epoch`` (the last the worker trained). A scheduler's stop reaches the worker a moment after its
-    decision: a tiny epoch can be trained, and its history written, before that, but it was never reported
-    or evaluated, so it does not make a stopped trial complete. ``last_epoch`` where Tune kept no epoch."""
+    decision: a tiny epoch can be trained, its history written and even its record scored before that (the
+    record is kept, as measured), but it was never reported, so it does not make a stopped trial complete. ``last_epoch`` where Tune kept no epoch."""
     metrics = getattr(result, "metrics", None) or {}
     epoch = metrics.get("epoch")
     if epoch is None or last_epoch is None or isinstance(epoch, float) and math.isnan(epoch):

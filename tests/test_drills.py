@@ -126,7 +126,13 @@ def test_a_killed_driver_resumes_beside_a_second_local_ray_and_asha_frees_what_i
     status = frame.groupby("trial_id")["status"].agg(set).to_dict()
     assert status == {t1: {"completed"}, t2: {"stopped_early"}, t3: {"completed"}}
     stopped = frame[frame["trial_id"] == t2]
-    assert stopped["epoch"].max() < 2 and "stopped by the scheduler" in stopped["status_reason"].iloc[0]
+    reason = stopped["status_reason"].iloc[0]
+    assert reason.startswith("stopped by the scheduler after epoch 1 of 2"), reason
+    # ASHA's stop reaches the worker a moment after its decision: a tiny epoch 2 can be trained and scored
+    # before it (seen in one CI run in several). Its record is kept, as measured; the reason says it was never
+    # reported, so it does not make the trial complete
+    if stopped["epoch"].max() == 2:
+        assert reason.endswith("; epoch 2 had trained but was stopped before it was reported"), reason
     kept = frame[frame["trial_id"] == t1]
     assert list(kept["stage"])[:2] == ["tracking", "trial_final"] and list(kept["epoch"])[:2] == [1, 2]
     # trial 1 finished before the kill: nothing of it was touched again
