@@ -9,7 +9,7 @@ image size. The network is built from the profile but not trained: no part's cos
 
 Printed per size: the one-off reference of a run (the evaluation classifier on the whole training split,
 CAS's real ceiling, the real test features; once per dataset, then cached), and one evaluation at each stage
-of harness/plan.py: "tracking" (every evaluation epoch and ASHA rung of every trial), "trial_final" (each
+of harness/evaluation/plan.py: "tracking" (every evaluation epoch and ASHA rung of every trial), "trial_final" (each
 trial's last epoch) and "finalist" (the best trial of each experiment, after the sweep), with the finalist's
 parts. A run pays tracking x (evaluations) + trial_final x (trials) + finalist x (experiments x
 eval.finalists) + the reference once.
@@ -29,9 +29,9 @@ from condgen_bench import datasets  # noqa: E402
 from condgen_bench.datasets import DataConfig  # noqa: E402
 from condgen_bench.datasets.base import FER_EMOTIONS  # noqa: E402
 from condgen_bench.datasets.export import export  # noqa: E402
-from condgen_bench.harness.evaluation import evaluate  # noqa: E402
-from condgen_bench.harness.plan import evaluation_plan  # noqa: E402
-from condgen_bench.harness.reference import prepare_reference  # noqa: E402
+from condgen_bench.harness.evaluation.scoring import evaluate  # noqa: E402
+from condgen_bench.harness.evaluation.plan import evaluation_plan  # noqa: E402
+from condgen_bench.harness.evaluation.reference import prepare_reference  # noqa: E402
 from condgen_bench.models import build_method  # noqa: E402
 
 FINALIST_PARTS = [  # (column, the record's metric that times it)

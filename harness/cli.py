@@ -231,7 +231,7 @@ def check_all(config: ExperimentConfig, measure: bool = False) -> dict:
     one's costs on this machine (harness/estimate.py; else None), by point_key."""
     from condgen_bench.harness import estimate
 
-    from condgen_bench.harness.plan import sweep_metric_problem
+    from condgen_bench.harness.evaluation.plan import sweep_metric_problem
 
     problem = sweep_metric_problem(config)
     if problem:
@@ -273,7 +273,7 @@ def check_builds(config: ExperimentConfig):
     import torch
 
     from condgen_bench.datasets.base import DatasetSpec
-    from condgen_bench.harness.evaluation import sampling_grid
+    from condgen_bench.harness.evaluation.scoring import sampling_grid
     from condgen_bench.models import build_method
 
     data = config.data

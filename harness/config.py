@@ -59,7 +59,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """What the evaluation computes at each stage (harness/plan.py): "tracking" at the evaluation epochs and
+    """What the evaluation computes at each stage (harness/evaluation/plan.py): "tracking" at the evaluation epochs and
     ASHA's rungs, "trial_final" at each trial's last epoch, "finalist" after the sweep on the best trials."""
 
     samples_per_class: int = 32  # generated images per class at the tracking and trial-final stages
@@ -90,14 +90,14 @@ class EvalConfig:
     bootstrap: int = 100  # resamples of the generated samples for the spread of accuracy and FID (0: none)
     # finalists: each sample's nearest training image (domain features and pixels), the share of samples
     # closer to one than training images are to each other (their 5th percentile), and a gallery of the
-    # closest pairs in the report (harness/diversity.py)
+    # closest pairs in the report (harness/evaluation/diversity.py)
     memorization: bool = True
     # Inception FID / KID / IS / precision-recall: torch-fidelity's inception-v3-compat with this weights file
     # (None: the torch hub cache), else the offline TorchScript network of the [fid] extra; else missing
     inception_weights: str | None = None
     inception_download: bool = False  # let torch-fidelity download its Inception weights when not found
     # more feature spaces, each a TorchScript network file: {name: path} or {name: {"path", "size", "mean",
-    # "std", "rgb"}} (harness/extractors.py file_extractor), e.g. {"dinov2": "/path/dinov2_vits14.pt"} gives
+    # "std", "rgb"}} (harness/evaluation/extractors.py file_extractor), e.g. {"dinov2": "/path/dinov2_vits14.pt"} gives
     # fid_dinov2, kid_dinov2, ...; computed at the stages the Inception metrics are (eval.inception_at)
     extractors: dict[str, Any] = field(default_factory=dict)
     # Inception metrics at "every" evaluation, at each trial's "final" epoch and the finalists, at the

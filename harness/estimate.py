@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from condgen_bench.harness.config import ExperimentConfig
-from condgen_bench.harness.plan import asha_rungs, evaluation_plan
+from condgen_bench.harness.evaluation.plan import asha_rungs, evaluation_plan
 from condgen_bench.harness.steps import steps_per_epoch
 
 # benchmarks/trial_overhead.py: a Tune trial whose TorchTrainer (harness/trial.py's) runs an empty loop, 2 cores

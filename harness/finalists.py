@@ -1,5 +1,5 @@
 """The finalist stage: after Tune has finished, the best trials of each experiment are re-loaded from their
-last checkpoints and scored with the full evaluation suite (harness/plan.py, stage "finalist").
+last checkpoints and scored with the full evaluation suite (harness/evaluation/plan.py, stage "finalist").
 
 One Ray task per finalist, each asking for a training worker's resources (a GPU where the trials had
 one), so that finalists run concurrently where the cluster allows. A finalist's record is written last
@@ -19,15 +19,15 @@ import ray
 import torch
 
 from condgen_bench.harness.budgets import budget_values, split_budget_id
-from condgen_bench.harness.checkpoints import newest_readable, read_state
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
-from condgen_bench.harness.evaluation import evaluate, sampling_grid, setting_key
-from condgen_bench.harness.plan import evaluation_plan
-from condgen_bench.harness.results import read_per_sample, write_record
+from condgen_bench.harness.evaluation.scoring import evaluate, sampling_grid, setting_key
+from condgen_bench.harness.evaluation.plan import evaluation_plan
 from condgen_bench.harness.trial import task_options
 from condgen_bench.models import build_method
 from condgen_bench.models.accel import task_device
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports.run_folder import layout, storage
+from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint, newest_readable, trial_checkpoints
+from condgen_bench.reports.run_folder.records import EvalRecord
 
 ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have (not diverged, error, no_result)
 
@@ -66,7 +66,7 @@ def select_finalists(frame: pd.DataFrame, history: pd.DataFrame, config: Experim
 
 def is_scored(run_dir: str, trial_id: str) -> bool:
     """True when the finalist's record is whole (its own eval.json is written last)."""
-    return storage.exists(storage.join(layout.finalist_dir(run_dir, trial_id), layout.EVAL_RECORD))
+    return EvalRecord.exists(layout.finalist_dir(run_dir, trial_id))
 
 
 def bound_of(record: dict) -> tuple[dict, dict, dict, dict]:
@@ -81,15 +81,15 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, d
     """The bound computed on the same checkpoint at its trial-final evaluation, where it was on the test
     split (a dataset without a validation split), or None."""
     folder = layout.epoch_dir(run_dir, trial_id, epoch)
-    path = storage.join(folder, layout.EVAL_RECORD)
-    if not storage.exists(path):
+    if not EvalRecord.exists(folder):
         return None
-    record = json.loads(storage.read_bytes(path))
+    saved = EvalRecord.read(folder)
+    record = saved.fields
     if record.get("stage") != "trial_final" or math.isnan(record["metrics"].get("bpd", math.nan)):
         return None
     if record["protocol"].get("bpd_split", "test") != "test":  # the trial stages' bound is on validation
         return None
-    return bound_of({**record, "per_sample": read_per_sample(folder)})
+    return bound_of({**record, "per_sample": saved.per_sample})
 
 
 def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int,
@@ -104,15 +104,15 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     device = device or task_device(len(ray.get_gpu_ids()))  # a task: its GPU, where Ray gave it one
     trial, budget = split_budget_id(trial_id)  # a smaller budget read off a trial: its kept checkpoint
     if budget is None:  # the readable checkpoint furthest on, by the epoch and step saved in it
-        found = newest_readable(layout.checkpoint_folders(run_dir, trial_id))
+        found = newest_readable(trial_checkpoints(run_dir, trial_id))
         if found is None:
             raise FileNotFoundError(f"trial {trial_id} has no readable checkpoint under {layout.train_storage(run_dir)}")
         checkpoint, state = found
     else:
-        checkpoint = layout.budget_checkpoint(run_dir, trial, budget)
-        if not storage.exists(storage.join(checkpoint, layout.CHECKPOINT_FILE)):
-            raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint}")
-        state = read_state(checkpoint)
+        checkpoint = TrialCheckpoint(layout.budget_checkpoint(run_dir, trial, budget))
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint.folder}")
+        state = checkpoint.load()
     # the trial's point of the search space (as the budget-epoch trial it stands for)
     values = state["config"] if budget is None else budget_values(state["config"], budget)
     config = experiment_from_dict(values)
@@ -123,7 +123,7 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     bound = _trial_final_bound(run_dir, trial, epoch)
     folder = layout.finalist_dir(run_dir, trial_id)
     extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
-             "checkpoint": checkpoint, "config_hash": config_hash(values)}
+             "checkpoint": checkpoint.folder, "config_hash": config_hash(values)}
 
     def score(settings: dict | None, likelihood):
         record, grid = evaluate(method, data, reference, config.eval, plan, device=device, settings=settings,
@@ -138,8 +138,8 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     own = method.sampling_settings()
     for settings in sampling_grid(method, plan.sampling_sweep):
         if method.sampling_settings(**settings) != own:  # the model's own setting is the record below
-            write_record(layout.sampling_dir(folder, setting_key(settings)), *score(settings, bound))
-    write_record(folder, own_record, own_grid)  # last: its presence says the finalist is whole
+            EvalRecord.of(*score(settings, bound)).write(layout.sampling_dir(folder, setting_key(settings)))
+    EvalRecord.of(own_record, own_grid).write(folder)  # last: its presence says the finalist is whole
     return {"trial_id": trial_id, "epoch": epoch, "seconds": time.time() - t0}
 
 
@@ -175,7 +175,7 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
             log(f"finalist {f.trial_id}: scored epoch {summary['epoch']} in {summary['seconds']:.0f} s")
         except Exception as e:  # a finalist that cannot be scored is a missing result, not a lost sweep
             errors[f.trial_id] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e!r}"
-            storage.write_bytes(storage.join(layout.finalist_dir(run_dir, f.trial_id), layout.FINALIST_FAILED),
+            storage.write_bytes(layout.finalist_failed_file(run_dir, f.trial_id),
                                 json.dumps({"error": errors[f.trial_id]}).encode())
             log(f"finalist {f.trial_id}: scoring failed: {errors[f.trial_id]}")
 

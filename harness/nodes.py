@@ -14,7 +14,7 @@ import uuid
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from condgen_bench.reports import storage
+from condgen_bench.reports.run_folder import storage
 
 CHECK_PREFIX = ".storage-check-"  # a folder under the storage path, removed after the check
 

@@ -3,7 +3,7 @@ project's checkpoint folders carry the exploit.
 
 Every ``sweep.perturbation_interval`` epochs the whole population reaches the same epoch (Tune's
 synchronous mode: with fewer concurrent slots than trials, the trials take turns), is ranked on the sweep
-metric (evaluated at those epochs: harness/plan.py), and each trial of the bottom ``sweep.pbt_quantile``
+metric (evaluated at those epochs: harness/evaluation/plan.py), and each trial of the bottom ``sweep.pbt_quantile``
 exploits one of the top: it takes that trial's weights and optimizer state and a perturbed copy of its
 settings (``pbt_mutations``: a number x 0.8 or x 1.2, a list's neighbouring value, or, with probability
 0.25, a fresh draw; Tune's own explore step). Never at a trial's last epoch: nothing would train after it.
@@ -28,20 +28,18 @@ Time-sharing needs the whole population to exist at once, so a PBT sweep does no
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import random
 import time
 
-import torch
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
-from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.search import Distribution, extreme_values, parse
-from condgen_bench.reports import faults, layout, storage
+from condgen_bench.reports.run_folder import faults, layout, storage
+from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint, newest_readable, trial_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -131,19 +129,17 @@ class FolderPBT(PopulationBasedTraining):
         """Copy the donor's checkpoint of the epoch it was ranked at (the worker keeps one at every
         perturbation epoch; its newest where that is missing) to the trial's ``number``-th exploit folder:
         (folder, its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
-        source = layout.pbt_checkpoint(self.run_dir, donor.trial_id, int(self._trial_state[donor].last_train_time))
-        if storage.exists(storage.join(source, layout.CHECKPOINT_FILE)):
-            data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
-            epoch = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["epoch"]
-        else:  # the donor's newest, by what its checkpoints hold (read once here: its epoch)
-            found = newest_readable(layout.checkpoint_folders(self.run_dir, donor.trial_id), log=logger.warning)
+        source = TrialCheckpoint(layout.pbt_checkpoint(self.run_dir, donor.trial_id,
+                                                       int(self._trial_state[donor].last_train_time)))
+        if source.exists():
+            epoch = source.load()["epoch"]
+        else:  # the donor's newest, by what its checkpoints hold
+            found = newest_readable(trial_checkpoints(self.run_dir, donor.trial_id), log=logger.warning)
             if found is None:
                 raise FileNotFoundError(f"no readable checkpoint of trial {donor.trial_id}")
             source, epoch = found[0], found[1]["epoch"]
-            data = storage.read_bytes(storage.join(source, layout.CHECKPOINT_FILE))
-        folder = layout.exploit_dir(self.run_dir, trial.trial_id, number)
-        storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), data)
-        return folder, epoch
+        copy = source.copy_to(layout.exploit_dir(self.run_dir, trial.trial_id, number))
+        return copy.folder, epoch
 
     def _exploit_from(self, tune_controller, trial: Trial, donor: Trial, number: int, copy: str, epoch: int) -> None:
         """Record the trial's ``number``-th exploit (after the copy: the record says it is whole), give the

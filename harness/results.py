@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from condgen_bench.reports import paired
 from condgen_bench.harness.budgets import budget_id, budget_values
 from condgen_bench.datasets.base import DatasetSpec
 from condgen_bench.harness import resume as resumes
@@ -27,7 +26,8 @@ from condgen_bench.harness.config import config_hash, experiment_from_dict, flat
 from condgen_bench.models import get_method
 from condgen_bench.models.accel import peak_tflops
 from condgen_bench.models.flops import training_flops_per_image
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports.run_folder import layout, storage
+from condgen_bench.reports.run_folder.records import EvalRecord, record_files
 
 
 def versions() -> dict[str, str]:
@@ -35,7 +35,7 @@ def versions() -> dict[str, str]:
     import ray
     import torch
 
-    # torch-fidelity's version read from its metadata: importing it costs 1.7 s (harness/extractors.py)
+    # torch-fidelity's version read from its metadata: importing it costs 1.7 s (harness/evaluation/extractors.py)
     return {"python": platform.python_version(), "torch": torch.__version__, "ray": ray.__version__,
             "torch_fidelity": importlib.metadata.version("torch-fidelity"), "numpy": numpy.__version__, "pandas": pd.__version__,
             "platform": platform.platform()}
@@ -95,24 +95,6 @@ def _trial_status(result, last_epoch: int | None, planned_epochs: int, diverged:
     return "completed", ""
 
 
-def write_record(folder: str, record: dict, grid_png: bytes) -> None:
-    """An evaluation's samples.png, its per-sample arrays (per_sample.npz, from record["per_sample"]:
-    reports/paired.py) and its other files (record["files"]), then its eval.json without them (its presence says the record is whole)."""
-    storage.write_bytes(storage.join(folder, layout.SAMPLE_GRID), grid_png)
-    if record.get("per_sample"):
-        storage.write_bytes(storage.join(folder, layout.PER_SAMPLE), paired.to_bytes(record["per_sample"]))
-    for name, data in (record.get("files") or {}).items():  # the memorization gallery
-        storage.write_bytes(storage.join(folder, name), data)
-    text = json.dumps({k: v for k, v in record.items() if k not in ("per_sample", "files")}, indent=1)
-    storage.write_bytes(storage.join(folder, layout.EVAL_RECORD), text.encode())
-
-
-def read_per_sample(folder: str) -> dict:
-    """The per-sample arrays written beside the record in ``folder`` ({} for a record without them)."""
-    path = storage.join(folder, layout.PER_SAMPLE)
-    return paired.from_bytes(storage.read_bytes(path)) if storage.exists(path) else {}
-
-
 @functools.lru_cache(maxsize=64)
 def _gflops_per_image(method: str, model_json: str, spec: DatasetSpec, batch_size: int) -> tuple[float, str]:
     """Training GFLOPs per image of one network (models/flops.py: counted on a meta-device copy), once per
@@ -144,7 +126,7 @@ def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None)
     """One results row: the trial's columns at the record's epoch (``base_at(epoch)``), then the record at
     ``relative`` (a folder under run_dir). ``rates``: training figures by epoch (the means up to it: images/s,
     TFLOP/s, share of the peak)."""
-    record = json.loads(storage.read_bytes(storage.join(run_dir, relative, layout.EVAL_RECORD)))
+    record = EvalRecord.read(storage.join(run_dir, relative), arrays=False).fields
     base = base_at(record["epoch"])
     if record.get("config_hash", base["config_hash"]) != base["config_hash"]:
         raise ValueError(f"{relative}: evaluated under config {record['config_hash']}, but trial "
@@ -166,11 +148,7 @@ def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None)
     row["missing"] = json.dumps(record["missing"])
     row.update({f"protocol.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
                 for k, v in record["protocol"].items()})
-    row["sample_grid"] = f"{relative}/{layout.SAMPLE_GRID}"
-    if storage.exists(storage.join(run_dir, relative, layout.PER_SAMPLE)):
-        row["per_sample"] = f"{relative}/{layout.PER_SAMPLE}"
-    if storage.exists(storage.join(run_dir, relative, layout.MEMORIZATION_GRID)):
-        row["memorization_grid"] = f"{relative}/{layout.MEMORIZATION_GRID}"
+    row.update(record_files(run_dir, relative))
     return row
 
 
@@ -294,7 +272,7 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
         for row in rows:
             row["missing"] = json.dumps({**json.loads(row["missing"]), "train_gflops_per_image": uncounted,
                                          "train_tflops": uncounted, "train_peak_fraction": uncounted})
-    failed = storage.join(layout.finalist_dir(run_dir, row_id), layout.FINALIST_FAILED)
+    failed = layout.finalist_failed_file(run_dir, row_id)
     if not layout.finalist_records(run_dir, row_id) and storage.exists(failed):
         error = json.loads(storage.read_bytes(failed))["error"]
         rows.append({**base, "stage": "finalist", "epoch": last_epoch,

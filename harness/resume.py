@@ -25,7 +25,7 @@ import json
 import time
 
 from condgen_bench.harness.config import flatten, set_path
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports.run_folder import layout, storage
 
 CHANGEABLE = ("model.", "train.", "eval.")  # what --allow-changes may set in a run that has trained
 FREE = ("name", "data.data_root")  # may differ without a word (a resume under another --name; a moved dataset)

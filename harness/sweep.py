@@ -25,14 +25,15 @@ from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
 from condgen_bench.harness.nodes import await_placed, check_shared_storage, reference_options
-from condgen_bench.harness.plan import max_epochs
-from condgen_bench.harness.reference import EvalReference, prepare_reference
+from condgen_bench.harness.evaluation.plan import max_epochs
+from condgen_bench.harness.evaluation.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import code_version, collect_results, write_results
-from condgen_bench.harness.runs import RunLock, latest_run, new_run_dir
+from condgen_bench.reports.run_folder.runs import RunLock, latest_run, new_run_dir
 from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
 from condgen_bench.harness.trial import trial_driver, worker_resources
 from condgen_bench.models.accel import task_device
-from condgen_bench.reports import build_report, faults, layout, storage
+from condgen_bench.reports import build_report
+from condgen_bench.reports.run_folder import faults, layout, storage
 
 
 @dataclass
@@ -255,7 +256,7 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
     run_name = name or configs[0].name
     cluster = configs[0].cluster
     storage_root = storage.absolute(cluster.storage_path or "runs")
-    experiment_dir = storage.join(storage_root, run_name)
+    experiment_dir = layout.experiment_dir(storage_root, run_name)
     saved_cluster, locks, changes = None, [], {}  # the run's lock, once taken: released however the run ends
     if resume:
         # the run is its folder, wherever it is now (moved, copied, another --name): its config and Tune's
@@ -340,9 +341,8 @@ def check_pbt_in_place(run_dir: str, configs: list[ExperimentConfig]) -> None:
 
 
 def tune_path(run_dir: str, config: ExperimentConfig, experiments: int) -> str:
-    """Where an experiment's Tune state lives: the run folder itself (one experiment), or a folder per
-    experiment in it (a benchmark)."""
-    return run_dir if experiments == 1 else storage.join(run_dir, config.name)
+    """Where an experiment's Tune state lives (layout.tune_dir)."""
+    return layout.tune_dir(run_dir, config.name, experiments)
 
 
 def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: str, run_name: str,
@@ -477,7 +477,7 @@ def local_reference(data, config: ExperimentConfig, cache_dir: str, log=print) -
 
 
 def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir: str) -> tuple[ray.ObjectRef, dict]:
-    """The evaluation reference (harness/reference.py) made by a Ray task with what some node has: a training
+    """The evaluation reference (harness/evaluation/reference.py) made by a Ray task with what some node has: a training
     worker's CPUs and, where a node has a GPU beside them, one GPU (harness/nodes.py reference_options): not on
     the driver, which may be a small head node. Returns the reference's ObjectRef (what trials and finalists
     receive) and the resources it asked for."""

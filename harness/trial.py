@@ -21,16 +21,14 @@ except ImportError:  # pragma: no cover - another Ray release
 from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.config import ClusterConfig, experiment_from_dict, from_dict
 from condgen_bench.harness.pbt import WORKER_TOKEN_CPU
-from condgen_bench.harness.worker import CheckpointError, train_worker
-from condgen_bench.reports import layout, storage
-
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
-
+from condgen_bench.harness.worker import train_worker
+from condgen_bench.reports.run_folder.checkpoint import CheckpointError
+from condgen_bench.reports.run_folder import layout, storage
 
 def check_snapshot(train_storage: str, trial_id: str) -> None:
     """Raise CheckpointError naming the file when the trial's Ray Train snapshot exists but cannot be read,
     or names a checkpoint folder that is gone (Ray's own errors do not say which file, or say it at length)."""
-    path = storage.join(train_storage, trial_id, SNAPSHOT)
+    path = layout.train_snapshot(train_storage, trial_id)
     if not storage.exists(path):
         return
     try:
@@ -39,7 +37,7 @@ def check_snapshot(train_storage: str, trial_id: str) -> None:
         raise CheckpointError(f"cannot resume: unreadable Ray Train checkpoint snapshot {path} ({error}); restore "
                               "it, or start a new run") from None
     for result in snapshot.get("checkpoint_results") or []:
-        folder = storage.join(train_storage, trial_id, result.get("checkpoint_dir_name", ""))
+        folder = storage.join(layout.train_run_dir(train_storage, trial_id), result.get("checkpoint_dir_name", ""))
         if not storage.exists(folder):
             raise CheckpointError(f"cannot resume: {path} names checkpoint folder {folder}, which is missing; "
                                   "restore it, or start a new run")
@@ -50,14 +48,14 @@ def check_trial_folder(run_dir: str, trial_id: str, run_name: str) -> None:
     trial are recorded in the run (a deleted or lost train/<trial>): Ray Train would start it afresh at epoch
     0 without a word, beside the abandoned run's records. (A PBT exploit's first start of its own Train run,
     "<trial>-x<N>", has records and no folder yet: that is not a loss.)"""
-    folder = storage.join(layout.train_storage(run_dir), run_name)
+    folder = layout.train_run_dir(layout.train_storage(run_dir), run_name)
     recorded = layout.history_files(run_dir, trial_id)
     # Ray Train makes the folder when the trial first starts (its storage check's marker file), so a trial that
     # ran but never checkpointed (it failed in its first epoch) has one, and starts afresh rightly
     if run_name == trial_id and recorded and not storage.exists(folder):
         raise CheckpointError(f"cannot resume trial {trial_id}: its Ray Train folder {folder} is gone "
                               f"while {len(recorded)} of its epochs are recorded in "
-                              f"{storage.join(layout.trial_dir(run_dir, trial_id), 'history')}; restore the folder, "
+                              f"{layout.history_dir(run_dir, trial_id)}; restore the folder, "
                               "or start a new run (never a silent fresh start)")
 
 
@@ -132,7 +130,7 @@ def trial_driver(config: dict, shared: dict) -> None:
             "data": shared["data"],
             "reference": shared["reference"],
             "threads": threads,
-            "fault": shared.get("fault"),  # the drills' fault hook (reports/faults.py); None in real runs
+            "fault": shared.get("fault"),  # the drills' fault hook (reports/run_folder/faults.py); None in real runs
             "start_from": start_from,  # a PBT exploit's copy of the donor's checkpoint; Train's own come first
             "changes": changes,  # recorded by the worker with the epoch it first trains under them
             "cluster": shared["cluster"],  # what each epoch ran under, for its history record

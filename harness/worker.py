@@ -2,7 +2,7 @@
 
 It knows nothing about the method's family: it builds the method from the registry, feeds it this
 rank's shard of each epoch, reports the loss every epoch with a checkpoint, evaluates on rank 0 where
-the evaluation plan (harness/plan.py) says, and resumes from the last checkpoint when Ray Train
+the evaluation plan (harness/evaluation/plan.py) says, and resumes from the last checkpoint when Ray Train
 restarts it. A trial whose training diverges (a non-finite loss, a discriminator that wins completely for
 too long) is ended with that reason recorded: a result of the sweep, not an error.
 
@@ -21,31 +21,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pyarrow.fs as pafs
 import ray
 import ray.train
 import ray.train.torch
 import torch
 
 from condgen_bench.harness import resume as resumes
-from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.config import ExperimentConfig, TrainConfig, experiment_from_dict
-from condgen_bench.harness.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
+from condgen_bench.harness.evaluation.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
 from condgen_bench.models.accel import Acceleration, device_name, resolve_precision, set_training_math
-from condgen_bench.reports import faults, layout, storage
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read, and no older one of the trial that can."""
+from condgen_bench.reports.run_folder import faults, layout, storage
+from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint
+from condgen_bench.reports.run_folder.records import EvalRecord
 
 
 def configure_device(device: torch.device, train: TrainConfig) -> tuple[Acceleration, str]:
@@ -55,44 +50,16 @@ def configure_device(device: torch.device, train: TrainConfig) -> tuple[Accelera
     return Acceleration(resolve_precision(train.precision, device), train.channels_last, train.compile), math_mode
 
 
-def _save_checkpoint(method, config: dict, epoch: int, precision: str, noise_states: list, directory: str) -> None:
-    torch.save({"method": method.state_dict(), "epoch": epoch, "config": config, "precision": precision,
-                "noise_states": noise_states, "noise_kind": method.noise_kind()},
-               os.path.join(directory, layout.CHECKPOINT_FILE))
+def checkpoint_state(method, config: dict, epoch: int, precision: str, noise_states: list) -> dict:
+    """What a trial's checkpoint holds after ``epoch`` (reports/run_folder/checkpoint.py saves and reads it):
+    the method's state, the trial's resolved config dict, the training precision and every rank's noise state."""
+    return {"method": method.state_dict(), "epoch": epoch, "config": config, "precision": precision,
+            "noise_states": noise_states, "noise_kind": method.noise_kind()}
 
 
-def _read_state(checkpoint: ray.train.Checkpoint) -> dict:
-    with checkpoint.as_directory() as directory:
-        # to the CPU first: random-number states must stay CPU tensors; load_state_dict copies the
-        # weights and optimizer state onto the method's device. weights_only: a checkpoint holds tensors,
-        # containers, numbers and strings, and one in a run folder someone else wrote must not run code here
-        return torch.load(os.path.join(directory, layout.CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-
-
-def load_checkpoint(checkpoint: ray.train.Checkpoint, log=print) -> dict:
-    """The state saved by _save_checkpoint in ``checkpoint`` (Ray Train's latest), or, where that cannot be
-    read (a truncated file, a lost folder), in the newest older checkpoint of the trial beside it, with a
-    warning. Raises CheckpointError naming the file when none can be read: never a silent fresh start."""
-    fs, folder = checkpoint.filesystem, os.path.dirname(checkpoint.path.rstrip("/"))
-    newest = os.path.basename(checkpoint.path.rstrip("/"))
-    try:
-        return _read_state(checkpoint)
-    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint; the error is named below
-        reason = str(error).strip().split(". ")[0][:200]  # torch's explanations run long
-        failure = f"{checkpoint.path}/{layout.CHECKPOINT_FILE} ({type(error).__name__}: {reason})"
-    # the trial's other checkpoints (Ray Train registered them before its latest): the readable one furthest on
-    # by the epoch and step saved in it, whatever the folder names (the writing node's local time) say
-    older = [info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))
-             if info.type == pafs.FileType.Directory and info.base_name.startswith(layout.CHECKPOINT_PREFIX)
-             and info.base_name != newest]  # (not Ray Train's checkpoint_manager_snapshot.json beside them)
-    found = newest_readable([f"{folder}/{name}" for name in older], log=lambda *_: None,
-                            read=lambda path: _read_state(ray.train.Checkpoint(path, filesystem=fs)))
-    if found is None:
-        raise CheckpointError(f"cannot resume from unreadable checkpoint {failure}; no older checkpoint of the "
-                              f"trial can be read either ({len(older)} tried): restore the file, or start a new run")
-    path, state = found
-    log(f"WARNING: unreadable checkpoint {failure}; resuming from the older {path} (epoch {state['epoch']})")
-    return state
+def train_checkpoint(checkpoint: ray.train.Checkpoint) -> TrialCheckpoint:
+    """Ray Train's checkpoint as the run folder's (its path on its own filesystem)."""
+    return TrialCheckpoint(checkpoint.path, checkpoint.filesystem)
 
 
 def finish_epoch(method, world: int, device: torch.device, evaluate_epoch: Callable[[], dict],
@@ -213,7 +180,7 @@ def restore(method, config: ExperimentConfig, rank: int, world: int, checkpoint:
     the epoch the state ends (0: nothing to restore)."""
     log = print if rank == 0 else lambda *_: None
     if checkpoint is None and exploit:  # a PBT exploit's first start: the donor's weights, this trial's settings
-        state = load_checkpoint(ray.train.Checkpoint(exploit["checkpoint"]), log=log)
+        state = TrialCheckpoint(exploit["checkpoint"]).load_or_older(log=log)
         method.load_state_dict(state["method"])  # the learning rates are set from the config at every step
         start_epoch = state["epoch"]
         # not the donor's noise streams, which the donor goes on drawing: fresh ones, per exploit
@@ -222,7 +189,7 @@ def restore(method, config: ExperimentConfig, rank: int, world: int, checkpoint:
         return start_epoch
     if checkpoint is None:
         return 0
-    state = load_checkpoint(checkpoint, log=log)
+    state = train_checkpoint(checkpoint).load_or_older(log=log)
     method.load_state_dict(state["method"])
     note = restore_noise(method, state.get("noise_states"), rank, world, config.train.seed, state["epoch"],
                          state.get("noise_kind"))
@@ -234,9 +201,9 @@ def report_finished(run: WorkerRun) -> None:
     """A trial restored after its last epoch (a run killed before its results): nothing to train, but a
     search algorithm (Optuna) needs the trial's metric in its final result, so its last evaluation says it
     again."""
-    path = storage.join(layout.epoch_dir(run.run_dir, run.trial_id, run.start_epoch), layout.EVAL_RECORD)
-    if storage.exists(path):
-        run.latest.update(json.loads(storage.read_bytes(path))["metrics"])
+    folder = layout.epoch_dir(run.run_dir, run.trial_id, run.start_epoch)
+    if EvalRecord.exists(folder):
+        run.latest.update(EvalRecord.read(folder, arrays=False).metrics)
     ray.train.report({**run.latest, "epoch": run.start_epoch, "resumed_from_epoch": run.start_epoch,
                       "evaluated": False})
 
@@ -295,14 +262,13 @@ def evaluate_epoch(run: WorkerRun, epoch: int, plan, metrics: dict) -> dict:
         return {**run.latest, **metrics}
     # imported here: the evaluation's torch-fidelity (and torchvision) take ~1.3 s to import, which every
     # process that unpickles train_worker (the trial's driver, Ray Train's controller, ranks > 0) skips
-    from condgen_bench.harness.evaluation import evaluate
-    from condgen_bench.harness.results import write_record
+    from condgen_bench.harness.evaluation.scoring import evaluate
 
     record, grid_png = evaluate(run.method, run.data, run.reference, run.config.eval, plan, device=run.device)
     record.update(epoch=epoch, step=run.method.step, trial_id=run.trial_id, sampling_setting="default",
                   code_version=run.ran_under["code_version"])
     record["protocol"].update(train_precision=run.accel.precision, train_math=run.math_mode)
-    write_record(layout.epoch_dir(run.run_dir, run.trial_id, epoch), record, grid_png)
+    EvalRecord.of(record, grid_png).write(layout.epoch_dir(run.run_dir, run.trial_id, epoch))
     run.latest = dict(record["metrics"])  # NaN where a metric is missing (its reason is in eval.json)
     return {**run.latest, **metrics, "evaluated": True}
 
@@ -314,11 +280,11 @@ def save_epoch(run: WorkerRun, epoch: int, report: dict, noise_states: list) -> 
     config = run.config
     with tempfile.TemporaryDirectory() as directory:
         if run.rank == 0:
-            _save_checkpoint(run.method, run.loop_config["experiment"], epoch, run.accel.precision, noise_states,
-                             directory)
+            saved = TrialCheckpoint(directory)
+            saved.save(checkpoint_state(run.method, run.loop_config["experiment"], epoch, run.accel.precision,
+                                        noise_states))
             kept = ([layout.budget_checkpoint(run.run_dir, run.trial_id, epoch)] * (epoch in config.train.budgets)
                     + [layout.pbt_checkpoint(run.run_dir, run.trial_id, epoch)] * is_pbt_epoch(config, epoch))
             for folder in kept:
-                with open(os.path.join(directory, layout.CHECKPOINT_FILE), "rb") as f:
-                    storage.write_bytes(storage.join(folder, layout.CHECKPOINT_FILE), f.read())
+                saved.copy_to(folder)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory) if run.rank == 0 else None)

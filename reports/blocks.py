@@ -11,9 +11,9 @@ from html import escape
 import pandas as pd
 from PIL import Image
 
-from condgen_bench.reports import storage
+from condgen_bench.reports.run_folder import layout, storage
 from condgen_bench.reports.catalog import label as metric_label, lookup
-from condgen_bench.reports.inputs import is_missing, json_dict, missing_reasons, parse_json, record_file, spread_of
+from condgen_bench.reports.inputs import is_missing, json_dict, missing_reasons, parse_json, spread_of
 
 
 def note(text: str) -> str:
@@ -171,7 +171,7 @@ def grid_image(run_dir: str, relative, classes: list[str], cell_px: int) -> str:
     class) is about ``cell_px`` high, with the class names beside its rows."""
     if is_missing(relative) or not relative:
         return note("no sample grid")
-    path = record_file(run_dir, relative)
+    path = layout.record_file(run_dir, relative)
     if not storage.exists(path):
         return note(f"sample grid {relative} not found")
     data = storage.read_bytes(path)

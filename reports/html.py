@@ -7,7 +7,7 @@ from html import escape
 
 import plotly.offline
 
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports.run_folder import layout, storage
 from condgen_bench.reports import charts
 from condgen_bench.reports.blocks import TABLE_SCRIPT
 from condgen_bench.reports.inputs import (RunInputs, best_row, class_names, experiment_name, headline_metrics, last_evaluations,

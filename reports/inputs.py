@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports.run_folder import layout, storage
 
 # Columns that describe a row rather than measure something; every other numeric column that is
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
@@ -151,7 +151,7 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
         rows = run.results.assign(run=experiment_name(run))
         for column in RECORD_FILES:  # files of a record, relative to their run
             if column in rows:
-                rows[column] = rows[column].map(lambda g, d=run.run_dir: g if is_missing(g) else storage.join(d, str(g)))
+                rows[column] = rows[column].map(lambda g, d=run.run_dir: g if is_missing(g) else layout.record_file(d, g))
         history = run.history.copy()
         if clash:
             rows["trial_id"] = f"{i}:" + rows["trial_id"]
@@ -169,13 +169,6 @@ def merge_inputs(runs: list[RunInputs]) -> RunInputs:
                      pd.concat(histories, ignore_index=True), None,
                      {**runs[0].config, "name": f"{len(runs)} runs: " + ", ".join(names)}, summaries,
                      [path for run in runs for path in run.refused])
-
-
-def record_file(run_dir: str, relative) -> str:
-    """A file of a record (results' sample_grid / per_sample): relative to ``run_dir``, or as it is when
-    absolute or a URI (a report over several runs)."""
-    relative = str(relative)
-    return relative if os.path.isabs(relative) or "://" in relative else storage.join(run_dir, relative)
 
 
 def experiment_name(inputs: RunInputs) -> str:

@@ -12,9 +12,10 @@ import math
 import pandas as pd
 
 from condgen_bench.reports import paired
-from condgen_bench.reports import storage
+from condgen_bench.reports.run_folder import layout
+from condgen_bench.reports.run_folder.records import read_arrays
 from condgen_bench.reports.catalog import lookup
-from condgen_bench.reports.inputs import is_missing, record_file
+from condgen_bench.reports.inputs import is_missing
 
 # How the leaderboard's noise marks are computed, for the protocol section.
 METHOD = (f"each figure against the column's best: the {paired.LEVEL:.0%} interval of their difference; "
@@ -40,9 +41,9 @@ class PerSampleFiles:
         relative = row.get("per_sample")
         if is_missing(relative) or not relative or _seeds(row) > 1:
             return None
-        path = record_file(self.run_dir, relative)
+        path = layout.record_file(self.run_dir, relative)
         if path not in self.cache:
-            self.cache[path] = paired.from_bytes(storage.read_bytes(path)) if storage.exists(path) else None
+            self.cache[path] = read_arrays(path)
         return self.cache[path]
 
 

@@ -22,14 +22,13 @@ the two are not distinguishable at 95%, not that they are equal. Records that do
 every other metric with a spread column (Inception FID, IS, CAS, ...) get an unpaired interval: the
 difference ± 1.96 times the two spreads combined. Nothing kept and no spread: no verdict (None).
 
-The harness writes these arrays (harness/evaluation.py) and the report reads them (reports/noise.py);
+The harness writes these arrays (harness/evaluation/scoring.py) and the report reads them (reports/noise.py);
 the module sits in reports/, which imports nothing of the harness.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from dataclasses import dataclass
 
@@ -86,23 +85,11 @@ def bpd_arrays(per_image: torch.Tensor, images: torch.Tensor, seeds: torch.Tenso
     return {"bpd": per_image.double().numpy(), "bpd_key": np.str_(digest(images, seeds))}
 
 
-def to_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz file of ``arrays`` (compressed)."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def from_bytes(data: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
 def fid_of_projection(gen: np.ndarray, projected: np.ndarray, real_mu: np.ndarray, real_trace: float) -> float:
     """FID of generated features gen [n, D] against a Gaussian with mean real_mu [D] and covariance trace
     real_trace, given projected = gen @ sqrt(real covariance) [n, D]: tr sqrt(S_g S_r) is the sum of the
     square roots of the eigenvalues of the centred projection's covariance, an n x n problem when n < D
-    (harness/fidelity.py scores with it too)."""
+    (harness/evaluation/fidelity.py scores with it too)."""
     n = len(gen)
     b = projected - projected.mean(0)
     small = b @ b.T / (n - 1) if n <= b.shape[1] else b.T @ b / (n - 1)

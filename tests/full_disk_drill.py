@@ -15,11 +15,11 @@ import torch
 from ray.train import Checkpoint
 from ray.train.v2._internal.execution.storage import _pyarrow_fs_copy_files
 
-from condgen_bench.harness.checkpoints import newest_readable
 from condgen_bench.harness.results import write_results
-from condgen_bench.harness.worker import load_checkpoint
-from condgen_bench.reports import layout
+from condgen_bench.harness.worker import train_checkpoint
+from condgen_bench.reports.run_folder import layout
 from condgen_bench.reports.inputs import load_inputs
+from condgen_bench.reports.run_folder.checkpoint import newest_readable, trial_checkpoints
 
 results_disk, checkpoint_disk = sys.argv[1:3]
 out = {}
@@ -64,9 +64,9 @@ except OSError as error:
 state_file = os.path.join(half, layout.CHECKPOINT_FILE)
 out["half_copied_bytes"] = os.path.getsize(state_file) if os.path.exists(state_file) else None
 lines = []
-out["restart_epoch"] = load_checkpoint(Checkpoint(half), log=lines.append)["epoch"]  # what a restart takes
+out["restart_epoch"] = train_checkpoint(Checkpoint(half)).load_or_older(log=lines.append)["epoch"]  # what a restart takes
 out["restart_log"] = lines
 lines = []
-folder, state = newest_readable(layout.checkpoint_folders(checkpoint_disk, "t0"), log=lines.append)
-out["newest_readable"], out["newest_epoch"], out["newest_log"] = folder, state["epoch"], lines
+newest, state = newest_readable(trial_checkpoints(checkpoint_disk, "t0"), log=lines.append)
+out["newest_readable"], out["newest_epoch"], out["newest_log"] = newest.folder, state["epoch"], lines
 print(json.dumps(out))

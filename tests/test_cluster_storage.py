@@ -113,7 +113,7 @@ def test_a_lost_node_costs_one_epoch_and_the_data_travels_with_the_run(two_nodes
     from condgen_bench.datasets import DataConfig
     from condgen_bench.datasets.export import synthetic_rows, write_fer2013_csv
     from condgen_bench.harness.sweep import run_sweep
-    from condgen_bench.reports import faults
+    from condgen_bench.reports.run_folder import faults
     from drill_tools import checkpointed_epoch, epoch_record, tune_trial_failures, wait_for
     from test_ray_sweep import tiny_experiment
 

@@ -92,11 +92,13 @@ def test_cache_dir_flag_is_absolute_and_a_uri_is_kept(tmp_path, monkeypatch):
 
 
 def test_reports_import_nothing_of_the_harness():
-    """The run folder's layout and storage live in reports/, below the harness that writes runs: no
+    """The run folder (reports/run_folder/) lives in reports/, below the harness that writes runs: no
     harness -> reports -> harness cycle."""
     import ast
 
-    for path in (ROOT / "reports").glob("*.py"):
+    paths = sorted((ROOT / "reports").rglob("*.py"))
+    assert ROOT / "reports" / "run_folder" / "checkpoint.py" in paths
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
@@ -139,7 +141,7 @@ def test_resume_refuses_changed_data(tmp_path):
 def test_sampling_sweep_grid_and_names():
     """The grid runs over the method's own sampler axes: DDPM's four, a GAN's none."""
     from condgen_bench.datasets.base import DatasetSpec
-    from condgen_bench.harness.evaluation import sampling_grid, setting_key
+    from condgen_bench.harness.evaluation.scoring import sampling_grid, setting_key
     from condgen_bench.models import build_method
     from condgen_bench.models.dcgan import DCGANConfig
     from condgen_bench.models.ddpm import DDPMConfig

@@ -90,7 +90,7 @@ def test_the_likelihood_on_a_gpu_comes_back_as_cpu_tensors(family, monkeypatch):
 
 
 def test_evaluation_features_of_samples_on_a_gpu_come_back_as_cpu_tensors():
-    from condgen_bench.harness import extractors
+    from condgen_bench.harness.evaluation import extractors
     from condgen_bench.models.classifier import ClassifierConfig, ResNetClassifier
 
     domain = extractors.register_classifier(ResNetClassifier(1, 3, ClassifierConfig(width=8)), "simulated0001")

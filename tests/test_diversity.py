@@ -1,4 +1,4 @@
-"""Diversity and memorization metrics (harness/diversity.py): density / coverage against the authors' prdc
+"""Diversity and memorization metrics (harness/evaluation/diversity.py): density / coverage against the authors' prdc
 package, the Vendi score against the authors' vendi-score package, and memorization on generators that copy
 their training set or draw fresh samples. Both packages are test-only references."""
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from condgen_bench.harness.diversity import (density_coverage, density_coverage_parts, memorization, nearest_train,
+from condgen_bench.harness.evaluation.diversity import (density_coverage, density_coverage_parts, memorization, nearest_train,
                                              train_nn_quantile, vendi_score)
 
 

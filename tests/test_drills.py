@@ -1,5 +1,5 @@
 """Failure drills: a killed driver beside a second local Ray, a killed worker, a full disk, corrupt
-checkpoints. Each fault is fired at a named point by the fault hook (reports/faults.py), so every drill is deterministic; the tests wait on marker files and Ray's checkpoint snapshot, never for a
+checkpoints. Each fault is fired at a named point by the fault hook (reports/run_folder/faults.py), so every drill is deterministic; the tests wait on marker files and Ray's checkpoint snapshot, never for a
 fixed time. (The lost node is drilled in tests/test_cluster_storage.py, which needs its own cluster.)"""
 
 import json
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from drill_tools import checkpointed_epoch, epoch_record, files_under, tune_saved_status, wait_for
-from condgen_bench.harness import runs
+from condgen_bench.reports.run_folder import runs
 from condgen_bench.harness.config import experiment_from_dict
-from condgen_bench.reports import faults
+from condgen_bench.reports.run_folder import faults
 from test_ray_sweep import tiny_experiment
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(400)]
@@ -161,8 +161,8 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     """A truncated state.pt falls back to the previous checkpoint with a warning; with none readable the
     error names the file; a truncated Ray Train snapshot, or a checkpoint folder it names deleted, is an
     error naming the file or folder. Never a silent fresh start. One Ray Train run makes the checkpoints; the
-    worker's own loading (load_checkpoint, what it calls on Ray Train's latest checkpoint at a restart) reads
-    them. (A divergence note from before a restart is removed: the killed-driver drill.)"""
+    worker's own loading (TrialCheckpoint.load_or_older, what it calls on Ray Train's latest checkpoint at a
+    restart) reads them. (A divergence note from before a restart is removed: the killed-driver drill.)"""
     import shutil
 
     import ray
@@ -171,9 +171,9 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     from condgen_bench import datasets
     from condgen_bench.harness import worker as worker_module
     from condgen_bench.harness.config import to_dict
-    from condgen_bench.harness.reference import prepare_reference
+    from condgen_bench.harness.evaluation.reference import prepare_reference
     from condgen_bench.harness.trial import Trainer, check_snapshot
-    from condgen_bench.harness.worker import CheckpointError
+    from condgen_bench.reports.run_folder.checkpoint import CheckpointError
 
     config = tiny_experiment(tmp_path)
     data = datasets.load(config.data)
@@ -200,7 +200,7 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     newest = checkpoints(tmp_path / "a")[-1] / "state.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     lines = []
-    state = worker_module.load_checkpoint(ray.train.Checkpoint(str(newest.parent)), log=lines.append)
+    state = worker_module.train_checkpoint(ray.train.Checkpoint(str(newest.parent))).load_or_older(log=lines.append)
     assert state["epoch"] == 1 and len(state["noise_states"]) == 1
     [warning] = lines
     assert warning.startswith(f"WARNING: unreadable checkpoint {newest}") and str(checkpoints(tmp_path / "a")[0]) in warning
@@ -210,7 +210,7 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
         (folder / "state.pt").write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(CheckpointError, match=r"cannot resume from unreadable checkpoint .*state\.pt \(RuntimeError"
                        r".*no older checkpoint of the trial can be read either \(1 tried\)") as failure:
-        worker_module.load_checkpoint(ray.train.Checkpoint(str(checkpoints(tmp_path / "b")[-1])))
+        worker_module.train_checkpoint(ray.train.Checkpoint(str(checkpoints(tmp_path / "b")[-1]))).load_or_older()
     assert str(checkpoints(tmp_path / "b")[-1]) in str(failure.value)
 
     # c: the snapshot cut short, then a checkpoint folder it names deleted: checked before Ray Train starts
@@ -232,7 +232,7 @@ def test_a_real_full_disk_keeps_the_old_results_and_a_half_copied_checkpoint_is_
     folders. The results write runs out of space: it fails naming the file, and the old results, history and
     manifest stay whole, with no temporary file. Ray Train's copy of a checkpoint into its storage (pyarrow's
     copy_files, in place, not atomic) runs out of space half-way: the half-copied checkpoint is passed over,
-    named, both by a restart (the worker's load_checkpoint) and by the choice of the newest (a finalist, a
+    named, both by a restart (TrialCheckpoint.load_or_older) and by the choice of the newest (a finalist, a
     PBT donor), which take the older one."""
     import errno
     import shutil

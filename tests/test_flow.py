@@ -164,16 +164,16 @@ def test_a_tiny_flow_learns_two_classes_and_guidance_follows_the_label():
 
 
 def test_a_flows_finalist_evaluation_records_its_ode_bound_and_its_own_sampler_axes(tmp_path):
-    """What the finalist stage computes for flow matching (harness/evaluation.py, as harness/finalists.py
+    """What the finalist stage computes for flow matching (harness/evaluation/scoring.py, as harness/finalists.py
     calls it), without Ray: under its own sampler and a sampling-sweep setting of its axes (Heun, 2 steps),
     bits/dim with the ODE's divergence part, and each setting's network evaluations."""
     from condgen_bench import datasets
     from condgen_bench.datasets import DataConfig
     from condgen_bench.harness.config import EvalConfig
-    from condgen_bench.harness.evaluation import evaluate, sampling_grid
-    from condgen_bench.harness.plan import evaluation_plan
+    from condgen_bench.harness.evaluation.scoring import evaluate, sampling_grid
+    from condgen_bench.harness.evaluation.plan import evaluation_plan
     from condgen_bench.harness.config import ExperimentConfig
-    from condgen_bench.harness.reference import prepare_reference
+    from condgen_bench.harness.evaluation.reference import prepare_reference
     from condgen_bench.models.classifier import ClassifierConfig
 
     data = datasets.load(DataConfig(image_size=16, num_train=70, num_test=35))

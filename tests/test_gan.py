@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from condgen_bench.harness.config import EvalConfig
-from condgen_bench.harness.evaluation import likelihood_metrics
+from condgen_bench.harness.evaluation.scoring import likelihood_metrics
 from condgen_bench.harness.steps import DivergenceWatch, StepStats
 from condgen_bench.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from condgen_bench.models.gan import get_loss, discriminator_wins, upsampling_plan

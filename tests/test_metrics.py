@@ -16,12 +16,12 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from condgen_bench import datasets
 from condgen_bench.datasets import DataConfig
-from condgen_bench.harness import evaluation, extractors, fidelity, reference
+from condgen_bench.harness.evaluation import extractors, fidelity, reference, scoring
 from condgen_bench.reports import paired
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig
-from condgen_bench.harness.extractors import Extractor
-from condgen_bench.harness.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
-from condgen_bench.harness.plan import evaluation_plan
+from condgen_bench.harness.evaluation.extractors import Extractor
+from condgen_bench.harness.evaluation.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
+from condgen_bench.harness.evaluation.plan import evaluation_plan
 from condgen_bench.models.classifier import ClassifierConfig
 
 FEATURES = Extractor(name="test", layers=(("fid", "f"), ("kid", "f"), ("prc", "f"), ("isc", "logits")),
@@ -135,7 +135,7 @@ def test_is_is_one_for_samples_of_one_class_and_at_most_the_class_count():
 
 
 def test_fid_kid_and_is_equal_torch_fidelitys_for_the_same_seed():
-    """Ours are computed without importing torch-fidelity (harness/fidelity.py): the same estimators and draws."""
+    """Ours are computed without importing torch-fidelity (harness/evaluation/fidelity.py): the same estimators and draws."""
     gen, real = _features(60, seed=14, shift=0.2), _features(90, seed=15)
     ours, _ = _score(gen, real, kid_subset_size=20, kid_subsets=7, isc_splits=4, seed=3)
     fid = fid_statistics_to_metric(fid_features_to_statistics(gen["f"]), fid_features_to_statistics(real["f"]),
@@ -175,14 +175,14 @@ def _eval_config(**kw):
 
 
 def _evaluate(generator, data, ref, config, stage="finalist", **kwargs):
-    """evaluation.evaluate under the plan of a stage: "finalist", "trial_final" or "tracking"."""
+    """scoring.evaluate under the plan of a stage: "finalist", "trial_final" or "tracking"."""
     experiment = ExperimentConfig(eval=config)
     epoch = experiment.train.epochs if stage != "tracking" else 1
     experiment.train.eval_every = 1
     plan = evaluation_plan(experiment, epoch, is_final=stage == "trial_final",
                            stage="finalist" if stage == "finalist" else "trial")
     assert plan.stage == stage
-    return evaluation.evaluate(generator, data, ref, config, plan, **kwargs)
+    return scoring.evaluate(generator, data, ref, config, plan, **kwargs)
 
 
 class CopyGenerator:
@@ -273,7 +273,7 @@ def _counting(monkeypatch, real_images):
         return original(images, extractor, *args, **kwargs)
 
     monkeypatch.setattr(extractors, "extract_features", counted)
-    monkeypatch.setattr(evaluation, "extract_features", counted)
+    monkeypatch.setattr(scoring, "extract_features", counted)
     monkeypatch.setattr(reference, "extract_features", counted)
     return calls
 
@@ -692,7 +692,7 @@ def test_a_torchscript_extractor_given_by_path_gets_every_figure_in_its_features
     density-coverage / Vendi in its features beside the domain ones, catalogued as such; its real features
     are cached under its weights' hash (other weights: another entry) and the protocol names the file and
     hash. Bad settings name the setting or the file."""
-    from condgen_bench.harness.extractors import file_extractor, file_sha256
+    from condgen_bench.harness.evaluation.extractors import file_extractor, file_sha256
     from condgen_bench.reports.catalog import lookup, uncatalogued
 
     path = tmp_path / "tiny.pt"
@@ -751,7 +751,7 @@ def test_cas_averages_classifiers_of_several_seeds_and_its_spread_carries_their_
     error alone, which left the training randomness out)."""
     import dataclasses
 
-    from condgen_bench.harness.downstream import classification_accuracy_score
+    from condgen_bench.harness.evaluation.downstream import classification_accuracy_score
 
     config = _eval_config(cas=True, cas_seeds=2, cas_pool_per_class=10)
     images, labels = data.train.images, data.train.labels

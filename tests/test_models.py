@@ -231,8 +231,10 @@ def test_the_harness_and_the_report_never_branch_on_the_family():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     families = set(METHODS)
     class_names = {c.__name__ for entry in METHODS.values() for c in (entry.cls, entry.config_cls)}
-    files = sorted(glob.glob(os.path.join(root, "harness", "*.py")) + glob.glob(os.path.join(root, "reports", "*.py")))
+    files = sorted(glob.glob(os.path.join(root, "harness", "**", "*.py"), recursive=True)
+                   + glob.glob(os.path.join(root, "reports", "**", "*.py"), recursive=True))
     assert len(files) > 20 and any(f.endswith("worker.py") for f in files)
+    assert any(f.endswith(os.path.join("evaluation", "scoring.py")) for f in files)
     found = [line for path in files for line in _family_branches(path, families, class_names)]
     assert not found, "\n".join(found)
 

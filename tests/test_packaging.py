@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "experiments").glob("*.py") if "__main__" in p.read_text())  # not laptop.py
 # what a Ray worker, a trial and a finalist task import (harness/trial.py, worker.py, finalists.py, sweep.py)
 WORKER_MODULES = ["condgen_bench.harness.sweep", "condgen_bench.harness.trial", "condgen_bench.harness.worker",
-                  "condgen_bench.harness.finalists", "condgen_bench.harness.evaluation", "condgen_bench.models",
+                  "condgen_bench.harness.finalists", "condgen_bench.harness.evaluation.scoring", "condgen_bench.models",
                   "condgen_bench.datasets", "condgen_bench.reports"]
 
 CHECK = """

@@ -13,8 +13,8 @@ from ray.tune.search.sample import Domain
 
 from condgen_bench.harness import pbt
 from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict
-from condgen_bench.harness.plan import evaluation_plan
-from condgen_bench.reports import layout
+from condgen_bench.harness.evaluation.plan import evaluation_plan
+from condgen_bench.reports.run_folder import layout
 
 
 def gan(method: str, **sweep) -> ExperimentConfig:
@@ -164,7 +164,7 @@ def test_a_driver_killed_between_an_exploits_record_and_tunes_save_trains_under_
     from condgen_bench import datasets
     from condgen_bench.harness.results import TrialOutcome, _trial_rows
     from condgen_bench.harness.trial import trial_settings
-    from condgen_bench.reports import faults
+    from condgen_bench.reports.run_folder import faults
 
     _, trials = population(tmp_path)
     saved_by_tune = json.loads(json.dumps(trials["low"].config))  # what Tune restores: the save never came

@@ -1,10 +1,10 @@
-"""The evaluation plan (harness/plan.py): which stage each epoch of a trial is, under each scheduler, and
+"""The evaluation plan (harness/evaluation/plan.py): which stage each epoch of a trial is, under each scheduler, and
 what each stage computes."""
 
 import pytest
 
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.harness.plan import PARTS, asha_rungs, evaluation_plan
+from condgen_bench.harness.evaluation.plan import PARTS, asha_rungs, evaluation_plan
 
 EPOCHS = 12
 
@@ -118,7 +118,7 @@ def test_swept_budgets_fold_into_one_run_unless_training_depends_on_the_budget()
 def test_a_budget_read_off_a_run_ends_with_the_final_evaluation_a_separate_trial_would_have():
     long = ExperimentConfig(train=TrainConfig(epochs=13, budgets=[2, 6]))
     short = ExperimentConfig(train=TrainConfig(epochs=2))
-    from condgen_bench.harness.plan import ends_a_budget
+    from condgen_bench.harness.evaluation.plan import ends_a_budget
 
     assert [e for e in range(1, 14) if ends_a_budget(long, e)] == [2, 6, 13]
     assert evaluation_plan(long, 2, is_final=ends_a_budget(long, 2), stage="trial") == \

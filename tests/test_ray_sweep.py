@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 
 from condgen_bench.datasets import DataConfig
-from condgen_bench.harness import extractors, runs
+from condgen_bench.reports.run_folder import runs
+from condgen_bench.harness.evaluation import extractors
 from condgen_bench.harness.config import (ClusterConfig, EvalConfig, ExperimentConfig, SweepConfig, TrainConfig,
                                           experiment_from_dict, to_dict)
 from condgen_bench.reports import paired
-from condgen_bench.harness.results import read_per_sample
-from condgen_bench.reports import faults
+from condgen_bench.reports.run_folder import faults
+from condgen_bench.reports.run_folder.records import EvalRecord
 from condgen_bench.models.classifier import ClassifierConfig
 from condgen_bench.models.ddpm import DDPMConfig
 from condgen_bench.models.dcgan import DCGANConfig
@@ -259,7 +260,7 @@ def test_a_benchmark_whose_worker_dies_goes_on_and_compares_two_families_one_und
     evaluated = frame[frame["status"] == "completed"]
     assert evaluated["per_sample"].notna().all()
     own = frame[frame["stage"] == "finalist"].set_index("method")
-    arrays = {m: read_per_sample(os.path.join(outcome.run_dir, os.path.dirname(own.loc[m, "per_sample"])))
+    arrays = {m: EvalRecord.read(os.path.join(outcome.run_dir, os.path.dirname(own.loc[m, "per_sample"]))).per_sample
               for m in ("ddpm", "dcgan")}
     assert paired.pairs("sample_accuracy", arrays["ddpm"], arrays["dcgan"])
     assert "paired bootstrap over the same" in report

@@ -15,7 +15,7 @@ import plotly.offline
 import pytest
 from PIL import Image
 
-from condgen_bench.reports import paired
+from condgen_bench.reports.run_folder.records import arrays_to_bytes
 from condgen_bench.reports import build_report
 from condgen_bench.reports.inputs import best_row, last_evaluations, load_inputs, objective
 
@@ -56,7 +56,7 @@ def evaluation(run_dir, trial: str, epoch: int, accuracy: float, bpd: float, sec
     hits = np.arange(96) < round(96 * accuracy)
     per_sample = os.path.join(os.path.dirname(grid), "per_sample.npz")
     with open(os.path.join(run_dir, per_sample), "wb") as f:
-        f.write(paired.to_bytes({"hit": hits, "sample_key": np.str_("seeds 0-95, reference fp123")}))
+        f.write(arrays_to_bytes({"hit": hits, "sample_key": np.str_("seeds 0-95, reference fp123")}))
     missing = {} if not math.isnan(bpd) else {"bpd": BPD_REASON}
     return {"epoch": epoch, "step": epoch * 10, "train_seconds": 5.0 * epoch, "sample_accuracy": accuracy,
             **{f"sample_accuracy.{c}": accuracy - 0.1 * i for i, c in enumerate(CLASSES)},

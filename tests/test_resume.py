@@ -12,8 +12,9 @@ from condgen_bench import datasets
 from condgen_bench.harness import resume
 from condgen_bench.harness.config import to_dict
 from condgen_bench.harness.resume import ResumeChangeError
-from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress, write_record
-from condgen_bench.reports import layout, storage
+from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress
+from condgen_bench.reports.run_folder import layout, storage
+from condgen_bench.reports.run_folder.records import EvalRecord
 from test_ray_sweep import tiny_experiment
 
 
@@ -65,9 +66,8 @@ def test_a_change_reaches_a_trial_from_its_next_epoch_and_its_rows_say_so(tmp_pa
         storage.write_bytes(layout.history_file(run_dir, trial_id, epoch), json.dumps(
             {"epoch": epoch, "step": 4 * epoch, "loss": 1.0, "code_version": code,
              "cluster": {**first["cluster"], "workers_per_trial": workers}}).encode())
-        write_record(layout.epoch_dir(run_dir, trial_id, epoch),
-                     {"stage": "tracking", "epoch": epoch, "step": 4 * epoch, "metrics": {"loss": 1.0}, "missing": {},
-                      "protocol": {}, "code_version": code}, b"png")
+        EvalRecord({"stage": "tracking", "epoch": epoch, "step": 4 * epoch, "metrics": {"loss": 1.0}, "missing": {},
+                    "protocol": {}, "code_version": code}, grid_png=b"png").write(layout.epoch_dir(run_dir, trial_id, epoch))
     # the worker, started again at epoch 1 after the resume, records the change once however often it restarts
     for _ in range(2):
         recorded = resume.record_trial_changes(run_dir, trial_id, changes, from_epoch=2)
@@ -129,7 +129,7 @@ def test_a_resume_scores_with_the_runs_own_reference_or_refuses_naming_what_diff
 def test_the_classifier_cache_key_covers_its_settings_and_its_code(monkeypatch):
     import inspect
 
-    from condgen_bench.harness import reference
+    from condgen_bench.harness.evaluation import reference
     from condgen_bench.models.classifier import ClassifierConfig
 
     key = reference.recipe_key(ClassifierConfig())

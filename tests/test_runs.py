@@ -1,4 +1,4 @@
-"""Run folders (harness/runs.py): two runs started in the same second get two folders, created exclusively;
+"""Run folders (reports/run_folder/runs.py): two runs started in the same second get two folders, created exclusively;
 "latest" refuses to guess between them; one driver per run, a second one refused with the owner's host and
 process, a dead owner's lock taken over with a log line. No Ray (the sweeps that use them: tests/test_drills.py)."""
 
@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from condgen_bench.harness import runs
-from condgen_bench.harness.runs import RunLock, RunLockedError, latest_run, new_run_dir
+from condgen_bench.reports.run_folder import runs
+from condgen_bench.reports.run_folder.runs import RunLock, RunLockedError, latest_run, new_run_dir
 
 
 def freeze_clock(monkeypatch, seconds: float = 1_796_000_000) -> None:
@@ -107,13 +107,14 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused_naming_the_file(tmp
     import ray.train
     import torch
 
-    from condgen_bench.harness.worker import CheckpointError, load_checkpoint
+    from condgen_bench.harness.worker import train_checkpoint
+    from condgen_bench.reports.run_folder.checkpoint import CheckpointError
 
     folder = tmp_path / "train" / "t0" / "checkpoint_000001"
     folder.mkdir(parents=True)
     torch.save({"method": {}, "epoch": 1, "hook": os.getpid}, folder / "state.pt")
     with pytest.raises(CheckpointError, match=r"unreadable checkpoint .*checkpoint_000001/state\.pt \(UnpicklingError"):
-        load_checkpoint(ray.train.Checkpoint(str(folder)))
+        train_checkpoint(ray.train.Checkpoint(str(folder))).load_or_older()
 
 
 def test_a_moved_pbt_run_is_refused_because_its_scheduler_would_write_to_the_old_folder(tmp_path):
@@ -138,7 +139,7 @@ def test_a_deleted_trial_folder_is_an_error_naming_it_not_a_silent_fresh_start(t
     start afresh at epoch 0 beside its old records: the trial's driver refuses, naming the folder (the
     error is the trial's row in the results, as for a corrupt snapshot: tests/test_drills.py)."""
     from condgen_bench.harness.trial import check_trial_folder
-    from condgen_bench.harness.worker import CheckpointError
+    from condgen_bench.reports.run_folder.checkpoint import CheckpointError
 
     run_dir = str(tmp_path)
     check_trial_folder(run_dir, "t0", "t0")  # a trial that never ran: nothing to lose
@@ -161,8 +162,9 @@ def test_a_trial_the_scheduler_stopped_stays_stopped_early_though_its_worker_tra
 
     from condgen_bench import datasets
     from condgen_bench.harness.config import to_dict
-    from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress, write_record
-    from condgen_bench.reports import layout, storage
+    from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress
+    from condgen_bench.reports.run_folder.records import EvalRecord
+    from condgen_bench.reports.run_folder import layout, storage
     from test_ray_sweep import tiny_experiment
 
     config = tiny_experiment(tmp_path)  # 2 epochs planned
@@ -170,9 +172,8 @@ def test_a_trial_the_scheduler_stopped_stays_stopped_early_though_its_worker_tra
     for epoch in (1, 2):  # what the worker trained
         storage.write_bytes(layout.history_file(run_dir, trial_id, epoch),
                             json.dumps({"epoch": epoch, "step": 4 * epoch, "loss": 1.0}).encode())
-    write_record(layout.epoch_dir(run_dir, trial_id, 1),  # what was evaluated and reported: epoch 1
-                 {"stage": "tracking", "epoch": 1, "step": 4, "metrics": {"loss": 1.0}, "missing": {}, "protocol": {}},
-                 b"png")
+    EvalRecord({"stage": "tracking", "epoch": 1, "step": 4, "metrics": {"loss": 1.0}, "missing": {}, "protocol": {}},
+               grid_png=b"png").write(layout.epoch_dir(run_dir, trial_id, 1))  # evaluated and reported: epoch 1
     spec = datasets.load(config.data).spec()
     for tune_saw, status in ((1, "stopped_early"), (2, "completed")):
         result = SimpleNamespace(error=None, metrics={"epoch": tune_saw})
@@ -194,8 +195,8 @@ def test_the_newest_checkpoint_is_the_one_furthest_on_inside_whatever_the_folder
     inside, by (epoch, step); an unreadable checkpoint is passed over, naming its file."""
     import torch
 
-    from condgen_bench.harness.checkpoints import newest_readable
-    from condgen_bench.reports import layout
+    from condgen_bench.reports.run_folder import layout
+    from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint, newest_readable, trial_checkpoints
 
     run_dir, trial = tmp_path / "run", "abcde_00000"
     train = run_dir / "train" / trial
@@ -209,11 +210,11 @@ def test_the_newest_checkpoint_is_the_one_furthest_on_inside_whatever_the_folder
     furthest = save("checkpoint_2026-12-03_09-00-00.000000", 2, 16)  # written after the clock went back
     cut = save("checkpoint_2026-12-03_11-00-00.000000", 3, 24)
     (train / "checkpoint_2026-12-03_11-00-00.000000" / layout.CHECKPOINT_FILE).write_bytes(b"PK\x03\x04 cut")
-    folders = layout.checkpoint_folders(str(run_dir), trial)
-    assert sorted(folders) == sorted([later_clock, furthest, cut])
+    checkpoints = trial_checkpoints(str(run_dir), trial)
+    assert sorted(c.folder for c in checkpoints) == sorted([later_clock, furthest, cut])
     lines = []
-    folder, state = newest_readable(folders, log=lines.append)
-    assert folder == furthest and state["epoch"] == 2
+    newest, state = newest_readable(checkpoints, log=lines.append)
+    assert newest.folder == furthest and state["epoch"] == 2
     [warning] = lines
     assert warning.startswith(f"WARNING: unreadable checkpoint {cut}/{layout.CHECKPOINT_FILE}")
-    assert newest_readable([cut], log=lines.append) is None
+    assert newest_readable([TrialCheckpoint(cut)], log=lines.append) is None

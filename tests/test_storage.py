@@ -1,11 +1,11 @@
-"""Run files are written whole or not at all (reports/storage.py)."""
+"""Run files are written whole or not at all (reports/run_folder/storage.py)."""
 
 import errno
 import os
 
 import pytest
 
-from condgen_bench.reports import storage
+from condgen_bench.reports.run_folder import storage
 
 
 def test_a_failed_write_keeps_the_old_file_leaves_no_temporary_and_names_the_path(tmp_path, monkeypatch):
@@ -31,7 +31,7 @@ def test_a_write_replaces_the_whole_file(tmp_path):
 
 
 def test_files_written_together_are_all_kept_old_when_one_fails(tmp_path, monkeypatch):
-    from condgen_bench.reports import faults
+    from condgen_bench.reports.run_folder import faults
 
     first, second = str(tmp_path / "results.parquet"), str(tmp_path / "history.parquet")
     storage.write_files({first: b"old results", second: b"old history"})
@@ -48,14 +48,14 @@ def test_a_writer_killed_before_its_rename_leaves_the_old_file_and_a_temporary_t
     import subprocess
     import sys
 
-    from condgen_bench.reports import faults
+    from condgen_bench.reports.run_folder import faults
 
     path = tmp_path / "run" / "artifacts" / "t1" / "epoch_0001" / "eval.json"
     storage.write_bytes(str(path), b"old record")
     keep = [tmp_path / "run" / name for name in ("notes.tmp", "a.tmp.txt", "b.tmpl", "c.tmp12x")]
     for other in keep:
         other.write_text("not a temporary")
-    writer = ("from condgen_bench.reports import storage; import sys; "
+    writer = ("from condgen_bench.reports.run_folder import storage; import sys; "
               "storage.write_bytes(sys.argv[1], b'new record, longer than the old')")
     env = {**os.environ, faults.ENV: '{"at": "write", "path": "eval.json", "do": "kill"}'}
     killed = subprocess.run([sys.executable, "-c", writer, str(path)], env=env)

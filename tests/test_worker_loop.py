@@ -14,9 +14,9 @@ import torch
 from condgen_bench import datasets
 from condgen_bench.harness import worker as worker_module
 from condgen_bench.harness.config import to_dict
-from condgen_bench.harness.reference import prepare_reference
+from condgen_bench.harness.evaluation.reference import prepare_reference
 from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress
-from condgen_bench.reports import faults, layout, storage
+from condgen_bench.reports.run_folder import faults, layout, storage
 from test_ray_sweep import tiny_experiment
 
 

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 
-from condgen_bench.reports import storage
+from condgen_bench.reports.run_folder import storage
 
 LOCK_FILE = "driver.lock"
 RENEW_SECONDS = 20.0  # how often a live driver rewrites its lock's "renewed" time

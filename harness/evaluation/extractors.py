@@ -17,7 +17,7 @@ torch-fidelity is imported only where an Inception network is built: importing i
 1.7 s that every worker process scoring with the domain classifier alone would spend.
 
 ``extract_features`` runs one of them over an image set; built extractors are kept per process. The maths
-on the features is in harness/fidelity.py.
+on the features is in harness/evaluation/fidelity.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Scoring one checkpoint of a generator, as an evaluation plan (harness/plan.py) says.
+"""Scoring one checkpoint of a generator, as an evaluation plan (harness/evaluation/plan.py) says.
 
 ``evaluate`` runs on rank 0 of a trial at its tracking and trial-final evaluations and in the finalist
 stage's Ray tasks. It generates the plan's seeded samples, scores them against the shared reference
-(harness/reference.py), and returns one record: the metrics (NaN where missing), why each missing one
+(harness/evaluation/reference.py), and returns one record: the metrics (NaN where missing), why each missing one
 is missing, and the protocol every figure was computed under.
 """
 
@@ -17,17 +17,17 @@ import torch
 from PIL import Image
 
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.diversity import memorization
-from condgen_bench.harness.downstream import augmentation_gain, classification_accuracy_score, pool_labels
-from condgen_bench.harness.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
-from condgen_bench.harness.fidelity import (EQUAL_SIZE_DRAWS, FID_INF_DRAWS, GaussianStats, accuracy,
+from condgen_bench.harness.evaluation.diversity import memorization
+from condgen_bench.harness.evaluation.downstream import augmentation_gain, classification_accuracy_score, pool_labels
+from condgen_bench.harness.evaluation.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
+from condgen_bench.harness.evaluation.fidelity import (EQUAL_SIZE_DRAWS, FID_INF_DRAWS, GaussianStats, accuracy,
                                             bootstrap_std, fid_sizes, intra_class_fid, kid_subset, score_features)
 from condgen_bench.reports.paired import bpd_arrays, sample_arrays
-from condgen_bench.harness.plan import EvalPlan
-from condgen_bench.harness.reference import EvalReference
+from condgen_bench.harness.evaluation.plan import EvalPlan
+from condgen_bench.harness.evaluation.reference import EvalReference
 from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import predict
-from condgen_bench.reports import layout
+from condgen_bench.reports.run_folder import layout
 
 MEMORIZATION_QUANTILE = 0.05  # "memorized": closer to a training image than 95% of training images are to another
 
@@ -116,7 +116,7 @@ def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, rea
 def memorization_metrics(samples: torch.Tensor, features: torch.Tensor, train, extractor: Extractor, config,
                          device="cpu") -> tuple[dict, bytes]:
     """How close ``samples`` [N, C, H, W] uint8 (with their ``extractor`` features [N, D]) come to the training
-    images ``train`` (a Split): harness/diversity.py memorization in the extractor's features and in pixels.
+    images ``train`` (a Split): harness/evaluation/diversity.py memorization in the extractor's features and in pixels.
     Returns ({metric: value}, PNG of the closest pairs: generated images above, their nearest training
     images below, closest first)."""
     train_features = extract_features(train.images, extractor, config.batch_size, device)[extractor.layer("fid")]
@@ -264,7 +264,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
 
 def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan,
                        device="cpu") -> tuple[dict, dict, dict]:
-    """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/downstream.py) of
+    """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/evaluation/downstream.py) of
     a seeded generated pool under the method's own sampler, as far as the plan computes them.
     Returns (metrics, missing, protocol)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
@@ -338,7 +338,7 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
     (its math mode included: plain fp32 whatever the training ran in, models/accel.py evaluation_math), and
     "per_sample" {name: array}: what the paired tests need (reports/paired.py), and "files" {name: bytes}
-    (the memorization gallery); write_record stores both beside the record, not in it.
+    (the memorization gallery); reports/run_folder/records.py EvalRecord stores both beside the record.
     """
     with evaluation_math() as math_mode:
         record, grid = _evaluate(method, data, ref, config, plan, device, settings, likelihood)

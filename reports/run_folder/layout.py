@@ -26,7 +26,9 @@ of either.
 
 from __future__ import annotations
 
-from condgen_bench.reports import storage
+import os
+
+from condgen_bench.reports.run_folder import storage
 
 CONFIG = "config.json"
 DATASET_SUMMARY = "dataset_summary.json"
@@ -39,13 +41,32 @@ MANIFEST = "results_manifest.json"  # {file name: {"bytes", "sha256", "rows"}} o
 REPORT = "report.html"
 EVAL_RECORD = "eval.json"  # one evaluation: {"metrics", "missing", "protocol", "stage", "epoch", ...}
 SAMPLE_GRID = "samples.png"
-MEMORIZATION_GRID = "memorization.png"  # a finalist's closest sample / training image pairs (harness/evaluation.py)
+MEMORIZATION_GRID = "memorization.png"  # a finalist's closest sample / training image pairs (harness/evaluation/scoring.py)
 PER_SAMPLE = "per_sample.npz"  # beside eval.json: what the paired tests need (reports/paired.py)
 DIVERGED = "diverged.json"  # {"epoch", "step", "reason"}
 FINALIST_FAILED = "failed.json"  # in a finalist's folder when its scoring raised: {"error"}; retried on --resume
 CHECKPOINT_FILE = "state.pt"  # inside each Ray Train checkpoint folder
 CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train names its checkpoint folders checkpoint_<timestamp>
 SAMPLING = "sampling"
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
+
+
+def experiment_dir(storage_root: str, name: str) -> str:
+    """Where the runs of one name live: a run folder per run in it (reports/run_folder/runs.py)."""
+    return storage.join(storage_root, name)
+
+
+def tune_dir(run_dir: str, experiment: str, experiments: int) -> str:
+    """Where an experiment's Tune state lives: the run folder itself (one experiment), or a folder per
+    experiment in it (a benchmark)."""
+    return run_dir if experiments == 1 else storage.join(run_dir, experiment)
+
+
+def record_file(run_dir: str, relative) -> str:
+    """A file of a record (results' sample_grid / per_sample): relative to ``run_dir``, or as it is when
+    absolute or a URI (a report over several runs)."""
+    relative = str(relative)
+    return relative if os.path.isabs(relative) or "://" in relative else storage.join(run_dir, relative)
 
 
 def run_file(run_dir: str, name: str) -> str:
@@ -68,6 +89,11 @@ def finalist_dir(run_dir: str, trial_id: str) -> str:
     return storage.join(run_dir, "finalists", trial_id)
 
 
+def finalist_failed_file(run_dir: str, trial_id: str) -> str:
+    """Why the trial's finalist scoring failed ({"error"}); retried on --resume."""
+    return storage.join(finalist_dir(run_dir, trial_id), FINALIST_FAILED)
+
+
 def sampling_dir(record_dir: str, setting: str) -> str:
     """The record of the same checkpoint under another sampler setting (harness.evaluation.setting_key)."""
     return storage.join(record_dir, SAMPLING, setting)
@@ -75,12 +101,17 @@ def sampling_dir(record_dir: str, setting: str) -> str:
 
 def history_file(run_dir: str, trial_id: str, epoch: int) -> str:
     """One epoch's training figures of a trial (what it reported to Tune that epoch)."""
-    return storage.join(trial_dir(run_dir, trial_id), "history", f"epoch_{epoch:04d}.json")
+    return storage.join(history_dir(run_dir, trial_id), f"epoch_{epoch:04d}.json")
+
+
+def history_dir(run_dir: str, trial_id: str) -> str:
+    """The trial's per-epoch training records."""
+    return storage.join(trial_dir(run_dir, trial_id), "history")
 
 
 def history_files(run_dir: str, trial_id: str) -> list[str]:
     """The trial's per-epoch training records, by epoch."""
-    folder = storage.join(trial_dir(run_dir, trial_id), "history")
+    folder = history_dir(run_dir, trial_id)
     return [storage.join(folder, name) for name in storage.list_dir(folder) if name.endswith(".json")]
 
 
@@ -96,6 +127,16 @@ def diverged_file(run_dir: str, trial_id: str) -> str:
 def train_storage(run_dir: str) -> str:
     """Ray Train's storage_path: each trial's TorchTrainer runs under train/<trial id>."""
     return storage.join(run_dir, "train")
+
+
+def train_run_dir(train_storage_dir: str, run_name: str) -> str:
+    """One Ray Train run's folder (its checkpoints and Train's snapshot of them) under train_storage."""
+    return storage.join(train_storage_dir, run_name)
+
+
+def train_snapshot(train_storage_dir: str, run_name: str) -> str:
+    """Ray Train's record of a run's checkpoints, in its folder."""
+    return storage.join(train_run_dir(train_storage_dir, run_name), TRAIN_SNAPSHOT)
 
 
 def record_dirs(run_dir: str, trial_id: str) -> list[str]:
@@ -136,10 +177,10 @@ def budget_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
 def checkpoint_folders(run_dir: str, trial_id: str) -> list[str]:
     """The trial's checkpoint folders (each holding CHECKPOINT_FILE), in no meaningful order: those of its
     current Ray Train run (after a PBT exploit, the run that started from the exploit), else the exploit's
-    copy it starts from; [] if none. Which is newest is read from inside them (harness/checkpoints.py): Train
+    copy it starts from; [] if none. Which is newest is read from inside them (run_folder/checkpoint.py): Train
     names its folders by the writing node's local time."""
     exploits = len(exploit_records(run_dir, trial_id))
-    folder = storage.join(train_storage(run_dir), train_run_name(trial_id, exploits))
+    folder = train_run_dir(train_storage(run_dir), train_run_name(trial_id, exploits))
     found = [storage.join(folder, n) for n in storage.list_dir(folder) if n.startswith(CHECKPOINT_PREFIX)
              and storage.exists(storage.join(folder, n, CHECKPOINT_FILE))]
     return found or ([exploit_dir(run_dir, trial_id, exploits)] if exploits else [])

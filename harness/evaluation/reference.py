@@ -22,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.downstream import capped_counts, first_of_each_class
-from condgen_bench.harness.extractors import (Extractor, extract_features, file_extractor, register_classifier,
+from condgen_bench.harness.evaluation.downstream import capped_counts, first_of_each_class
+from condgen_bench.harness.evaluation.extractors import (Extractor, extract_features, file_extractor, register_classifier,
                                               resolve_inception)
-from condgen_bench.harness.fidelity import accuracy
+from condgen_bench.harness.evaluation.fidelity import accuracy
 from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import ClassifierConfig, ResNetClassifier, predict, train_classifier
-from condgen_bench.reports import layout, storage
+from condgen_bench.reports.run_folder import layout, storage
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The sample-quality metrics computed from features and predictions: FID (raw, with its bootstrap
 spread, and FID∞ corrected for sample size), intra-class FID, KID, IS, precision / recall, accuracy.
-They are computed here, on features made by harness/extractors.py: FID, KID and IS as torch-fidelity defines
+They are computed here, on features made by harness/evaluation/extractors.py: FID, KID and IS as torch-fidelity defines
 them (the same estimators and, for KID's subsets and IS's shuffle, the same seeded draws, so the figures match
 theirs: tests/test_metrics.py checks it), without importing it, which would cost a worker process 1.7 s (it
 imports torchvision).
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from condgen_bench.harness.diversity import density_coverage_parts, nearest_radius, vendi_score
-from condgen_bench.harness.extractors import Extractor
+from condgen_bench.harness.evaluation.diversity import density_coverage_parts, nearest_radius, vendi_score
+from condgen_bench.harness.evaluation.extractors import Extractor
 from condgen_bench.reports.paired import fid_of_projection
 
 FID_INF_POINTS = 10  # subset sizes of FID∞'s fit, evenly spaced from N / 10 to N (Chong & Forsyth's range)
@@ -226,7 +226,7 @@ def inception_score(logits: torch.Tensor, splits: int, seed: int) -> tuple[float
 
 
 def vendi_with_spread(features: torch.Tensor, halves: int = VENDI_HALVES, seed: int = 0) -> tuple[float, float]:
-    """The Vendi score of features [N, D] (harness/diversity.py) and its half-sample standard error: the std
+    """The Vendi score of features [N, D] (harness/evaluation/diversity.py) and its half-sample standard error: the std
     of the score over ``halves`` seeded halves of the rows, / sqrt 2 (a half has twice the full set's variance
     for a smooth statistic). NaN spread below 4 rows."""
     score = vendi_score(features)

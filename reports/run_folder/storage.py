@@ -9,7 +9,7 @@ import re
 
 import pyarrow.fs as pafs
 
-from condgen_bench.reports import faults
+from condgen_bench.reports.run_folder import faults
 
 
 def is_uri(path: str) -> bool:

@@ -1,5 +1,5 @@
 """Diversity and memorization metrics computed from features (any feature space: the domain classifier's,
-Inception's, or flattened pixels). They return plain floats, tensors or numpy arrays; harness/fidelity.py
+Inception's, or flattened pixels). They return plain floats, tensors or numpy arrays; harness/evaluation/fidelity.py
 holds FID / KID / IS / precision-recall.
 
 - Density and coverage (Naeem et al., "Reliable Fidelity and Diversity Metrics for Generative Models",
