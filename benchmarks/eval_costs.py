@@ -30,7 +30,7 @@ from condgen_bench.datasets import DataConfig  # noqa: E402
 from condgen_bench.datasets.base import FER_EMOTIONS  # noqa: E402
 from condgen_bench.datasets.export import export  # noqa: E402
 from condgen_bench.harness.evaluation.scoring import evaluate  # noqa: E402
-from condgen_bench.harness.evaluation.plan import evaluation_plan  # noqa: E402
+from condgen_bench.harness.evaluation.plan import Capabilities, finalist_plan, trial_plan  # noqa: E402
 from condgen_bench.harness.evaluation.reference import prepare_reference  # noqa: E402
 from condgen_bench.models import build_method  # noqa: E402
 
@@ -100,9 +100,9 @@ def main():
             method = build_method(config.method, config.model, data.spec(), device=args.device)
             method.seed_noise(1)
             epochs = config.train.epochs
-            plans = {"tracking": evaluation_plan(config, 2, is_final=False, stage="trial"),
-                     "trial_final": evaluation_plan(config, epochs, is_final=True, stage="trial"),
-                     "finalist": evaluation_plan(config, epochs, is_final=True, stage="finalist")}
+            caps = Capabilities.of(method, ref, data)
+            plans = {"tracking": trial_plan(config, 2, caps), "trial_final": trial_plan(config, epochs, caps),
+                     "finalist": finalist_plan(config, caps)}
             assert [p.stage for p in plans.values()] == list(plans), "the profile no longer tracks epoch 2"
             for _ in range(args.repeats):
                 records = {name: evaluate(method, data, ref, ev, plan, device=args.device)[0]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from condgen_bench.harness.config import ExperimentConfig
-from condgen_bench.harness.evaluation.plan import asha_rungs, evaluation_plan
+from condgen_bench.harness.evaluation.plan import asha_rungs, finalist_plan, trial_plan
 from condgen_bench.harness.steps import steps_per_epoch
 
 # benchmarks/trial_overhead.py: a Tune trial whose TorchTrainer (harness/trial.py's) runs an empty loop, 2 cores
@@ -89,8 +89,7 @@ def trial_seconds(config: ExperimentConfig, costs: Costs, images: int, epochs: i
     steps = steps_per_epoch(images, config.cluster.workers_per_trial, config.train.batch_size)
     seconds = TRIAL_START_SECONDS + epochs * steps * costs.step_seconds
     for epoch in range(1, epochs + 1):
-        plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs or epoch in config.train.budgets,
-                               stage="trial")
+        plan = trial_plan(config, epoch)
         if plan.stage:
             samples = plan.samples_per_class * classes
             seconds += samples * costs.sample_seconds
@@ -111,7 +110,7 @@ def asha_stops(config: ExperimentConfig, trials: int) -> list[int | None]:
 def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> float:
     """One finalist of ``config``: its samples (and the CAS pool's), Inception, CAS and the augmentation gain."""
     classes = class_count(config)
-    plan = evaluation_plan(config, config.train.epochs, is_final=True, stage="finalist")
+    plan = finalist_plan(config)
     samples = plan.samples_per_class * classes
     pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
     return ((samples + pool) * costs.sample_seconds + samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")

@@ -21,7 +21,7 @@ import torch
 from condgen_bench.harness.budgets import budget_values, split_budget_id
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
 from condgen_bench.harness.evaluation.scoring import evaluate, sampling_grid, setting_key
-from condgen_bench.harness.evaluation.plan import evaluation_plan
+from condgen_bench.harness.evaluation.plan import Capabilities, EvalPlan, finalist_plan
 from condgen_bench.harness.trial import task_options
 from condgen_bench.models import build_method
 from condgen_bench.models.accel import task_device
@@ -78,8 +78,8 @@ def bound_of(record: dict) -> tuple[dict, dict, dict, dict]:
 
 
 def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, dict, dict, dict] | None:
-    """The bound computed on the same checkpoint at its trial-final evaluation, where it was on the test
-    split (a dataset without a validation split), or None."""
+    """The bound computed on the same checkpoint at its trial-final evaluation (where the plan says to take
+    it: plan.finalist_plan), or None where that record holds none on the test split."""
     folder = layout.epoch_dir(run_dir, trial_id, epoch)
     if not EvalRecord.exists(folder):
         return None
@@ -87,7 +87,8 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, d
     record = saved.fields
     if record.get("stage") != "trial_final" or math.isnan(record["metrics"].get("bpd", math.nan)):
         return None
-    if record["protocol"].get("bpd_split", "test") != "test":  # the trial stages' bound is on validation
+    # "test (the dataset has no validation split)": the trial stages' bound is on test only without validation
+    if not record["protocol"].get("bpd_split", "test").startswith("test"):
         return None
     return bound_of({**record, "per_sample": saved.per_sample})
 
@@ -119,26 +120,27 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     method = build_method(config.method, config.model, data.spec(), device=device, seed=config.train.seed)
     method.load_state_dict(state["method"])
     epoch = state["epoch"]
-    plan = evaluation_plan(config, epoch, is_final=epoch == config.train.epochs, stage="finalist")
-    bound = _trial_final_bound(run_dir, trial, epoch)
+    plan = finalist_plan(config, Capabilities.of(method, reference, data))
+    bound = _trial_final_bound(run_dir, trial, epoch) if plan.bpd_from == "trial_final" else None
     folder = layout.finalist_dir(run_dir, trial_id)
     extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
              "checkpoint": checkpoint.folder, "config_hash": config_hash(values)}
 
-    def score(settings: dict | None, likelihood):
-        record, grid = evaluate(method, data, reference, config.eval, plan, device=device, settings=settings,
-                                likelihood=likelihood)
-        record.update(extra, sampling_setting=setting_key(settings or {}))
+    def score(plan: EvalPlan, likelihood):
+        record, grid = evaluate(method, data, reference, config.eval, plan, device=device, likelihood=likelihood)
+        record.update(extra, sampling_setting=setting_key(plan.settings))
         # the trial's training precision (checkpoints from before it was saved: every step ran in fp32)
         record["protocol"]["train_precision"] = state.get("precision", "fp32")
         return record, grid
 
-    own_record, own_grid = score(None, bound)
-    bound = bound_of(own_record)
+    own_record, own_grid = score(plan, bound)
+    bound = bound_of(own_record)  # a sampling-sweep record's, where its plan says so (bpd_from "own_sampler")
     own = method.sampling_settings()
     for settings in sampling_grid(method, plan.sampling_sweep):
         if method.sampling_settings(**settings) != own:  # the model's own setting is the record below
-            EvalRecord.of(*score(settings, bound)).write(layout.sampling_dir(folder, setting_key(settings)))
+            swept = plan.under(settings)
+            record = score(swept, bound if swept.bpd_from == "own_sampler" else None)
+            EvalRecord.of(*record).write(layout.sampling_dir(folder, setting_key(settings)))
     EvalRecord.of(own_record, own_grid).write(folder)  # last: its presence says the finalist is whole
     return {"trial_id": trial_id, "epoch": epoch, "seconds": time.time() - t0}
 

@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass
+from typing import Callable
 
 import pandas as pd
 
@@ -163,30 +164,44 @@ def training_progress(run_dir: str, trial_id: str, reported: pd.DataFrame | None
     return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
-def collect_results(grid, run_dir: str, data, reference) -> tuple[pd.DataFrame, pd.DataFrame]:
+@dataclass
+class Collected:
+    """The rows of a finished Tune run, read once (collect_results): each trial's rows in order, its finalist
+    records read when asked for (the finalist stage writes them after the trials' rows chose the finalists)."""
+
+    # per trial (and budget read off one): (rows before its finalist records, () -> its finalist rows, rows after)
+    trials: list[tuple[list[dict], Callable[[], list[dict]], list[dict]]]
+    history: list[dict]
+    classifier_real_accuracy: float
+
+    def frames(self, finalists: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(results rows, history rows); the finalist records as they are now where ``finalists``."""
+        rows = [row for before, finalist_rows, after in self.trials
+                for row in before + (finalist_rows() if finalists else []) + after]
+        frame = pd.DataFrame(rows)
+        frame["classifier_real_accuracy"] = self.classifier_real_accuracy
+        return frame, pd.DataFrame(self.history)
+
+
+def collect_results(grid, run_dir: str, data, reference) -> Collected:
     """Rows for every trial of a finished Tune run, with its finalist records where it has them; a trial
     that smaller epoch budgets were read off (train.budgets, harness/budgets.py) also gives each budget's
-    rows, as the trial "<trial id>@<budget>". grid: ray.tune.ResultGrid. Returns (results rows, history rows)."""
+    rows, as the trial "<trial id>@<budget>". grid: ray.tune.ResultGrid."""
     common = {"dataset": data.name, "dataset_fingerprint": data.fingerprint, "git_commit": git_commit(),
               **{f"version.{k}": v for k, v in versions().items()}}
-    rows, history = [], []
+    trials, history = [], []
     for result in grid:
         trial_id = os.path.basename(result.path).removeprefix("trial_")
         progress = training_progress(run_dir, trial_id, result.metrics_dataframe)
         diverged_path = layout.diverged_file(run_dir, trial_id)
         diverged = json.loads(storage.read_bytes(diverged_path)) if storage.exists(diverged_path) else None
         trial = TrialOutcome(trial_id, result, progress, diverged)
-        for budget in experiment_from_dict(result.config).train.budgets:
-            trial_rows, trial_history = _trial_rows(run_dir, trial, budget_values(result.config, budget), common,
-                                                    data.spec(), budget)
-            rows += trial_rows
+        for budget in [*experiment_from_dict(result.config).train.budgets, None]:  # None: the trial's own
+            values = result.config if budget is None else budget_values(result.config, budget)
+            *rows, trial_history = _trial_parts(run_dir, trial, values, common, data.spec(), budget)
+            trials.append(tuple(rows))
             history += trial_history
-        trial_rows, trial_history = _trial_rows(run_dir, trial, result.config, common, data.spec())
-        rows += trial_rows
-        history += trial_history
-    frame = pd.DataFrame(rows)
-    frame["classifier_real_accuracy"] = reference.classifier_accuracy
-    return frame, pd.DataFrame(history)
+    return Collected(trials, history, reference.classifier_accuracy)
 
 
 @dataclass(frozen=True)
@@ -200,11 +215,19 @@ class TrialOutcome:
 
 def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict, spec: DatasetSpec,
                 budget: int | None = None) -> tuple[list[dict], list[dict]]:
+    """_trial_parts' rows all at once, and its history rows."""
+    before, finalist_rows, after, history = _trial_parts(run_dir, trial, config_values, common, spec, budget)
+    return before + finalist_rows() + after, history
+
+
+def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict, spec: DatasetSpec,
+                 budget: int | None = None) -> tuple[list[dict], Callable[[], list[dict]], list[dict], list[dict]]:
     """The results rows and history rows of a trial run under ``config_values`` (its resolved config), or,
     with ``budget``, of the smaller budget read off it: the rows of the epochs up to the budget, as the
     trial "<trial id>@<budget>" (budget_of: the trial), its finalist records its own. Rows and history carry
     the hardware use: training GFLOPs per image (counted for the trial's network on ``spec``'s images),
-    achieved TFLOP/s and, on a GPU of known peak, its share."""
+    achieved TFLOP/s and, on a GPU of known peak, its share. Returns (its rows before its finalist records,
+    () -> its finalist rows as the run folder holds them then, its rows after them, its history rows)."""
     changes = resumes.trial_changes(run_dir, trial.trial_id)  # what resumes changed, from which epoch
     config_values, _ = resumes.with_last_exploit(config_values, run_dir, trial.trial_id)  # PBT's record wins
     first_values, config_values = config_values, resumes.values_at(config_values, changes, None)
@@ -265,24 +288,33 @@ def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: 
         rates = (progress.set_index("epoch")[["images_per_second", "train_tflops", "train_peak_fraction"]]
                  .apply(pd.to_numeric, errors="coerce").expanding().mean())
     records = [r for r in layout.record_dirs(run_dir, trial.trial_id) if budget is None or layout.record_epoch(r) <= budget]
-    rows = [_record_row(base_at, run_dir, relative, train_seconds, rates)
-            for relative in records + layout.finalist_records(run_dir, row_id)]
-    base = base_at(last_epoch)  # the rows below: the trial's last epoch's config
-    if uncounted:  # the hardware figures that rest on the count, missing with the reason
-        for row in rows:
-            row["missing"] = json.dumps({**json.loads(row["missing"]), "train_gflops_per_image": uncounted,
-                                         "train_tflops": uncounted, "train_peak_fraction": uncounted})
-    failed = layout.finalist_failed_file(run_dir, row_id)
-    if not layout.finalist_records(run_dir, row_id) and storage.exists(failed):
-        error = json.loads(storage.read_bytes(failed))["error"]
-        rows.append({**base, "stage": "finalist", "epoch": last_epoch,
-                     "missing": json.dumps({"all": f"finalist scoring failed: {error}"})})
+    base = base_at(last_epoch)  # the rows without a record: the trial's last epoch's config
+
+    def record_rows(relatives: list[str]) -> list[dict]:
+        rows = [_record_row(base_at, run_dir, relative, train_seconds, rates) for relative in relatives]
+        if uncounted:  # the hardware figures that rest on the count, missing with the reason
+            for row in rows:
+                row["missing"] = json.dumps({**json.loads(row["missing"]), "train_gflops_per_image": uncounted,
+                                             "train_tflops": uncounted, "train_peak_fraction": uncounted})
+        return rows
+
+    def finalist_rows() -> list[dict]:
+        """The trial's finalist records, or the row saying why its scoring failed ([] if not a finalist)."""
+        rows = record_rows(layout.finalist_records(run_dir, row_id))
+        failed = layout.finalist_failed_file(run_dir, row_id)
+        if not rows and storage.exists(failed):
+            error = json.loads(storage.read_bytes(failed))["error"]
+            rows.append({**base, "stage": "finalist", "epoch": last_epoch,
+                         "missing": json.dumps({"all": f"finalist scoring failed: {error}"})})
+        return rows
+
+    after = []
     if diverged is not None:  # the point where it diverged: its epoch and reason, no metrics
-        rows.append({**base, "epoch": diverged["epoch"], "step": diverged["step"],
-                     "missing": json.dumps({"all": f"diverged: {diverged['reason']}"})})
+        after.append({**base, "epoch": diverged["epoch"], "step": diverged["step"],
+                      "missing": json.dumps({"all": f"diverged: {diverged['reason']}"})})
     elif not records:
-        rows.append({**base, "epoch": last_epoch, "missing": json.dumps({"all": reason or "no evaluation ran"})})
-    return rows, history
+        after.append({**base, "epoch": last_epoch, "missing": json.dumps({"all": reason or "no evaluation ran"})})
+    return record_rows(records), finalist_rows, after, history
 
 
 def text_where_mixed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -411,13 +411,14 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
             tune_dir, tune_name = storage.split(tune_path(run_dir, c, len(configs)))
             grids[c.name] = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
         # the finalist stage: the dataset's experiments' best trials at once, concurrently where resources allow
-        finalists = [f for c in group
-                     for f in select_finalists(*collect_results(grids[c.name], run_dir, data, reference), c)]
+        collected = {c.name: collect_results(grids[c.name], run_dir, data, reference) for c in group}
+        finalists = [f for c in group for f in select_finalists(*collected[c.name].frames(finalists=False), c)]
         score_finalists(finalists, {c.name: c for c in group}, shared, log=log)
         faults.hit("results")
-        collected = [collect_results(grids[c.name], run_dir, data, reference) for c in group]
-        frames += [f for f, _ in collected]
-        histories += [h for _, h in collected]
+        for c in group:  # the rows read once, with the finalist records just written
+            frame, history = collected[c.name].frames()
+            frames.append(frame)
+            histories.append(history)
     frame = pd.concat(frames, ignore_index=True)
     history = pd.concat(histories, ignore_index=True)
     results_path = write_results(frame, history, run_dir)

@@ -33,7 +33,7 @@ import torch
 
 from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.config import ExperimentConfig, TrainConfig, experiment_from_dict
-from condgen_bench.harness.evaluation.plan import ends_a_budget, evaluation_plan, is_pbt_epoch
+from condgen_bench.harness.evaluation.plan import Capabilities, is_pbt_epoch, trial_plan
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
@@ -88,6 +88,7 @@ class WorkerRun:
     data: object  # datasets.DatasetSplits
     reference: object  # harness.reference.EvalReference
     method: object  # models.interface.Method, on ``device``
+    capabilities: Capabilities  # what the method and the reference can compute (the evaluation plan's input)
     images: torch.Tensor  # [N, C, H, W] uint8: the training split, on the device where it fits (else the host)
     labels: torch.Tensor  # [N] int64, beside ``images``
     start_epoch: int  # the last epoch its checkpoint holds (0: a fresh start)
@@ -130,7 +131,7 @@ def train_worker(loop_config: dict) -> None:
                                 json.dumps({**metrics, **run.ran_under}).encode())
         if diverged:
             return stop_diverged(run, epoch, metrics, diverged)
-        plan = evaluation_plan(run.config, epoch, is_final=ends_a_budget(run.config, epoch), stage="trial")
+        plan = trial_plan(run.config, epoch, run.capabilities)
         finish_epoch(run.method, run.world, run.device, lambda: evaluate_epoch(run, epoch, plan, metrics),
                      lambda report, noise_states: save_epoch(run, epoch, report, noise_states))
         faults.hit("epoch_end", trial=run.trial_id, epoch=epoch, rank=run.rank)
@@ -157,8 +158,9 @@ def start(loop_config: dict) -> WorkerRun:
     images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
     # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
     method.set_training_length(config.train.epochs * steps_per_epoch(len(images), world, config.train.batch_size))
-    run = WorkerRun(loop_config, config, rank, world, device, accel, math_mode, data, reference, method, images,
-                    labels, start_epoch, {config.sweep.metric: math.nan})
+    run = WorkerRun(loop_config, config, rank, world, device, accel, math_mode, data, reference, method,
+                    Capabilities.of(method, reference, data), images, labels, start_epoch,
+                    {config.sweep.metric: math.nan})
     run.log(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
             f"compile {accel.compile}")
     if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again

@@ -171,7 +171,7 @@ def test_a_flows_finalist_evaluation_records_its_ode_bound_and_its_own_sampler_a
     from condgen_bench.datasets import DataConfig
     from condgen_bench.harness.config import EvalConfig
     from condgen_bench.harness.evaluation.scoring import evaluate, sampling_grid
-    from condgen_bench.harness.evaluation.plan import evaluation_plan
+    from condgen_bench.harness.evaluation.plan import finalist_plan
     from condgen_bench.harness.config import ExperimentConfig
     from condgen_bench.harness.evaluation.reference import prepare_reference
     from condgen_bench.models.classifier import ClassifierConfig
@@ -184,11 +184,11 @@ def test_a_flows_finalist_evaluation_records_its_ode_bound_and_its_own_sampler_a
                                               sampling_sweep={"sampler": ["heun"], "steps": [2]}))
     reference = prepare_reference(data, config.eval, str(tmp_path), log=lambda *_: None)
     method = build_method("flow", config.model, data.spec(), seed=0)
-    plan = evaluation_plan(config, 1, is_final=True, stage="finalist")
+    plan = finalist_plan(config)
     [swept] = sampling_grid(method, plan.sampling_sweep)
     records = {}
-    for name, settings in (("own", None), ("heun", swept)):
-        records[name], _ = evaluate(method, data, reference, config.eval, plan, settings=settings)
+    for name, plan_of_record in (("own", plan), ("heun", plan.under(swept))):
+        records[name], _ = evaluate(method, data, reference, config.eval, plan_of_record)
     own, heun = records["own"], records["heun"]
     assert (own["protocol"]["sampling"]["sampler"], heun["protocol"]["sampling"]["sampler"]) == ("euler", "heun")
     assert (own["metrics"]["network_evaluations"], heun["metrics"]["network_evaluations"]) == (6, 8)  # guidance: 2 a step

@@ -143,14 +143,22 @@ def test_state_dict_round_trip_resumes_exactly(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_gan_has_no_bits_per_dim_and_says_so(family):
+    """The plan takes the family's capability: no stage of a GAN computes bits/dim, whatever eval.bpd_at says,
+    and every record says why."""
+    from types import SimpleNamespace
+
+    from condgen_bench.harness.config import ExperimentConfig
+    from condgen_bench.harness.evaluation.plan import Capabilities, finalist_plan, trial_plan
+
     method = tiny(family)
     assert not method.has_likelihood
-
-    class Data:  # likelihood_metrics reads only the test split's length before asking the method
-        test = range(10)
-
-    for skip in (None, "computed at the final epoch only"):  # the reason is the same at every epoch
-        metrics, missing, _, _ = likelihood_metrics(method, Data(), EvalConfig(bpd_images=8), skip=skip)
+    reference = SimpleNamespace(inception=None, inception_missing="no weights")
+    caps = Capabilities.of(method, reference, SimpleNamespace(validation=range(3)))
+    config = ExperimentConfig(eval=EvalConfig(bpd_images=8, bpd_at="every"))
+    config.train.eval_every = 1
+    for plan in (trial_plan(config, 1, caps), trial_plan(config, config.train.epochs, caps), finalist_plan(config, caps)):
+        assert plan.stage and not plan.computes("bpd") and plan.bpd_from is None
+        metrics, missing, _, _ = likelihood_metrics(method, None, config.eval, skip=plan.skip.get("bpd"))
         assert math.isnan(metrics["bpd"]) and missing["bpd"] == f"{family} has no likelihood"
 
 

@@ -21,7 +21,7 @@ from condgen_bench.reports import paired
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig
 from condgen_bench.harness.evaluation.extractors import Extractor
 from condgen_bench.harness.evaluation.fidelity import fid_traces, manifold_hits, psd_sqrt, score_features
-from condgen_bench.harness.evaluation.plan import evaluation_plan
+from condgen_bench.harness.evaluation.plan import Capabilities, finalist_plan, trial_plan
 from condgen_bench.models.classifier import ClassifierConfig
 
 FEATURES = Extractor(name="test", layers=(("fid", "f"), ("kid", "f"), ("prc", "f"), ("isc", "logits")),
@@ -179,8 +179,9 @@ def _evaluate(generator, data, ref, config, stage="finalist", **kwargs):
     experiment = ExperimentConfig(eval=config)
     epoch = experiment.train.epochs if stage != "tracking" else 1
     experiment.train.eval_every = 1
-    plan = evaluation_plan(experiment, epoch, is_final=stage == "trial_final",
-                           stage="finalist" if stage == "finalist" else "trial")
+    experiment.train.epochs = max(2, experiment.train.epochs)  # epoch 1 is then a tracking epoch
+    caps = Capabilities.of(generator, ref, data)  # what the generator and the reference can compute
+    plan = finalist_plan(experiment, caps) if stage == "finalist" else trial_plan(experiment, epoch, caps)
     assert plan.stage == stage
     return scoring.evaluate(generator, data, ref, config, plan, **kwargs)
 

@@ -13,7 +13,7 @@ from ray.tune.search.sample import Domain
 
 from condgen_bench.harness import pbt
 from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict
-from condgen_bench.harness.evaluation.plan import evaluation_plan
+from condgen_bench.harness.evaluation.plan import trial_plan
 from condgen_bench.reports.run_folder import layout
 
 
@@ -58,7 +58,7 @@ def test_a_pbt_trials_driver_holds_its_share_of_the_cpus_and_pbt_epochs_are_eval
     assert pbt.driver_cpus(cluster, 16.0) == 5.29
     config = gan("dcgan", perturbation_interval=3)
     config.train = TrainConfig(epochs=10, eval_every=0)
-    assert [e for e in range(1, 10) if evaluation_plan(config, e, False, "trial").stage] == [3, 6, 9]
+    assert [e for e in range(1, 10) if trial_plan(config, e).stage] == [3, 6, 9]
 
 
 @dataclass(eq=False)  # hashed by identity, as Tune's trials

@@ -4,7 +4,8 @@ what each stage computes."""
 import pytest
 
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.harness.evaluation.plan import PARTS, asha_rungs, evaluation_plan
+from condgen_bench.harness.evaluation.plan import (OWN_SAMPLER_ONLY, PARTS, STAGES, Capabilities, EvalPlan, asha_rungs,
+                                                  finalist_plan, trial_plan)
 
 EPOCHS = 12
 
@@ -36,7 +37,7 @@ COMPUTED = {  # stage -> the optional parts it computes under the default settin
 @pytest.mark.parametrize("stage", ["trial", "finalist"])
 def test_plan_over_epochs_schedulers_and_stages(scheduler, epoch, stage):
     config = experiment(scheduler)
-    plan = evaluation_plan(config, epoch, is_final=epoch == EPOCHS, stage=stage)
+    plan = finalist_plan(config) if stage == "finalist" else trial_plan(config, epoch)
     expected = "finalist" if stage == "finalist" else EXPECTED_STAGES[scheduler].get(epoch)
     assert plan.stage == expected
     if expected is None:
@@ -52,14 +53,14 @@ def test_plan_over_epochs_schedulers_and_stages(scheduler, epoch, stage):
 def test_the_short_budget_trial_ends_with_its_trial_final_evaluation():
     config = experiment("asha", epochs=2)
     assert asha_rungs(config) == [2, 6]
-    assert evaluation_plan(config, 1, is_final=False, stage="trial").stage is None
-    assert evaluation_plan(config, 2, is_final=True, stage="trial").stage == "trial_final"
+    assert trial_plan(config, 1).stage is None
+    assert trial_plan(config, 2).stage == "trial_final"
 
 
 def test_eval_every_and_listed_epochs_are_tracked():
     config = experiment("fifo")
     config.train.eval_every, config.train.eval_epochs = 4, [5]
-    stages = {e: evaluation_plan(config, e, e == EPOCHS, "trial").stage for e in range(1, EPOCHS + 1)}
+    stages = {e: trial_plan(config, e).stage for e in range(1, EPOCHS + 1)}
     assert {e for e, s in stages.items() if s == "tracking"} == {4, 5, 8}
 
 
@@ -71,8 +72,7 @@ def test_eval_every_and_listed_epochs_are_tracked():
 ])
 def test_inception_at_chooses_the_stages_that_pay_for_inception(inception_at, stages):
     config = experiment("asha", inception_at=inception_at)
-    plans = [evaluation_plan(config, 2, False, "trial"), evaluation_plan(config, EPOCHS, True, "trial"),
-             evaluation_plan(config, EPOCHS, True, "finalist")]
+    plans = [trial_plan(config, 2), trial_plan(config, EPOCHS), finalist_plan(config)]
     assert {p.stage for p in plans if p.computes("inception")} == stages
     for plan in plans:
         assert plan.computes("inception") or "inception_at" in plan.skip["inception"]
@@ -80,13 +80,39 @@ def test_inception_at_chooses_the_stages_that_pay_for_inception(inception_at, st
 
 def test_disabled_parts_say_so_and_unknown_names_fail():
     config = experiment("fifo", cas=False, augment=False, bpd_images=0, bpd_at="every")
-    plan = evaluation_plan(config, EPOCHS, True, "finalist")
+    plan = finalist_plan(config)
     assert plan.skip["cas"] == "disabled (eval.cas)" and plan.skip["augment"] == "disabled (eval.augment)"
     assert "bpd_images = 0" in plan.skip["bpd"] and plan.computes("intra_class_fid")
     with pytest.raises(ValueError, match="valid"):
         plan.computes("fid")
     with pytest.raises(ValueError, match="valid"):
-        evaluation_plan(config, 1, False, "tracking")
+        EvalPlan("trial")  # a request's name, not a stage: every plan's stage is one of STAGES
+    assert {trial_plan(config, EPOCHS).stage, trial_plan(experiment("asha"), 2).stage, plan.stage} == set(STAGES)
+
+
+def test_what_the_method_and_reference_cannot_compute_is_the_plans_reason_and_comes_first():
+    """A family without a likelihood has no bits/dim whatever eval.bpd_at says; no Inception network on this
+    machine: its metrics are missing with the reference's reason, where the config would compute them."""
+    config = experiment("asha", inception_at="every")
+    gan = Capabilities(likelihood="dcgan has no likelihood", inception="no weights on this machine")
+    for plan in (trial_plan(config, 2, gan), trial_plan(config, EPOCHS, gan), finalist_plan(config, gan)):
+        assert plan.skip["bpd"] == "dcgan has no likelihood" and plan.skip["inception"] == "no weights on this machine"
+    # the config's reason stands where the config does not ask for the part
+    assert "inception_at" in trial_plan(experiment("asha", inception_at="never"), EPOCHS, gan).skip["inception"]
+    # the trial-final bound is taken for the finalists only where it was on the test split too
+    assert finalist_plan(config).bpd_from is None
+    assert finalist_plan(config, Capabilities(validation_split=False)).bpd_from == "trial_final"
+    assert finalist_plan(config, Capabilities(likelihood="no", validation_split=False)).bpd_from is None
+
+
+def test_a_sampling_sweep_record_takes_the_bound_of_the_own_sampler_record_and_has_no_cas():
+    config = experiment("fifo", cas=False)
+    own = finalist_plan(config)
+    swept = own.under({"steps": 5})
+    assert swept.settings == {"steps": 5} and swept.sampling_sweep == {} and swept.bpd_from == "own_sampler"
+    assert swept.skip["augment"] == OWN_SAMPLER_ONLY and swept.skip["cas"] == "disabled (eval.cas)"
+    assert own.settings == {} and own.computes("augment")
+    assert finalist_plan(config, Capabilities(likelihood="no")).under({"steps": 5}).bpd_from is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,8 +147,7 @@ def test_a_budget_read_off_a_run_ends_with_the_final_evaluation_a_separate_trial
     from condgen_bench.harness.evaluation.plan import ends_a_budget
 
     assert [e for e in range(1, 14) if ends_a_budget(long, e)] == [2, 6, 13]
-    assert evaluation_plan(long, 2, is_final=ends_a_budget(long, 2), stage="trial") == \
-        evaluation_plan(short, 2, is_final=True, stage="trial")
+    assert trial_plan(long, 2) == trial_plan(short, 2)
 
 
 def test_the_cosine_schedule_decays_to_the_trials_own_end_and_constant_does_not():

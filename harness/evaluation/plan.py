@@ -1,4 +1,7 @@
-"""What to evaluate, and when: one pure function that the worker and the finalist stage both ask.
+"""What to evaluate, and when: the one place that decides. ``trial_plan`` answers the worker after each
+epoch, ``finalist_plan`` the finalist stage (and ``EvalPlan.under`` each sampling-sweep setting of a
+finalist); both take what the method and the reference can compute (``Capabilities``), so every part not
+computed says why here, and the scoring (scoring.py) computes exactly what its plan says.
 
 An evaluation is spent where a decision needs it, so that its cost follows the decisions and not the
 number of trials times the size of the training set:
@@ -21,15 +24,33 @@ eval.seed + i and label i // samples_per_class), so figures at one stage compare
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.search import extreme_values
 
-STAGES = ("tracking", "trial_final", "finalist")
+STAGES = ("tracking", "trial_final", "finalist")  # every plan's stage is one of these (or None: nothing)
 # The parts of an evaluation a plan switches. The samples, the classifier's accuracy on them and the
 # domain metrics are in every evaluation; these are the optional parts.
 PARTS = ("inception", "bpd", "cas", "augment", "intra_class_fid", "memorization")
+OWN_SAMPLER_ONLY = "computed under the model's own sampler only"  # a sampling-sweep record's CAS and gain
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the method and the evaluation reference can compute, beside what the config asks for."""
+
+    likelihood: str | None = None  # why the method has no likelihood (None: it has one)
+    inception: str | None = None  # why there is no Inception network here (None: there is)
+    validation_split: bool = True  # False: the data has none, so the trial stages score on the test split
+
+    @classmethod
+    def of(cls, method, reference, data) -> Capabilities:
+        """Those of ``method`` (models/interface.py Method), ``reference`` (reference.EvalReference) and
+        ``data`` (datasets.DatasetSplits)."""
+        return cls(None if method.has_likelihood else f"{method.name} has no likelihood",
+                   (reference.inception_missing or "no Inception network") if reference.inception is None else None,
+                   data.validation is not None)
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,18 @@ class EvalPlan:
     skip: dict[str, str] = field(default_factory=dict)  # part (of PARTS) -> why it is not computed here
     # further sampler settings scored on the same checkpoint, each its own record (finalists only)
     sampling_sweep: dict[str, list] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # the sampler's settings for this record ({}: the method's own)
+    # where bits/dim comes from instead of being computed again on the same checkpoint: "trial_final" (that
+    # record of the checkpoint, where it is on the same split), "own_sampler" (this checkpoint's record under
+    # its own sampler: the bound does not depend on the sampler); None: computed here (or skipped)
+    bpd_from: str | None = None
+    # why eval.extractors' figures are not computed here (they follow Inception's stages, not its
+    # availability on this machine); None: computed
+    extractors_skip: str | None = None
+
+    def __post_init__(self):
+        if self.stage is not None and self.stage not in STAGES:
+            raise ValueError(f"unknown evaluation stage {self.stage!r}; valid: {list(STAGES)}")
 
     @property
     def split(self) -> str:
@@ -55,6 +88,15 @@ class EvalPlan:
         if part not in PARTS:
             raise ValueError(f"unknown evaluation part {part!r}; valid: {list(PARTS)}")
         return self.stage is not None and part not in self.skip
+
+    def under(self, settings: dict) -> EvalPlan:
+        """The plan of the same checkpoint's record under other sampler ``settings`` (a sampling-sweep
+        setting): the same samples and parts, but CAS and the augmentation gain (the model's own sampler only)
+        and the bound, taken from the record under the model's own sampler."""
+        skip = {**self.skip, "cas": self.skip.get("cas", OWN_SAMPLER_ONLY),
+                "augment": self.skip.get("augment", OWN_SAMPLER_ONLY)}
+        return replace(self, skip=skip, sampling_sweep={}, settings=dict(settings),
+                       bpd_from="own_sampler" if self.computes("bpd") else None)
 
 
 def max_epochs(config: ExperimentConfig) -> int:
@@ -94,48 +136,60 @@ def ends_a_budget(config: ExperimentConfig, epoch: int) -> bool:
     return epoch == config.train.epochs or epoch in config.train.budgets
 
 
-def evaluation_plan(config: ExperimentConfig, epoch: int, is_final: bool, stage: str) -> EvalPlan:
-    """What to compute for a checkpoint of ``config`` after ``epoch``.
-
-    stage: "trial" (asked by the worker after every training epoch; ``is_final``: it is the trial's last)
-    gives the "trial_final", "tracking" or an empty plan; "finalist" (asked after Tune, for one of the
-    best trials' last checkpoint) gives the "finalist" plan.
-    """
-    ev = config.eval
-    if stage == "finalist":
-        skip = {}
-        if ev.inception_at == "never":
-            skip["inception"] = "disabled (eval.inception_at = never)"
-        if ev.bpd_images == 0:
-            skip["bpd"] = "disabled (eval.bpd_images = 0)"
-        if not ev.cas:
-            skip["cas"] = "disabled (eval.cas)"
-        if not ev.augment:
-            skip["augment"] = "disabled (eval.augment)"
-        if not ev.memorization:
-            skip["memorization"] = "disabled (eval.memorization)"
-        return EvalPlan("finalist", ev.final_samples_per_class, ev.seed, skip, dict(ev.sampling_sweep))
-    if stage != "trial":
-        raise ValueError(f"unknown evaluation stage request {stage!r}; valid: ['trial', 'finalist']")
-    if is_final:
-        name = "trial_final"
-    elif is_tracking_epoch(config, epoch):
-        name = "tracking"
-    else:
-        return EvalPlan(None)
-    finalists_only = "computed for the finalists only (eval.finalists)"
-    skip = {part: finalists_only for part in ("cas", "augment", "intra_class_fid", "memorization")}
+def _inception_and_bpd(ev, stage: str, caps: Capabilities) -> dict[str, str]:
+    """Why Inception and bits/dim are not computed at ``stage`` (of STAGES), where they are not: for
+    bits/dim the method's side first (a family without a likelihood), then the config's; for Inception the
+    config's, then the reference's (no Inception network on this machine)."""
+    skip = {}
+    if caps.likelihood:
+        skip["bpd"] = caps.likelihood
+    elif ev.bpd_images == 0:
+        skip["bpd"] = "disabled (eval.bpd_images = 0)"
+    elif stage == "tracking" and ev.bpd_at == "final":
+        skip["bpd"] = "computed at the final epoch only (eval.bpd_at)"
     if ev.inception_at == "never":
         skip["inception"] = "disabled (eval.inception_at = never)"
-    elif ev.inception_at == "finalists":
+    elif ev.inception_at == "finalists" and stage != "finalist":
         skip["inception"] = "computed for the finalists only (eval.inception_at)"
-    elif ev.inception_at == "final" and name == "tracking":
+    elif ev.inception_at == "final" and stage == "tracking":
         skip["inception"] = "computed at the final epoch only (eval.inception_at)"
-    if ev.bpd_images == 0:
-        skip["bpd"] = "disabled (eval.bpd_images = 0)"
-    elif name == "tracking" and ev.bpd_at == "final":
-        skip["bpd"] = "computed at the final epoch only (eval.bpd_at)"
-    return EvalPlan(name, ev.samples_per_class, ev.seed, skip)
+    elif caps.inception:
+        return {**skip, "inception": caps.inception, "extractors": None}
+    return {**skip, "extractors": skip.get("inception")}
+
+
+def trial_plan(config: ExperimentConfig, epoch: int, caps: Capabilities = Capabilities()) -> EvalPlan:
+    """What the worker computes after training ``epoch`` of a trial of ``config``: "trial_final" at the
+    trial's last epoch and the last of each budget read off it (ends_a_budget), "tracking" at the epochs
+    is_tracking_epoch names, else nothing (stage None). ``caps``: what the method and reference can do."""
+    if ends_a_budget(config, epoch):
+        stage = "trial_final"
+    elif is_tracking_epoch(config, epoch):
+        stage = "tracking"
+    else:
+        return EvalPlan(None)
+    ev = config.eval
+    finalists_only = "computed for the finalists only (eval.finalists)"
+    skip = {part: finalists_only for part in ("cas", "augment", "intra_class_fid", "memorization")}
+    skip.update(_inception_and_bpd(ev, stage, caps))
+    extractors = skip.pop("extractors")
+    return EvalPlan(stage, ev.samples_per_class, ev.seed, skip, extractors_skip=extractors)
+
+
+def finalist_plan(config: ExperimentConfig, caps: Capabilities = Capabilities()) -> EvalPlan:
+    """What the finalist stage computes on a finalist's last checkpoint: everything the config enables,
+    on eval.final_samples_per_class samples a class, under the method's sampler and each setting of
+    eval.sampling_sweep (EvalPlan.under). The bound is taken from the checkpoint's trial-final record where
+    that one is on the test split too (a dataset without a validation split)."""
+    ev = config.eval
+    skip = _inception_and_bpd(ev, "finalist", caps)
+    extractors = skip.pop("extractors")
+    for part, enabled in (("cas", ev.cas), ("augment", ev.augment), ("memorization", ev.memorization)):
+        if not enabled:
+            skip[part] = f"disabled (eval.{part})"
+    bpd_from = "trial_final" if "bpd" not in skip and not caps.validation_split else None
+    return EvalPlan("finalist", ev.final_samples_per_class, ev.seed, skip, dict(ev.sampling_sweep), bpd_from=bpd_from,
+                    extractors_skip=extractors)
 
 
 # which evaluation part computes a metric, by its name's start or end (the rest are in every evaluation)
@@ -161,7 +215,7 @@ def sweep_metric_problem(config: ExperimentConfig) -> str | None:
     no decision may look at."""
     metric = config.sweep.metric
     part = metric_part(metric, tuple(config.eval.extractors))
-    plan = evaluation_plan(config, config.train.epochs, is_final=True, stage="trial")
+    plan = trial_plan(config, config.train.epochs)
     if part is None or part not in plan.skip:
         return None
     return (f"sweep.metric {metric} cannot decide the sweep: it is {plan.skip[part]}, so it would be read off the "

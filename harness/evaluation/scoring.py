@@ -140,16 +140,16 @@ MEMORIZATION_KEYS = ("memorized_share", "memorized_share_std", "train_distance_d
                      "train_distance_pixels", "train_distance_pixels_std", "memorized_threshold_domain")
 
 
-def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
-                   settings: dict | None = None) -> tuple[dict, dict, dict, bytes, dict, dict]:
+def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu"
+                   ) -> tuple[dict, dict, dict, bytes, dict, dict]:
     """Generate the plan's seeded images (plan.samples_per_class a class) with the method's sampler
-    (``settings`` override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
+    (plan.settings override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
     IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
     intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
     Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid, the per-sample arrays
     of the paired tests: reports.paired.sample_arrays, other files to keep beside the record {name: bytes}:
     the memorization gallery where the plan computes it)."""
-    settings = settings or {}
+    settings = plan.settings
     k = data.num_classes
     n = plan.samples_per_class
     labels = torch.arange(k).repeat_interleave(n)
@@ -203,8 +203,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     per_sample = sample_arrays(torch.as_tensor(hits).bool(), labels, seeds, features[layer], real,
                                GaussianStats.of(real), ref.weights_hash)
     metrics["domain_metrics_seconds"] = time.time() - t0
-    skip = (plan.skip.get("inception") if not plan.computes("inception") else
-            ref.inception_missing if ref.inception is None or "inception" not in real_features else None)
+    skip = plan.skip.get("inception")
     if skip:
         values, reasons = missing_all(FIDELITY_KEYS, "inception", skip)
     else:
@@ -218,7 +217,7 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     metrics.update(values)
     missing.update(reasons)
     for name, extractor in ref.extractors.items():  # eval.extractors: at the stages Inception is computed
-        skip = plan.skip.get("inception") or (None if name in real_features else f"no real {split} features")
+        skip = plan.extractors_skip or (None if name in real_features else f"no real {split} features")
         if skip:
             values, reasons = missing_all(FIDELITY_KEYS, name, skip.replace("Inception", name))
         else:
@@ -297,9 +296,7 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
     Returns (metrics, missing, protocol, per-image arrays of the paired test: reports.paired.bpd_arrays)."""
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
-    if not method.has_likelihood:  # first: no epoch of a GAN has a bound
-        return nan, {"bpd": f"{method.name} has no likelihood"}, {"bpd_images": 0}, {}
-    if skip:
+    if skip:  # the plan's reason (a family without a likelihood among them: plan.Capabilities)
         return nan, {"bpd": skip}, {}, {}
     images, split = data.reference_set(split)
     bpd_n = min(config.bpd_images, len(images))
@@ -327,12 +324,12 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
 
 
 def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
-             settings: dict | None = None, likelihood: tuple[dict, dict, dict, dict] | None = None
-             ) -> tuple[dict, bytes]:
+             likelihood: tuple[dict, dict, dict, dict] | None = None) -> tuple[dict, bytes]:
     """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference, computing what
-    ``plan`` says: its samples under the method's sampler (or ``settings``), its bound on real test images
-    (``likelihood``: reuse a result of likelihood_metrics, which does not depend on the sampler), and
-    under the method's own sampler CAS and the augmentation gain.
+    ``plan`` says and nothing else: its samples under plan.settings (the method's own sampler where empty),
+    its bound on real images (``likelihood``: where plan.bpd_from names another record of the checkpoint,
+    that record's result of likelihood_metrics, which does not depend on the sampler), CAS and the
+    augmentation gain.
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
@@ -341,26 +338,19 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
     (the memorization gallery); reports/run_folder/records.py EvalRecord stores both beside the record.
     """
     with evaluation_math() as math_mode:
-        record, grid = _evaluate(method, data, ref, config, plan, device, settings, likelihood)
+        record, grid = _evaluate(method, data, ref, config, plan, device, likelihood)
     record["protocol"]["eval_math"] = math_mode
     return record, grid
 
 
-def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device, settings: dict | None,
+def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device,
               likelihood: tuple[dict, dict, dict, dict] | None) -> tuple[dict, bytes]:
     t_start = time.time()
-    metrics, missing, protocol, grid, per_sample, files = sample_metrics(method, data, ref, config, plan, device,
-                                                                        settings)
+    metrics, missing, protocol, grid, per_sample, files = sample_metrics(method, data, ref, config, plan, device)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
     *bound, per_image = likelihood
-    parts = [bound]
-    if settings:
-        own = "computed under the model's own sampler only"
-        parts.append(({"cas": math.nan, "aug_gain": math.nan}, {"cas": own, "aug_gain": own}, {}))
-    else:
-        parts.append(downstream_metrics(method, data, ref, config, plan, device))
-    for values, reasons, settings_used in parts:
+    for values, reasons, settings_used in (bound, downstream_metrics(method, data, ref, config, plan, device)):
         metrics.update(values)
         missing.update(reasons)
         protocol.update(settings_used)
