@@ -21,6 +21,9 @@ PBT has nothing to clone ("[pbt]: no checkpoint for trial ..., skip exploit"). H
    a new Train run name (``train_run_name``: Train V2 would otherwise resume the trial's own run) that
    starts from the copy, with fresh training-noise streams (the worker).
 
+Tune's internals this needs (its private exploit hook, its per-trial state) are harness/tune_pbt.py's, the
+one module that touches them, checked against the Ray release it was read in.
+
 Time-sharing needs the whole population to exist at once, so a PBT sweep does not cap the number of trials
 (Tune would run them one after another); it caps how many *run* by the trial drivers' CPUs instead
 (``driver_cpus``), and their workers ask for a token CPU.
@@ -34,10 +37,11 @@ import random
 import time
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.search import Distribution, extreme_values, parse
+from condgen_bench.harness.tune_pbt import TunePBT
 from condgen_bench.reports.run_folder import faults, layout, storage
 from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint, newest_readable, trial_checkpoints
 
@@ -95,28 +99,27 @@ def driver_cpus(config: ExperimentConfig, total_cpus: float) -> float:
                int((share - config.cluster.workers_per_trial * WORKER_TOKEN_CPU) * 100) / 100)
 
 
-class FolderPBT(PopulationBasedTraining):
-    """Tune's PBT (synchronous) with the exploit through the run's folders (module docstring).
+class FolderPBT(TunePBT):
+    """Tune's PBT (synchronous) with the exploit through the run's folders (module docstring); its contact
+    with Tune's internals is harness/tune_pbt.py's.
 
     run_dir: the run directory; seed: the choice among the top trials; the other arguments Tune's."""
 
     def __init__(self, run_dir: str, seed: int, paths: dict[str, list | str], **kwargs):
-        super().__init__(hyperparam_mutations=tune_mutations(paths), synch=True, **kwargs)
+        super().__init__(tune_mutations(paths), **kwargs)
         self.run_dir = run_dir
         self.paths = list(paths)
         self.rng = random.Random(seed)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
-        if result.get(self._time_attr, 0) >= trial.config["train"]["epochs"]:
+        if result.get(self.time_attr, 0) >= trial.config["train"]["epochs"]:
             return TrialScheduler.CONTINUE  # the trial's last epoch: nothing would train after an exploit
         return super().on_trial_result(tune_controller, trial, result)
 
-    def _checkpoint_or_exploit(self, trial: Trial, tune_controller, upper_quantile: list, lower_quantile: list):
-        # nothing to save for the top trials: an exploit copies the checkpoint the donor's worker kept
-        self._trial_state[trial].last_checkpoint = None
-        if trial not in lower_quantile:
-            return
-        donor = self.rng.choice(upper_quantile)
+    def choose_donor(self, top: list[Trial]) -> Trial:
+        return self.rng.choice(top)
+
+    def exploit(self, tune_controller, trial: Trial, donor: Trial) -> None:
         number = len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1  # this exploit's
         try:
             copy, epoch = self._copy_donor(trial, donor, number)
@@ -129,8 +132,7 @@ class FolderPBT(PopulationBasedTraining):
         """Copy the donor's checkpoint of the epoch it was ranked at (the worker keeps one at every
         perturbation epoch; its newest where that is missing) to the trial's ``number``-th exploit folder:
         (folder, its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
-        source = TrialCheckpoint(layout.pbt_checkpoint(self.run_dir, donor.trial_id,
-                                                       int(self._trial_state[donor].last_train_time)))
+        source = TrialCheckpoint(layout.pbt_checkpoint(self.run_dir, donor.trial_id, self.ranked_epoch(donor)))
         if source.exists():
             epoch = source.load()["epoch"]
         else:  # the donor's newest, by what its checkpoints hold
@@ -144,14 +146,13 @@ class FolderPBT(PopulationBasedTraining):
     def _exploit_from(self, tune_controller, trial: Trial, donor: Trial, number: int, copy: str, epoch: int) -> None:
         """Record the trial's ``number``-th exploit (after the copy: the record says it is whole), give the
         trial the donor's perturbed settings, pause it; its driver starts from the copy when it runs again."""
-        state, donor_state = self._trial_state[trial], self._trial_state[donor]
-        new_config, operations = self._get_new_config(trial, donor)
+        new_config, operations = self.perturbed_config(trial, donor)
         record = {
             "trial": trial.trial_id, "donor": donor.trial_id,
             "epoch": epoch,  # the donor's epoch whose weights the trial takes (it trains on from there)
-            "trial_epoch": state.last_train_time,  # where the trial itself was
-            "metric": self._metric,
-            "score": state.last_result.get(self._metric), "donor_score": donor_state.last_result.get(self._metric),
+            "trial_epoch": self.ranked_epoch(trial),  # where the trial itself was
+            "metric": self.metric,
+            "score": self.last_result(trial).get(self.metric), "donor_score": self.last_result(donor).get(self.metric),
             "before": {p: get_path(trial.config, p) for p in self.paths},  # the trial's settings until now
             "donor_settings": {p: get_path(donor.config, p) for p in self.paths},
             "after": {p: get_path(new_config, p) for p in self.paths},  # the donor's, perturbed
@@ -162,10 +163,4 @@ class FolderPBT(PopulationBasedTraining):
         faults.hit("exploit", trial=trial.trial_id)  # drills: the driver dies before Tune saves the new config
         logger.info(f"[pbt] trial {trial.trial_id} (score {record['score']}) takes the weights of "
                     f"{donor.trial_id} (score {record['donor_score']}) at epoch {epoch}: {record['after']}")
-        if trial.status != Trial.PAUSED:
-            tune_controller.pause_trial(trial, should_checkpoint=False)
-        trial.set_experiment_tag(f"{state.orig_tag}@exploit{number}")
-        trial.set_config(new_config)
-        self._num_perturbations += 1
-        state.last_perturbation_time = donor_state.last_perturbation_time
-        state.last_train_time = donor_state.last_train_time
+        self.take_over(tune_controller, trial, donor, new_config, f"@exploit{number}")

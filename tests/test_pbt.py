@@ -189,3 +189,29 @@ def test_a_driver_killed_between_an_exploits_record_and_tunes_save_trains_under_
     spec = datasets.load(datasets.DataConfig(name="synthetic_faces", num_train=14, num_test=7, image_size=16)).spec()
     [row], _ = _trial_rows(str(tmp_path), outcome, saved_by_tune, {}, spec)
     assert row["config.model.lr"] == new_lr and json.loads(row["pbt_exploits"])[0]["after"] == {"model.lr": new_lr}
+
+
+def test_the_tune_internals_pbt_relies_on_exist_in_this_ray_and_another_release_is_refused_clearly():
+    """harness/tune_pbt.py is the one module that touches Tune's PBT internals: every one it names exists in
+    the installed Ray (a release that renames one fails here, not silently in a sweep), and a Ray release it
+    was not read against is refused when a PBT sweep starts, naming the release and what to do."""
+    import ray
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from condgen_bench.harness import tune_pbt
+
+    tune_pbt.check_ray_version()  # the installed one is checked
+    assert any(ray.__version__.startswith(v + ".") for v in tune_pbt.CHECKED_RAY)
+    for name in tune_pbt.INTERNAL_METHODS:
+        assert callable(getattr(PopulationBasedTraining, name, None)), name
+    scheduler = PopulationBasedTraining(time_attr="epoch", metric="m", mode="max", hyperparam_mutations={"a": [1, 2]})
+    for name in tune_pbt.INTERNAL_STATE:
+        assert hasattr(scheduler, name), name
+    trial_state = _PBTTrialState(StandIn("t", {}))
+    for name in tune_pbt.INTERNAL_TRIAL_STATE:
+        assert hasattr(trial_state, name), name
+    with pytest.raises(RuntimeError, match=r"read against Ray 2\.60; this is Ray 2\.99\.0\. Install ray==2\.60\.\*"):
+        tune_pbt.check_ray_version("2.99.0")
+    with pytest.raises(RuntimeError, match="this is Ray 2.6.0"):
+        tune_pbt.check_ray_version("2.6.0")  # not a prefix match on "2.6"
+    tune_pbt.check_ray_version("2.60.1")
