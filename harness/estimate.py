@@ -22,6 +22,7 @@ import torch
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.evaluation.plan import asha_rungs, finalist_plan, trial_plan
 from condgen_bench.harness.steps import steps_per_epoch
+from condgen_bench.models.interface import Method
 
 # benchmarks/trial_overhead.py: a Tune trial whose TorchTrainer (harness/trial.py's) runs an empty loop, 2 cores
 # (Ray's processes start and import torch and Ray Train: the trial's driver, Train's controller, the worker;
@@ -49,7 +50,7 @@ class Costs:
     sample_seconds: float  # one generated image under the method's own sampler
 
 
-def measure(method, config: ExperimentConfig, channels: int, classes: int, repeats: int = 2) -> Costs:
+def measure(method: Method, config: ExperimentConfig, channels: int, classes: int, repeats: int = 2) -> Costs:
     """Time ``repeats`` training steps of ``method`` (already built, one step taken) on train.batch_size
     random images after one more to warm up, and the sampling of a batch (up to 16 images), on this
     process's CPU threads."""

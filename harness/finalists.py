@@ -20,9 +20,9 @@ import torch
 
 from condgen_bench.harness.budgets import budget_values, split_budget_id
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
-from condgen_bench.harness.evaluation.scoring import evaluate, sampling_grid, setting_key
+from condgen_bench.harness.evaluation.scoring import Scores, evaluate, sampling_grid, setting_key
 from condgen_bench.harness.evaluation.plan import Capabilities, EvalPlan, finalist_plan
-from condgen_bench.harness.trial import task_options
+from condgen_bench.harness.trial import TrialInputs, task_options
 from condgen_bench.models import build_method
 from condgen_bench.models.accel import task_device
 from condgen_bench.reports.run_folder import layout, storage
@@ -69,15 +69,15 @@ def is_scored(run_dir: str, trial_id: str) -> bool:
     return EvalRecord.exists(layout.finalist_dir(run_dir, trial_id))
 
 
-def bound_of(record: dict) -> tuple[dict, dict, dict, dict]:
-    """The bits/dim part of an evaluation record, as likelihood_metrics returns it (metrics, missing,
-    protocol, per-image arrays): the bound does not depend on the samples, so other records of the
+def bound_of(record: dict) -> Scores:
+    """The bits/dim part of an evaluation record (evaluate's, with its per-sample arrays), as
+    likelihood_metrics returns it: the bound does not depend on the samples, so other records of the
     checkpoint reuse it."""
-    return tuple({k: v for k, v in record.get(part, {}).items() if k.startswith("bpd")}
-                 for part in ("metrics", "missing", "protocol", "per_sample"))
+    return Scores(record.get("metrics", {}), record.get("missing", {}), record.get("protocol", {}),
+                  record.get("per_sample", {})).starting("bpd")
 
 
-def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> tuple[dict, dict, dict, dict] | None:
+def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> Scores | None:
     """The bound computed on the same checkpoint at its trial-final evaluation (where the plan says to take
     it: plan.finalist_plan), or None where that record holds none on the test split."""
     folder = layout.epoch_dir(run_dir, trial_id, epoch)
@@ -145,14 +145,14 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     return {"trial_id": trial_id, "epoch": epoch, "seconds": time.time() - t0}
 
 
-def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConfig], shared: dict,
+def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConfig], inputs: TrialInputs,
                     log=print) -> dict[str, str]:
     """Score every finalist not yet scored: on a cluster as concurrent Ray tasks with a worker's resources
     each; in a local run one after another in this process (a task's process would import torch and the
     evaluation again, and one worker's CPUs are most of the machine anyway).
-    configs: {experiment name: its config}; shared: {"run_dir", "data", "reference"} (harness/sweep.py).
+    configs: {experiment name: its config}; inputs: the run's TrialInputs (its folder, data and reference).
     Returns {trial id: error} for the finalists whose scoring failed (each also noted in its folder)."""
-    run_dir = shared["run_dir"]
+    run_dir = inputs.run_dir
     local = not any(c.cluster.address for c in configs.values())
     task = ray.remote(score_finalist)
     pending, waiting = {}, []
@@ -166,7 +166,7 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
             waiting.append((f, threads))
         else:
             ref = task.options(**options, name=f"finalist {f.trial_id}").remote(
-                f.trial_id, f.rank, run_dir, shared["data"], shared["reference"], threads)
+                f.trial_id, f.rank, run_dir, inputs.data, inputs.reference, threads)
             pending[ref] = f
         log(f"finalist {f.trial_id} ({f.experiment}, #{f.rank} by {config.sweep.metric} = {f.value:.4g}): scoring")
     errors = {}
@@ -182,7 +182,7 @@ def score_finalists(finalists: list[Finalist], configs: dict[str, ExperimentConf
             log(f"finalist {f.trial_id}: scoring failed: {errors[f.trial_id]}")
 
     if waiting:
-        data, reference, threads_before = ray.get(shared["data"]), ray.get(shared["reference"]), torch.get_num_threads()
+        data, reference, threads_before = ray.get(inputs.data), ray.get(inputs.reference), torch.get_num_threads()
         for f, threads in waiting:
             device = task_device(configs[f.experiment].cluster.gpus_per_worker)
             settle(f, lambda: score_finalist(f.trial_id, f.rank, run_dir, data, reference, threads, device))

@@ -40,6 +40,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from condgen_bench.harness.config import ExperimentConfig
+from condgen_bench.harness.evaluation.plan import is_pbt_epoch
 from condgen_bench.harness.search import Distribution, extreme_values, parse
 from condgen_bench.harness.tune_pbt import TunePBT
 from condgen_bench.reports.run_folder import faults, layout, storage
@@ -81,6 +82,26 @@ def tune_mutations(paths: dict[str, list | str]) -> dict:
             node = node.setdefault(key, {})
         node[name] = parsed.tune_domain() if isinstance(parsed, Distribution) else list(parsed)
     return out
+
+
+def trial_start(run_dir: str, trial_id: str, exploits: int) -> dict | None:
+    """Where a trial's first Train run after its ``exploits``-th exploit starts (None before any): the
+    exploit's copy of the donor's checkpoint, with training-noise streams of its own (not the donor's, which
+    the donor goes on drawing: an offset by the donor's epoch and the exploit's number), under the Train run
+    name layout.train_run_name gives. {"checkpoint": folder, "noise_offset": int, "why": str}."""
+    if not exploits:
+        return None
+    record = json.loads(storage.read_bytes(layout.exploit_record(run_dir, trial_id, exploits)))
+    return {"checkpoint": layout.exploit_dir(run_dir, trial_id, exploits),
+            "noise_offset": 7919 * int(record["epoch"]) + 104_729 * exploits,
+            "why": f"exploit {exploits} of {record['donor']}'s epoch {record['epoch']}"}
+
+
+def kept_checkpoints(config: ExperimentConfig, run_dir: str, trial_id: str) -> dict[int, list[str]]:
+    """{epoch: [folder]}: the checkpoint copies a PBT trial keeps at each perturbation epoch (what a trial
+    exploiting it takes; Ray Train's own rotate)."""
+    return {epoch: [layout.pbt_checkpoint(run_dir, trial_id, epoch)]
+            for epoch in range(1, config.train.epochs + 1) if is_pbt_epoch(config, epoch)}
 
 
 def get_path(values: dict, path: str):

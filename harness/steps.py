@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from condgen_bench.datasets.base import ImageSet
 from condgen_bench.models.accel import free_memory
+from condgen_bench.models.interface import Method
 
 
 def steps_per_epoch(num_images: int, world: int, batch_size: int) -> int:
@@ -153,7 +154,7 @@ def noise_seed(seed: int, rank: int) -> int:
     return seed * 1000 + rank + 1
 
 
-def restore_noise(method, saved: list[torch.Tensor] | None, rank: int, world: int, seed: int, epoch: int,
+def restore_noise(method: Method, saved: list[torch.Tensor] | None, rank: int, world: int, seed: int, epoch: int,
                   saved_kind: str | None = None) -> str:
     """Continue this rank's noise stream from a checkpoint's ``saved`` states (one per rank), written on a
     ``saved_kind`` device ("cpu", "cuda"; None for a checkpoint that did not record it: its states' format then

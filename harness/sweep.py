@@ -30,7 +30,7 @@ from condgen_bench.harness.evaluation.reference import EvalReference, prepare_re
 from condgen_bench.harness.results import code_version, collect_results, write_results
 from condgen_bench.reports.run_folder.runs import RunLock, latest_run, new_run_dir
 from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
-from condgen_bench.harness.trial import trial_driver, worker_resources
+from condgen_bench.harness.trial import TrialInputs, trial_driver, worker_resources
 from condgen_bench.models.accel import task_device
 from condgen_bench.reports import build_report
 from condgen_bench.reports.run_folder import faults, layout, storage
@@ -400,20 +400,16 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
     pin_references(run_dir, loaded, references, log)  # a resume scores with the run's own reference, or stops
     frames, histories = [], []
     for group, data, data_ref, reference, reference_ref in zip(groups, loaded, data_refs, references, reference_refs):
-        shared = {"run_dir": run_dir, "data": data_ref, "reference": reference_ref,
-                  "cluster": to_dict(configs[0].cluster),  # over each trial's saved settings, also when restored
-                  # what resumes changed, per experiment (harness/resume.py), and the code: recorded with each epoch
-                  "changes": {c.name: resumes.run_changes(invocations, c.name) for c in group},
-                  "code_version": code,
-                  "fault": faults.spec()}  # the drills' fault hook, passed on to the workers; None in real runs
+        inputs = TrialInputs(run_dir, data_ref, reference_ref, to_dict(configs[0].cluster),
+                             {c.name: resumes.run_changes(invocations, c.name) for c in group}, code, faults.spec())
         grids = {}
         for c in group:
             tune_dir, tune_name = storage.split(tune_path(run_dir, c, len(configs)))
-            grids[c.name] = tune_experiment(c, shared, tune_dir, tune_name, resume=bool(resume), log=log)
+            grids[c.name] = tune_experiment(c, inputs, tune_dir, tune_name, resume=bool(resume), log=log)
         # the finalist stage: the dataset's experiments' best trials at once, concurrently where resources allow
         collected = {c.name: collect_results(grids[c.name], run_dir, data, reference) for c in group}
         finalists = [f for c in group for f in select_finalists(*collected[c.name].frames(finalists=False), c)]
-        score_finalists(finalists, {c.name: c for c in group}, shared, log=log)
+        score_finalists(finalists, {c.name: c for c in group}, inputs, log=log)
         faults.hit("results")
         for c in group:  # the rows read once, with the finalist records just written
             frame, history = collected[c.name].frames()
@@ -488,7 +484,7 @@ def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir:
     return task.remote(data_ref, config.eval, cache_dir, threads), options
 
 
-def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, name: str, resume: bool,
+def tune_experiment(config: ExperimentConfig, inputs: TrialInputs, storage_path: str, name: str, resume: bool,
                     log=print) -> ray.tune.ResultGrid:
     """Run (or, with ``resume``, continue where it exists) the Tune experiment of one config's search
     space at storage_path/name; returns its ResultGrid."""
@@ -496,7 +492,7 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
     # a PBT trial's driver holds its workers' CPUs: the population exists at once, and takes turns
     driver = (pbt.driver_cpus(config, ray.cluster_resources().get("CPU", 1.0)) if is_pbt
               else config.cluster.cpus_per_trial_driver)
-    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, shared=shared),
+    trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, inputs=inputs),
                                         {"CPU": driver, **config.cluster.driver_resources})
     path = storage.join(storage_path, name)
     if resume and ray.tune.Tuner.can_restore(path):
@@ -516,7 +512,7 @@ def tune_experiment(config: ExperimentConfig, shared: dict, storage_path: str, n
             trainable,
             param_space=param_space(config),
             tune_config=ray.tune.TuneConfig(
-                scheduler=make_scheduler(config, shared["run_dir"]),
+                scheduler=make_scheduler(config, inputs.run_dir),
                 search_alg=search_algorithm(config.sweep),
                 num_samples=tune_samples(config),
                 max_concurrent_trials=trial_cap(config.sweep),

@@ -7,7 +7,9 @@ id: a restored Tune experiment continues each trial where it stopped. After a PB
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
+import ray
 import ray.train
 import ray.tune
 from ray.train.torch import TorchTrainer
@@ -19,9 +21,9 @@ except ImportError:  # pragma: no cover - another Ray release
     DatasetsCallback = None
 
 from condgen_bench.harness import resume as resumes
-from condgen_bench.harness.config import ClusterConfig, experiment_from_dict, from_dict
-from condgen_bench.harness.pbt import WORKER_TOKEN_CPU
-from condgen_bench.harness.worker import train_worker
+from condgen_bench.harness import pbt
+from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, experiment_from_dict, from_dict
+from condgen_bench.harness.worker import LoopConfig, train_worker
 from condgen_bench.reports.run_folder.checkpoint import CheckpointError
 from condgen_bench.reports.run_folder import layout, storage
 
@@ -100,42 +102,57 @@ def trial_settings(config: dict, run_dir: str, trial_id: str, changes: list[dict
     return resumes.values_at(config, changes, None), exploits
 
 
-def trial_driver(config: dict, shared: dict) -> None:
-    """Tune function trainable. config: a resolved ExperimentConfig dict (one point of the space);
-    shared: {"run_dir": str, "data": ObjectRef, "reference": ObjectRef, "cluster": this invocation's
-    ClusterConfig dict} (see harness/sweep.py). The cluster settings are this invocation's, not the ones
-    saved with the trial: a resumed run may change workers, GPUs or max_failures. shared["changes"]: the
-    settings resumes changed ({experiment: [change]}, harness/resume.py), which the trial takes over Tune's
-    saved config; shared["code_version"]: this driver's code, recorded with each epoch."""
+def kept_checkpoints(config: ExperimentConfig, run_dir: str, trial_id: str) -> dict[int, list[str]]:
+    """{epoch: [folder]}: where the trial's worker copies its checkpoint of an epoch beside Ray Train's (which
+    rotate): at each smaller budget's last epoch (the finalist stage scores it: harness/budgets.py) and
+    where the scheduler asks (PBT's perturbation epochs)."""
+    keep = {epoch: [layout.budget_checkpoint(run_dir, trial_id, epoch)] for epoch in config.train.budgets}
+    if config.sweep.scheduler == "pbt":
+        for epoch, folders in pbt.kept_checkpoints(config, run_dir, trial_id).items():
+            keep.setdefault(epoch, []).extend(folders)
+    return keep
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    """What every trial of a run receives beside its point of the search space (harness/sweep.py makes it)."""
+
+    run_dir: str  # absolute path or URI
+    data: ray.ObjectRef  # the DatasetSplits, one object-store copy
+    reference: ray.ObjectRef  # the EvalReference
+    # this invocation's ClusterConfig dict: over each trial's saved settings, also when restored (a resumed
+    # run may change workers, GPUs or max_failures)
+    cluster: dict
+    changes: dict[str, list[dict]] = field(default_factory=dict)  # experiment -> what resumes changed (resume.py)
+    code_version: str | None = None  # this driver's code, recorded with each epoch
+    fault: str | None = None  # the drills' fault hook (reports/run_folder/faults.py), passed on; None in real runs
+
+
+def trial_driver(config: dict, inputs: TrialInputs) -> None:
+    """Tune function trainable. config: a resolved ExperimentConfig dict (one point of the space). The trial
+    takes the settings resumes changed over Tune's saved config, and runs under this invocation's cluster."""
     trial_id = ray.tune.get_context().get_trial_id()
-    changes = shared.get("changes", {}).get(config["name"], [])
-    config, exploits = trial_settings(config, shared["run_dir"], trial_id, changes)
+    changes = inputs.changes.get(config["name"], [])
+    config, exploits = trial_settings(config, inputs.run_dir, trial_id, changes)
     experiment = experiment_from_dict(config)
-    cluster = from_dict(ClusterConfig, shared["cluster"])
+    cluster = from_dict(ClusterConfig, inputs.cluster)
     resources, threads = worker_resources(cluster)
     if experiment.sweep.scheduler == "pbt":  # the trial's driver holds its CPUs (harness/pbt.py)
-        resources["CPU"] = WORKER_TOKEN_CPU
+        resources["CPU"] = pbt.WORKER_TOKEN_CPU
     # after a PBT exploit the trial trains on from the donor's weights under a Train run of its own
     run_name = layout.train_run_name(trial_id, exploits)
-    start_from = ({"checkpoint": layout.exploit_dir(shared["run_dir"], trial_id, exploits), "exploit": exploits}
-                  if exploits else None)
-    check_trial_folder(shared["run_dir"], trial_id, run_name)
-    check_snapshot(layout.train_storage(shared["run_dir"]), run_name)
+    check_trial_folder(inputs.run_dir, trial_id, run_name)
+    check_snapshot(layout.train_storage(inputs.run_dir), run_name)
+    loop = LoopConfig(
+        experiment=config, trial_id=trial_id, run_dir=inputs.run_dir, data=inputs.data, reference=inputs.reference,
+        threads=threads, fault=inputs.fault, changes=changes, cluster=inputs.cluster, code_version=inputs.code_version,
+        # where the trial starts when Ray Train has no checkpoint of its run (a PBT exploit's copy of the
+        # donor's), and the checkpoints it keeps beside Train's, by epoch
+        start=pbt.trial_start(inputs.run_dir, trial_id, exploits),
+        keep=kept_checkpoints(experiment, inputs.run_dir, trial_id))
     trainer = Trainer(
         train_worker,
-        train_loop_config={
-            "experiment": config,
-            "trial_id": trial_id,
-            "run_dir": shared["run_dir"],
-            "data": shared["data"],
-            "reference": shared["reference"],
-            "threads": threads,
-            "fault": shared.get("fault"),  # the drills' fault hook (reports/run_folder/faults.py); None in real runs
-            "start_from": start_from,  # a PBT exploit's copy of the donor's checkpoint; Train's own come first
-            "changes": changes,  # recorded by the worker with the epoch it first trains under them
-            "cluster": shared["cluster"],  # what each epoch ran under, for its history record
-            "code_version": shared.get("code_version"),
-        },
+        train_loop_config={"loop": loop},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cluster.workers_per_trial,
             use_gpu=cluster.gpus_per_worker > 0,
@@ -143,7 +160,7 @@ def trial_driver(config: dict, shared: dict) -> None:
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=layout.train_storage(shared["run_dir"]),
+            storage_path=layout.train_storage(inputs.run_dir),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=experiment.train.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cluster.max_failures),

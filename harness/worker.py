@@ -33,11 +33,12 @@ import torch
 
 from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.config import ExperimentConfig, TrainConfig, experiment_from_dict
-from condgen_bench.harness.evaluation.plan import Capabilities, is_pbt_epoch, trial_plan
+from condgen_bench.harness.evaluation.plan import Capabilities, trial_plan
 from condgen_bench.harness.steps import (DivergenceWatch, StepStats, epoch_batches, gather_noise_states, noise_seed,
                                           restore_noise, steps_per_epoch, training_tensors)
 from condgen_bench.models import build_method
 from condgen_bench.models.accel import Acceleration, device_name, resolve_precision, set_training_math
+from condgen_bench.models.interface import Method
 from condgen_bench.reports.run_folder import faults, layout, storage
 from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint
 from condgen_bench.reports.run_folder.records import EvalRecord
@@ -50,7 +51,7 @@ def configure_device(device: torch.device, train: TrainConfig) -> tuple[Accelera
     return Acceleration(resolve_precision(train.precision, device), train.channels_last, train.compile), math_mode
 
 
-def checkpoint_state(method, config: dict, epoch: int, precision: str, noise_states: list) -> dict:
+def checkpoint_state(method: Method, config: dict, epoch: int, precision: str, noise_states: list) -> dict:
     """What a trial's checkpoint holds after ``epoch`` (reports/run_folder/checkpoint.py saves and reads it):
     the method's state, the trial's resolved config dict, the training precision and every rank's noise state."""
     return {"method": method.state_dict(), "epoch": epoch, "config": config, "precision": precision,
@@ -62,7 +63,7 @@ def train_checkpoint(checkpoint: ray.train.Checkpoint) -> TrialCheckpoint:
     return TrialCheckpoint(checkpoint.path, checkpoint.filesystem)
 
 
-def finish_epoch(method, world: int, device: torch.device, evaluate_epoch: Callable[[], dict],
+def finish_epoch(method: Method, world: int, device: torch.device, evaluate_epoch: Callable[[], dict],
                  save_and_report: Callable[[dict, list], None]) -> None:
     """The end of a trained epoch on every rank, in the order that keeps a long evaluation out of any
     process-group collective: every rank's noise state is gathered first (the epoch's last collective), then
@@ -73,12 +74,34 @@ def finish_epoch(method, world: int, device: torch.device, evaluate_epoch: Calla
     save_and_report(evaluate_epoch(), noise_states)
 
 
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the trial driver (harness/trial.py) gives every rank of its workers, as Ray Train's
+    train_loop_config {"loop": LoopConfig}. The driver decides where the trial starts and what it keeps, for
+    whatever scheduler; the worker does as it says."""
+
+    experiment: dict  # the trial's resolved ExperimentConfig dict (saved in every checkpoint)
+    trial_id: str
+    run_dir: str  # absolute path or URI
+    data: object  # ray.ObjectRef of the DatasetSplits
+    reference: object  # ray.ObjectRef of the EvalReference
+    threads: int | None = None  # torch threads per rank (None: torch's default)
+    keep: dict[int, list[str]] = field(default_factory=dict)  # epoch -> folders its checkpoint is copied to
+    # where the trial starts when Ray Train has no checkpoint of its run (Train's own come first):
+    # {"checkpoint": folder, "noise_offset": added to every rank's noise seed, "why": for the log}
+    start: dict | None = None
+    changes: list[dict] = field(default_factory=list)  # what resumes changed (harness/resume.py), recorded once
+    cluster: dict | None = None  # this invocation's ClusterConfig dict: what each epoch ran under
+    code_version: str | None = None  # the driver's code, recorded with each epoch
+    fault: str | None = None  # the drills' fault hook (reports/run_folder/faults.py); None in real runs
+
+
 @dataclass
 class WorkerRun:
     """What one rank of a trial holds while it trains: its place in the group, the method, the training split
     on its device, where the trial writes, and the latest evaluation's metrics (every report carries them)."""
 
-    loop_config: dict  # what the trial driver passed (harness/trial.py): the experiment, paths, references
+    loop: LoopConfig  # what the trial driver passed
     config: ExperimentConfig
     rank: int
     world: int
@@ -87,7 +110,7 @@ class WorkerRun:
     math_mode: str  # the training math's name (TF32 or not), recorded with every report
     data: object  # datasets.DatasetSplits
     reference: object  # harness.reference.EvalReference
-    method: object  # models.interface.Method, on ``device``
+    method: Method  # on ``device``
     capabilities: Capabilities  # what the method and the reference can compute (the evaluation plan's input)
     images: torch.Tensor  # [N, C, H, W] uint8: the training split, on the device where it fits (else the host)
     labels: torch.Tensor  # [N] int64, beside ``images``
@@ -98,16 +121,16 @@ class WorkerRun:
 
     @property
     def run_dir(self) -> str:
-        return self.loop_config["run_dir"]
+        return self.loop.run_dir
 
     @property
     def trial_id(self) -> str:
-        return self.loop_config["trial_id"]
+        return self.loop.trial_id
 
     @property
     def ran_under(self) -> dict:
         """What the epochs run under beyond the config: this invocation's cluster settings and code version."""
-        return {"cluster": self.loop_config.get("cluster"), "code_version": self.loop_config.get("code_version")}
+        return {"cluster": self.loop.cluster, "code_version": self.loop.code_version}
 
     def log(self, *args) -> None:
         """Rank 0's lines (the other ranks would repeat them)."""
@@ -116,11 +139,8 @@ class WorkerRun:
 
 
 def train_worker(loop_config: dict) -> None:
-    """Ray Train entry point, on every rank. loop_config: {"experiment": resolved config dict, "trial_id": str,
-    "run_dir": absolute path or URI, "data": ObjectRef[DatasetSplits], "reference": ObjectRef[EvalReference],
-    and optionally "start_from" (a PBT exploit's donor checkpoint), "changes", "cluster", "code_version",
-    "threads", "fault"}."""
-    run = start(loop_config)  # the method built, restored from its checkpoint, the split on its device
+    """Ray Train entry point, on every rank. loop_config: {"loop": LoopConfig}."""
+    run = start(loop_config["loop"])  # the method built, restored from its checkpoint, the split on its device
     if run.start_epoch >= run.config.train.epochs:
         return report_finished(run)
     watch = DivergenceWatch(run.config.train.diverge_after_steps, run.device)
@@ -137,58 +157,56 @@ def train_worker(loop_config: dict) -> None:
         faults.hit("epoch_end", trial=run.trial_id, epoch=epoch, rank=run.rank)
 
 
-def start(loop_config: dict) -> WorkerRun:
+def start(loop: LoopConfig) -> WorkerRun:
     """This rank's start: the device and its math, the method built from the registry and restored from the
-    trial's checkpoint (Ray Train's latest) or, at a PBT exploit's first start, from the donor's; the training
+    trial's checkpoint (Ray Train's latest) or, where Train has none, from the one the driver names; the training
     split on the device; and, on rank 0, the trial folder cleared of what a killed group left."""
-    faults.install(loop_config.get("fault"))
-    config = experiment_from_dict(loop_config["experiment"])
+    faults.install(loop.fault)
+    config = experiment_from_dict(loop.experiment)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if loop_config.get("threads"):
-        torch.set_num_threads(loop_config["threads"])
-    data = ray.get(loop_config["data"])
-    reference = ray.get(loop_config["reference"])
+    if loop.threads:
+        torch.set_num_threads(loop.threads)
+    data = ray.get(loop.data)
+    reference = ray.get(loop.reference)
     device = ray.train.torch.get_device()
     accel, math_mode = configure_device(device, config.train)
     method = build_method(config.method, config.model, data.spec(), device=device,
                           wrap=ray.train.torch.prepare_model, seed=config.train.seed, accel=accel)
     method.seed_noise(noise_seed(config.train.seed, rank))
-    start_epoch = restore(method, config, rank, world, ray.train.get_checkpoint(), loop_config.get("start_from"))
+    start_epoch = restore(method, config, rank, world, ray.train.get_checkpoint(), loop.start)
     images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
     # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
     method.set_training_length(config.train.epochs * steps_per_epoch(len(images), world, config.train.batch_size))
-    run = WorkerRun(loop_config, config, rank, world, device, accel, math_mode, data, reference, method,
+    run = WorkerRun(loop, config, rank, world, device, accel, math_mode, data, reference, method,
                     Capabilities.of(method, reference, data), images, labels, start_epoch,
                     {config.sweep.metric: math.nan})
     run.log(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
             f"compile {accel.compile}")
     if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
         storage.remove(layout.diverged_file(run.run_dir, run.trial_id))
-        # a worker of this trial killed mid-write (a lost node, a paused PBT trial that trained on) left its
+        # a worker of this trial killed mid-write (a lost node, a paused trial that trained on) left its
         # temporary file; the group before this one is gone, so nothing of the trial is writing now
         for path in storage.remove_temporaries(layout.trial_dir(run.run_dir, run.trial_id)):
             print(f"rank 0: removed {path}, a temporary file a killed writer left")
         if start_epoch < config.train.epochs:  # the settings resumes changed: from which epoch
-            resumes.record_trial_changes(run.run_dir, run.trial_id, loop_config.get("changes") or [],
+            resumes.record_trial_changes(run.run_dir, run.trial_id, loop.changes,
                                          start_epoch + 1)
     return run
 
 
-def restore(method, config: ExperimentConfig, rank: int, world: int, checkpoint: ray.train.Checkpoint | None,
-            exploit: dict | None) -> int:
-    """Load ``method``'s state from Ray Train's latest ``checkpoint`` of the trial, or, at a PBT exploit's
-    first start (no checkpoint of its own yet), from the donor's checkpoint ``exploit["checkpoint"]``; returns
-    the epoch the state ends (0: nothing to restore)."""
+def restore(method: Method, config: ExperimentConfig, rank: int, world: int, checkpoint: ray.train.Checkpoint | None,
+            start: dict | None) -> int:
+    """Load ``method``'s state from Ray Train's latest ``checkpoint`` of the trial, or, where Train has none
+    yet and the driver names one (``start``), from ``start["checkpoint"]`` with every rank's noise seed moved
+    by ``start["noise_offset"]``; returns the epoch the state ends (0: nothing to restore)."""
     log = print if rank == 0 else lambda *_: None
-    if checkpoint is None and exploit:  # a PBT exploit's first start: the donor's weights, this trial's settings
-        state = TrialCheckpoint(exploit["checkpoint"]).load_or_older(log=log)
-        method.load_state_dict(state["method"])  # the learning rates are set from the config at every step
-        start_epoch = state["epoch"]
-        # not the donor's noise streams, which the donor goes on drawing: fresh ones, per exploit
-        method.seed_noise(noise_seed(config.train.seed, rank) + 7919 * start_epoch + 104_729 * exploit["exploit"])
-        print(f"rank {rank}: exploit {exploit['exploit']}: starts from {exploit['checkpoint']} (epoch {start_epoch})")
-        return start_epoch
+    if checkpoint is None and start:  # the weights the driver names, this trial's settings (set at every step)
+        state = TrialCheckpoint(start["checkpoint"]).load_or_older(log=log)
+        method.load_state_dict(state["method"])
+        method.seed_noise(noise_seed(config.train.seed, rank) + start["noise_offset"])
+        print(f"rank {rank}: starts from {start['checkpoint']} (epoch {state['epoch']}): {start['why']}")
+        return state["epoch"]
     if checkpoint is None:
         return 0
     state = train_checkpoint(checkpoint).load_or_older(log=log)
@@ -277,16 +295,12 @@ def evaluate_epoch(run: WorkerRun, epoch: int, plan, metrics: dict) -> dict:
 
 def save_epoch(run: WorkerRun, epoch: int, report: dict, noise_states: list) -> None:
     """Every rank reports ``report``; rank 0 with the epoch's checkpoint (the method's state and every rank's
-    noise state), a copy of which is kept beside Ray Train's (which rotate) where a smaller budget ends at this
-    epoch (the finalist stage scores it) or PBT ranks it (what a trial that exploits this one takes)."""
-    config = run.config
+    noise state), copied beside Ray Train's (which rotate) into the folders the driver keeps for this epoch."""
     with tempfile.TemporaryDirectory() as directory:
         if run.rank == 0:
             saved = TrialCheckpoint(directory)
-            saved.save(checkpoint_state(run.method, run.loop_config["experiment"], epoch, run.accel.precision,
+            saved.save(checkpoint_state(run.method, run.loop.experiment, epoch, run.accel.precision,
                                         noise_states))
-            kept = ([layout.budget_checkpoint(run.run_dir, run.trial_id, epoch)] * (epoch in config.train.budgets)
-                    + [layout.pbt_checkpoint(run.run_dir, run.trial_id, epoch)] * is_pbt_epoch(config, epoch))
-            for folder in kept:
+            for folder in run.loop.keep.get(epoch, []):
                 saved.copy_to(folder)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory) if run.rank == 0 else None)

@@ -178,13 +178,11 @@ def test_corrupt_checkpoints_fall_back_or_fail_naming_the_file(ray_local, tmp_pa
     config = tiny_experiment(tmp_path)
     data = datasets.load(config.data)
     reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
-    refs = {"data": ray.put(data), "reference": ray.put(reference)}
-
     storage = tmp_path / "a"  # 2 epochs: 2 checkpoints
+    loop = worker_module.LoopConfig(to_dict(config), "t0", str(storage), ray.put(data), ray.put(reference), threads=1)
     first = Trainer(
         worker_module.train_worker,
-        train_loop_config={"experiment": to_dict(config), "trial_id": "t0", "threads": 1, "run_dir": str(storage),
-                           **refs},
+        train_loop_config={"loop": loop},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.5}),
         run_config=ray.train.RunConfig(name="t0", storage_path=str(storage / "train")),
     ).fit()

@@ -158,8 +158,8 @@ def test_a_gan_has_no_bits_per_dim_and_says_so(family):
     config.train.eval_every = 1
     for plan in (trial_plan(config, 1, caps), trial_plan(config, config.train.epochs, caps), finalist_plan(config, caps)):
         assert plan.stage and not plan.computes("bpd") and plan.bpd_from is None
-        metrics, missing, _, _ = likelihood_metrics(method, None, config.eval, skip=plan.skip.get("bpd"))
-        assert math.isnan(metrics["bpd"]) and missing["bpd"] == f"{family} has no likelihood"
+        scores = likelihood_metrics(method, None, config.eval, skip=plan.skip.get("bpd"))
+        assert math.isnan(scores.metrics["bpd"]) and scores.missing["bpd"] == f"{family} has no likelihood"
 
 
 def test_a_frozen_generator_loses_completely():

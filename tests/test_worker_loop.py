@@ -40,8 +40,8 @@ def train_in_process(monkeypatch, tmp_path):
     def run(config, trial_id: str) -> list[dict]:
         data = datasets.load(config.data)
         reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
-        worker_module.train_worker({"experiment": to_dict(config), "trial_id": trial_id, "threads": 1,
-                                    "run_dir": str(tmp_path / "run"), "data": data, "reference": reference})
+        worker_module.train_worker({"loop": worker_module.LoopConfig(to_dict(config), trial_id, str(tmp_path / "run"),
+                                                                     data, reference, threads=1)})
         return reports
 
     return run

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.models.classifier import predict, train_classifier
 
@@ -32,7 +33,7 @@ def capped_counts(labels: torch.Tensor, num_classes: int, cap: int) -> list[int]
     return [min(count, cap) for count in class_counts(labels, num_classes)]
 
 
-def pool_labels(data: DatasetSplits, config) -> torch.Tensor:
+def pool_labels(data: DatasetSplits, config: EvalConfig) -> torch.Tensor:
     """Labels [N] of the generated pool both scores draw from: per class, the real training split's count
     capped at cas_pool_per_class (for CAS) or augment_synthetic_per_class (for the gain), whichever is
     larger among those enabled."""
@@ -44,7 +45,7 @@ def pool_labels(data: DatasetSplits, config) -> torch.Tensor:
     return torch.arange(data.num_classes).repeat_interleave(torch.tensor(counts))
 
 
-def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, config, seed: int,
+def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, config: EvalConfig, seed: int,
                steps: int | None = None, device="cpu") -> torch.Tensor:
     """Train a fresh classifier on images [N, C, H, W] uint8 / labels [N] (about ``steps`` optimizer steps,
     or the recipe's epochs) and return its hits on the real test split: [N_test] bool."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from condgen_bench.harness.config import ExperimentConfig
 from condgen_bench.harness.search import extreme_values
+from condgen_bench.models.interface import Method
 
 STAGES = ("tracking", "trial_final", "finalist")  # every plan's stage is one of these (or None: nothing)
 # The parts of an evaluation a plan switches. The samples, the classifier's accuracy on them and the
@@ -45,7 +46,7 @@ class Capabilities:
     validation_split: bool = True  # False: the data has none, so the trial stages score on the test split
 
     @classmethod
-    def of(cls, method, reference, data) -> Capabilities:
+    def of(cls, method: Method, reference, data) -> Capabilities:
         """Those of ``method`` (models/interface.py Method), ``reference`` (reference.EvalReference) and
         ``data`` (datasets.DatasetSplits)."""
         return cls(None if method.has_likelihood else f"{method.name} has no likelihood",

@@ -11,11 +11,13 @@ from __future__ import annotations
 import io
 import math
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 
+from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.harness.evaluation.diversity import memorization
 from condgen_bench.harness.evaluation.downstream import augmentation_gain, classification_accuracy_score, pool_labels
@@ -27,6 +29,7 @@ from condgen_bench.harness.evaluation.plan import EvalPlan
 from condgen_bench.harness.evaluation.reference import EvalReference
 from condgen_bench.models.accel import evaluation_math
 from condgen_bench.models.classifier import predict
+from condgen_bench.models.interface import Method
 from condgen_bench.reports.run_folder import layout
 
 MEMORIZATION_QUANTILE = 0.05  # "memorized": closer to a training image than 95% of training images are to another
@@ -63,7 +66,7 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def sampling_grid(method, sweep: dict[str, list]) -> list[dict]:
+def sampling_grid(method: Method, sweep: dict[str, list]) -> list[dict]:
     """The settings of a sampling sweep over ``method``'s sampler axes (method.sampler_axes): the product
     of the listed values in the method's axis order, e.g. {"steps": [10, 50], "guidance": [1, 3]} -> 4
     dicts. Settings the method samples alike (method.sampling_settings equal: DDPM's ancestral sampler
@@ -93,27 +96,50 @@ def setting_key(settings: dict) -> str:
     return "-".join(parts) or "default"
 
 
-def missing_all(keys, kind: str, reason: str) -> tuple[dict, dict]:
+@dataclass
+class Scores:
+    """Figures of one part of an evaluation, merged into its record: what each part returns."""
+
+    metrics: dict[str, float] = field(default_factory=dict)  # name -> value (NaN where missing)
+    missing: dict[str, str] = field(default_factory=dict)  # name -> why it is missing
+    protocol: dict = field(default_factory=dict)  # setting -> value: how the figures were computed
+    per_sample: dict[str, np.ndarray] = field(default_factory=dict)  # what the paired tests resample
+
+    def merge(self, other: Scores) -> Scores:
+        """Add ``other``'s figures to these (its win where both have one); returns self."""
+        for mine, theirs in ((self.metrics, other.metrics), (self.missing, other.missing),
+                             (self.protocol, other.protocol), (self.per_sample, other.per_sample)):
+            mine.update(theirs)
+        return self
+
+    def starting(self, prefix: str) -> Scores:
+        """The figures, reasons, settings and arrays whose names start with ``prefix``."""
+        return Scores(*({k: v for k, v in part.items() if k.startswith(prefix)}
+                        for part in (self.metrics, self.missing, self.protocol, self.per_sample)))
+
+
+def missing_all(keys, kind: str, reason: str) -> Scores:
     """NaN for each score_features key of one extractor kind, and the reason for each value (not spreads)."""
-    return ({tagged(key, kind): math.nan for key in keys},
-            {tagged(key, kind): reason for key in keys if not key.endswith(SPREAD_KEYS)})
+    return Scores({tagged(key, kind): math.nan for key in keys},
+                  {tagged(key, kind): reason for key in keys if not key.endswith(SPREAD_KEYS)})
 
 
-def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor, real: dict[str, torch.Tensor], config,
-                     device="cpu") -> tuple[dict, dict, dict[str, torch.Tensor]]:
+def fidelity_metrics(samples: torch.Tensor, kind: str, extractor: Extractor,
+                     real: dict[str, torch.Tensor], config: EvalConfig,
+                     device="cpu") -> tuple[Scores, dict[str, torch.Tensor]]:
     """FID (raw, spread and FID∞) / KID / IS / precision-recall / density-coverage / Vendi of ``samples``
     [N, C, H, W] uint8 in one extractor's features against a real split's features ``real`` {layer: [M, D]}.
-    Returns ({tagged metric: value}, {tagged metric: reason}, the samples' features {layer: [N, D]})."""
+    Returns (the tagged metrics and why any is missing, the samples' features {layer: [N, D]})."""
     gen = extract_features(samples, extractor, config.batch_size, device)
     values, missing = score_features(gen, real, extractor, kid_subset_size=config.kid_subset_size,
                                      kid_subsets=config.kid_subsets, isc_splits=config.isc_splits,
                                      prc_neighborhood=config.prc_neighborhood, bootstrap=config.bootstrap,
                                      seed=config.seed)
     metrics = {tagged(key, kind): values.get(key, math.nan) for key in FIDELITY_KEYS}
-    return metrics, {tagged(key, kind): reason for key, reason in missing.items()}, gen
+    return Scores(metrics, {tagged(key, kind): reason for key, reason in missing.items()}), gen
 
 
-def memorization_metrics(samples: torch.Tensor, features: torch.Tensor, train, extractor: Extractor, config,
+def memorization_metrics(samples: torch.Tensor, features: torch.Tensor, train, extractor: Extractor, config: EvalConfig,
                          device="cpu") -> tuple[dict, bytes]:
     """How close ``samples`` [N, C, H, W] uint8 (with their ``extractor`` features [N, D]) come to the training
     images ``train`` (a Split): harness/evaluation/diversity.py memorization in the extractor's features and in pixels.
@@ -140,14 +166,15 @@ MEMORIZATION_KEYS = ("memorized_share", "memorized_share_std", "train_distance_d
                      "train_distance_pixels", "train_distance_pixels_std", "memorized_threshold_domain")
 
 
-def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu"
-                   ) -> tuple[dict, dict, dict, bytes, dict, dict]:
+def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
+                   config: EvalConfig, plan: EvalPlan, device="cpu"
+                   ) -> tuple[Scores, bytes, dict[str, bytes]]:
     """Generate the plan's seeded images (plan.samples_per_class a class) with the method's sampler
     (plan.settings override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
     IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
     intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
-    Returns (metrics, missing {metric: reason}, protocol, PNG of the sample grid, the per-sample arrays
-    of the paired tests: reports.paired.sample_arrays, other files to keep beside the record {name: bytes}:
+    Returns (the scores, their per-sample arrays those of the paired tests: reports.paired.sample_arrays;
+    PNG of the sample grid; other files to keep beside the record {name: bytes}:
     the memorization gallery where the plan computes it)."""
     settings = plan.settings
     k = data.num_classes
@@ -179,56 +206,51 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
     missing: dict[str, str] = {}
     t0 = time.time()
     domain = register_classifier(classifier, ref.weights_hash)
-    values, reasons, features = fidelity_metrics(samples, "domain", domain, real_features["domain"], config, device)
-    metrics.update(values)
-    missing.update(reasons)
+    domain_scores, features = fidelity_metrics(samples, "domain", domain, real_features["domain"], config, device)
+    scores = Scores(metrics, missing).merge(domain_scores)
     layer = domain.layer("fid")
     if plan.computes("intra_class_fid"):
         mean, per_class_fid = intra_class_fid(features[layer], labels, real_features["domain"][layer],
                                               reference_set.labels, data.class_names, seed=config.seed)
-        metrics["fid_intra_domain"] = mean
-        metrics.update({f"fid_intra_domain.{name}": value for name, value in per_class_fid.items()})
+        scores.metrics["fid_intra_domain"] = mean
+        scores.metrics.update({f"fid_intra_domain.{name}": value for name, value in per_class_fid.items()})
     else:
-        metrics["fid_intra_domain"] = math.nan
-        missing["fid_intra_domain"] = plan.skip["intra_class_fid"]
+        scores.merge(Scores({"fid_intra_domain": math.nan}, {"fid_intra_domain": plan.skip["intra_class_fid"]}))
     files = {}
     if plan.computes("memorization"):
         values, files[layout.MEMORIZATION_GRID] = memorization_metrics(samples, features[layer], data.train, domain,
                                                                       config, device)
-        metrics.update(values)
+        scores.metrics.update(values)
     else:
-        metrics.update({key: math.nan for key in MEMORIZATION_KEYS})
-        missing.update({key: plan.skip["memorization"] for key in MEMORIZATION_KEYS if not key.endswith("_std")})
+        scores.merge(Scores({key: math.nan for key in MEMORIZATION_KEYS},
+                            {key: plan.skip["memorization"] for key in MEMORIZATION_KEYS if not key.endswith("_std")}))
     real = real_features["domain"][layer]
-    per_sample = sample_arrays(torch.as_tensor(hits).bool(), labels, seeds, features[layer], real,
-                               GaussianStats.of(real), ref.weights_hash)
-    metrics["domain_metrics_seconds"] = time.time() - t0
+    scores.per_sample = sample_arrays(torch.as_tensor(hits).bool(), labels, seeds, features[layer], real,
+                                      GaussianStats.of(real), ref.weights_hash)
+    scores.metrics["domain_metrics_seconds"] = time.time() - t0
     skip = plan.skip.get("inception")
     if skip:
-        values, reasons = missing_all(FIDELITY_KEYS, "inception", skip)
+        scores.merge(missing_all(FIDELITY_KEYS, "inception", skip))
     else:
         t0 = time.time()
         try:
-            values, reasons, _ = fidelity_metrics(samples, "inception", ref.inception, real_features["inception"],
-                                                  config, device)
+            scores.merge(fidelity_metrics(samples, "inception", ref.inception, real_features["inception"], config,
+                                          device)[0])
         except (FileNotFoundError, ValueError) as e:  # this node lacks the run's Inception weights
-            values, reasons = missing_all(FIDELITY_KEYS, "inception", str(e))
-        metrics["inception_metrics_seconds"] = time.time() - t0
-    metrics.update(values)
-    missing.update(reasons)
+            scores.merge(missing_all(FIDELITY_KEYS, "inception", str(e)))
+        scores.metrics["inception_metrics_seconds"] = time.time() - t0
     for name, extractor in ref.extractors.items():  # eval.extractors: at the stages Inception is computed
         skip = plan.extractors_skip or (None if name in real_features else f"no real {split} features")
         if skip:
-            values, reasons = missing_all(FIDELITY_KEYS, name, skip.replace("Inception", name))
+            scores.merge(missing_all(FIDELITY_KEYS, name, skip.replace("Inception", name)))
         else:
             t0 = time.time()
             try:
-                values, reasons, _ = fidelity_metrics(samples, name, extractor, real_features[name], config, device)
+                scores.merge(fidelity_metrics(samples, name, extractor, real_features[name], config, device)[0])
             except (FileNotFoundError, ValueError) as e:  # this node lacks the file, or has another one
-                values, reasons = missing_all(FIDELITY_KEYS, name, str(e))
-            metrics[f"{name}_metrics_seconds"] = time.time() - t0
-        metrics.update(values)
-        missing.update(reasons)
+                scores.merge(missing_all(FIDELITY_KEYS, name, str(e)))
+            scores.metrics[f"{name}_metrics_seconds"] = time.time() - t0
+    metrics = scores.metrics
     metrics["sample_seconds_per_image"] = sample_seconds / len(samples)
     metrics["network_evaluations"] = float(method.network_evaluations(**settings))
     protocol = {
@@ -258,20 +280,21 @@ def sample_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan
                                     f"{data.image_size}" + (", gray repeated to 3 channels" if data.channels == 1 else ""),
         })
     grid_rows = torch.cat([samples[labels == c][: config.grid_per_class] for c in range(k)])
-    return metrics, missing, protocol, png_bytes(sample_grid(grid_rows, k)), per_sample, files
+    scores.protocol.update(protocol)
+    return scores, png_bytes(sample_grid(grid_rows, k)), files
 
 
-def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan,
-                       device="cpu") -> tuple[dict, dict, dict]:
+def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan,
+                       device="cpu") -> Scores:
     """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/evaluation/downstream.py) of
     a seeded generated pool under the method's own sampler, as far as the plan computes them.
-    Returns (metrics, missing, protocol)."""
+    Returns their Scores (without per-sample arrays)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
     for part, name in (("cas", "cas"), ("augment", "aug_gain")):
         if not plan.computes(part):
             missing[name] = plan.skip[part]
     if len(missing) == 2:
-        return metrics, missing, protocol
+        return Scores(metrics, missing, protocol)
     labels = pool_labels(data, config)
     seeds = config.seed + 1_000_000 + torch.arange(len(labels))  # apart from the scored samples' seeds
     t0 = time.time()
@@ -286,22 +309,22 @@ def downstream_metrics(method, data: DatasetSplits, ref: EvalReference, config, 
             if part == "cas":  # the same recipe on as many real images, beside it
                 metrics["cas_real_accuracy"] = ref.cas_real_accuracy
                 protocol["cas_real_images"] = ref.cas_real_images
-    return metrics, missing, protocol
+    return Scores(metrics, missing, protocol)
 
 
-def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = None,
-                       split: str = "test") -> tuple[dict, dict, dict, dict]:
+def likelihood_metrics(method: Method, data: DatasetSplits, config: EvalConfig, skip: str | None = None,
+                       split: str = "test") -> Scores:
     """The method's likelihood figure (DDPM's variational bound) on the first ``bpd_images`` images of the
-    real ``split`` ("validation" at the trial stages, "test" for the finalists: EvalPlan.split), per image, then its mean and standard error (bits/dim) and the mean of each part
-    the method reports beside "total" (bpd_<part>); ``skip``: the reason not to.
-    Returns (metrics, missing, protocol, per-image arrays of the paired test: reports.paired.bpd_arrays)."""
+    real ``split`` ("validation" at the trial stages, "test" for the finalists: EvalPlan.split), per image,
+    then its mean and standard error (bits/dim) and the mean of each part the method reports beside "total"
+    (bpd_<part>); ``skip``: the reason not to. Its per-sample arrays: reports.paired.bpd_arrays."""
     nan = {"bpd": math.nan, "bpd_stderr": math.nan}
     if skip:  # the plan's reason (a family without a likelihood among them: plan.Capabilities)
-        return nan, {"bpd": skip}, {}, {}
+        return Scores(nan, {"bpd": skip})
     images, split = data.reference_set(split)
     bpd_n = min(config.bpd_images, len(images))
     if bpd_n == 0:
-        return nan, {"bpd": "disabled (eval.bpd_images = 0)"}, {"bpd_images": 0}, {}
+        return Scores(nan, {"bpd": "disabled (eval.bpd_images = 0)"}, {"bpd_images": 0})
     t0 = time.time()
     parts = []
     seeds = config.seed + 10_000_000 + torch.arange(bpd_n)
@@ -320,11 +343,11 @@ def likelihood_metrics(method, data: DatasetSplits, config, skip: str | None = N
     protocol = {"bpd_images": bpd_n, "bpd_split": split,
                 "bpd_t_samples": "all" if config.bpd_t_samples is None else config.bpd_t_samples,
                 **method.likelihood_protocol()}
-    return metrics, {}, protocol, bpd_arrays(total, images.images[:bpd_n], seeds)
+    return Scores(metrics, {}, protocol, bpd_arrays(total, images.images[:bpd_n], seeds))
 
 
-def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device="cpu",
-             likelihood: tuple[dict, dict, dict, dict] | None = None) -> tuple[dict, bytes]:
+def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan, device="cpu",
+             likelihood: Scores | None = None) -> tuple[dict, bytes]:
     """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference, computing what
     ``plan`` says and nothing else: its samples under plan.settings (the method's own sampler where empty),
     its bound on real images (``likelihood``: where plan.bpd_from names another record of the checkpoint,
@@ -343,17 +366,13 @@ def evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: Eval
     return record, grid
 
 
-def _evaluate(method, data: DatasetSplits, ref: EvalReference, config, plan: EvalPlan, device,
-              likelihood: tuple[dict, dict, dict, dict] | None) -> tuple[dict, bytes]:
+def _evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan, device,
+              likelihood: Scores | None) -> tuple[dict, bytes]:
     t_start = time.time()
-    metrics, missing, protocol, grid, per_sample, files = sample_metrics(method, data, ref, config, plan, device)
+    scores, grid, files = sample_metrics(method, data, ref, config, plan, device)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
-    *bound, per_image = likelihood
-    for values, reasons, settings_used in (bound, downstream_metrics(method, data, ref, config, plan, device)):
-        metrics.update(values)
-        missing.update(reasons)
-        protocol.update(settings_used)
-    metrics["eval_seconds"] = time.time() - t_start
-    return {"stage": plan.stage, "metrics": metrics, "missing": missing, "protocol": protocol,
-            "per_sample": {**per_sample, **per_image}, "files": files}, grid
+    scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device))
+    scores.metrics["eval_seconds"] = time.time() - t_start
+    return {"stage": plan.stage, "metrics": scores.metrics, "missing": scores.missing, "protocol": scores.protocol,
+            "per_sample": scores.per_sample, "files": files}, grid
