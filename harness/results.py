@@ -127,7 +127,7 @@ def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None)
     """One results row: the trial's columns at the record's epoch (``base_at(epoch)``), then the record at
     ``relative`` (a folder under run_dir). ``rates``: training figures by epoch (the means up to it: images/s,
     TFLOP/s, share of the peak)."""
-    record = EvalRecord.read(storage.join(run_dir, relative), arrays=False).fields
+    record = EvalRecord.read(layout.record_file(run_dir, relative), arrays=False).fields
     base = base_at(record["epoch"])
     if record.get("config_hash", base["config_hash"]) != base["config_hash"]:
         raise ValueError(f"{relative}: evaluated under config {record['config_hash']}, but trial "

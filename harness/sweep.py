@@ -404,8 +404,8 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
                              {c.name: resumes.run_changes(invocations, c.name) for c in group}, code, faults.spec())
         grids = {}
         for c in group:
-            tune_dir, tune_name = storage.split(tune_path(run_dir, c, len(configs)))
-            grids[c.name] = tune_experiment(c, inputs, tune_dir, tune_name, resume=bool(resume), log=log)
+            grids[c.name] = tune_experiment(c, inputs, tune_path(run_dir, c, len(configs)), resume=bool(resume),
+                                            log=log)
         # the finalist stage: the dataset's experiments' best trials at once, concurrently where resources allow
         collected = {c.name: collect_results(grids[c.name], run_dir, data, reference) for c in group}
         finalists = [f for c in group for f in select_finalists(*collected[c.name].frames(finalists=False), c)]
@@ -484,17 +484,17 @@ def reference_task(data_ref: ray.ObjectRef, config: ExperimentConfig, cache_dir:
     return task.remote(data_ref, config.eval, cache_dir, threads), options
 
 
-def tune_experiment(config: ExperimentConfig, inputs: TrialInputs, storage_path: str, name: str, resume: bool,
+def tune_experiment(config: ExperimentConfig, inputs: TrialInputs, path: str, resume: bool,
                     log=print) -> ray.tune.ResultGrid:
     """Run (or, with ``resume``, continue where it exists) the Tune experiment of one config's search
-    space at storage_path/name; returns its ResultGrid."""
+    space in the folder ``path`` (tune_path); returns its ResultGrid."""
     is_pbt = config.sweep.scheduler == "pbt"
     # a PBT trial's driver holds its workers' CPUs: the population exists at once, and takes turns
     driver = (pbt.driver_cpus(config, ray.cluster_resources().get("CPU", 1.0)) if is_pbt
               else config.cluster.cpus_per_trial_driver)
     trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, inputs=inputs),
                                         {"CPU": driver, **config.cluster.driver_resources})
-    path = storage.join(storage_path, name)
+    storage_path, name = storage.split(path)
     if resume and ray.tune.Tuner.can_restore(path):
         tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         if config.sweep.scheduler == "asha":  # Ray saves the searcher's state with the experiment, not the scheduler's

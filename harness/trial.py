@@ -39,7 +39,7 @@ def check_snapshot(train_storage: str, trial_id: str) -> None:
         raise CheckpointError(f"cannot resume: unreadable Ray Train checkpoint snapshot {path} ({error}); restore "
                               "it, or start a new run") from None
     for result in snapshot.get("checkpoint_results") or []:
-        folder = storage.join(layout.train_run_dir(train_storage, trial_id), result.get("checkpoint_dir_name", ""))
+        folder = layout.train_checkpoint_dir(train_storage, trial_id, result.get("checkpoint_dir_name", ""))
         if not storage.exists(folder):
             raise CheckpointError(f"cannot resume: {path} names checkpoint folder {folder}, which is missing; "
                                   "restore it, or start a new run")

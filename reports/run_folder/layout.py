@@ -134,6 +134,11 @@ def train_run_dir(train_storage_dir: str, run_name: str) -> str:
     return storage.join(train_storage_dir, run_name)
 
 
+def train_checkpoint_dir(train_storage_dir: str, run_name: str, folder: str) -> str:
+    """One of a Ray Train run's checkpoint folders (``folder``: the name Train gave it)."""
+    return storage.join(train_run_dir(train_storage_dir, run_name), folder)
+
+
 def train_snapshot(train_storage_dir: str, run_name: str) -> str:
     """Ray Train's record of a run's checkpoints, in its folder."""
     return storage.join(train_run_dir(train_storage_dir, run_name), TRAIN_SNAPSHOT)
