@@ -145,7 +145,7 @@ def test_a_family_defined_in_a_test_runs_through_every_stage_with_only_its_regis
     from condgen_bench.harness.evaluation.reference import prepare_reference
 
     reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
-    score_finalist("t_mean", 1, run_dir, data, reference, threads=1)
+    score_finalist("t_mean", 1, run_dir, data, reference, threads=1, device="cpu")
     rows = rows_of(run_dir, config, "t_mean", type("Result", (), {"error": None, "metrics": {"epoch": 2}})())
     finalist = rows[-1]
     assert finalist["stage"] == "finalist" and finalist["protocol.reference_split"] == "test"
