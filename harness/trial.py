@@ -24,8 +24,9 @@ from condgen_bench.harness import resume as resumes
 from condgen_bench.harness import pbt
 from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, experiment_from_dict, from_dict
 from condgen_bench.harness.worker import LoopConfig, train_worker
-from condgen_bench.reports.run_folder.checkpoint import CheckpointError
 from condgen_bench.reports.run_folder import layout, storage
+from condgen_bench.reports.run_folder.checkpoint import CheckpointError
+
 
 def check_snapshot(train_storage: str, trial_id: str) -> None:
     """Raise CheckpointError naming the file when the trial's Ray Train snapshot exists but cannot be read,
