@@ -139,8 +139,8 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     for settings in sampling_grid(method, plan.sampling_sweep):
         if method.sampling_settings(**settings) != own:  # the model's own setting is the record below
             swept = plan.under(settings)
-            record = score(swept, bound if swept.bpd_from == "own_sampler" else None)
-            EvalRecord.of(*record).write(layout.sampling_dir(folder, setting_key(settings)))
+            swept_record, swept_grid = score(swept, bound if swept.bpd_from == "own_sampler" else None)
+            EvalRecord.of(swept_record, swept_grid).write(layout.sampling_dir(folder, setting_key(settings)))
     EvalRecord.of(own_record, own_grid).write(folder)  # last: its presence says the finalist is whole
     return {"trial_id": trial_id, "epoch": epoch, "seconds": time.time() - t0}
 

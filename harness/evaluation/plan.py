@@ -137,10 +137,11 @@ def ends_a_budget(config: ExperimentConfig, epoch: int) -> bool:
     return epoch == config.train.epochs or epoch in config.train.budgets
 
 
-def _inception_and_bpd(ev, stage: str, caps: Capabilities) -> dict[str, str]:
+def _inception_and_bpd(ev, stage: str, caps: Capabilities) -> tuple[dict[str, str], str | None]:
     """Why Inception and bits/dim are not computed at ``stage`` (of STAGES), where they are not: for
     bits/dim the method's side first (a family without a likelihood), then the config's; for Inception the
-    config's, then the reference's (no Inception network on this machine)."""
+    config's, then the reference's (no Inception network on this machine). Returns ({part: reason}, why
+    eval.extractors' figures are not computed: the config's Inception reason only, or None)."""
     skip = {}
     if caps.likelihood:
         skip["bpd"] = caps.likelihood
@@ -155,8 +156,8 @@ def _inception_and_bpd(ev, stage: str, caps: Capabilities) -> dict[str, str]:
     elif ev.inception_at == "final" and stage == "tracking":
         skip["inception"] = "computed at the final epoch only (eval.inception_at)"
     elif caps.inception:
-        return {**skip, "inception": caps.inception, "extractors": None}
-    return {**skip, "extractors": skip.get("inception")}
+        return {**skip, "inception": caps.inception}, None
+    return skip, skip.get("inception")
 
 
 def trial_plan(config: ExperimentConfig, epoch: int, caps: Capabilities = Capabilities()) -> EvalPlan:
@@ -172,8 +173,8 @@ def trial_plan(config: ExperimentConfig, epoch: int, caps: Capabilities = Capabi
     ev = config.eval
     finalists_only = "computed for the finalists only (eval.finalists)"
     skip = {part: finalists_only for part in ("cas", "augment", "intra_class_fid", "memorization")}
-    skip.update(_inception_and_bpd(ev, stage, caps))
-    extractors = skip.pop("extractors")
+    config_skip, extractors = _inception_and_bpd(ev, stage, caps)
+    skip.update(config_skip)
     return EvalPlan(stage, ev.samples_per_class, ev.seed, skip, extractors_skip=extractors)
 
 
@@ -183,8 +184,7 @@ def finalist_plan(config: ExperimentConfig, caps: Capabilities = Capabilities())
     eval.sampling_sweep (EvalPlan.under). The bound is taken from the checkpoint's trial-final record where
     that one is on the test split too (a dataset without a validation split)."""
     ev = config.eval
-    skip = _inception_and_bpd(ev, "finalist", caps)
-    extractors = skip.pop("extractors")
+    skip, extractors = _inception_and_bpd(ev, "finalist", caps)
     for part, enabled in (("cas", ev.cas), ("augment", ev.augment), ("memorization", ev.memorization)):
         if not enabled:
             skip[part] = f"disabled (eval.{part})"

@@ -173,9 +173,9 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
     (plan.settings override it) and score them: accuracy overall and per class, FID (raw and FID∞) / KID /
     IS / precision-recall in the domain classifier's features and, where the plan says so, in Inception's;
     intra-class FID in the domain features where the plan says so; seconds per image, network evaluations.
-    Returns (the scores, their per-sample arrays those of the paired tests: reports.paired.sample_arrays;
-    PNG of the sample grid; other files to keep beside the record {name: bytes}:
-    the memorization gallery where the plan computes it)."""
+    Returns (the scores, whose per-sample arrays are the paired tests' reports.paired.sample_arrays; PNG of
+    the sample grid; other files to keep beside the record {name: bytes}: the memorization gallery where the
+    plan computes it)."""
     settings = plan.settings
     k = data.num_classes
     n = plan.samples_per_class
@@ -203,11 +203,10 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
     metrics["classifier_real_accuracy_std"] = ref.classifier_accuracy_std
     metrics.update({f"classifier_real_accuracy.{name}": value for name, value in ref.classifier_per_class.items()})
 
-    missing: dict[str, str] = {}
     t0 = time.time()
     domain = register_classifier(classifier, ref.weights_hash)
     domain_scores, features = fidelity_metrics(samples, "domain", domain, real_features["domain"], config, device)
-    scores = Scores(metrics, missing).merge(domain_scores)
+    scores = Scores(metrics).merge(domain_scores)
     layer = domain.layer("fid")
     if plan.computes("intra_class_fid"):
         mean, per_class_fid = intra_class_fid(features[layer], labels, real_features["domain"][layer],

@@ -52,7 +52,8 @@ class EvalRecord:
     def read(cls, folder: str, arrays: bool = True) -> EvalRecord:
         """The record in ``folder``; its per-sample arrays too where ``arrays`` (and it has them)."""
         fields = json.loads(storage.read_bytes(storage.join(folder, layout.EVAL_RECORD)))
-        return cls(fields, read_arrays(storage.join(folder, layout.PER_SAMPLE)) or {} if arrays else {})
+        per_sample = (read_arrays(storage.join(folder, layout.PER_SAMPLE)) or {}) if arrays else {}
+        return cls(fields, per_sample)
 
     @staticmethod
     def exists(folder: str) -> bool:
