@@ -136,7 +136,10 @@ class EvalConfig:
             raise ValueError("eval.cas_pool_per_class must be >= 1")
 
 
-SCHEDULERS = ("fifo", "asha", "pbt")
+# sweep.scheduler -> "module:class" of its harness/schedulers.py interface, imported where it is used
+SCHEDULERS = {"fifo": "condgen_bench.harness.schedulers:SweepScheduler",
+              "asha": "condgen_bench.harness.schedulers:ASHA",
+              "pbt": "condgen_bench.harness.pbt:PBT"}
 
 
 def check_pbt(sweep) -> None:

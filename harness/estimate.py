@@ -8,7 +8,7 @@ evaluation's samples (and Inception features where the plan computes them); per 
 reference, as on a first run (nothing cached); per finalist: its samples and the CAS pool's, Inception, and the
 classifiers of CAS and the augmentation gain. Trials run max_concurrent_trials at a time. Under ASHA, the
 figure where it keeps the best 1/reduction_factor of the trials at each rung, and the one where it stops
-none; under PBT a lower bound (its restarts come on top).
+none; under a scheduler that restarts trials from others' weights, a lower bound (the restarts come on top).
 The measurements are this machine's CPU: a run on a cluster or on GPUs gets no estimate.
 """
 
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from condgen_bench.harness.config import ExperimentConfig
-from condgen_bench.harness.evaluation.plan import asha_rungs, finalist_plan, trial_plan
+from condgen_bench.harness.evaluation.plan import finalist_plan, trial_plan
+from condgen_bench.harness.schedulers import scheduler_of
 from condgen_bench.harness.steps import steps_per_epoch
 from condgen_bench.models.interface import Method
 
@@ -103,7 +104,7 @@ def asha_stops(config: ExperimentConfig, trials: int) -> list[int | None]:
     """The epoch at which ASHA would stop each of ``trials`` trials run in order (None: it runs its budget),
     if it keeps the best 1 / reduction_factor at each rung, and always the first trial (which no rung has
     anything to compare with yet)."""
-    rungs = asha_rungs(config)
+    rungs = scheduler_of(config).decision_epochs(config)
     kept = [max(1, trials // config.sweep.reduction_factor ** (k + 1)) for k in range(len(rungs))]
     return [next((rung for rung, n in zip(rungs, kept) if i >= n), None) for i in range(trials)]
 
@@ -152,5 +153,5 @@ def describe(config: ExperimentConfig, trials: list[tuple[ExperimentConfig, Cost
         return (f"estimated wall time about {expected / 60:.1f} minutes if ASHA keeps the best "
                 f"1/{config.sweep.reduction_factor} at each rung, at most {every / 60:.1f} if it stops none, "
                 + costs_note)
-    bound = "at least" if config.sweep.scheduler == "pbt" else "about"  # PBT's restarts come on top
+    bound = "at least" if scheduler_of(config).restarts_trials else "about"  # restarts come on top
     return f"estimated wall time {bound} {every / 60:.1f} minutes " + costs_note

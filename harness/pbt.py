@@ -14,12 +14,13 @@ the Train checkpoint's *path* as one more metric ("checkpoint_path"), never a Tu
 PBT has nothing to clone ("[pbt]: no checkpoint for trial ..., skip exploit"). Here an exploit:
 
 1. copies the donor's checkpoint of the ranked epoch (state.pt, which the worker keeps at every
-   perturbation epoch in artifacts/<trial>/pbt/epoch_NNNN/) to artifacts/<trial>/pbt/exploit_NN/ and writes
-   exploit_NN.json beside it (trial, donor, epochs, scores, the settings before and after): the record;
+   perturbation epoch in artifacts/<trial>/scheduler/epoch_NNNN/) to the trial's restart_NN/ and writes
+   restart_NN.json beside it (trial, donor, epochs, scores, the settings before and after): a restart in
+   the run folder's words (reports/run_folder/layout.py restart_record);
 2. gives the trial its new settings (Tune's trial config) and pauses it;
 3. when the trial runs again, its driver (harness/trial.py) sees the record and starts a TorchTrainer under
-   a new Train run name (``train_run_name``: Train V2 would otherwise resume the trial's own run) that
-   starts from the copy, with fresh training-noise streams (the worker).
+   a new Train run name (``layout.train_run_name``: Train V2 would otherwise resume the trial's own run)
+   that starts from the copy, with fresh training-noise streams (the worker).
 
 Tune's internals this needs (its private exploit hook, its per-trial state) are harness/tune_pbt.py's, the
 one module that touches them, checked against the Ray release it was read in.
@@ -39,8 +40,8 @@ import time
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from condgen_bench.harness.config import ExperimentConfig
-from condgen_bench.harness.evaluation.plan import is_pbt_epoch
+from condgen_bench.harness.config import ExperimentConfig, SweepConfig
+from condgen_bench.harness.schedulers import SweepScheduler
 from condgen_bench.harness.search import Distribution, extreme_values, parse
 from condgen_bench.harness.tune_pbt import TunePBT
 from condgen_bench.reports.run_folder import faults, layout, storage
@@ -84,26 +85,6 @@ def tune_mutations(paths: dict[str, list | str]) -> dict:
     return out
 
 
-def trial_start(run_dir: str, trial_id: str, exploits: int) -> dict | None:
-    """Where a trial's first Train run after its ``exploits``-th exploit starts (None before any): the
-    exploit's copy of the donor's checkpoint, with training-noise streams of its own (not the donor's, which
-    the donor goes on drawing: an offset by the donor's epoch and the exploit's number), under the Train run
-    name layout.train_run_name gives. {"checkpoint": folder, "noise_offset": int, "why": str}."""
-    if not exploits:
-        return None
-    record = json.loads(storage.read_bytes(layout.exploit_record(run_dir, trial_id, exploits)))
-    return {"checkpoint": layout.exploit_dir(run_dir, trial_id, exploits),
-            "noise_offset": 7919 * int(record["epoch"]) + 104_729 * exploits,
-            "why": f"exploit {exploits} of {record['donor']}'s epoch {record['epoch']}"}
-
-
-def kept_checkpoints(config: ExperimentConfig, run_dir: str, trial_id: str) -> dict[int, list[str]]:
-    """{epoch: [folder]}: the checkpoint copies a PBT trial keeps at each perturbation epoch (what a trial
-    exploiting it takes; Ray Train's own rotate)."""
-    return {epoch: [layout.pbt_checkpoint(run_dir, trial_id, epoch)]
-            for epoch in range(1, config.train.epochs + 1) if is_pbt_epoch(config, epoch)}
-
-
 def get_path(values: dict, path: str):
     """The value at a dotted path of a nested config dict."""
     for key in path.split("."):
@@ -141,7 +122,7 @@ class FolderPBT(TunePBT):
         return self.rng.choice(top)
 
     def exploit(self, tune_controller, trial: Trial, donor: Trial) -> None:
-        number = len(layout.exploit_records(self.run_dir, trial.trial_id)) + 1  # this exploit's
+        number = len(layout.restart_records(self.run_dir, trial.trial_id)) + 1  # this exploit's
         try:
             copy, epoch = self._copy_donor(trial, donor, number)
         except (OSError, RuntimeError, KeyError) as error:  # a checkpoint being rotated, an unreadable file
@@ -153,7 +134,7 @@ class FolderPBT(TunePBT):
         """Copy the donor's checkpoint of the epoch it was ranked at (the worker keeps one at every
         perturbation epoch; its newest where that is missing) to the trial's ``number``-th exploit folder:
         (folder, its epoch). A paused trial's workers may have trained on past the epoch Tune ranked it at."""
-        source = TrialCheckpoint(layout.pbt_checkpoint(self.run_dir, donor.trial_id, self.ranked_epoch(donor)))
+        source = TrialCheckpoint(layout.scheduler_checkpoint(self.run_dir, donor.trial_id, self.ranked_epoch(donor)))
         if source.exists():
             epoch = source.load()["epoch"]
         else:  # the donor's newest, by what its checkpoints hold
@@ -161,7 +142,7 @@ class FolderPBT(TunePBT):
             if found is None:
                 raise FileNotFoundError(f"no readable checkpoint of trial {donor.trial_id}")
             source, epoch = found[0], found[1]["epoch"]
-        copy = source.copy_to(layout.exploit_dir(self.run_dir, trial.trial_id, number))
+        copy = source.copy_to(layout.restart_dir(self.run_dir, trial.trial_id, number))
         return copy.folder, epoch
 
     def _exploit_from(self, tune_controller, trial: Trial, donor: Trial, number: int, copy: str, epoch: int) -> None:
@@ -178,10 +159,65 @@ class FolderPBT(TunePBT):
             "donor_settings": {p: get_path(donor.config, p) for p in self.paths},
             "after": {p: get_path(new_config, p) for p in self.paths},  # the donor's, perturbed
             "operations": operations, "checkpoint": copy, "number": number, "time": time.time(),
+            "why": f"exploit {number} of {donor.trial_id}'s epoch {epoch}",
         }
-        storage.write_bytes(layout.exploit_record(self.run_dir, trial.trial_id, number),
+        storage.write_bytes(layout.restart_record(self.run_dir, trial.trial_id, number),
                             json.dumps(record, indent=1, default=str).encode())
-        faults.hit("exploit", trial=trial.trial_id)  # drills: the driver dies before Tune saves the new config
+        faults.hit("restart", trial=trial.trial_id)  # drills: the driver dies before Tune saves the new config
         logger.info(f"[pbt] trial {trial.trial_id} (score {record['score']}) takes the weights of "
                     f"{donor.trial_id} (score {record['donor_score']}) at epoch {epoch}: {record['after']}")
         self.take_over(tune_controller, trial, donor, new_config, f"@exploit{number}")
+
+
+class PBT(SweepScheduler):
+    """sweep.scheduler "pbt" to the rest of the harness (harness/schedulers.py): FolderPBT for Tune, its
+    perturbation epochs to evaluate and keep, the trial drivers that hold the CPUs, what it mutates."""
+
+    restarts_trials = True
+
+    def tune_scheduler(self, config: ExperimentConfig, run_dir: str) -> FolderPBT:
+        sweep = config.sweep
+        return FolderPBT(run_dir, sweep.search_seed, mutations(config), time_attr="epoch", metric=sweep.metric,
+                         mode=sweep.mode, perturbation_interval=sweep.perturbation_interval,
+                         quantile_fraction=sweep.pbt_quantile)
+
+    def decision_epochs(self, config: ExperimentConfig) -> list[int]:
+        """Every perturbation_interval-th epoch but the trial's last (nothing would train after an exploit)."""
+        return list(range(config.sweep.perturbation_interval, config.train.epochs, config.sweep.perturbation_interval))
+
+    def kept_checkpoints(self, config: ExperimentConfig, run_dir: str, trial_id: str) -> dict[int, list[str]]:
+        """A copy at each perturbation epoch: what a trial exploiting this one takes (Ray Train's own rotate)."""
+        return {epoch: [layout.scheduler_checkpoint(run_dir, trial_id, epoch)] for epoch in self.decision_epochs(config)}
+
+    def trial_cap(self, sweep: SweepConfig) -> int:
+        """None: the whole population must exist at once (the drivers' CPUs cap what runs: driver_cpus)."""
+        return 0
+
+    def driver_cpus(self, config: ExperimentConfig, cluster_cpus: float) -> float:
+        return driver_cpus(config, cluster_cpus)
+
+    def worker_cpus(self, cpus: float) -> float:
+        return WORKER_TOKEN_CPU  # the trial's driver holds its CPUs
+
+    def fixed_settings(self, config: ExperimentConfig) -> list[str]:
+        return list(mutations(config))  # set at every exploit
+
+    def check_resume(self, run_dir: str, config: ExperimentConfig) -> None:
+        """A PBT run resumes only in the folder it was made in: Ray restores Tune's scheduler from its pickle,
+        FolderPBT with it, which would write its exploits to the old folder. Nor does one whose exploits
+        older code kept in artifacts/<trial>/pbt/: its trials would restart from their own weights."""
+        origin_file = layout.run_file(run_dir, layout.ORIGIN)
+        if storage.exists(origin_file):
+            origin = json.loads(storage.read_bytes(origin_file)).get("folder")
+            if origin != run_dir:
+                raise ValueError(f"cannot resume {run_dir}: a PBT run resumes only in the folder it was made in "
+                                 f"({origin}): Ray restores its scheduler with that folder, where it would write its "
+                                 "exploits; move it back")
+        older = layout.trials_holding(run_dir, "pbt")
+        if older:
+            raise ValueError(f"cannot resume {run_dir}: trials {', '.join(older)} keep their PBT exploits in "
+                             "artifacts/<trial>/pbt/, where code before the schedulers' run-folder records did; "
+                             "finish the run with the code version its invocations.json names, or start a new run")
+
+    def describe(self, config: ExperimentConfig) -> str:
+        return f"PBT every {config.sweep.perturbation_interval} epochs mutating {mutations(config)}"

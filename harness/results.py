@@ -30,6 +30,10 @@ from condgen_bench.models.flops import training_flops_per_image
 from condgen_bench.reports.run_folder import layout, storage
 from condgen_bench.reports.run_folder.records import EvalRecord, record_files
 
+# a restart record's fields that the restarts column leaves out: the trial (the row's own), where the copy
+# lay, its number (its place in the list), when, and the log's line
+RESTART_BOOKKEEPING = ("trial", "checkpoint", "number", "time", "why")
+
 
 def versions() -> dict[str, str]:
     import numpy
@@ -229,7 +233,7 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
     achieved TFLOP/s and, on a GPU of known peak, its share. Returns (its rows before its finalist records,
     () -> its finalist rows as the run folder holds them then, its rows after them, its history rows)."""
     changes = resumes.trial_changes(run_dir, trial.trial_id)  # what resumes changed, from which epoch
-    config_values, _ = resumes.with_last_exploit(config_values, run_dir, trial.trial_id)  # PBT's record wins
+    config_values, _ = resumes.with_last_restart(config_values, run_dir, trial.trial_id)  # the record wins
     first_values, config_values = config_values, resumes.values_at(config_values, changes, None)
     experiment = experiment_from_dict(config_values)
     gflops, uncounted = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True),
@@ -276,10 +280,9 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
         return {**base, "config_hash": config_hash(values),
                 **{f"config.{k}": (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flatten(shown).items()}}
 
-    exploits = [json.loads(storage.read_bytes(path)) for path in layout.exploit_records(run_dir, trial.trial_id)]
-    if exploits:  # PBT (harness/pbt.py): whose weights it took, when, and the settings before and after
-        keep = ("donor", "epoch", "trial_epoch", "metric", "score", "donor_score", "before", "donor_settings", "after")
-        base["pbt_exploits"] = json.dumps([{k: e.get(k) for k in keep} for e in exploits])
+    restarts = [json.loads(storage.read_bytes(path)) for path in layout.restart_records(run_dir, trial.trial_id)]
+    if restarts:  # the scheduler's restarts of the trial (layout.restart_record), less the run folder's bookkeeping
+        base["restarts"] = json.dumps([{k: v for k, v in r.items() if k not in RESTART_BOOKKEEPING} for r in restarts])
     base["train_gflops_per_image"] = gflops
     train_seconds = (progress.set_index("epoch")["train_seconds"].cumsum()
                      if progress is not None and "train_seconds" in progress else None)

@@ -159,11 +159,12 @@ def values_at(values: dict, records: list[dict], epoch: int | None) -> dict:
                           for p, v in r["values"].items()})
 
 
-def with_last_exploit(values: dict, run_dir: str, trial_id: str) -> tuple[dict, int]:
-    """A trial's config dict with the settings ("after") of its last PBT exploit record (harness/pbt.py), and
-    the number of its exploits. The record is written before Tune saves the trial's new config: where a kill
-    came between the two, Tune's config is the old one, and the record, which the trial's weights follow, wins."""
-    records = layout.exploit_records(run_dir, trial_id)
+def with_last_restart(values: dict, run_dir: str, trial_id: str) -> tuple[dict, int]:
+    """A trial's config dict with the settings ("after") of the last restart record its scheduler wrote
+    (layout.restart_record), and the number of its restarts. The record is written before Tune saves the
+    trial's new config: where a kill came between the two, Tune's config is the old one, and the record,
+    which the trial's weights follow, wins."""
+    records = layout.restart_records(run_dir, trial_id)
     if not records:
         return values, 0
     out = json.loads(json.dumps(values))

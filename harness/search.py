@@ -109,15 +109,9 @@ def tune_space(space: dict, search: str) -> dict:
     return out
 
 
-def trial_cap(sweep) -> int:
-    """The cap on live trials Tune holds to (0: none): sweep.max_concurrent_trials (unset: 1), or none under
-    PBT, whose whole population must exist at once (its drivers' CPUs cap what runs: harness/pbt.py)."""
-    return 0 if sweep.scheduler == "pbt" else sweep.max_concurrent_trials or 1
-
-
-def search_algorithm(sweep):
+def search_algorithm(sweep, trial_cap: int):
     """The Tune searcher of sweep.search: None for a grid (Tune's own), a seeded BasicVariantGenerator for
-    random draws (holding max_concurrent_trials itself), OptunaSearch (TPE, seeded) on the sweep metric and
+    random draws (holding ``trial_cap`` itself: the scheduler's cap on live trials, 0 for none), OptunaSearch (TPE, seeded) on the sweep metric and
     mode for optuna (TuneConfig's max_concurrent_trials limits it). Seeds: sweep.search_seed."""
     if sweep.search == "grid":
         return None
@@ -126,7 +120,7 @@ def search_algorithm(sweep):
 
         # Tune ignores TuneConfig's max_concurrent_trials beside a generator passed in: it limits itself
         # (unlimited, on 2 CPUs the trials' drivers take the CPUs their workers wait for: a deadlock)
-        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=trial_cap(sweep))
+        return BasicVariantGenerator(random_state=sweep.search_seed, max_concurrent=trial_cap)
     try:
         import optuna
         from ray.tune.search.optuna import OptunaSearch

@@ -17,19 +17,18 @@ import pandas as pd
 import ray
 import ray.tune
 import torch
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from condgen_bench import datasets, harness, models, reports
-from condgen_bench.harness import pbt, resume as resumes
+from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
 from condgen_bench.harness.nodes import await_placed, check_shared_storage, reference_options
-from condgen_bench.harness.evaluation.plan import max_epochs
 from condgen_bench.harness.evaluation.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import code_version, collect_results, write_results
 from condgen_bench.reports.run_folder.runs import RunLock, latest_run, new_run_dir
-from condgen_bench.harness.search import search_algorithm, trial_cap, tune_space
+from condgen_bench.harness.schedulers import scheduler_of
+from condgen_bench.harness.search import search_algorithm, tune_space
 from condgen_bench.harness.trial import TrialInputs, trial_driver, worker_resources
 from condgen_bench.models.accel import task_device
 from condgen_bench.reports import build_report
@@ -179,21 +178,6 @@ def tune_samples(config: ExperimentConfig) -> int:
     return 1 if config.sweep.search == "grid" else config.sweep.num_samples
 
 
-def make_scheduler(config: ExperimentConfig, run_dir: str):
-    """The Tune scheduler of sweep.scheduler (PBT writes its exploits under ``run_dir``)."""
-    sweep = config.sweep
-    if sweep.scheduler == "fifo":
-        return FIFOScheduler()
-    if sweep.scheduler == "asha":
-        return ASHAScheduler(time_attr="epoch", metric=sweep.metric, mode=sweep.mode, max_t=max_epochs(config),
-                             grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
-    if sweep.scheduler == "pbt":
-        return pbt.FolderPBT(run_dir, sweep.search_seed, pbt.mutations(config), time_attr="epoch",
-                             metric=sweep.metric, mode=sweep.mode, perturbation_interval=sweep.perturbation_interval,
-                             quantile_fraction=sweep.pbt_quantile)
-    raise ValueError(f"unknown scheduler {sweep.scheduler!r}")
-
-
 def check_same_data(data, run_dir: str, data_root: str | None) -> None:
     """Raise DatasetError when ``data`` is not the data the run at ``run_dir`` started with (its dataset
     of that name, in a run of several)."""
@@ -274,7 +258,8 @@ def run_sweep(config: ExperimentConfig | list[ExperimentConfig], resume: str | N
                                              "cluster": to_dict(cluster)}) for values in entries]
             run_name = saved.get("name", run_name) if "experiments" in saved else run_name
             check_tune_state(run_dir, configs)
-            check_pbt_in_place(run_dir, configs)
+            for c in configs:
+                scheduler_of(c).check_resume(run_dir, c)
             # the run is locked and none of its trials runs: a temporary file in it is a killed writer's
             for path in storage.remove_temporaries(run_dir):
                 log(f"removed {path}, a temporary file a killed writer left")
@@ -301,11 +286,11 @@ def resume_changes(saved: list[dict], given: list[dict], allow: list[str], log=p
     changes = {}
     for old, new in zip(saved, given):
         changes[old["name"]] = resumes.allowed_changes(old, new, allow)
-        if new["sweep"]["scheduler"] == "pbt":  # PBT sets these itself at every exploit
-            mutated = sorted(set(changes[old["name"]]) & set(pbt.mutations(experiment_from_dict(new))))
-            if mutated:
-                raise resumes.ResumeChangeError(f"a resume cannot change {', '.join(mutated)}: PBT mutates it "
-                                                "(sweep.pbt_mutations); start a new run for that")
+        experiment = experiment_from_dict(new)
+        fixed = sorted(set(changes[old["name"]]) & set(scheduler_of(experiment).fixed_settings(experiment)))
+        if fixed:
+            raise resumes.ResumeChangeError(f"a resume cannot change {', '.join(fixed)}: the scheduler "
+                                            f"({experiment.sweep.scheduler}) sets it during the run; start a new run for that")
         for path, value in resumes.new_fields(old, new).items():
             log(f"{old['name']}: {path} is not in the run's saved config (older code made it): its trials take {value!r}")
         for path, (before, after) in changes[old["name"]].items():
@@ -326,18 +311,6 @@ def check_tune_state(run_dir: str, configs: list[ExperimentConfig]) -> None:
             raise FileNotFoundError(f"cannot resume {run_dir}: Tune's state for {c.name} is not in {path} "
                                     f"(no experiment_state-*.json), although {len(trained)} trial runs are in "
                                     f"{layout.train_storage(run_dir)}")
-
-
-def check_pbt_in_place(run_dir: str, configs: list[ExperimentConfig]) -> None:
-    """Raise ValueError when a PBT run is resumed from another folder than the one it was made in: Ray restores
-    Tune's scheduler from its pickle, and PBT's (harness/pbt.py) would write its exploits to the old folder."""
-    origin_file = layout.run_file(run_dir, layout.ORIGIN)
-    if not any(c.sweep.scheduler == "pbt" for c in configs) or not storage.exists(origin_file):
-        return
-    origin = json.loads(storage.read_bytes(origin_file)).get("folder")
-    if origin != run_dir:
-        raise ValueError(f"cannot resume {run_dir}: a PBT run resumes only in the folder it was made in ({origin}): "
-                         "Ray restores its scheduler with that folder, where it would write its exploits; move it back")
 
 
 def tune_path(run_dir: str, config: ExperimentConfig, experiments: int) -> str:
@@ -488,34 +461,30 @@ def tune_experiment(config: ExperimentConfig, inputs: TrialInputs, path: str, re
                     log=print) -> ray.tune.ResultGrid:
     """Run (or, with ``resume``, continue where it exists) the Tune experiment of one config's search
     space in the folder ``path`` (tune_path); returns its ResultGrid."""
-    is_pbt = config.sweep.scheduler == "pbt"
-    # a PBT trial's driver holds its workers' CPUs: the population exists at once, and takes turns
-    driver = (pbt.driver_cpus(config, ray.cluster_resources().get("CPU", 1.0)) if is_pbt
-              else config.cluster.cpus_per_trial_driver)
+    scheduler = scheduler_of(config)
+    driver = scheduler.driver_cpus(config, ray.cluster_resources().get("CPU", 1.0))
     trainable = ray.tune.with_resources(ray.tune.with_parameters(trial_driver, inputs=inputs),
                                         {"CPU": driver, **config.cluster.driver_resources})
     storage_path, name = storage.split(path)
     if resume and ray.tune.Tuner.can_restore(path):
         tuner = ray.tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        if config.sweep.scheduler == "asha":  # Ray saves the searcher's state with the experiment, not the scheduler's
-            log(f"{config.name}: note: Ray restores ASHA without its rung records, so the trials that run now "
-                "are compared only with results reported after this resume (a trial it would have stopped may run on)")
+        if scheduler.restore_note(config):
+            log(scheduler.restore_note(config))
         # Tuner.restore takes no RunConfig: Tune's own retries stay the first run's; Ray Train's (which
         # restart a trial's workers after a lost worker or node) follow this invocation's max_failures
     else:
         budgets = folded_budgets(config)
         log(f"{config.name}: {config.method}, search space {config.sweep.space}"
             + (f"; epoch budgets {budgets} read off one run per point" if budgets else "")
-            + (f"; PBT every {config.sweep.perturbation_interval} epochs mutating {pbt.mutations(config)}"
-               if is_pbt else ""))
+            + (f"; {scheduler.describe(config)}" if scheduler.describe(config) else ""))
         tuner = ray.tune.Tuner(
             trainable,
             param_space=param_space(config),
             tune_config=ray.tune.TuneConfig(
-                scheduler=make_scheduler(config, inputs.run_dir),
-                search_alg=search_algorithm(config.sweep),
+                scheduler=scheduler.tune_scheduler(config, inputs.run_dir),
+                search_alg=search_algorithm(config.sweep, scheduler.trial_cap(config.sweep)),
                 num_samples=tune_samples(config),
-                max_concurrent_trials=trial_cap(config.sweep),
+                max_concurrent_trials=scheduler.trial_cap(config.sweep),
                 trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
                 # a finished trial's driver process runs the next trial (3-4 s of process start and imports
                 # saved per trial); not where a scheduler stops or pauses trials, whose drivers are still

@@ -1,8 +1,9 @@
 """Layer 2 of 3: the per-trial driver. Tune calls it once per point of the search space; it builds a
 Ray Train TorchTrainer for that point and runs it. Train V2 resumes automatically from the last
 checkpoint when a trainer with the same (storage_path, name) runs again, so the run name is the trial
-id: a restored Tune experiment continues each trial where it stopped. After a PBT exploit
-(harness/pbt.py) it is "<trial id>-x<N>", a run that starts from the exploit's copy of the donor's weights."""
+id: a restored Tune experiment continues each trial where it stopped. After the sweep's scheduler restarts
+the trial from other weights (harness/schedulers.py) it is "<trial id>-x<N>", a run that starts from the
+restart's copy."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ except ImportError:  # pragma: no cover - another Ray release
     DatasetsCallback = None
 
 from condgen_bench.harness import resume as resumes
-from condgen_bench.harness import pbt
 from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, experiment_from_dict, from_dict
+from condgen_bench.harness.schedulers import scheduler_of
 from condgen_bench.harness.worker import LoopConfig, train_worker
 from condgen_bench.reports.run_folder import layout, storage
 from condgen_bench.reports.run_folder.checkpoint import CheckpointError
@@ -49,7 +50,7 @@ def check_snapshot(train_storage: str, trial_id: str) -> None:
 def check_trial_folder(run_dir: str, trial_id: str, run_name: str) -> None:
     """Raise CheckpointError naming the folder when the trial's Ray Train folder is gone but epochs of the
     trial are recorded in the run (a deleted or lost train/<trial>): Ray Train would start it afresh at epoch
-    0 without a word, beside the abandoned run's records. (A PBT exploit's first start of its own Train run,
+    0 without a word, beside the abandoned run's records. (A restart's first start of its own Train run,
     "<trial>-x<N>", has records and no folder yet: that is not a loss.)"""
     folder = layout.train_run_dir(layout.train_storage(run_dir), run_name)
     recorded = layout.history_files(run_dir, trial_id)
@@ -94,23 +95,34 @@ class Trainer(TorchTrainer):
 
 
 def trial_settings(config: dict, run_dir: str, trial_id: str, changes: list[dict]) -> tuple[dict, int]:
-    """The config a trial runs under, and how many PBT exploits it has made: Tune's config of the trial (a
-    resolved ExperimentConfig dict), with the settings of its last exploit record, then the changes resumes
-    made (``changes``: harness/resume.py run_changes). PBT writes an exploit's record before Tune saves the
-    trial's new config (harness/pbt.py): a driver killed between the two restores the old config, while the
-    copy of the donor's weights, the report and pbt_exploits follow the record, so the record's settings win."""
-    config, exploits = resumes.with_last_exploit(config, run_dir, trial_id)
-    return resumes.values_at(config, changes, None), exploits
+    """The config a trial runs under, and how many times the scheduler has restarted it: Tune's config of
+    the trial (a resolved ExperimentConfig dict), with the settings of its last restart record, then the
+    changes resumes made (``changes``: harness/resume.py run_changes). A scheduler writes a restart's record
+    before Tune saves the trial's new config: a driver killed between the two restores the old config, while
+    the copied weights, the report and the results follow the record, so the record's settings win."""
+    config, restarts = resumes.with_last_restart(config, run_dir, trial_id)
+    return resumes.values_at(config, changes, None), restarts
+
+
+def restart_start(run_dir: str, trial_id: str, restarts: int) -> dict | None:
+    """Where a trial's first Train run after its ``restarts``-th restart starts (None before any): the
+    restart's copy of the checkpoint, with training-noise streams of its own (not those of the trial it
+    copied, which goes on drawing them: an offset by the copied epoch and the restart's number), under the
+    Train run name layout.train_run_name gives. The worker's LoopConfig.start."""
+    if not restarts:
+        return None
+    record = json.loads(storage.read_bytes(layout.restart_record(run_dir, trial_id, restarts)))
+    return {"checkpoint": layout.restart_dir(run_dir, trial_id, restarts),
+            "noise_offset": 7919 * int(record["epoch"]) + 104_729 * restarts, "why": record["why"]}
 
 
 def kept_checkpoints(config: ExperimentConfig, run_dir: str, trial_id: str) -> dict[int, list[str]]:
     """{epoch: [folder]}: where the trial's worker copies its checkpoint of an epoch beside Ray Train's (which
     rotate): at each smaller budget's last epoch (the finalist stage scores it: harness/budgets.py) and
-    where the scheduler asks (PBT's perturbation epochs)."""
+    where the sweep's scheduler asks (harness/schedulers.py kept_checkpoints)."""
     keep = {epoch: [layout.budget_checkpoint(run_dir, trial_id, epoch)] for epoch in config.train.budgets}
-    if config.sweep.scheduler == "pbt":
-        for epoch, folders in pbt.kept_checkpoints(config, run_dir, trial_id).items():
-            keep.setdefault(epoch, []).extend(folders)
+    for epoch, folders in scheduler_of(config).kept_checkpoints(config, run_dir, trial_id).items():
+        keep.setdefault(epoch, []).extend(folders)
     return keep
 
 
@@ -134,22 +146,21 @@ def trial_driver(config: dict, inputs: TrialInputs) -> None:
     takes the settings resumes changed over Tune's saved config, and runs under this invocation's cluster."""
     trial_id = ray.tune.get_context().get_trial_id()
     changes = inputs.changes.get(config["name"], [])
-    config, exploits = trial_settings(config, inputs.run_dir, trial_id, changes)
+    config, restarts = trial_settings(config, inputs.run_dir, trial_id, changes)
     experiment = experiment_from_dict(config)
     cluster = from_dict(ClusterConfig, inputs.cluster)
     resources, threads = worker_resources(cluster)
-    if experiment.sweep.scheduler == "pbt":  # the trial's driver holds its CPUs (harness/pbt.py)
-        resources["CPU"] = pbt.WORKER_TOKEN_CPU
-    # after a PBT exploit the trial trains on from the donor's weights under a Train run of its own
-    run_name = layout.train_run_name(trial_id, exploits)
+    resources["CPU"] = scheduler_of(experiment).worker_cpus(resources["CPU"])
+    # after a restart the trial trains on from the restart's copy under a Train run of its own
+    run_name = layout.train_run_name(trial_id, restarts)
     check_trial_folder(inputs.run_dir, trial_id, run_name)
     check_snapshot(layout.train_storage(inputs.run_dir), run_name)
     loop = LoopConfig(
         experiment=config, trial_id=trial_id, run_dir=inputs.run_dir, data=inputs.data, reference=inputs.reference,
         threads=threads, fault=inputs.fault, changes=changes, cluster=inputs.cluster, code_version=inputs.code_version,
-        # where the trial starts when Ray Train has no checkpoint of its run (a PBT exploit's copy of the
-        # donor's), and the checkpoints it keeps beside Train's, by epoch
-        start=pbt.trial_start(inputs.run_dir, trial_id, exploits),
+        # where the trial starts when Ray Train has no checkpoint of its run (a restart's copy), and the
+        # checkpoints it keeps beside Train's, by epoch
+        start=restart_start(inputs.run_dir, trial_id, restarts),
         keep=kept_checkpoints(experiment, inputs.run_dir, trial_id))
     trainer = Trainer(
         train_worker,

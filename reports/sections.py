@@ -373,11 +373,12 @@ def trials_section(view: DatasetView) -> str:
 
 def pbt_section(view: DatasetView) -> str:
     """Population-based training's exploits, in the order they happened: which trial took whose weights at
-    which epoch, both scores then, and the settings before and after ("" where no trial exploited)."""
-    if "pbt_exploits" not in view.rows:
+    which epoch, both scores then, and the settings before and after ("" where no trial exploited). They are
+    the results' restart records (harness/pbt.py writes them: a "donor" and the scores beside the settings)."""
+    if "restarts" not in view.rows:
         return ""
     events = []
-    for trial_id, text in view.rows.drop_duplicates("trial_id")[["trial_id", "pbt_exploits"]].itertuples(index=False):
+    for trial_id, text in view.rows.drop_duplicates("trial_id")[["trial_id", "restarts"]].itertuples(index=False):
         if not is_missing(text):
             events += [{"trial": trial_id, **e} for e in json.loads(text)]
     if not events:
@@ -532,8 +533,8 @@ def samples_section(view: DatasetView) -> str:
 
 
 def decided_and_reported(rows: pd.DataFrame) -> str:
-    """Which real split the sweep's decisions were made on (the trial stages' rows: the sweep metric, ASHA's
-    and PBT's choices, the finalists) and which one the finalists' figures report on, with their sizes."""
+    """Which real split the sweep's decisions were made on (the trial stages' rows: the sweep metric, the
+    scheduler's choices, the finalists) and which one the finalists' figures report on, with their sizes."""
     def splits(stage_rows: pd.DataFrame) -> str:
         if "protocol.reference_split" not in stage_rows or stage_rows.empty:
             return "—"
@@ -543,8 +544,8 @@ def decided_and_reported(rows: pd.DataFrame) -> str:
         return "—"
     decided = splits(rows[rows["stage"] != "finalist"])
     reported = splits(rows[rows["stage"] == "finalist"])
-    return (f"decided on {decided}: the trial stages' figures, which the sweep metric, ASHA, PBT and the "
-            f"choice of finalists read; reported on {reported}: the finalists' figures, which no decision "
+    return (f"decided on {decided}: the trial stages' figures, which the sweep metric, the scheduler and "
+            f"the choice of finalists read; reported on {reported}: the finalists' figures, which no decision "
             "looked at")
 
 

@@ -330,6 +330,7 @@ def test_search_spaces_take_distributions_and_say_what_is_wrong():
 def test_the_tune_space_of_each_search_and_seeded_repeats_of_a_grid():
     from ray.tune.search.sample import Categorical, Float
 
+    from condgen_bench.harness.schedulers import scheduler_of
     from condgen_bench.harness.search import search_algorithm
     from condgen_bench.harness.sweep import param_space, tune_samples
 
@@ -337,16 +338,17 @@ def test_the_tune_space_of_each_search_and_seeded_repeats_of_a_grid():
                                                                         num_samples=3))
     values = param_space(grid)  # 2 learning rates x 3 seeds, one Tune sample
     assert values["model"]["lr"] == {"grid_search": [1e-3, 2e-3]} and values["train"]["seed"] == {"grid_search": [7, 8, 9]}
-    assert tune_samples(grid) == 1 and search_algorithm(grid.sweep) is None
+    assert tune_samples(grid) == 1 and search_algorithm(grid.sweep, 1) is None
     drawn = ExperimentConfig(sweep=SweepConfig(space={"model.lr": "loguniform(1e-4,1e-2)", "model.warmup_steps": [0, 10]},
                                                search="random", num_samples=4))
     values = param_space(drawn)
     assert isinstance(values["model"]["lr"], Float) and isinstance(values["model"]["warmup_steps"], Categorical)
     assert tune_samples(drawn) == 4 and values["train"]["seed"] == 0
-    generator = search_algorithm(drawn.sweep)  # it keeps the concurrency itself (Tune ignores TuneConfig's)
+    # it keeps the concurrency itself (Tune ignores TuneConfig's)
+    generator = search_algorithm(drawn.sweep, scheduler_of(drawn).trial_cap(drawn.sweep))
     assert type(generator).__name__ == "BasicVariantGenerator" and generator.max_concurrent == 1
     optuna = dataclasses.replace(drawn.sweep, search="optuna", metric="fid_domain", mode="min")
-    searcher = search_algorithm(optuna)
+    searcher = search_algorithm(optuna, 1)
     assert type(searcher).__name__ == "OptunaSearch" and (searcher.metric, searcher.mode) == ("fid_domain", "min")
 
 

@@ -14,6 +14,7 @@ from ray.tune.search.sample import Domain
 from condgen_bench.harness import pbt
 from condgen_bench.harness.config import ClusterConfig, ExperimentConfig, SweepConfig, TrainConfig, to_dict
 from condgen_bench.harness.evaluation.plan import trial_plan
+from condgen_bench.harness.schedulers import scheduler_of
 from condgen_bench.reports.run_folder import layout
 
 
@@ -59,6 +60,27 @@ def test_a_pbt_trials_driver_holds_its_share_of_the_cpus_and_pbt_epochs_are_eval
     config = gan("dcgan", perturbation_interval=3)
     config.train = TrainConfig(epochs=10, eval_every=0)
     assert [e for e in range(1, 10) if trial_plan(config, e).stage] == [3, 6, 9]
+    # the same answers through the schedulers' interface the sweep and the trial driver use
+    scheduler = scheduler_of(config)
+    assert isinstance(scheduler, pbt.PBT) and scheduler.restarts_trials and scheduler.trial_cap(config.sweep) == 0
+    assert scheduler.worker_cpus(1.0) == pbt.WORKER_TOKEN_CPU and scheduler.driver_cpus(local, 2.0) == 1.99
+    assert scheduler.kept_checkpoints(config, "/run", "t") == {
+        e: [layout.scheduler_checkpoint("/run", "t", e)] for e in (3, 6, 9)}
+    assert scheduler.fixed_settings(config) == ["model.lr"]
+
+
+def test_a_pbt_run_whose_exploits_older_code_kept_elsewhere_is_refused_naming_the_trials(tmp_path):
+    """Before the schedulers' run-folder records, exploits lay in artifacts/<trial>/pbt/: resumed now, the
+    trial would find no restart record and train on from its own weights under the donor's settings. (A moved
+    PBT run: tests/test_runs.py.)"""
+    scheduler, config = pbt.PBT(), gan("dcgan")
+    run = tmp_path / "run"
+    (run / "artifacts" / "t_00000" / "scheduler").mkdir(parents=True)
+    (run / layout.ORIGIN).write_text(json.dumps({"folder": str(run)}))
+    scheduler.check_resume(str(run), config)  # in place, in this code's layout: fine
+    (run / "artifacts" / "t_00001" / "pbt").mkdir(parents=True)
+    with pytest.raises(ValueError, match="trials t_00001 keep their PBT exploits in artifacts/<trial>/pbt/"):
+        scheduler.check_resume(str(run), config)
 
 
 @dataclass(eq=False)  # hashed by identity, as Tune's trials
@@ -108,13 +130,13 @@ def test_the_bottom_trial_takes_the_tops_weights_of_the_ranked_epoch_and_perturb
     scheduler, trials = population(tmp_path)
     low, top = trials["low"], trials["top"]
     # the top trial's worker kept its epoch-2 checkpoint, and has trained on to epoch 3 since
-    save_state(tmp_path / "artifacts" / "top" / "pbt" / "epoch_0002", 2, 2.0)
+    save_state(tmp_path / "artifacts" / "top" / "scheduler" / "epoch_0002", 2, 2.0)
     save_state(tmp_path / "train" / "top" / "checkpoint_2026-11-30_03-00-00.000000", 3, 3.0)
     scheduler._checkpoint_or_exploit(top, Controller(), [top], [low])  # the top is not touched
-    assert top.status == "RUNNING" and layout.exploit_records(str(tmp_path), "top") == []
+    assert top.status == "RUNNING" and layout.restart_records(str(tmp_path), "top") == []
 
     scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])
-    record = json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())
+    record = json.loads((tmp_path / "artifacts" / "low" / "scheduler" / "restart_01.json").read_text())
     assert (record["trial"], record["donor"], record["epoch"], record["trial_epoch"]) == ("low", "top", 2, 2)
     assert (record["score"], record["donor_score"]) == (0.2, 0.5)
     assert record["before"] == {"model.lr": 1e-3} and record["donor_settings"] == {"model.lr": 1e-4}
@@ -124,7 +146,7 @@ def test_the_bottom_trial_takes_the_tops_weights_of_the_ranked_epoch_and_perturb
     assert low.status == "PAUSED" and low.experiment_tag.endswith("@exploit1")
     # the trial trains on from the copy, under a Train run of its own
     [copy] = layout.checkpoint_folders(str(tmp_path), "low")
-    assert copy == record["checkpoint"] == layout.exploit_dir(str(tmp_path), "low", 1)
+    assert copy == record["checkpoint"] == layout.restart_dir(str(tmp_path), "low", 1)
     assert torch.load(f"{copy}/{layout.CHECKPOINT_FILE}")["method"]["w"].item() == 2.0  # epoch 2's, not 3's
     assert layout.train_run_name("low", 1) == "low-x1"
     (tmp_path / "train" / "low-x1" / "checkpoint_2026-11-30_03-01-00.000000").mkdir(parents=True)
@@ -137,10 +159,10 @@ def test_without_the_ranked_epochs_copy_the_donors_newest_checkpoint_is_taken_an
     scheduler, trials = population(tmp_path)
     low, top = trials["low"], trials["top"]
     scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])  # the donor has no checkpoint at all
-    assert low.status == "RUNNING" and layout.exploit_records(str(tmp_path), "low") == []
+    assert low.status == "RUNNING" and layout.restart_records(str(tmp_path), "low") == []
     save_state(tmp_path / "train" / "top" / "checkpoint_2026-11-30_03-00-00.000000", 3, 3.0)
     scheduler._checkpoint_or_exploit(low, Controller(), [top], [low])
-    assert json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())["epoch"] == 3
+    assert json.loads((tmp_path / "artifacts" / "low" / "scheduler" / "restart_01.json").read_text())["epoch"] == 3
 
 
 def test_no_exploit_at_a_trials_last_epoch(tmp_path):
@@ -168,17 +190,17 @@ def test_a_driver_killed_between_an_exploits_record_and_tunes_save_trains_under_
 
     _, trials = population(tmp_path)
     saved_by_tune = json.loads(json.dumps(trials["low"].config))  # what Tune restores: the save never came
-    save_state(tmp_path / "artifacts" / "top" / "pbt" / "epoch_0002", 2, 2.0)
+    save_state(tmp_path / "artifacts" / "top" / "scheduler" / "epoch_0002", 2, 2.0)
     driver = ("import sys, pathlib; sys.path.insert(0, sys.argv[2]); "
               "from test_pbt import Controller, population; "
               "scheduler, trials = population(pathlib.Path(sys.argv[1])); "
               "scheduler._checkpoint_or_exploit(trials['low'], Controller(), [trials['top']], [trials['low']]); "
               "print('survived')")
-    env = {**os.environ, faults.ENV: json.dumps({"at": "exploit", "trial": "low", "do": "kill"})}
+    env = {**os.environ, faults.ENV: json.dumps({"at": "restart", "trial": "low", "do": "kill"})}
     killed = subprocess.run([sys.executable, "-c", driver, str(tmp_path), str(Path(__file__).parent)], env=env,
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9 and "survived" not in killed.stdout, killed.stderr[-2000:]
-    new_lr = json.loads((tmp_path / "artifacts" / "low" / "pbt" / "exploit_01.json").read_text())["after"]["model.lr"]
+    new_lr = json.loads((tmp_path / "artifacts" / "low" / "scheduler" / "restart_01.json").read_text())["after"]["model.lr"]
     assert saved_by_tune["model"]["lr"] == 1e-3 != new_lr
     values, exploits = trial_settings(saved_by_tune, str(tmp_path), "low", [])
     assert values["model"]["lr"] == new_lr and exploits == 1
@@ -188,7 +210,7 @@ def test_a_driver_killed_between_an_exploits_record_and_tunes_save_trains_under_
     outcome = TrialOutcome("low", SimpleNamespace(error=None, metrics={"epoch": 2}), None, None)
     spec = datasets.load(datasets.DataConfig(name="synthetic_faces", num_train=14, num_test=7, image_size=16)).spec()
     [row], _ = _trial_rows(str(tmp_path), outcome, saved_by_tune, {}, spec)
-    assert row["config.model.lr"] == new_lr and json.loads(row["pbt_exploits"])[0]["after"] == {"model.lr": new_lr}
+    assert row["config.model.lr"] == new_lr and json.loads(row["restarts"])[0]["after"] == {"model.lr": new_lr}
 
 
 def test_the_tune_internals_pbt_relies_on_exist_in_this_ray_and_another_release_is_refused_clearly():
@@ -215,3 +237,38 @@ def test_the_tune_internals_pbt_relies_on_exist_in_this_ray_and_another_release_
     with pytest.raises(RuntimeError, match="this is Ray 2.6.0"):
         tune_pbt.check_ray_version("2.6.0")  # not a prefix match on "2.6"
     tune_pbt.check_ray_version("2.60.1")
+
+
+def _scheduler_mentions(path: str) -> list[str]:
+    """The lines of the module at ``path`` that mention PBT or exploits, less those of the report's rendering of
+    the exploit records (reports/sections.py pbt_section, and where the report lists it)."""
+    import ast
+    import re
+
+    text = open(path, encoding="utf-8").read()
+    rendering = set()
+    for node in ast.walk(ast.parse(text, path)):
+        if isinstance(node, ast.FunctionDef) and node.name == "pbt_section":
+            rendering |= set(range(node.lineno, node.end_lineno + 1))
+    return [f"{path}:{n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1)
+            if n not in rendering and re.search(r"pbt|exploit", line.replace("pbt_section", ""), re.IGNORECASE)]
+
+
+def test_only_the_pbt_adapter_the_config_the_cli_and_the_reports_rendering_know_pbt():
+    """The sweep, the trial driver, the worker, the plan, the results and the run folder speak of a scheduler
+    and its restarts (harness/schedulers.py, layout.restart_record): PBT and its exploits are named only in its
+    adapter (harness/pbt.py, harness/tune_pbt.py), its settings (config, CLI) and the report's table of them."""
+    import glob
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    allowed = {os.path.join("harness", name) for name in ("pbt.py", "tune_pbt.py", "config.py", "cli.py")}
+    files = sorted(f for folder in ("harness", "reports", "models", "datasets", "experiments")
+                   for f in glob.glob(os.path.join(root, folder, "**", "*.py"), recursive=True))
+    assert len(files) > 40 and any(f.endswith("worker.py") for f in files)
+    found = [line for f in files if os.path.relpath(f, root) not in allowed for line in _scheduler_mentions(f)]
+    assert not found, "\n".join(found)
+    # the finder finds them where they are: the adapter, and the report outside its rendering
+    assert _scheduler_mentions(os.path.join(root, "harness", "pbt.py"))
+    sections = os.path.join(root, "reports", "sections.py")
+    assert open(sections, encoding="utf-8").read().count("exploit") > 2 and not _scheduler_mentions(sections)

@@ -4,8 +4,9 @@ what each stage computes."""
 import pytest
 
 from condgen_bench.harness.config import EvalConfig, ExperimentConfig, SweepConfig, TrainConfig
-from condgen_bench.harness.evaluation.plan import (OWN_SAMPLER_ONLY, PARTS, STAGES, Capabilities, EvalPlan, asha_rungs,
+from condgen_bench.harness.evaluation.plan import (OWN_SAMPLER_ONLY, PARTS, STAGES, Capabilities, EvalPlan,
                                                   finalist_plan, trial_plan)
+from condgen_bench.harness.schedulers import scheduler_of
 
 EPOCHS = 12
 
@@ -52,7 +53,7 @@ def test_plan_over_epochs_schedulers_and_stages(scheduler, epoch, stage):
 
 def test_the_short_budget_trial_ends_with_its_trial_final_evaluation():
     config = experiment("asha", epochs=2)
-    assert asha_rungs(config) == [2, 6]
+    assert scheduler_of(config).decision_epochs(config) == [2, 6]  # ASHA's rungs
     assert trial_plan(config, 1).stage is None
     assert trial_plan(config, 2).stage == "trial_final"
 

@@ -270,10 +270,10 @@ def test_a_benchmark_whose_worker_dies_goes_on_and_compares_two_families_one_und
     # PBT: one exploit, of the worse trial, from the better one's epoch 1
     population = gans[gans["stage"] != "finalist"]
     assert sorted(population["epoch"]) == [1, 1, 2, 2]
-    exploited = population[population["pbt_exploits"].notna()]
+    exploited = population[population["restarts"].notna()]
     assert exploited["trial_id"].nunique() == 1
     trial = exploited["trial_id"].iloc[0]
-    (event,) = json.loads(exploited["pbt_exploits"].iloc[0])
+    (event,) = json.loads(exploited["restarts"].iloc[0])
     donor = (set(population["trial_id"]) - {trial}).pop()
     assert (event["donor"], event["epoch"], event["trial_epoch"]) == (donor, 1, 1)
     assert event["score"] <= event["donor_score"]

@@ -8,8 +8,8 @@ number of trials times the size of the training set:
 
 | stage         | when                                         | what                                        |
 |---------------|----------------------------------------------|---------------------------------------------|
-| "tracking"    | a trial's evaluation epochs, ASHA's rungs    | samples, classifier accuracy (overall, per  |
-|               | and PBT's perturbation epochs                | class), domain FID (raw and FID∞) / KID /   |
+| "tracking"    | a trial's evaluation epochs, and the epochs  | samples, classifier accuracy (overall, per  |
+|               | its scheduler compares trials at             | class), domain FID (raw and FID∞) / KID /   |
 |               |                                              | IS / PR: what the sweep metric needs        |
 | "trial_final" | each trial's last epoch, and the last of each | tracking + bits/dim + Inception metrics     |
 |               | budget read off it (harness/budgets.py)      | (eval.inception_at "final" or "every")      |
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from condgen_bench.harness.config import ExperimentConfig
-from condgen_bench.harness.search import extreme_values
+from condgen_bench.harness.schedulers import scheduler_of
 from condgen_bench.models.interface import Method
 
 STAGES = ("tracking", "trial_final", "finalist")  # every plan's stage is one of these (or None: nothing)
@@ -80,8 +80,8 @@ class EvalPlan:
     @property
     def split(self) -> str:
         """The real split this evaluation compares with: "test" for the finalists, whose figures are the
-        ones reported; "validation" at every earlier stage, whose figures decide (the sweep metric, ASHA's
-        and PBT's choices, the finalists), so that no decision looks at the test split."""
+        ones reported; "validation" at every earlier stage, whose figures decide (the sweep metric, the
+        scheduler's choices, the finalists), so that no decision looks at the test split."""
         return "test" if self.stage == "finalist" else "validation"
 
     def computes(self, part: str) -> bool:
@@ -100,36 +100,12 @@ class EvalPlan:
                        bpd_from="own_sampler" if self.computes("bpd") else None)
 
 
-def max_epochs(config: ExperimentConfig) -> int:
-    """The largest epoch budget of the experiment (its own, or the largest swept one)."""
-    return max([config.train.epochs, *extreme_values(config.sweep.space.get("train.epochs", [config.train.epochs]))])
-
-
-def asha_rungs(config: ExperimentConfig) -> list[int]:
-    """The epochs at which ASHA compares trials: grace_period * reduction_factor^k below the largest
-    budget ([] for other schedulers)."""
-    if config.sweep.scheduler != "asha":
-        return []
-    rungs, epoch = [], config.sweep.grace_period
-    while epoch < max_epochs(config):
-        rungs.append(epoch)
-        epoch *= config.sweep.reduction_factor
-    return rungs
-
-
-def is_pbt_epoch(config: ExperimentConfig, epoch: int) -> bool:
-    """An epoch at which PBT ranks the population (every sweep.perturbation_interval-th but the trial's last:
-    nothing would train after an exploit; harness/pbt.py)."""
-    return (config.sweep.scheduler == "pbt" and epoch % config.sweep.perturbation_interval == 0
-            and epoch < config.train.epochs)
-
-
 def is_tracking_epoch(config: ExperimentConfig, epoch: int) -> bool:
-    """Every eval_every-th epoch, the listed eval_epochs, and the epochs a scheduler decides at: ASHA's
-    rungs, PBT's perturbations."""
+    """Every eval_every-th epoch, the listed eval_epochs, and the epochs the sweep's scheduler compares the
+    trials at (harness/schedulers.py decision_epochs)."""
     every = config.train.eval_every
-    return ((every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs or epoch in asha_rungs(config)
-            or is_pbt_epoch(config, epoch))
+    return ((every > 0 and epoch % every == 0) or epoch in config.train.eval_epochs
+            or epoch in scheduler_of(config).decision_epochs(config))
 
 
 def ends_a_budget(config: ExperimentConfig, epoch: int) -> bool:

@@ -1,6 +1,7 @@
 """A trial's checkpoint: one folder holding ``state.pt`` (layout.CHECKPOINT_FILE), saved, read and copied
-here only. Whoever holds one (a Ray Train ``checkpoint_*`` folder, a kept budget's or PBT epoch's copy, the
-copy an exploit starts from, a worker's temporary folder before Ray Train takes it) reads it the same way.
+here only. Whoever holds one (a Ray Train ``checkpoint_*`` folder, the copy kept for a budget or for the
+scheduler, the copy a restart starts from, a worker's temporary folder before Ray Train takes it) reads it
+the same way.
 
 The state is what harness/worker.py ``checkpoint_state`` makes: {"method": the method's state_dict, "epoch",
 "config": the trial's resolved config dict, "precision", "noise_states", "noise_kind"}. Ray Train names its

@@ -10,7 +10,7 @@ points and the ``where`` keys they match (a key left out matches anything):
     "write"      storage.write_files, after part of a temporary file is written: path (matches any path
                  that contains it, e.g. "results.parquet" or "_00003/epoch_0002/eval.json")
     "results"    the sweep's driver, after every evaluation, before results.parquet and the report
-    "exploit"    the sweep's driver (harness/pbt.py), once a PBT exploit's record is written, before the
+    "restart"    the sweep's driver, once a scheduler's restart record of a trial is written, before the
                  trial is given its new settings (which Tune saves later): trial
     "run_files"  the sweep's driver, once a run's config.json and dataset_summary.json are written: run
                  (the run folder's path)

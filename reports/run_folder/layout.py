@@ -11,6 +11,9 @@
         artifacts/<trial>/diverged.json       why a trial stopped as diverged
         artifacts/<trial>/budget_NNNN/state.pt   the checkpoint of a smaller epoch budget read off the
                                               trial (harness/budgets.py), kept for the finalist stage
+        artifacts/<trial>/scheduler/          what the sweep's scheduler keeps of the trial (epoch_NNNN/
+                                              state.pt) and its restarts of it (restart_NN.json, the
+                                              record; restart_NN/state.pt, the copy it starts from)
         artifacts/<trial>/history/epoch_NNNN.json  an epoch's training figures (the loss curves; kept
                                               across restarts, so a resumed trial's earlier epochs stay)
         train/<trial>/checkpoint_*/state.pt   Ray Train's checkpoints of the trial (the latest are kept)
@@ -181,46 +184,57 @@ def budget_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
 
 def checkpoint_folders(run_dir: str, trial_id: str) -> list[str]:
     """The trial's checkpoint folders (each holding CHECKPOINT_FILE), in no meaningful order: those of its
-    current Ray Train run (after a PBT exploit, the run that started from the exploit), else the exploit's
-    copy it starts from; [] if none. Which is newest is read from inside them (run_folder/checkpoint.py): Train
-    names its folders by the writing node's local time."""
-    exploits = len(exploit_records(run_dir, trial_id))
-    folder = train_run_dir(train_storage(run_dir), train_run_name(trial_id, exploits))
+    current Ray Train run (after a restart, the run that started from the restart's copy), else the copy it
+    starts from; [] if none. Which is newest is read from inside them (run_folder/checkpoint.py): Train names
+    its folders by the writing node's local time."""
+    restarts = len(restart_records(run_dir, trial_id))
+    folder = train_run_dir(train_storage(run_dir), train_run_name(trial_id, restarts))
     found = [storage.join(folder, n) for n in storage.list_dir(folder) if n.startswith(CHECKPOINT_PREFIX)
              and storage.exists(storage.join(folder, n, CHECKPOINT_FILE))]
-    return found or ([exploit_dir(run_dir, trial_id, exploits)] if exploits else [])
+    return found or ([restart_dir(run_dir, trial_id, restarts)] if restarts else [])
 
 
-def train_run_name(trial_id: str, exploits: int) -> str:
-    """The Ray Train run name (its folder under train_storage) of a trial after ``exploits`` PBT exploits:
-    the trial id, then "<trial id>-x<N>" for the run that starts from the N-th exploit's copy."""
-    return trial_id if exploits == 0 else f"{trial_id}-x{exploits}"
+def train_run_name(trial_id: str, restarts: int) -> str:
+    """The Ray Train run name (its folder under train_storage) of a trial after ``restarts`` restarts: the
+    trial id, then "<trial id>-x<N>" for the run that starts from the N-th restart's copy (Train would
+    otherwise resume the trial's own run)."""
+    return trial_id if restarts == 0 else f"{trial_id}-x{restarts}"
 
 
-def pbt_dir(run_dir: str, trial_id: str) -> str:
-    """A PBT trial's exploit records and the donors' checkpoints they copied (harness/pbt.py)."""
-    return storage.join(trial_dir(run_dir, trial_id), "pbt")
+def scheduler_dir(run_dir: str, trial_id: str) -> str:
+    """What the sweep's scheduler keeps of a trial and does to it (harness/schedulers.py): the checkpoints it
+    needs kept, and the trial's restarts (their records and the checkpoint copies they start from)."""
+    return storage.join(trial_dir(run_dir, trial_id), "scheduler")
 
 
-def pbt_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
-    """The checkpoint folder the trial keeps at a PBT perturbation epoch: what a trial exploiting it takes."""
-    return storage.join(pbt_dir(run_dir, trial_id), f"epoch_{epoch:04d}")
+def scheduler_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
+    """The checkpoint folder the trial keeps at an epoch the scheduler asks for (what a restart of another
+    trial may copy)."""
+    return storage.join(scheduler_dir(run_dir, trial_id), f"epoch_{epoch:04d}")
 
 
-def exploit_dir(run_dir: str, trial_id: str, number: int) -> str:
-    """The copy of the donor's checkpoint (CHECKPOINT_FILE) the trial's ``number``-th exploit starts from."""
-    return storage.join(pbt_dir(run_dir, trial_id), f"exploit_{number:02d}")
+def restart_dir(run_dir: str, trial_id: str, number: int) -> str:
+    """The copy of a checkpoint (CHECKPOINT_FILE) the trial's ``number``-th restart starts from."""
+    return storage.join(scheduler_dir(run_dir, trial_id), f"restart_{number:02d}")
 
 
-def exploit_record(run_dir: str, trial_id: str, number: int) -> str:
-    """The record of the trial's ``number``-th exploit: {"trial", "donor", "epoch", "before", "after", ...}."""
-    return storage.join(pbt_dir(run_dir, trial_id), f"exploit_{number:02d}.json")
+def restart_record(run_dir: str, trial_id: str, number: int) -> str:
+    """The record of the trial's ``number``-th restart, written after its copy is whole: {"after": {dotted
+    path: value}, the settings the trial trains under from then; "epoch": the epoch of the copied
+    checkpoint; "why": a line for the log; and the scheduler's own fields (what the report shows)}."""
+    return storage.join(scheduler_dir(run_dir, trial_id), f"restart_{number:02d}.json")
 
 
-def exploit_records(run_dir: str, trial_id: str) -> list[str]:
-    """The trial's exploit records, oldest first."""
-    folder = pbt_dir(run_dir, trial_id)
-    return [storage.join(folder, n) for n in storage.list_dir(folder) if n.startswith("exploit_") and n.endswith(".json")]
+def restart_records(run_dir: str, trial_id: str) -> list[str]:
+    """The trial's restart records, oldest first."""
+    folder = scheduler_dir(run_dir, trial_id)
+    return [storage.join(folder, n) for n in storage.list_dir(folder) if n.startswith("restart_") and n.endswith(".json")]
+
+
+def trials_holding(run_dir: str, name: str) -> list[str]:
+    """The ids of the trials whose artifacts folder holds an entry ``name`` (finding folders older code made)."""
+    artifacts = storage.join(run_dir, "artifacts")
+    return [t for t in storage.list_dir(artifacts) if storage.exists(storage.join(artifacts, t, name))]
 
 
 def default_cache_dir(storage_root: str) -> str:
