@@ -201,8 +201,9 @@ def collect_results(grid, run_dir: str, data, reference) -> Collected:
         diverged = json.loads(storage.read_bytes(diverged_path)) if storage.exists(diverged_path) else None
         trial = TrialOutcome(trial_id, result, progress, diverged)
         for budget in [*experiment_from_dict(result.config).train.budgets, None]:  # None: the trial's own
-            values = result.config if budget is None else budget_values(result.config, budget)
-            *rows, trial_history = _trial_parts(run_dir, trial, values, common, data.spec(), budget)
+            view, values = (trial, result.config) if budget is None else (trial.up_to(budget),
+                                                                          budget_values(result.config, budget))
+            *rows, trial_history = _trial_parts(run_dir, view, values, common, data.spec())
             trials.append(tuple(rows))
             history += trial_history
     return Collected(trials, history, reference.classifier_accuracy)
@@ -210,41 +211,65 @@ def collect_results(grid, run_dir: str, data, reference) -> Collected:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """What Tune and the worker left of one trial."""
-    trial_id: str
+    """What Tune and the worker left of one trial, per epoch; or (``up_to``) the same records read as a
+    smaller epoch budget of it."""
+    trial_id: str  # the Tune trial, whose folders these are
     result: object  # ray.tune.Result
-    progress: pd.DataFrame | None  # training_progress
+    progress: pd.DataFrame | None  # training_progress: one row per epoch
     diverged: dict | None  # diverged.json, None if it did not diverge
+    budget: int | None = None  # a smaller budget read off the trial (harness/budgets.py): its last epoch
+
+    @property
+    def row_id(self) -> str:
+        """The trial id its rows carry: the trial's, or "<trial id>@<budget>"."""
+        return self.trial_id if self.budget is None else budget_id(self.trial_id, self.budget)
+
+    def up_to(self, budget: int) -> TrialOutcome:
+        """The trial read as a ``budget``-epoch trial: its epochs up to the budget, and its divergence only if
+        it came by then (after it, the budget itself finished)."""
+        progress = self.progress
+        if progress is not None and "epoch" in progress:
+            progress = progress[progress["epoch"] <= budget]
+        diverged = self.diverged if self.diverged is None or self.diverged["epoch"] <= budget else None
+        return TrialOutcome(self.trial_id, self.result, progress, diverged, budget)
+
+    def record_dirs(self, run_dir: str) -> list[str]:
+        """Its evaluation record folders (layout.record_dirs), those of its epochs only."""
+        return [r for r in layout.record_dirs(run_dir, self.trial_id)
+                if self.budget is None or layout.record_epoch(r) <= self.budget]
+
+    def status(self, last_epoch: int | None, planned_epochs: int) -> tuple[str, str]:
+        """(status, reason): _trial_status's, but a budget the trial trained past completed (what came after
+        its last epoch is the longer budget's)."""
+        if (self.budget is not None and last_epoch is not None and self.diverged is None
+                and reported_epoch(self.result, last_epoch) >= self.budget):
+            return "completed", ""
+        return _trial_status(self.result, last_epoch, planned_epochs, self.diverged)
 
 
-def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict, spec: DatasetSpec,
-                budget: int | None = None) -> tuple[list[dict], list[dict]]:
+def _trial_rows(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict,
+                spec: DatasetSpec) -> tuple[list[dict], list[dict]]:
     """_trial_parts' rows all at once, and its history rows."""
-    before, finalist_rows, after, history = _trial_parts(run_dir, trial, config_values, common, spec, budget)
+    before, finalist_rows, after, history = _trial_parts(run_dir, trial, config_values, common, spec)
     return before + finalist_rows() + after, history
 
 
-def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict, spec: DatasetSpec,
-                 budget: int | None = None) -> tuple[list[dict], Callable[[], list[dict]], list[dict], list[dict]]:
-    """The results rows and history rows of a trial run under ``config_values`` (its resolved config), or,
-    with ``budget``, of the smaller budget read off it: the rows of the epochs up to the budget, as the
-    trial "<trial id>@<budget>" (budget_of: the trial), its finalist records its own. Rows and history carry
-    the hardware use: training GFLOPs per image (counted for the trial's network on ``spec``'s images),
-    achieved TFLOP/s and, on a GPU of known peak, its share. Returns (its rows before its finalist records,
-    () -> its finalist rows as the run folder holds them then, its rows after them, its history rows)."""
+def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common: dict,
+                 spec: DatasetSpec) -> tuple[list[dict], Callable[[], list[dict]], list[dict], list[dict]]:
+    """The results rows and history rows of a trial (or of a smaller budget read off it: TrialOutcome.up_to,
+    its finalist records its own, budget_of the trial) run under ``config_values`` (its resolved config).
+    Rows and history carry the hardware use: training GFLOPs per image (counted for the trial's network on
+    ``spec``'s images), achieved TFLOP/s and, on a GPU of known peak, its share. Returns (its rows before
+    its finalist records, () -> its finalist rows as the run folder holds them then, its rows after them,
+    its history rows)."""
     changes = resumes.trial_changes(run_dir, trial.trial_id)  # what resumes changed, from which epoch
     config_values, _ = resumes.with_last_restart(config_values, run_dir, trial.trial_id)  # the record wins
     first_values, config_values = config_values, resumes.values_at(config_values, changes, None)
     experiment = experiment_from_dict(config_values)
     gflops, uncounted = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True),
                                           spec, experiment.train.batch_size)
-    row_id = trial.trial_id if budget is None else budget_id(trial.trial_id, budget)
-    progress, diverged = trial.progress, trial.diverged
-    if progress is not None and "epoch" in progress and budget is not None:
-        progress = progress[progress["epoch"] <= budget]
-    if diverged is not None and budget is not None and diverged["epoch"] > budget:
-        diverged = None  # after the budget's last epoch: the budget itself finished
-    progress = hardware_use(progress, gflops)
+    row_id, diverged = trial.row_id, trial.diverged
+    progress = hardware_use(trial.progress, gflops)
     history, last_epoch = [], None
     if progress is not None and "epoch" in progress and len(progress):
         last_epoch = int(progress["epoch"].max())
@@ -252,17 +277,13 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
                    *(c for c in progress.columns if c.startswith("train/"))]
         for _, r in progress.iterrows():
             history.append({"trial_id": row_id, "epoch": int(r["epoch"]), **{c: r.get(c) for c in columns}})
-    if budget is not None and last_epoch is not None and reported_epoch(trial.result, last_epoch) >= budget \
-            and diverged is None:
-        status, reason = "completed", ""  # what came after the budget's last epoch is the longer budget's
-    else:
-        status, reason = _trial_status(trial.result, last_epoch, experiment.train.epochs, diverged)
+    status, reason = trial.status(last_epoch, experiment.train.epochs)
     # the precision the worker resolved ("auto" becomes bf16 or fp32 by device); the config's where it never reported
     reported = (progress["train_precision"].dropna() if progress is not None and "train_precision" in progress
                 else pd.Series(dtype=object))
     base = {"trial_id": row_id, "method": experiment.method, "status": status, "status_reason": reason, **common,
             "protocol.train_precision": reported.iloc[-1] if len(reported) else experiment.train.precision}
-    if budget is not None:
+    if trial.budget is not None:
         base["budget_of"] = trial.trial_id
     if changes:
         base["config_changes"] = json.dumps([{"setting": p, "old": v[0], "new": v[1], "from_epoch": r["from_epoch"]}
@@ -290,7 +311,7 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
     if progress is not None and "images_per_second" in progress:  # means over the epochs up to each one
         rates = (progress.set_index("epoch")[["images_per_second", "train_tflops", "train_peak_fraction"]]
                  .apply(pd.to_numeric, errors="coerce").expanding().mean())
-    records = [r for r in layout.record_dirs(run_dir, trial.trial_id) if budget is None or layout.record_epoch(r) <= budget]
+    records = trial.record_dirs(run_dir)
     base = base_at(last_epoch)  # the rows without a record: the trial's last epoch's config
 
     def record_rows(relatives: list[str]) -> list[dict]:

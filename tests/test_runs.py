@@ -189,6 +189,46 @@ def test_a_trial_the_scheduler_stopped_stays_stopped_early_though_its_worker_tra
                                     "stopped before it was reported")
 
 
+def test_a_smaller_budget_is_a_view_of_the_trials_per_epoch_records(tmp_path):
+    """A budget read off a trial (harness/budgets.py) is TrialOutcome.up_to over the same per-epoch records:
+    its epochs and evaluations up to the budget, as "<trial>@<budget>" with budget_of the trial; a divergence
+    after the budget is the longer budget's (the budget itself completed), one before it is its own."""
+    from types import SimpleNamespace
+
+    from condgen_bench import datasets
+    from condgen_bench.harness.budgets import budget_values
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.results import TrialOutcome, _trial_rows, training_progress
+    from condgen_bench.reports.run_folder.records import EvalRecord
+    from condgen_bench.reports.run_folder import layout, storage
+    from test_ray_sweep import tiny_experiment
+
+    config = tiny_experiment(tmp_path)
+    config.train.epochs = 4
+    run_dir, trial_id = str(tmp_path / "run"), "abcde_00002"
+    for epoch in (1, 2, 3):  # it trained three epochs, then diverged in its fourth
+        storage.write_bytes(layout.history_file(run_dir, trial_id, epoch),
+                            json.dumps({"epoch": epoch, "step": 4 * epoch, "loss": 1.0}).encode())
+    for epoch in (2, 3):
+        EvalRecord({"stage": "tracking", "epoch": epoch, "step": 4 * epoch, "metrics": {"loss": 1.0}, "missing": {},
+                    "protocol": {}}, grid_png=b"png").write(layout.epoch_dir(run_dir, trial_id, epoch))
+    spec = datasets.load(config.data).spec()
+    diverged = {"epoch": 4, "step": 13, "reason": "non-finite loss"}
+    trial = TrialOutcome(trial_id, SimpleNamespace(error=None, metrics={"epoch": 3}),
+                         training_progress(run_dir, trial_id, None), diverged)
+    two = trial.up_to(2)
+    assert (two.row_id, two.diverged, list(two.progress["epoch"])) == ("abcde_00002@2", None, [1, 2])
+    rows, history = _trial_rows(run_dir, two, budget_values(to_dict(config), 2), {}, spec)
+    assert [(r["trial_id"], r["epoch"], r["status"], r["budget_of"]) for r in rows] == [
+        ("abcde_00002@2", 2, "completed", trial_id)]
+    assert [(h["trial_id"], h["epoch"]) for h in history] == [("abcde_00002@2", 1), ("abcde_00002@2", 2)]
+    rows, history = _trial_rows(run_dir, trial, to_dict(config), {}, spec)  # the trial itself, unchanged
+    assert [(r["epoch"], r["status"]) for r in rows] == [(2, "diverged"), (3, "diverged"), (4, "diverged")]
+    assert "budget_of" not in rows[0] and len(history) == 3
+    early = TrialOutcome(trial_id, trial.result, trial.progress, {**diverged, "epoch": 2}).up_to(3)
+    assert early.diverged["epoch"] == 2 and early.status(3, 3)[0] == "diverged"
+
+
 def test_the_newest_checkpoint_is_the_one_furthest_on_inside_whatever_the_folder_names_say(tmp_path):
     """Ray Train names checkpoint folders by the writing node's local time: after a clock change (or on a
     skewed replacement node) the name that sorts last can hold the older epoch. The newest is read from
