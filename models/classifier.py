@@ -19,6 +19,9 @@ class ClassifierConfig:
     lr: float = 2e-3  # AdamW learning rate (cosine decay to 0)
     weight_decay: float = 5e-4
     max_shift: int = 2  # random translation augmentation, pixels
+    # random horizontal flips: only for data whose mirror image keeps its class (faces, parts; not digits)
+    flip: bool = False
+    jitter: float = 0.0  # random brightness and contrast change, up to this fraction of the range (0: none)
     seed: int = 0
 
 
@@ -82,6 +85,23 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return shifted.clone(memory_format=torch.contiguous_format)
 
 
+def random_flip_jitter(x: torch.Tensor, flip: bool, jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2 (``flip``) and scale its contrast by 1 + u and shift its
+    brightness by v, u and v uniform in [-jitter, jitter] per image. x: [B, C, H, W] in [-1, 1] -> same,
+    clamped to [-1, 1]. Draws nothing from ``generator`` where both are off."""
+    b = x.shape[0]
+    if flip:
+        flipped = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flipped.to(x.device)[:, None, None, None], x.flip(3), x)
+    if jitter > 0:
+        scale = 1 + (torch.rand(b, generator=generator) * 2 - 1) * jitter
+        shift = (torch.rand(b, generator=generator) * 2 - 1) * jitter * 2  # the range [-1, 1] is 2 wide
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * scale.to(x.device)[:, None, None, None] + mean + shift.to(x.device)[:, None, None, None])
+        x = x.clamp(-1, 1)
+    return x
+
+
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, config: ClassifierConfig,
                      device: str = "cpu", log=None) -> ResNetClassifier:
     """Train a fresh classifier. images: [N, C, H, W] uint8; labels: [N] int64. Returns it in eval mode."""
@@ -99,7 +119,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         for start in range(0, len(images), config.batch_size):
             idx = perm[start:start + config.batch_size]
             x = images[idx].to(device).float() / 127.5 - 1.0
-            x = random_shift(x, config.max_shift, gen)
+            x = random_flip_jitter(random_shift(x, config.max_shift, gen), config.flip, config.jitter, gen)
             y = labels[idx].to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y)

@@ -1,0 +1,138 @@
+"""The augmentation study (harness/evaluation/augment_study.py): the pairing of the real arm with the
+generator's training set, the ratios, the selection rules, the paired interval, and the classifier's
+ordinary augmentation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from condgen_bench import datasets
+from condgen_bench.harness.config import EvalConfig
+from condgen_bench.harness.evaluation import augment_study as study
+from condgen_bench.models.classifier import ClassifierConfig, random_flip_jitter
+
+
+def few_shot(shots: int = 4):
+    return datasets.load(datasets.DataConfig(name="synthetic_faces", num_train=70, num_test=35, image_size=16,
+                                             shots_per_class=shots))
+
+
+def pool(data, per_class: int = 30):
+    """A generated pool stand-in: per_class real-test-like images a class, labels in class order."""
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(data.num_classes).repeat_interleave(per_class)
+    images = torch.randint(0, 256, (len(labels), *data.train.images.shape[1:]), generator=gen, dtype=torch.uint8)
+    return images, labels
+
+
+def test_the_arms_ratios_and_counts():
+    config = study.StudyConfig(ratios=(0.5, 2.0), selections=("uniform",), seeds=3)
+    names = [arm.name for arm in study.study_arms(config)]
+    assert names == ["real", "real+0.5x (uniform)", "real+2x (uniform)", "synthetic (uniform)",
+                     "real +aug", "real+0.5x (uniform) +aug", "real+2x (uniform) +aug", "synthetic (uniform) +aug"]
+    assert study.synthetic_counts([4, 5, 1], 0.5, (0.5, 2.0)) == [2, 2, 0]  # round half to even: 2.5 -> 2
+    assert study.synthetic_counts([4, 5, 1], math.inf, (0.5, 2.0)) == [8, 10, 2]  # generated only: the largest ratio
+    with pytest.raises(ValueError, match="unknown augmentation-study selection"):
+        study.StudyConfig(selections=("best",))
+
+
+def test_the_selection_rules_pick_by_class_confidence_and_novelty():
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    confidence = torch.tensor([0.2, 0.9, 0.5, 0.1, 0.3, 0.8])
+    near_copy = torch.tensor([True, False, False, False, True, False])
+    assert study.select(labels, [2, 1], "uniform").tolist() == [0, 1, 3]
+    assert study.select(labels, [2, 1], "confident", confidence).tolist() == [1, 2, 5]
+    assert study.select(labels, [2, 2], "novel", near_copy=near_copy).tolist() == [1, 2, 3, 5]
+    with pytest.raises(ValueError, match="2 usable images of class 1 for selection 'novel', 3 asked for"):
+        study.select(labels, [0, 3], "novel", near_copy=near_copy)
+    with pytest.raises(ValueError, match="needs the evaluation classifier"):
+        study.select(labels, [1, 1], "confident")
+
+
+def test_the_paired_interval_of_a_gain():
+    real = np.array([[1, 0, 1, 0], [1, 0, 1, 0], [1, 1, 1, 0]], dtype=bool)
+    arm = np.array([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=bool)
+    out = study.paired_gain(arm, real)
+    per_seed = np.array([0.25, 0.25, 0.25])  # every seed gains one image of four: no spread between seeds
+    per_image = np.array([0, 2 / 3, 0, 1 / 3])
+    se = math.sqrt(per_seed.var(ddof=1) / 3 + per_image.var(ddof=1) / 4)
+    assert out["gain"] == pytest.approx(0.25) and out["gain_se"] == pytest.approx(se)
+    assert (out["gain_low"], out["gain_high"]) == pytest.approx((0.25 - study.Z * se, 0.25 + study.Z * se))
+    assert out["beyond_noise"] == (out["gain_low"] > 0)
+    same = study.paired_gain(real, real)  # an arm no different from the real one: a zero-width interval at 0
+    assert (same["gain"], same["gain_se"], same["beyond_noise"]) == (0.0, 0.0, False)
+    big = np.ones((3, 400), dtype=bool), np.zeros((3, 400), dtype=bool)
+    assert study.paired_gain(*big)["beyond_noise"] and study.paired_gain(big[1], big[0])["gain"] == -1.0
+
+
+def test_the_real_arm_trains_on_the_generators_k_shot_set_and_each_arm_on_its_ratio(monkeypatch):
+    """The generator trains on data.train (harness/worker.py start: training_tensors(data.train, ...)); in a
+    few-shot dataset that is the K-shot set, and the study's real arm trains on exactly those images. Each
+    mixed arm adds round(ratio x K) generated images a class; the generated-only arm has no real image."""
+    import inspect
+
+    from condgen_bench.harness import worker
+
+    assert "training_tensors(data.train," in inspect.getsource(worker.start)
+    data = few_shot(shots=4)
+    seen = []
+
+    def recording(images, labels, num_classes, recipe, device="cpu", log=None):
+        seen.append((images.clone(), labels.clone(), recipe))
+        return None
+
+    monkeypatch.setattr(study, "train_classifier", recording)
+    monkeypatch.setattr(study, "predict", lambda net, images: torch.nn.functional.one_hot(
+        torch.zeros(len(images), dtype=torch.long), data.num_classes).float())
+    images, labels = pool(data)
+    config = study.StudyConfig(ratios=(0.5, 2.0), selections=("uniform",), seeds=2, steps=10)
+    rows = study.augmentation_study(images, labels, data, EvalConfig(), config)
+    k = data.num_classes
+    real_images, real_labels, recipe = seen[0]
+    assert torch.equal(real_images, data.train.images) and torch.equal(real_labels, data.train.labels)
+    assert len(data.train) == 4 * k and (recipe.flip, recipe.jitter) == (False, 0.0)
+    sizes = [len(x) for x, _, _ in seen[::2]]  # one per arm (two seeds each)
+    assert sizes == [4 * k, 6 * k, 12 * k, 8 * k] * 2
+    assert torch.equal(seen[2][0][:4 * k], data.train.images)  # the mixed arm keeps every real image
+    mixed_labels = seen[2][1][4 * k:]
+    assert torch.bincount(mixed_labels, minlength=k).tolist() == [2] * k
+    assert [r["arm"] for r in rows][4] == "real +aug" and seen[8][2].flip and seen[8][2].jitter == 0.1
+    assert {r["generated_images"] for r in rows if r["ratio"] == 2.0} == {8 * k}
+    # every prediction is class 0, the same for every arm: each gain is exactly 0, within noise
+    assert all(r["gain"] == 0.0 and not r["beyond_noise"] for r in rows if r["ratio"] is not None)
+    assert rows[0]["recall"][0] == 1.0 and rows[0]["recall"][1] == 0.0
+
+
+def test_a_dataset_that_is_not_few_shot_is_refused():
+    data = datasets.load(datasets.DataConfig(name="synthetic_faces", num_train=14, num_test=7, image_size=16))
+    images, labels = pool(data, 2)
+    with pytest.raises(ValueError, match="needs a few-shot dataset"):
+        study.augmentation_study(images, labels, data, EvalConfig(), study.StudyConfig())
+
+
+def test_a_small_study_runs_end_to_end_with_real_classifiers():
+    data = few_shot(shots=3)
+    images, labels = pool(data, 10)
+    confidence = torch.rand(len(labels), generator=torch.Generator().manual_seed(1))
+    eval_config = EvalConfig(classifier=ClassifierConfig(width=4, batch_size=32))
+    config = study.StudyConfig(ratios=(1.0,), selections=("uniform", "confident"), seeds=2, steps=3)
+    rows = study.augmentation_study(images, labels, data, eval_config, config, confidence=confidence)
+    assert len(rows) == 2 * (1 + 2 * 2)
+    for row in rows:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["accuracy_se"] > 0 and len(row["recall"]) == data.num_classes
+    best = study.best_setting(rows)
+    assert best["ratio"] == 1.0 and best["gain"] == max(r["gain"] for r in rows if r["ratio"] == 1.0)
+
+
+def test_ordinary_augmentation_flips_and_jitters_and_draws_nothing_when_off():
+    x = torch.linspace(-1, 1, 2 * 1 * 4 * 4).reshape(2, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(random_flip_jitter(x, False, 0.0, gen), x)
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(0).get_state())  # nothing drawn
+    flipped = random_flip_jitter(x, True, 0.0, torch.Generator().manual_seed(0))
+    for image, out in zip(x, flipped):
+        assert torch.equal(out, image) or torch.equal(out, image.flip(2))
+    jittered = random_flip_jitter(x, False, 0.5, torch.Generator().manual_seed(0))
+    assert jittered.min() >= -1 and jittered.max() <= 1 and not torch.equal(jittered, x)
