@@ -119,6 +119,18 @@ class EvalConfig:
     augment_synthetic_per_class: int = 100
     augment_seeds: int = 3
     augment_steps: int = 100  # optimizer steps of each classifier (the same for both arms)
+    # the augmentation study, finalists of a few-shot run (harness/evaluation/augment_study.py): classifiers on
+    # the generator's K-shot set alone, plus augment_study_ratios generated images per real one, and on
+    # generated images only, without and with ordinary augmentation (flips where augment_study_flip, and
+    # brightness / contrast jitter), the generated images chosen by each of augment_study_selections;
+    # augment_seeds seeds and augment_steps steps each
+    augment_study: bool = False
+    augment_study_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 5.0])
+    augment_study_selections: list[str] = field(default_factory=lambda: ["uniform", "confident", "novel"])
+    # "confident" keeps the top augment_study_keep of a class's pool (the pool is 1 / keep times the need)
+    augment_study_keep: float = 0.5
+    augment_study_flip: bool = True  # False for data whose mirror image is another class (digits, text)
+    augment_study_jitter: float = 0.1
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def __post_init__(self):
@@ -127,6 +139,11 @@ class EvalConfig:
         if self.inception_at not in ("every", "final", "finalists", "never"):
             raise ValueError(f"unknown eval.inception_at {self.inception_at!r}; "
                              "valid: ['every', 'final', 'finalists', 'never']")
+        if self.augment_study:
+            from condgen_bench.harness.evaluation.augment_study import StudyConfig
+            StudyConfig.of(self)  # its checks, naming the setting
+            if not 0 < self.augment_study_keep <= 1:
+                raise ValueError("eval.augment_study_keep must be in (0, 1]")
         if self.augment and (self.augment_seeds < 1 or self.augment_shots < 1):
             raise ValueError("eval.augment_seeds and eval.augment_shots must be >= 1")
         if self.finalists < 0 or self.final_samples_per_class < 1 or self.samples_per_class < 1:

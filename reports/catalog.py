@@ -128,6 +128,17 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
     Metric("aug_mixed_accuracy", "few-shot accuracy, real + generated", "%", "max",
            "the augmentation gain's classifier with generated images added", spread="aug_mixed_accuracy_se",
            part_spread="aug_mixed_accuracy_std", spread_kind="standard error over the seeds (their std / √seeds)", low=0, high=1),
+    Metric("study_best_gain", "augmentation study: best gain", "points", "max", "the augmentation study's "
+           "best setting (ratio of generated to real images, selection, classifier augmentation): its accuracy "
+           "minus real-only's on the generator's own K-shot set, paired over seeds and test images",
+           spread="study_best_gain_se", spread_kind="standard error over the seeds and the test images",
+           low=-1, high=1),
+    Metric("study_best_ratio", "augmentation study: best ratio", "", "none", "generated images per real image "
+           "of the study's best setting", kind="reference", low=0),
+    Metric("study_real_accuracy", "augmentation study: real only", "%", "none", "the augmentation study's "
+           "baseline: the classifier on the generator's K-shot set alone", kind="reference",
+           spread="study_real_accuracy_std", spread_kind="standard error over the seeds and the test images",
+           low=0, high=1),
     Metric("classifier_real_accuracy", "classifier on real test images", "%", "none", "the evaluation "
            "classifier's accuracy on the real test split: the ceiling of accuracy on samples", kind="reference",
            spread="classifier_real_accuracy_std", spread_kind="binomial standard error over the test images",
@@ -161,6 +172,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
              "augmentation pool"),
     _seconds("cas_seconds", "CAS time", "wall-clock seconds training and testing the CAS classifier"),
     _seconds("aug_seconds", "augmentation time", "wall-clock seconds of the augmentation-gain classifiers"),
+    _seconds("study_seconds", "augmentation study time", "wall-clock seconds of the augmentation study: its "
+             "pool and every arm's classifiers"),
     _seconds("domain_metrics_seconds", "domain metrics time", "wall-clock seconds of the domain-feature metrics"),
     _seconds("inception_metrics_seconds", "Inception metrics time", "wall-clock seconds of the Inception metrics"),
 ]}

@@ -18,7 +18,7 @@ from condgen_bench.reports.run_folder import layout, storage
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
                "git_commit", "epoch", "step", "missing", "sample_grid", "per_sample", "stage", "finalist_rank",
-               "sampling_setting", "run", "seeds", "budget_of", "restarts", "memorization_grid"}
+               "sampling_setting", "run", "seeds", "budget_of", "restarts", "memorization_grid", "augment_study", "augment_study_grid"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 # metric "x_se" / "x_std" / "x_stderr" is shown as "x ± s" beside metric "x" (the first found; the catalog
 # names the one that is each figure's spread, reports/catalog.py)

@@ -18,6 +18,7 @@ from condgen_bench.reports.catalog import METRICS, lookup
 from condgen_bench.reports import paired
 from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, aggregate_seeds, best_row, experiment_name,
                                           is_missing, json_dict, rows_at_last_epoch, sort_best_first, spread_of)
+from condgen_bench.reports.study import augment_study_section
 from condgen_bench.reports.noise import METHOD as NOISE_METHOD, PerSampleFiles, describe, difference
 
 # Metrics drawn against the epoch whenever they have values (others only with two or more epochs).
@@ -269,7 +270,8 @@ def best_value(rows, metric: str) -> float | None:
 
 def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
-    parts = [summary_section, finalists_section, intra_class_section, memorization_section, trials_section, pbt_section, curves_section,
+    parts = [summary_section, finalists_section, intra_class_section, memorization_section, augment_study_section,
+             trials_section, pbt_section, curves_section,
              hyperparameter_section, cost_section, sampling_section, per_class_section, samples_section,
              protocol_section]
     return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)

@@ -34,7 +34,7 @@ def test_the_arms_ratios_and_counts():
                      "real +aug", "real+0.5x (uniform) +aug", "real+2x (uniform) +aug", "synthetic (uniform) +aug"]
     assert study.synthetic_counts([4, 5, 1], 0.5, (0.5, 2.0)) == [2, 2, 0]  # round half to even: 2.5 -> 2
     assert study.synthetic_counts([4, 5, 1], math.inf, (0.5, 2.0)) == [8, 10, 2]  # generated only: the largest ratio
-    with pytest.raises(ValueError, match="unknown augmentation-study selection"):
+    with pytest.raises(ValueError, match="unknown eval.augment_study_selections"):
         study.StudyConfig(selections=("best",))
 
 
@@ -101,7 +101,8 @@ def test_the_real_arm_trains_on_the_generators_k_shot_set_and_each_arm_on_its_ra
     assert [r["arm"] for r in rows][4] == "real +aug" and seen[8][2].flip and seen[8][2].jitter == 0.1
     assert {r["generated_images"] for r in rows if r["ratio"] == 2.0} == {8 * k}
     # every prediction is class 0, the same for every arm: each gain is exactly 0, within noise
-    assert all(r["gain"] == 0.0 and not r["beyond_noise"] for r in rows if r["ratio"] is not None)
+    assert all(r["gain"] == 0.0 and not r["beyond_noise"] for r in rows if r["kind"] != "real")
+    assert [r["kind"] for r in rows[:4]] == ["real", "mixed", "mixed", "generated"] and rows[3]["ratio"] is None
     assert rows[0]["recall"][0] == 1.0 and rows[0]["recall"][1] == 0.0
 
 
@@ -136,3 +137,84 @@ def test_ordinary_augmentation_flips_and_jitters_and_draws_nothing_when_off():
         assert torch.equal(out, image) or torch.equal(out, image.flip(2))
     jittered = random_flip_jitter(x, False, 0.5, torch.Generator().manual_seed(0))
     assert jittered.min() >= -1 and jittered.max() <= 1 and not torch.equal(jittered, x)
+
+
+def test_the_finalist_evaluation_of_a_few_shot_run_writes_the_study_beside_its_record(tmp_path):
+    """scoring.evaluate under a finalist plan with eval.augment_study on, for the toy family of
+    tests/test_toy_family.py on a few-shot dataset: the headline figures, the arms' table and the grid of real
+    and selected images, and no study where the dataset is not few-shot (the reason is the plan's)."""
+    import json
+
+    from condgen_bench.harness.evaluation.plan import Capabilities, finalist_plan
+    from condgen_bench.harness.evaluation.reference import prepare_reference
+    from condgen_bench.harness.evaluation.scoring import evaluate
+    from condgen_bench.reports.run_folder import layout
+    from test_ray_sweep import tiny_experiment
+    from test_toy_family import MeanConfig, MeanMethod
+
+    config = tiny_experiment(tmp_path)
+    config.data = datasets.DataConfig(name="synthetic_faces", num_train=70, num_test=35, image_size=16,
+                                      shots_per_class=4)
+    ev = config.eval
+    ev.cas, ev.augment, ev.sampling_sweep, ev.augment_seeds, ev.augment_steps = False, False, {}, 2, 3
+    ev.augment_study, ev.augment_study_ratios = True, [0.5, 1.0]
+    data = datasets.load(config.data)
+    reference = prepare_reference(data, ev, str(tmp_path / "cache"), log=lambda *_: None)
+    method = MeanMethod(MeanConfig(), data.spec())
+    for _ in range(3):
+        method.train_step(data.train.images, data.train.labels)
+    record, grid = evaluate(method, data, reference, ev, finalist_plan(config, Capabilities.of(method, reference, data)))
+    metrics, protocol = record["metrics"], record["protocol"]
+    assert "study_best_gain" not in record["missing"] and -1 <= metrics["study_best_gain"] <= 1
+    assert metrics["study_best_gain_se"] >= 0 and metrics["study_seconds"] > 0
+    assert metrics["study_best_ratio"] in (0.5, 1.0) and protocol["study_best_arm"].startswith("real+")
+    assert "the same 28 training images (4-4 a class" in protocol["study_pairing"]
+    rows = json.loads(record["files"][layout.AUGMENT_STUDY])
+    assert len(rows) == 2 * (1 + 3 * 3) and {r["selection"] for r in rows} == {None, "uniform", "confident", "novel"}
+    assert layout.AUGMENT_STUDY_GRID in record["files"]
+    config.data.shots_per_class = None  # the same run on the whole training split: no pairing, no study
+    whole = datasets.load(config.data)
+    plan = finalist_plan(config, Capabilities.of(method, reference, whole))
+    assert "not few-shot" in plan.skip["augment_study"]
+    # the report: the study's section from the record's files, through the finalist's results row
+    import pandas as pd
+
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.results import write_results
+    from condgen_bench.reports import build_report
+    from condgen_bench.reports.run_folder import storage
+    from condgen_bench.reports.run_folder.records import EvalRecord, record_files
+
+    run_dir = str(tmp_path / "run")
+    EvalRecord.of({**record, "epoch": 2, "step": 8}, grid).write(layout.finalist_dir(run_dir, "t_mean"))
+    row = {"trial_id": "t_mean", "method": "mean", "status": "completed", "stage": "finalist", "epoch": 2,
+           "sampling_setting": "default", "dataset": data.name, "finalist_rank": 1, **metrics,
+           "missing": json.dumps(record["missing"]), "protocol.study_pairing": protocol["study_pairing"],
+           **record_files(run_dir, "finalists/t_mean")}
+    assert row["augment_study"] == "finalists/t_mean/augment_study.json"
+    storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(to_dict(config)).encode())
+    storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
+        {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": data.summary()}).encode())
+    write_results(pd.DataFrame([row]), pd.DataFrame([{"trial_id": "t_mean", "epoch": 2}]), run_dir)
+    page = open(build_report(run_dir)).read()
+    assert "<h2>Augmentation study</h2>" in page and "gain against ratio" in page
+    from condgen_bench.reports.study import verdict
+    assert verdict(rows).split(":")[0].split(";")[0] in page and "Per-class recall" in page
+    assert "pairing: the generator and the real arm: the same 28 training images" in page
+
+
+def test_the_verdict_says_plainly_whether_any_setting_beat_real_only_beyond_noise():
+    from condgen_bench.reports.study import verdict
+
+    def arm(name, kind, gain, low, high, ratio=1.0):
+        return {"arm": name, "kind": kind, "ratio": ratio, "gain": gain, "gain_low": low, "gain_high": high,
+                "beyond_noise": low > 0 or high < 0}
+
+    real = {"arm": "real", "kind": "real", "ratio": None}
+    within = [real, arm("real+1x (uniform)", "mixed", 0.01, -0.02, 0.04), arm("real+5x (uniform)", "mixed", -0.05, -0.08, -0.02, 5.0)]
+    text = verdict(within)
+    assert text.startswith("No setting beat real-only beyond noise: the best, real+1x (uniform), gained +1.0 [-2.0, +4.0]")
+    assert text.endswith("1 of 2 mixed settings were worse than real-only beyond noise.")
+    beyond = [real, arm("real+2x (confident) +aug", "mixed", 0.03, 0.01, 0.05, 2.0)]
+    assert verdict(beyond).startswith(
+        "1 setting beat real-only beyond noise; the best, real+2x (confident) +aug, by +3.0 [+1.0, +5.0] points")

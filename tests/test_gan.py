@@ -153,7 +153,7 @@ def test_a_gan_has_no_bits_per_dim_and_says_so(family):
     method = tiny(family)
     assert not method.has_likelihood
     reference = SimpleNamespace(inception=None, inception_missing="no weights")
-    caps = Capabilities.of(method, reference, SimpleNamespace(validation=range(3)))
+    caps = Capabilities.of(method, reference, SimpleNamespace(validation=range(3), train_full=None))
     config = ExperimentConfig(eval=EvalConfig(bpd_images=8, bpd_at="every"))
     config.train.eval_every = 1
     for plan in (trial_plan(config, 1, caps), trial_plan(config, config.train.epochs, caps), finalist_plan(config, caps)):

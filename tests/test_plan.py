@@ -29,7 +29,7 @@ EXPECTED_STAGES = {  # scheduler -> {epoch: stage} for the 12-epoch trial (other
 COMPUTED = {  # stage -> the optional parts it computes under the default settings
     "tracking": set(),
     "trial_final": {"inception", "bpd"},
-    "finalist": set(PARTS),
+    "finalist": set(PARTS) - {"augment_study"},  # off by default (eval.augment_study)
 }
 
 
@@ -114,6 +114,18 @@ def test_a_sampling_sweep_record_takes_the_bound_of_the_own_sampler_record_and_h
     assert swept.skip["augment"] == OWN_SAMPLER_ONLY and swept.skip["cas"] == "disabled (eval.cas)"
     assert own.settings == {} and own.computes("augment")
     assert finalist_plan(config, Capabilities(likelihood="no")).under({"steps": 5}).bpd_from is None
+
+
+def test_the_augmentation_study_runs_for_the_finalists_of_a_few_shot_run_under_the_own_sampler_only():
+    config = experiment("fifo", augment_study=True)
+    own = finalist_plan(config, Capabilities(few_shot=True))
+    assert own.computes("augment_study") and not trial_plan(config, EPOCHS).computes("augment_study")
+    assert own.under({"steps": 5}).skip["augment_study"] == OWN_SAMPLER_ONLY
+    assert "not few-shot" in finalist_plan(config).skip["augment_study"]  # its real arm would not be paired
+    assert finalist_plan(experiment("fifo"), Capabilities(few_shot=True)).skip["augment_study"] == \
+        "disabled (eval.augment_study)"
+    from condgen_bench.harness.evaluation.plan import metric_part
+    assert metric_part("study_best_gain") == "augment_study" and metric_part("aug_gain") == "augment"
 
 
 # ---------------------------------------------------------------------------------------------

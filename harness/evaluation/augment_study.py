@@ -55,9 +55,16 @@ class StudyConfig:
     def __post_init__(self):
         unknown = set(self.selections) - set(SELECTIONS)
         if unknown or not self.selections:
-            raise ValueError(f"unknown augmentation-study selection {sorted(unknown)}; valid: {list(SELECTIONS)}")
+            raise ValueError(f"unknown eval.augment_study_selections {sorted(unknown)}; valid: {list(SELECTIONS)}")
         if not self.ratios or min(self.ratios) <= 0 or self.seeds < 1 or self.steps < 1:
-            raise ValueError("the augmentation study needs ratios > 0, seeds >= 1 and steps >= 1")
+            raise ValueError("the augmentation study needs ratios > 0 (eval.augment_study_ratios), seeds >= 1 "
+                             "(eval.augment_seeds) and steps >= 1 (eval.augment_steps)")
+
+    @classmethod
+    def of(cls, config: EvalConfig) -> StudyConfig:
+        """The study eval.augment_study_* and the augmentation gain's seeds and steps describe."""
+        return cls(tuple(float(r) for r in config.augment_study_ratios), tuple(config.augment_study_selections),
+                   config.augment_seeds, config.augment_steps, config.augment_study_flip, config.augment_study_jitter)
 
 
 @dataclass(frozen=True)
@@ -171,8 +178,9 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
     few-shot training split ``data.train``; a dataset that is not few-shot raises ValueError (the generator
     would have trained on more real images than the real arm has). Returns one dict per arm: {"arm", "ratio",
     "selection", "augment", "train_images", "accuracy", "accuracy_se" (the seeds' and the test images'
-    spread), "recall": [per class], and for every arm but the real ones, paired_gain's figures against the
-    real arm of its augmentation setting}."""
+    spread), "recall": [per class], "kind": "real", "mixed" or "generated" (only; "ratio" None), and for
+    every arm but the real ones, paired_gain's figures against the real arm of its augmentation setting}: plain
+    JSON values."""
     if data.train_full is None:
         raise ValueError("the augmentation study needs a few-shot dataset (data.shots_per_class): its real arm "
                          "must train on the same K images a class as the generator")
@@ -191,7 +199,9 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
         spread = per_seed.var(ddof=1) / len(per_seed) if len(per_seed) > 1 else 0.0
         real_images = 0 if arm.ratio is not None and math.isinf(arm.ratio) else len(real_y)
         generated = 0 if arm.ratio is None else len(picked[(arm.selection, arm.ratio)])
-        row = {"arm": arm.name, "ratio": arm.ratio, "selection": arm.selection, "augment": arm.augment,
+        kind = "real" if arm.ratio is None else "generated" if math.isinf(arm.ratio) else "mixed"
+        row = {"arm": arm.name, "kind": kind, "ratio": arm.ratio if kind == "mixed" else None,
+               "selection": arm.selection, "augment": arm.augment,
                "train_images": real_images + generated, "generated_images": generated,
                "accuracy": p, "accuracy_se": math.sqrt(p * (1 - p) / hits.shape[1] + spread),
                "recall": per_class_recall(hits, test_labels, data.num_classes)}
@@ -203,5 +213,54 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
 
 def best_setting(rows: list[dict]) -> dict | None:
     """The headline: the mixed arm (real plus generated) with the largest gain, or None where there is none."""
-    mixed = [r for r in rows if r["ratio"] is not None and not math.isinf(r["ratio"])]
+    mixed = [r for r in rows if r["kind"] == "mixed"]
     return max(mixed, key=lambda r: r["gain"]) if mixed else None
+
+
+def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
+                    device="cpu") -> tuple[list[dict], dict, torch.Tensor]:
+    """The study of ``method`` (models/interface.py Method) under its own sampler: a seeded generated pool of
+    1 / eval.augment_study_keep times the largest arm's need a class, the evaluation classifier's confidence
+    in each image's asked-for class (``ref``: reference.EvalReference), and, where "novel" is compared, the
+    near-copies: images whose nearest training image in the domain features is at most the training set's
+    own 5% nearest-neighbour quantile away (diversity.py). Returns (augmentation_study's rows, the protocol,
+    the report's grid: [2 k m, C, H, W] uint8, per class a row of m real images then a row of the best mixed
+    arm's first m generated ones, m = min(8, the fewest of either in a class))."""
+    from condgen_bench.harness.evaluation.diversity import nearest_train, train_nn_quantile
+    from condgen_bench.harness.evaluation.extractors import extract_features, register_classifier
+
+    config = StudyConfig.of(eval_config)
+    k = data.num_classes
+    real_counts = torch.bincount(data.train.labels, minlength=k).tolist()
+    need = max(max(synthetic_counts(real_counts, r, config.ratios)) for r in config.ratios)
+    per_class = math.ceil(need / eval_config.augment_study_keep)
+    labels = torch.arange(k).repeat_interleave(per_class)
+    seeds = eval_config.seed + 2_000_000 + torch.arange(len(labels))  # apart from the scored samples' and CAS's
+    pool = method.sample(labels, seeds, batch_size=eval_config.batch_size)
+    classifier = ref.classifier(data.channels, k, device)
+    confidence = predict(classifier, pool)[torch.arange(len(labels)), labels]
+    near_copy = None
+    if "novel" in config.selections:
+        domain = register_classifier(classifier, ref.weights_hash)
+        layer = domain.layer("fid")
+        features = extract_features(pool, domain, eval_config.batch_size, device)[layer]
+        train_features = extract_features(data.train.images, domain, eval_config.batch_size, device)[layer]
+        distance, _ = nearest_train(features, train_features)
+        near_copy = (distance <= train_nn_quantile(train_features, 0.05, seed=eval_config.seed)).cpu()
+    rows = augmentation_study(pool, labels, data, eval_config, config, confidence, near_copy, device)
+    best = best_setting(rows)
+    protocol = {"study_pairing": f"the generator and the real arm: the same {len(data.train)} training images "
+                                 f"({min(real_counts)}-{max(real_counts)} a class, data.train)",
+                "study_ratios": list(config.ratios), "study_selections": list(config.selections),
+                "study_seeds": config.seeds, "study_steps": config.steps, "study_pool_per_class": per_class,
+                "study_classifier_augmentation": f"flip {config.flip}, jitter {config.jitter}",
+                "study_best_arm": best["arm"]}
+    if near_copy is not None:
+        protocol["study_near_copies"] = int(near_copy.sum())
+    chosen = select(labels, synthetic_counts(real_counts, best["ratio"], config.ratios), best["selection"],
+                    confidence, near_copy)
+    picked = [pool[chosen][labels[chosen] == c] for c in range(k)]
+    real = [data.train.images[data.train.labels == c] for c in range(k)]
+    m = min(8, *(len(x) for x in picked + real))
+    grid = torch.cat([torch.cat([real[c][:m], picked[c][:m]]) for c in range(k)])
+    return rows, protocol, grid

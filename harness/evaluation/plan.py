@@ -33,7 +33,7 @@ from condgen_bench.models.interface import Method
 STAGES = ("tracking", "trial_final", "finalist")  # every plan's stage is one of these (or None: nothing)
 # The parts of an evaluation a plan switches. The samples, the classifier's accuracy on them and the
 # domain metrics are in every evaluation; these are the optional parts.
-PARTS = ("inception", "bpd", "cas", "augment", "intra_class_fid", "memorization")
+PARTS = ("inception", "bpd", "cas", "augment", "augment_study", "intra_class_fid", "memorization")
 OWN_SAMPLER_ONLY = "computed under the model's own sampler only"  # a sampling-sweep record's CAS and gain
 
 
@@ -44,6 +44,7 @@ class Capabilities:
     likelihood: str | None = None  # why the method has no likelihood (None: it has one)
     inception: str | None = None  # why there is no Inception network here (None: there is)
     validation_split: bool = True  # False: the data has none, so the trial stages score on the test split
+    few_shot: bool = False  # the training split is K images a class (data.shots_per_class): the study's pairing
 
     @classmethod
     def of(cls, method: Method, reference, data) -> Capabilities:
@@ -51,7 +52,7 @@ class Capabilities:
         ``data`` (datasets.DatasetSplits)."""
         return cls(None if method.has_likelihood else f"{method.name} has no likelihood",
                    (reference.inception_missing or "no Inception network") if reference.inception is None else None,
-                   data.validation is not None)
+                   data.validation is not None, data.train_full is not None)
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,9 @@ class EvalPlan:
 
     def under(self, settings: dict) -> EvalPlan:
         """The plan of the same checkpoint's record under other sampler ``settings`` (a sampling-sweep
-        setting): the same samples and parts, but CAS and the augmentation gain (the model's own sampler only)
-        and the bound, taken from the record under the model's own sampler."""
-        skip = {**self.skip, "cas": self.skip.get("cas", OWN_SAMPLER_ONLY),
-                "augment": self.skip.get("augment", OWN_SAMPLER_ONLY)}
+        setting): the same samples and parts, but CAS, the augmentation gain and study (the model's own
+        sampler only) and the bound, taken from the record under the model's own sampler."""
+        skip = {**self.skip, **{part: self.skip.get(part, OWN_SAMPLER_ONLY) for part in ("cas", "augment", "augment_study")}}
         return replace(self, skip=skip, sampling_sweep={}, settings=dict(settings),
                        bpd_from="own_sampler" if self.computes("bpd") else None)
 
@@ -148,7 +148,7 @@ def trial_plan(config: ExperimentConfig, epoch: int, caps: Capabilities = Capabi
         return EvalPlan(None)
     ev = config.eval
     finalists_only = "computed for the finalists only (eval.finalists)"
-    skip = {part: finalists_only for part in ("cas", "augment", "intra_class_fid", "memorization")}
+    skip = {part: finalists_only for part in ("cas", "augment", "augment_study", "intra_class_fid", "memorization")}
     config_skip, extractors = _inception_and_bpd(ev, stage, caps)
     skip.update(config_skip)
     return EvalPlan(stage, ev.samples_per_class, ev.seed, skip, extractors_skip=extractors)
@@ -161,16 +161,20 @@ def finalist_plan(config: ExperimentConfig, caps: Capabilities = Capabilities())
     that one is on the test split too (a dataset without a validation split)."""
     ev = config.eval
     skip, extractors = _inception_and_bpd(ev, "finalist", caps)
-    for part, enabled in (("cas", ev.cas), ("augment", ev.augment), ("memorization", ev.memorization)):
+    for part, enabled in (("cas", ev.cas), ("augment", ev.augment), ("augment_study", ev.augment_study),
+                          ("memorization", ev.memorization)):
         if not enabled:
             skip[part] = f"disabled (eval.{part})"
+    if "augment_study" not in skip and not caps.few_shot:
+        skip["augment_study"] = ("the dataset is not few-shot (data.shots_per_class unset): the study's real arm "
+                                 "must train on the generator's own K images a class")
     bpd_from = "trial_final" if "bpd" not in skip and not caps.validation_split else None
     return EvalPlan("finalist", ev.final_samples_per_class, ev.seed, skip, dict(ev.sampling_sweep), bpd_from=bpd_from,
                     extractors_skip=extractors)
 
 
 # which evaluation part computes a metric, by its name's start or end (the rest are in every evaluation)
-_PART_OF = (("cas", "cas"), ("aug_", "augment"), ("fid_intra", "intra_class_fid"), ("memorized", "memorization"),
+_PART_OF = (("cas", "cas"), ("aug_", "augment"), ("study_", "augment_study"), ("fid_intra", "intra_class_fid"), ("memorized", "memorization"),
             ("train_distance", "memorization"), ("bpd", "bpd"))
 
 

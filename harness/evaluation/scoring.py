@@ -9,6 +9,7 @@ is missing, and the protocol every figure was computed under.
 from __future__ import annotations
 
 import io
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from PIL import Image
 
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
+from condgen_bench.harness.evaluation.augment_study import study_of_method
 from condgen_bench.harness.evaluation.diversity import memorization
 from condgen_bench.harness.evaluation.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.evaluation.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
@@ -311,6 +313,32 @@ def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, 
     return Scores(metrics, missing, protocol)
 
 
+STUDY_KEYS = ("study_best_gain", "study_best_gain_se", "study_best_ratio", "study_real_accuracy",
+              "study_real_accuracy_std")
+
+
+def augment_study_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig,
+                          plan: EvalPlan, device="cpu") -> tuple[Scores, dict[str, bytes]]:
+    """The augmentation study (harness/evaluation/augment_study.py) under the method's own sampler, where the
+    plan computes it. Returns (its headline Scores: the best mixed arm's gain over real-only with its standard
+    error (its 95% interval: ± 1.96 of it), its ratio (the arm in the protocol), the real arm's accuracy; files to keep beside
+    the record: every arm as JSON (layout.AUGMENT_STUDY) and the real / selected images' grid)."""
+    if not plan.computes("augment_study"):
+        reason = plan.skip["augment_study"]
+        return Scores({key: math.nan for key in STUDY_KEYS},
+                      {key: reason for key in STUDY_KEYS if not key.endswith(("_std", "_se"))}), {}
+    t0 = time.time()
+    rows, protocol, shown = study_of_method(method, data, ref, config, device)
+    best = max((r for r in rows if r["kind"] == "mixed"), key=lambda r: r["gain"])
+    real = next(r for r in rows if r["kind"] == "real" and not r["augment"])
+    metrics = {"study_best_gain": best["gain"], "study_best_gain_se": best["gain_se"], "study_best_ratio": best["ratio"], "study_real_accuracy": real["accuracy"],
+               "study_real_accuracy_std": real["accuracy_se"], "study_seconds": time.time() - t0}
+    files = {layout.AUGMENT_STUDY: json.dumps(rows, indent=1).encode()}
+    if len(shown):
+        files[layout.AUGMENT_STUDY_GRID] = png_bytes(sample_grid(shown, 2 * data.num_classes))
+    return Scores(metrics, {}, protocol), files
+
+
 def likelihood_metrics(method: Method, data: DatasetSplits, config: EvalConfig, skip: str | None = None,
                        split: str = "test") -> Scores:
     """The method's likelihood figure (DDPM's variational bound) on the first ``bpd_images`` images of the
@@ -372,6 +400,9 @@ def _evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: E
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
     scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device))
+    study, study_files = augment_study_metrics(method, data, ref, config, plan, device)
+    scores.merge(study)
+    files.update(study_files)
     scores.metrics["eval_seconds"] = time.time() - t_start
     return {"stage": plan.stage, "metrics": scores.metrics, "missing": scores.missing, "protocol": scores.protocol,
             "per_sample": scores.per_sample, "files": files}, grid

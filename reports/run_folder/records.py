@@ -63,9 +63,11 @@ class EvalRecord:
 
 def record_files(run_dir: str, relative: str) -> dict[str, str]:
     """The files of the record at ``relative`` (a folder under ``run_dir``, "/"-separated) as results
-    columns, relative to the run: "sample_grid" always, "per_sample" and "memorization_grid" where written."""
+    columns, relative to the run: "sample_grid" always, "per_sample", "memorization_grid", "augment_study" and
+    "augment_study_grid" where written."""
     out = {"sample_grid": f"{relative}/{layout.SAMPLE_GRID}"}
-    for column, name in (("per_sample", layout.PER_SAMPLE), ("memorization_grid", layout.MEMORIZATION_GRID)):
+    for column, name in (("per_sample", layout.PER_SAMPLE), ("memorization_grid", layout.MEMORIZATION_GRID),
+                         ("augment_study", layout.AUGMENT_STUDY), ("augment_study_grid", layout.AUGMENT_STUDY_GRID)):
         if storage.exists(storage.join(run_dir, relative, name)):
             out[column] = f"{relative}/{name}"
     return out
