@@ -26,3 +26,14 @@ SMOKE_DATA_AND_EVAL = {
 def smoke(**script_overrides) -> dict:
     """The shared smoke-test overrides with a script's own (its network, batch and search space) on top."""
     return {**SMOKE_DATA_AND_EVAL, **script_overrides}
+
+
+def augmentation(**script_overrides) -> dict:
+    """--preset augmentation, every family: its sweep on 50 training faces a class (--shots-per-class sets
+    another K; the evaluation classifier still learns from the whole split), then the augmentation study on
+    the best trial (harness/evaluation/augment_study.py): classifiers on the same K images a class alone and
+    with 0.5, 1, 2 and 5 generated images per real one, or generated only, without and with flips and
+    jitter, the generated images chosen uniformly, by the evaluation classifier's confidence, or away from
+    near-copies of the training images. It replaces the one-number augmentation gain."""
+    return {"data.shots_per_class": 50, "eval.augment_study": True, "eval.augment": False, "eval.finalists": 1,
+            "eval.sampling_sweep": {}, **script_overrides}

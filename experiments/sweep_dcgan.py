@@ -45,5 +45,7 @@ SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the
 # benchmark.py's setting: the sweep's winner at 20 of its 30 epochs (76% at 30)
 BENCHMARK = {"model.discriminator": "projection", "train.epochs": 20}
 
+PRESETS = {"augmentation": laptop.augmentation()}  # --preset NAME: studies on top of the profile
+
 if __name__ == "__main__":
-    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))
+    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__, presets=PRESETS))

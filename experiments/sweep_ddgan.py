@@ -46,5 +46,7 @@ SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the
 # benchmark.py's setting: the sweep's best x0 weight at 6 of its 12 epochs (39% at 12)
 BENCHMARK = {"model.x0_weight": 50.0, "train.epochs": 6}
 
+PRESETS = {"augmentation": laptop.augmentation()}  # --preset NAME: studies on top of the profile
+
 if __name__ == "__main__":
-    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))
+    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__, presets=PRESETS))

@@ -59,6 +59,7 @@ SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the
 BENCHMARK = {"model.lr": 2e-3, "train.epochs": 8}
 
 PRESETS = {  # --preset NAME: studies on top of the profile (dotted overrides; the search space replaced)
+    "augmentation": laptop.augmentation(),  # the augmentation study on a few-shot run (laptop.py)
     # epsilon vs v prediction x fixed vs learned variance (hybrid loss), each scored with the full bound
     # and, on its final checkpoint, both samplers at 5 / 15 / 50 steps with and without guidance
     "objectives": {

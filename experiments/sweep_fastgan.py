@@ -54,5 +54,7 @@ SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the
 # its 50 shots a class) for 6 epochs, without DiffAugment (72% at 100 epochs of 50 shots)
 BENCHMARK = {"model.policy": "", "train.epochs": 6}
 
+PRESETS = {"augmentation": laptop.augmentation()}  # --preset NAME: studies on top of the profile
+
 if __name__ == "__main__":
-    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__))
+    sys.exit(run_experiment(local_profile(), SMOKE_TEST, description=__doc__, presets=PRESETS))

@@ -43,6 +43,7 @@ SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the
 BENCHMARK = {"model.lr": 2e-3, "train.epochs": 8}
 
 PRESETS = {  # --preset NAME: studies on top of the profile (dotted overrides; the search space replaced)
+    "augmentation": laptop.augmentation(),  # the augmentation study on a few-shot run (laptop.py)
     # one model, many samplers: quality against sampling cost from a single checkpoint
     "sampling": {
         "sweep.space": {"train.epochs": [13]},
