@@ -14,13 +14,15 @@ The measurements are this machine's CPU: a run on a cluster or on GPUs gets no e
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
 from condgen_bench.harness.config import ExperimentConfig
-from condgen_bench.harness.evaluation.plan import finalist_plan, trial_plan
+from condgen_bench.harness.evaluation.augment_study import StudyConfig, study_arms
+from condgen_bench.harness.evaluation.plan import Capabilities, finalist_plan, trial_plan
 from condgen_bench.harness.schedulers import scheduler_of
 from condgen_bench.harness.steps import steps_per_epoch
 from condgen_bench.models.interface import Method
@@ -37,6 +39,8 @@ LOCAL_RAY_SLOWDOWN = 1.3
 INCEPTION_SECONDS_PER_IMAGE = 0.107
 CAS_CLASSIFIER_SECONDS = 6.4  # the same table: CAS's classifier trained and tested (its pool's samples apart)
 AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds
+# one classifier of the augmentation study at 100 steps, trained and tested: the gain's 2 arms x 3 seeds above
+STUDY_CLASSIFIER_SECONDS = AUGMENT_SECONDS / 6
 BPD_SECONDS = 2.3  # the same table: bits/dim on 64 images x 32 timestep draws
 # the same table: the reference's evaluation classifier, 10 epochs on 3,500 images in 94.7 - 74.9 (Inception
 # features of the 700 test images) = ~20 s
@@ -110,14 +114,25 @@ def asha_stops(config: ExperimentConfig, trials: int) -> list[int | None]:
 
 
 def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> float:
-    """One finalist of ``config``: its samples (and the CAS pool's), Inception, CAS and the augmentation gain."""
+    """One finalist of ``config``: its samples (and the CAS pool's), Inception, CAS, the augmentation gain and
+    study."""
     classes = class_count(config)
-    plan = finalist_plan(config)
+    plan = finalist_plan(config, Capabilities(few_shot=config.data.shots_per_class is not None))
     samples = plan.samples_per_class * classes
     pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
     return ((samples + pool) * costs.sample_seconds + samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")
             + CAS_CLASSIFIER_SECONDS * plan.computes("cas") + AUGMENT_SECONDS * plan.computes("augment")
-            + BPD_SECONDS * plan.computes("bpd"))
+            + BPD_SECONDS * plan.computes("bpd") + (study_seconds(config, costs) if plan.computes("augment_study") else 0))
+
+
+def study_seconds(config: ExperimentConfig, costs: Costs) -> float:
+    """The augmentation study of one finalist: its pool (augment_study.py study_of_method: 1 / keep times the
+    largest arm's need a class) and every arm's classifiers, each seed, at augment_steps steps."""
+    ev = config.eval
+    study = StudyConfig.of(ev)
+    pool = math.ceil(max(study.ratios) * config.data.shots_per_class / ev.augment_study_keep) * class_count(config)
+    classifiers = len(study_arms(study)) * study.seeds
+    return pool * costs.sample_seconds + classifiers * STUDY_CLASSIFIER_SECONDS * study.steps / 100
 
 
 def reference_seconds(config: ExperimentConfig, images: int) -> float:

@@ -47,3 +47,18 @@ def test_the_estimate_line_and_the_runs_it_declines():
     fer = config()
     fer.data = DataConfig(name="fer2013", data_root="x.csv")
     assert "known once it loads" in estimate.describe(fer, trials)
+
+
+def test_the_augmentation_study_is_priced_for_a_few_shot_finalist_only():
+    c = config()
+    costs = estimate.Costs(step_seconds=0.5, sample_seconds=0.01)
+    without = estimate.finalist_seconds(c, costs, 700)
+    c.eval.augment_study = True
+    assert estimate.finalist_seconds(c, costs, 700) == without  # not few-shot: the plan skips it
+    c.data.shots_per_class = 10
+    # 2 x (1 real + 3 selections x (4 ratios + generated only)) arms x 3 seeds at 100 steps; a pool of
+    # 5 x 10 / 0.5 = 100 images a class
+    arms = 2 * (1 + 3 * 5)
+    study = 100 * 7 * 0.01 + arms * 3 * estimate.STUDY_CLASSIFIER_SECONDS
+    assert estimate.study_seconds(c, costs) == pytest.approx(study)
+    assert estimate.finalist_seconds(c, costs, 700) == pytest.approx(without + study)
