@@ -3,6 +3,7 @@ generator's training set, the ratios, the selection rules, the paired interval, 
 ordinary augmentation."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from condgen_bench import datasets
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.harness.evaluation import augment_study as study
 from condgen_bench.models.classifier import ClassifierConfig, random_flip_jitter
+import test_worker_loop
+
+train_in_process = test_worker_loop.train_in_process  # the fixture: the worker loop in this process
 
 
 def few_shot(shots: int = 4):
@@ -218,3 +222,71 @@ def test_the_verdict_says_plainly_whether_any_setting_beat_real_only_beyond_nois
     beyond = [real, arm("real+2x (confident) +aug", "mixed", 0.03, 0.01, 0.05, 2.0)]
     assert verdict(beyond).startswith(
         "1 setting beat real-only beyond noise; the best, real+2x (confident) +aug, by +3.0 [+1.0, +5.0] points")
+
+
+def test_the_preset_runs_end_to_end_on_an_image_folder_and_its_report_shows_the_curve_and_verdict(
+        train_in_process, tmp_path, monkeypatch):
+    """--preset augmentation --dataset imagefolder --data-root ... --shots-per-class 6 on FastGAN's script (its
+    smoke-test sizes), through the worker loop in this process, the finalist stage and the report: the
+    generator trains on the 6 shots a class the study's real arm uses, and the report shows the study."""
+    import json
+    import runpy
+    import shutil
+    import sys
+
+    import pandas as pd
+    import ray.train
+    from PIL import Image
+
+    from condgen_bench.harness.cli import build_parser, resolve
+    from condgen_bench.harness.config import to_dict
+    from condgen_bench.harness.evaluation.reference import prepare_reference
+    from condgen_bench.harness.finalists import score_finalist
+    from condgen_bench.harness.results import write_results
+    from condgen_bench.reports import build_report
+    from condgen_bench.reports.run_folder import layout, storage
+    from test_worker_loop import rows_of
+
+    folder = tmp_path / "parts"
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate([(200, 40, 40), (40, 200, 40), (40, 40, 200)]):  # a class: a tinted noise
+        (folder / f"part{c}").mkdir(parents=True)
+        for i in range(20):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 40, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"part{c}" / f"{i}.png")
+    experiments = str(Path(__file__).resolve().parents[1] / "experiments")
+    sys.path.insert(0, experiments)
+    try:
+        script = runpy.run_path(f"{experiments}/sweep_fastgan.py")
+    finally:
+        sys.path.remove(experiments)
+    argv = ["--preset", "augmentation", "--smoke-test", "--dataset", "imagefolder", "--data-root", str(folder),
+            "--shots-per-class", "6", "--image-size", "16", "--storage-path", str(tmp_path / "runs"),
+            # fewer arms and seeds than the preset's, and none of the finalist's other parts: the suite's time
+            "--set", 'eval.augment_study_selections=["uniform", "confident"]', "--set", "eval.augment_seeds=2",
+            "--set", "eval.augment_study_ratios=[1.0, 2.0]", "--set", "eval.bootstrap=0", "--set", "eval.cas=false",
+            "--set", "eval.memorization=false", "--set", "eval.inception_at=never"]
+    args = build_parser("", script["PRESETS"]).parse_args(argv)
+    config = resolve(args, script["local_profile"](), script["SMOKE_TEST"], script["PRESETS"])
+    config.train.epochs = 1
+    assert (config.eval.augment_study, config.data.shots_per_class, config.eval.finalists) == (True, 6, 1)
+
+    run_dir = str(tmp_path / "run")
+    monkeypatch.setattr(ray.train, "report", lambda metrics, checkpoint=None: checkpoint and shutil.copytree(
+        checkpoint.path, layout.train_checkpoint_dir(layout.train_storage(run_dir), "t_parts", "checkpoint_000000")))
+    train_in_process(config, "t_parts")
+    data = datasets.load(config.data)
+    assert len(data.train) == 18 and data.train_full is not None  # the generator's 6 shots a class
+    reference = prepare_reference(data, config.eval, str(tmp_path / "cache"), log=lambda *_: None)
+    score_finalist("t_parts", 1, run_dir, data, reference, threads=1, device="cpu")
+    rows = rows_of(run_dir, config, "t_parts", type("Result", (), {"error": None, "metrics": {"epoch": 1}})())
+    finalist = rows[-1]
+    assert finalist["stage"] == "finalist" and -1 <= finalist["study_best_gain"] <= 1
+    assert "the same 18 training images (6-6 a class" in finalist["protocol.study_pairing"]
+    storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(to_dict(config)).encode())
+    storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
+        {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": data.summary()}).encode())
+    write_results(pd.DataFrame(rows), pd.DataFrame([{"trial_id": "t_parts", "epoch": 1}]), run_dir)
+    page = open(build_report(run_dir)).read()
+    assert "<h2>Augmentation study</h2>" in page and "t_parts: gain against ratio" in page
+    assert "beat real-only beyond noise" in page and "part2 generated" in page
