@@ -16,6 +16,11 @@ from condgen_bench.reports.catalog import label as metric_label, lookup
 from condgen_bench.reports.inputs import is_missing, json_dict, missing_reasons, parse_json, spread_of
 
 
+def finalists_with(finalists: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The finalist rows that have a value in ``column`` (empty where none has, or the column is absent)."""
+    return finalists.iloc[0:0] if column not in finalists else finalists.dropna(subset=[column])
+
+
 def note(text: str) -> str:
     """A short italic remark, e.g. why a part of the report is skipped."""
     return f'<p class="note">{escape(text)}</p>'

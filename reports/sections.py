@@ -11,8 +11,8 @@ import pandas as pd
 
 from condgen_bench.models import METHODS
 from condgen_bench.reports import charts
-from condgen_bench.reports.blocks import (distinct, figures, fmt, grid_image, is_fraction, key_values, labelled_row,
-                                          metric_cell, metric_label, metric_title, missing_list, note, table,
+from condgen_bench.reports.blocks import (distinct, figures, finalists_with, fmt, grid_image, is_fraction, key_values,
+                                          labelled_row, metric_cell, metric_label, metric_title, missing_list, note, table,
                                           with_spread)
 from condgen_bench.reports.catalog import METRICS, lookup
 from condgen_bench.reports import paired
@@ -490,10 +490,7 @@ def memorization_section(view: DatasetView) -> str:
     """Each finalist's closest samples to the training set: the gallery of its 8 closest sample / training
     image pairs (generated above, the nearest training image below, closest first) with its memorized
     share; empty where no finalist has one."""
-    finalists = view.finalist_rows()
-    if finalists.empty or "memorization_grid" not in finalists:
-        return ""
-    shown = finalists.dropna(subset=["memorization_grid"])
+    shown = finalists_with(view.finalist_rows(), "memorization_grid")
     if shown.empty:
         return ""
     out = ("<h2>Memorization</h2>" + note("each finalist's 8 samples closest to a training image (domain "

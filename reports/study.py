@@ -10,7 +10,7 @@ from html import escape
 
 import plotly.graph_objects as go
 
-from condgen_bench.reports.blocks import fmt, grid_image, note, table
+from condgen_bench.reports.blocks import finalists_with, fmt, grid_image, note, table
 from condgen_bench.reports.charts import PALETTE, to_fragment
 from condgen_bench.reports.inputs import is_missing
 from condgen_bench.reports.run_folder import layout, storage
@@ -95,10 +95,7 @@ def recall_table(rows: list[dict], classes: list[str]) -> str:
 
 def augment_study_section(view) -> str:
     """The study of each finalist that ran it (view: reports/sections.py DatasetView); "" where none did."""
-    finalists = view.finalist_rows()
-    if finalists.empty or "augment_study" not in finalists:
-        return ""
-    shown = finalists.dropna(subset=["augment_study"])
+    shown = finalists_with(view.finalist_rows(), "augment_study")
     if shown.empty:
         return ""
     out = ("<h2>Augmentation study</h2>" + note(
