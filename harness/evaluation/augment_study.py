@@ -37,6 +37,7 @@ import torch
 
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
+from condgen_bench.harness.evaluation.downstream import class_counts
 from condgen_bench.models.classifier import predict, train_classifier
 
 Z = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -185,7 +186,7 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
         raise ValueError("the augmentation study needs a few-shot dataset (data.shots_per_class): its real arm "
                          "must train on the same K images a class as the generator")
     real_x, real_y = data.train.images, data.train.labels
-    real_counts = torch.bincount(real_y, minlength=data.num_classes).tolist()
+    real_counts = class_counts(real_y, data.num_classes)
     picked = {(rule, r): select(pool_y, synthetic_counts(real_counts, r, config.ratios), rule, confidence, near_copy)
               for rule in config.selections for r in (*config.ratios, math.inf)}
     test_labels = data.test.labels.numpy()
@@ -231,7 +232,7 @@ def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
 
     config = StudyConfig.of(eval_config)
     k = data.num_classes
-    real_counts = torch.bincount(data.train.labels, minlength=k).tolist()
+    real_counts = class_counts(data.train.labels, k)
     need = max(max(synthetic_counts(real_counts, r, config.ratios)) for r in config.ratios)
     per_class = math.ceil(need / eval_config.augment_study_keep)
     labels = torch.arange(k).repeat_interleave(per_class)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.evaluation.augment_study import study_of_method
+from condgen_bench.harness.evaluation.augment_study import best_setting, study_of_method
 from condgen_bench.harness.evaluation.diversity import memorization
 from condgen_bench.harness.evaluation.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.evaluation.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
@@ -329,7 +329,7 @@ def augment_study_metrics(method: Method, data: DatasetSplits, ref: EvalReferenc
                       {key: reason for key in STUDY_KEYS if not key.endswith(("_std", "_se"))}), {}
     t0 = time.time()
     rows, protocol, shown = study_of_method(method, data, ref, config, device)
-    best = max((r for r in rows if r["kind"] == "mixed"), key=lambda r: r["gain"])
+    best = best_setting(rows)
     real = next(r for r in rows if r["kind"] == "real" and not r["augment"])
     metrics = {"study_best_gain": best["gain"], "study_best_gain_se": best["gain_se"], "study_best_ratio": best["ratio"], "study_real_accuracy": real["accuracy"],
                "study_real_accuracy_std": real["accuracy_se"], "study_seconds": time.time() - t0}
