@@ -115,7 +115,8 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     model.train()
     for epoch in range(config.epochs):
         perm = torch.randperm(len(images), generator=gen)
-        total, correct, loss_sum = 0, 0, 0.0
+        # the epoch's sums stay on the device, read once where they are logged: no host sync a step
+        total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         for start in range(0, len(images), config.batch_size):
             idx = perm[start:start + config.batch_size]
             x = images[idx].to(device).float() / 127.5 - 1.0
@@ -127,12 +128,12 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
             total += len(idx)
         if log:
-            log(f"classifier epoch {epoch + 1}/{config.epochs}: loss {loss_sum / total:.4f}, "
-                f"train accuracy {correct / total:.4f}")
+            log(f"classifier epoch {epoch + 1}/{config.epochs}: loss {loss_sum.item() / total:.4f}, "
+                f"train accuracy {correct.item() / total:.4f}")
     return model.eval()
 
 

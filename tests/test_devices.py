@@ -169,6 +169,22 @@ def test_step_statistics_take_a_float_without_a_copy(monkeypatch):
     assert cpu.means() == {"loss": 2.0, "lr": pytest.approx(2e-3)}
 
 
+@pytest.mark.parametrize("flip,jitter", [(False, 0.0), (True, 0.1)], ids=["plain", "flip-jitter"])
+def test_a_classifier_trains_on_a_device_reading_nothing_back_a_step(flip, jitter, monkeypatch):
+    """The evaluation classifier's recipe, and the augmentation study's with flips and jitter
+    (models/classifier.py): its batches go to the device (the split stays on the host), but no step reads a
+    value back, and the augmented batch stays where the network is."""
+    from condgen_bench.models.classifier import ClassifierConfig, random_flip_jitter, train_classifier
+
+    images, labels = batch(8, n=12)
+    recipe = ClassifierConfig(width=4, epochs=2, batch_size=4, flip=flip, jitter=jitter)
+    with transfers(monkeypatch) as seen:
+        net = train_classifier(images, labels, 3, recipe, device="meta")
+        out = random_flip_jitter(torch.zeros(4, 1, 8, 8, device="meta"), flip, jitter, torch.Generator())
+    assert [s for s in seen if "read" in s] == []
+    assert next(net.parameters()).device.type == "meta" and out.device.type == "meta" and out.shape == (4, 1, 8, 8)
+
+
 # ---------------------------------------------------------------- one code path
 
 
