@@ -41,6 +41,9 @@ CAS_CLASSIFIER_SECONDS = 6.4  # the same table: CAS's classifier trained and tes
 AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds
 # one classifier of the augmentation study at 100 steps, trained and tested: the gain's 2 arms x 3 seeds above
 STUDY_CLASSIFIER_SECONDS = AUGMENT_SECONDS / 6
+# the study's classifiers as one-thread Ray tasks, two at once on 2 cores, against one 2-thread process:
+# 12.2 s for two 100-step trainings at once against 7.8 s for one (benchmarks-style pair, this machine)
+STUDY_TASKS_SPEEDUP = 1.3
 BPD_SECONDS = 2.3  # the same table: bits/dim on 64 images x 32 timestep draws
 # the same table: the reference's evaluation classifier, 10 epochs on 3,500 images in 94.7 - 74.9 (Inception
 # features of the 700 test images) = ~20 s
@@ -127,11 +130,12 @@ def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> flo
 
 def study_seconds(config: ExperimentConfig, costs: Costs) -> float:
     """The augmentation study of one finalist: its pool (augment_study.py study_of_method: 1 / keep times the
-    largest arm's need a class) and every arm's classifiers, each seed, at augment_steps steps."""
+    largest arm's need a class) and every arm's classifiers, each seed, at augment_steps steps (as Ray tasks
+    where eval.augment_study_tasks: a local run counts as a CPU run under Ray)."""
     ev = config.eval
     study = StudyConfig.of(ev)
     pool = math.ceil(max(study.ratios) * config.data.shots_per_class / ev.augment_study_keep) * class_count(config)
-    classifiers = len(study_arms(study)) * study.seeds
+    classifiers = len(study_arms(study)) * study.seeds / (STUDY_TASKS_SPEEDUP if ev.augment_study_tasks else 1)
     return pool * costs.sample_seconds + classifiers * STUDY_CLASSIFIER_SECONDS * study.steps / 100
 
 

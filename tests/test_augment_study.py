@@ -3,6 +3,7 @@ generator's training set, the ratios, the selection rules, the paired interval, 
 ordinary augmentation."""
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +291,34 @@ def test_the_preset_runs_end_to_end_on_an_image_folder_and_its_report_shows_the_
     page = open(build_report(run_dir)).read()
     assert "<h2>Augmentation study</h2>" in page and "t_parts: gain against ratio" in page
     assert "beat real-only beyond noise" in page and "part2 generated" in page
+
+
+@pytest.mark.ray
+def test_the_arms_as_ray_tasks_score_as_they_do_in_the_process(ray_local):
+    """run_arms with tasks: each arm a one-CPU Ray task; the same classifiers from the same seeds, one thread
+    each in both places, so the same hits on the same test images, in the jobs' order."""
+    data = few_shot(shots=3)
+    images, labels = pool(data, 6)
+    eval_config = EvalConfig(classifier=ClassifierConfig(width=4, batch_size=32))
+    config = study.StudyConfig(ratios=(1.0,), selections=("uniform",), seeds=2, steps=3)
+    jobs = [(arm.name, x, y, study.arm_recipes(arm, len(x), eval_config, config))
+            for arm in study.study_arms(config)[:3]
+            for x, y in [study.arm_training_set(arm, data.train.images, data.train.labels, images, labels,
+                                                {("uniform", 1.0): torch.arange(12), ("uniform", math.inf): torch.arange(12)})]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = study.run_arms(jobs, data.test.images, data.test.labels, data.num_classes)
+    finally:
+        torch.set_num_threads(threads)
+    there = study.run_arms(jobs, data.test.images, data.test.labels, data.num_classes, tasks=True)
+    assert [h.shape for h in there] == [(2, len(data.test))] * 3
+    for a, b in zip(here, there):
+        np.testing.assert_array_equal(a, b)
+    from ray.util.state import list_tasks
+
+    wanted, deadline = {f"augmentation study: {name}" for name, *_ in jobs}, time.time() + 30
+    while not wanted <= (ran := {t.name for t in list_tasks(filters=[("state", "=", "FINISHED")], limit=1000,
+                                                             raise_on_missing_output=False)}):
+        assert time.time() < deadline, f"Ray's task list never showed the arms' tasks: {sorted(wanted - ran)}"
+        time.sleep(0.5)  # the task events reach the state API a moment after the tasks end

@@ -150,32 +150,71 @@ def per_class_recall(hits: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     return [float(hits[:, labels == c].mean()) if (labels == c).any() else math.nan for c in range(num_classes)]
 
 
-def _arm_hits(arm: Arm, real_x: torch.Tensor, real_y: torch.Tensor, pool_x: torch.Tensor, pool_y: torch.Tensor,
-              picked: dict, data: DatasetSplits, eval_config: EvalConfig, config: StudyConfig,
-              device) -> np.ndarray:
-    """One arm's hits on the real test split, [seeds, T] bool: its training set (real_x [K, C, H, W] uint8 /
-    real_y [K], plus pool_x[picked] / pool_y[picked] for its selection and ratio), a classifier per seed."""
+def arm_training_set(arm: Arm, real_x: torch.Tensor, real_y: torch.Tensor, pool_x: torch.Tensor,
+                     pool_y: torch.Tensor, picked: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """An arm's training images and labels: the K-shot set (real_x [K, C, H, W] uint8, real_y [K]), plus or
+    instead of (generated only) the generated images ``picked[(selection, ratio)]`` indexes in pool_x / pool_y."""
     if arm.ratio is None:
-        x, y = real_x, real_y
-    else:
-        idx = picked[(arm.selection, arm.ratio)]
-        x, y = ((pool_x[idx], pool_y[idx]) if math.isinf(arm.ratio)
-                else (torch.cat([real_x, pool_x[idx]]), torch.cat([real_y, pool_y[idx]])))
-    hits = []
+        return real_x, real_y
+    idx = picked[(arm.selection, arm.ratio)]
+    if math.isinf(arm.ratio):
+        return pool_x[idx], pool_y[idx]
+    return torch.cat([real_x, pool_x[idx]]), torch.cat([real_y, pool_y[idx]])
+
+
+def arm_recipes(arm: Arm, images: int, eval_config: EvalConfig, config: StudyConfig) -> list:
+    """The classifier recipe of each seed of an arm training on ``images`` images: the evaluation recipe with
+    the arm's augmentation, and as many epochs as come closest to ``config.steps`` optimizer steps."""
+    out = []
     for s in range(config.seeds):
         recipe = dataclasses.replace(eval_config.classifier, seed=eval_config.classifier.seed + 2000 + s,
                                      flip=arm.augment and config.flip, jitter=config.jitter if arm.augment else 0.0)
-        recipe = dataclasses.replace(recipe, epochs=max(1, round(config.steps / math.ceil(len(x) / recipe.batch_size))))
-        net = train_classifier(x, y, data.num_classes, recipe, device=device)
-        hits.append((predict(net, data.test.images).argmax(1).cpu() == data.test.labels).numpy())
-    return np.stack(hits)
+        out.append(dataclasses.replace(recipe, epochs=max(1, round(config.steps / math.ceil(images / recipe.batch_size)))))
+    return out
+
+
+def classifier_hits(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                    num_classes: int, recipes: list, device="cpu", threads: int | None = None) -> np.ndarray:
+    """One arm's hits on the real test split: a classifier per recipe trained on x [N, C, H, W] uint8 /
+    y [N] int64, tested on test_x [T, C, H, W] uint8 / test_y [T] -> [len(recipes), T] bool. threads: torch's
+    intra-op threads for the call (a Ray task's one CPU), restored after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        hits = []
+        for recipe in recipes:
+            net = train_classifier(x, y, num_classes, recipe, device=device)
+            hits.append((predict(net, test_x).argmax(1).cpu() == test_y).numpy())
+        return np.stack(hits)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_arms(jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int, device="cpu",
+             tasks: bool = False) -> list[np.ndarray]:
+    """classifier_hits of each job (name, x, y, recipes): one after another in this process, or (``tasks``)
+    as Ray tasks of one CPU and one thread each, as many at once as the cluster's free CPUs allow (a task
+    blocked here lends Ray its own CPUs while it waits), the test split sent to the object store once.
+    Returns the hits [seeds, T] bool of each job, in order."""
+    if not tasks:
+        return [classifier_hits(x, y, test_x, test_y, num_classes, recipes, device) for _, x, y, recipes in jobs]
+    import ray
+
+    remote = ray.remote(num_cpus=1)(classifier_hits)
+    test_x_ref, test_y_ref = ray.put(test_x), ray.put(test_y)
+    refs = [remote.options(name=f"augmentation study: {name}").remote(x, y, test_x_ref, test_y_ref, num_classes,
+                                                                        recipes, "cpu", 1)
+            for name, x, y, recipes in jobs]
+    return ray.get(refs)
 
 
 def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: DatasetSplits, eval_config: EvalConfig,
                        config: StudyConfig, confidence: torch.Tensor | None = None,
-                       near_copy: torch.Tensor | None = None, device="cpu") -> list[dict]:
+                       near_copy: torch.Tensor | None = None, device="cpu", tasks: bool = False) -> list[dict]:
     """Run every arm of the study on a generated pool: pool_x [N, C, H, W] uint8, pool_y [N] int64 (the
-    asked-for classes), confidence [N] and near_copy [N] bool as ``select`` needs them. The real arm is the
+    asked-for classes), confidence [N] and near_copy [N] bool as ``select`` needs them; tasks: the arms'
+    classifiers as Ray tasks (run_arms). The real arm is the
     few-shot training split ``data.train``; a dataset that is not few-shot raises ValueError (the generator
     would have trained on more real images than the real arm has). Returns one dict per arm: {"arm", "ratio",
     "selection", "augment", "train_images", "accuracy", "accuracy_se" (the seeds' and the test images'
@@ -190,9 +229,13 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
     picked = {(rule, r): select(pool_y, synthetic_counts(real_counts, r, config.ratios), rule, confidence, near_copy)
               for rule in config.selections for r in (*config.ratios, math.inf)}
     test_labels = data.test.labels.numpy()
+    arms = study_arms(config)
+    jobs = []
+    for arm in arms:
+        x, y = arm_training_set(arm, real_x, real_y, pool_x, pool_y, picked)
+        jobs.append((arm.name, x, y, arm_recipes(arm, len(x), eval_config, config)))
     rows, real = [], {}
-    for arm in study_arms(config):
-        hits = _arm_hits(arm, real_x, real_y, pool_x, pool_y, picked, data, eval_config, config, device)
+    for arm, hits in zip(arms, run_arms(jobs, data.test.images, data.test.labels, data.num_classes, device, tasks)):
         if arm.ratio is None:
             real[arm.augment] = hits
         per_seed = hits.mean(axis=1)
@@ -218,13 +261,25 @@ def best_setting(rows: list[dict]) -> dict | None:
     return max(mixed, key=lambda r: r["gain"]) if mixed else None
 
 
+def ray_is_up() -> bool:
+    """Whether this process is connected to a Ray cluster (the harness's driver or one of its tasks; False
+    where Ray is not installed, as on a GPU machine that runs the benchmarks without it)."""
+    try:
+        import ray
+    except ImportError:
+        return False
+    return ray.is_initialized()
+
+
 def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
                     device="cpu") -> tuple[list[dict], dict, torch.Tensor]:
     """The study of ``method`` (models/interface.py Method) under its own sampler: a seeded generated pool of
     1 / eval.augment_study_keep times the largest arm's need a class, the evaluation classifier's confidence
     in each image's asked-for class (``ref``: reference.EvalReference), and, where "novel" is compared, the
     near-copies: images whose nearest training image in the domain features is at most the training set's
-    own 5% nearest-neighbour quantile away (diversity.py). Returns (augmentation_study's rows, the protocol,
+    own 5% nearest-neighbour quantile away (diversity.py). The classifiers run as Ray tasks where
+    eval.augment_study_tasks is on, Ray is up and the scoring runs on the CPU (a GPU held by the scoring
+    task cannot be lent to tasks of its own; there they train one after another on it). Returns (augmentation_study's rows, the protocol,
     the report's grid: [2 k m, C, H, W] uint8, per class a row of m real images then a row of the best mixed
     arm's first m generated ones, m = min(8, the fewest of either in a class))."""
     from condgen_bench.harness.evaluation.diversity import nearest_train, train_nn_quantile
@@ -248,14 +303,16 @@ def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
         train_features = extract_features(data.train.images, domain, eval_config.batch_size, device)[layer]
         distance, _ = nearest_train(features, train_features)
         near_copy = (distance <= train_nn_quantile(train_features, 0.05, seed=eval_config.seed)).cpu()
-    rows = augmentation_study(pool, labels, data, eval_config, config, confidence, near_copy, device)
+    tasks = eval_config.augment_study_tasks and torch.device(device).type == "cpu" and ray_is_up()
+    rows = augmentation_study(pool, labels, data, eval_config, config, confidence, near_copy, device, tasks)
     best = best_setting(rows)
     protocol = {"study_pairing": f"the generator and the real arm: the same {len(data.train)} training images "
                                  f"({min(real_counts)}-{max(real_counts)} a class, data.train)",
                 "study_ratios": list(config.ratios), "study_selections": list(config.selections),
                 "study_seeds": config.seeds, "study_steps": config.steps, "study_pool_per_class": per_class,
                 "study_classifier_augmentation": f"flip {config.flip}, jitter {config.jitter}",
-                "study_best_arm": best["arm"]}
+                "study_best_arm": best["arm"],
+                "study_classifiers": "Ray tasks of 1 CPU each" if tasks else f"in the scoring process ({device})"}
     if near_copy is not None:
         protocol["study_near_copies"] = int(near_copy.sum())
     chosen = select(labels, synthetic_counts(real_counts, best["ratio"], config.ratios), best["selection"],
