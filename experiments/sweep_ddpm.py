@@ -59,7 +59,10 @@ SMOKE_TEST = laptop.smoke(**{  # dotted overrides for --smoke-test on top of the
 BENCHMARK = {"model.lr": 2e-3, "train.epochs": 8}
 
 PRESETS = {  # --preset NAME: studies on top of the profile (dotted overrides; the search space replaced)
-    "augmentation": laptop.augmentation(),  # the augmentation study on a few-shot run (laptop.py)
+    # the augmentation study on a few-shot run (laptop.py): 350 training faces, so 10x the epochs for about
+    # the profile's 1,400 optimizer steps, ASHA's rungs at 20 and 60 of them
+    "augmentation": laptop.augmentation(**{"train.epochs": 130, "sweep.grace_period": 20,
+                                           "sweep.space": {"model.lr": [2e-3, 5e-4], "train.epochs": [20, 130]}}),
     # epsilon vs v prediction x fixed vs learned variance (hybrid loss), each scored with the full bound
     # and, on its final checkpoint, both samplers at 5 / 15 / 50 steps with and without guidance
     "objectives": {
