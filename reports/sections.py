@@ -90,7 +90,7 @@ def runs_note(trials: pd.DataFrame) -> str:
 
 # the leaderboard's columns, in order (each shown where some method has a value)
 LEADERBOARD = ("sample_accuracy", "fid_domain", "kid_domain", "is_domain", "fid_inception", "fid_inf_inception",
-               "kid_inception", "is_inception", "bpd", "cas", "aug_gain")
+               "kid_inception", "is_inception", "bpd", "cas", "aug_gain", "study_best_gain")
 
 
 def leaderboard_section(views: list[DatasetView]) -> str:

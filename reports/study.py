@@ -1,7 +1,9 @@
 """The augmentation study in the report: for each finalist that ran it (eval.augment_study; the harness writes
 its arms beside the finalist's record, layout.AUGMENT_STUDY), a verdict sentence, the gain against the ratio
 of generated to real images per selection rule (without and with ordinary classifier augmentation), the
-arms' table, per-class recall, and the real images above the selected generated ones."""
+arms' table, per-class recall, and the real images above the selected generated ones; where several families
+ran it, first their curves in one figure (each family's best finalist at its best selection rule). The
+leaderboard carries each family's headline (study_best_gain)."""
 
 from __future__ import annotations
 
@@ -68,6 +70,35 @@ def study_curve(rows: list[dict], title: str) -> str:
     return to_fragment(fig)
 
 
+def headline_selection(rows: list[dict]) -> str:
+    """The selection rule of the study's best mixed arm (its headline)."""
+    return max((r for r in rows if r["kind"] == "mixed"), key=lambda r: r["gain"])["selection"]
+
+
+def family_curves(studies: dict[str, list[dict]]) -> str:
+    """Gain (points, with its 95% interval) against generated images per real image across families: per
+    family ({label: its study's rows}), the selection rule of its headline without (solid) and with (dashed)
+    classifier augmentation, one colour a family."""
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(studies.items()):
+        selection = headline_selection(rows)
+        for augment in (False, True):
+            arm = sorted((r for r in rows if r["kind"] == "mixed" and r["selection"] == selection
+                          and r["augment"] == augment), key=lambda r: r["ratio"])
+            if not arm:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r["ratio"] for r in arm], y=[r["gain"] * 100 for r in arm], mode="lines+markers",
+                name=f"{label}, {selection}{' + classifier augmentation' if augment else ''}",
+                line=dict(color=PALETTE[i % len(PALETTE)], dash="dash" if augment else "solid"),
+                error_y=dict(type="data", array=[Z * r["gain_se"] * 100 for r in arm], visible=True)))
+    fig.add_hline(y=0, line=dict(color="#888", width=1))
+    fig.update_layout(title="gain against ratio, by family (each at its best selection rule)",
+                      xaxis_title="generated images per real image", yaxis_title="gain over real-only (points)")
+    fig.update_xaxes(type="log")
+    return to_fragment(fig)
+
+
 def arms_table(rows: list[dict]) -> str:
     """Every arm: its training images, accuracy ± standard error, and gain with its interval."""
     lines = []
@@ -103,20 +134,24 @@ def augment_study_section(view) -> str:
         "added? Every arm: the same classifier recipe, seeds and real test images; a gain is paired with the "
         "real-only arm of the same classifier-augmentation setting, so what ordinary augmentation gives is not "
         "counted as the generator's"))
+    studies, body = {}, ""
     for _, r in shown.iterrows():
         path = layout.record_file(view.inputs.run_dir, r["augment_study"])
         if not storage.exists(path):
-            out += note(f"augmentation study {r['augment_study']} not found")
+            body += note(f"augmentation study {r['augment_study']} not found")
             continue
         rows = json.loads(storage.read_bytes(path))
         title = f"{r.get('method')} {r['trial_id']}"
+        studies.setdefault(str(r.get("method")), rows)  # a family's first finalist: its best by the sweep metric
         pairing = r.get("protocol.study_pairing")
-        out += (f"<h3>{escape(title)}</h3><p><b>{escape(verdict(rows))}</b></p>"
+        body += (f"<h3>{escape(title)}</h3><p><b>{escape(verdict(rows))}</b></p>"
                 + (note(f"pairing: {pairing}") if not is_missing(pairing) else "")
                 + study_curve(rows, f"{title}: gain against ratio") + arms_table(rows)
                 + "<h4>Per-class recall</h4>" + recall_table(rows, view.classes))
         if not is_missing(r.get("augment_study_grid")):
             labels = [f"{c} {side}" for c in view.classes for side in ("real", "generated")]
-            out += ("<h4>Real images and the best setting's generated ones</h4>"
-                    + grid_image(view.inputs.run_dir, r["augment_study_grid"], labels, 24))
-    return out
+            body += ("<h4>Real images and the best setting's generated ones</h4>"
+                     + grid_image(view.inputs.run_dir, r["augment_study_grid"], labels, 24))
+    if len(studies) > 1:
+        out += family_curves(studies)
+    return out + body

@@ -191,18 +191,23 @@ def test_the_finalist_evaluation_of_a_few_shot_run_writes_the_study_beside_its_r
     from condgen_bench.reports.run_folder.records import EvalRecord, record_files
 
     run_dir = str(tmp_path / "run")
-    EvalRecord.of({**record, "epoch": 2, "step": 8}, grid).write(layout.finalist_dir(run_dir, "t_mean"))
-    row = {"trial_id": "t_mean", "method": "mean", "status": "completed", "stage": "finalist", "epoch": 2,
-           "sampling_setting": "default", "dataset": data.name, "finalist_rank": 1, **metrics,
-           "missing": json.dumps(record["missing"]), "protocol.study_pairing": protocol["study_pairing"],
-           **record_files(run_dir, "finalists/t_mean")}
-    assert row["augment_study"] == "finalists/t_mean/augment_study.json"
+    finalists = []
+    for trial, family in (("t_mean", "mean"), ("t_other", "other")):  # two families: the cross-family figure
+        EvalRecord.of({**record, "epoch": 2, "step": 8}, grid).write(layout.finalist_dir(run_dir, trial))
+        finalists.append({"trial_id": trial, "method": family, "status": "completed", "stage": "finalist",
+                          "epoch": 2, "sampling_setting": "default", "dataset": data.name, "finalist_rank": 1,
+                          **metrics, "missing": json.dumps(record["missing"]),
+                          "protocol.study_pairing": protocol["study_pairing"],
+                          **record_files(run_dir, f"finalists/{trial}")})
+    assert finalists[0]["augment_study"] == "finalists/t_mean/augment_study.json"
     storage.write_bytes(layout.run_file(run_dir, layout.CONFIG), json.dumps(to_dict(config)).encode())
     storage.write_bytes(layout.run_file(run_dir, layout.DATASET_SUMMARY), json.dumps(
         {"name": data.name, "fingerprint": data.fingerprint, "options": data.options, "counts": data.summary()}).encode())
-    write_results(pd.DataFrame([row]), pd.DataFrame([{"trial_id": "t_mean", "epoch": 2}]), run_dir)
+    write_results(pd.DataFrame(finalists), pd.DataFrame([{"trial_id": t, "epoch": 2} for t in ("t_mean", "t_other")]),
+                  run_dir)
     page = open(build_report(run_dir)).read()
-    assert "<h2>Augmentation study</h2>" in page and "gain against ratio" in page
+    assert "<h2>Augmentation study</h2>" in page and "t_mean: gain against ratio" in page
+    assert "gain against ratio, by family" in page and "augmentation study: best gain" in page.split("<h2>")[1]
     from condgen_bench.reports.study import verdict
     assert verdict(rows).split(":")[0].split(";")[0] in page and "Per-class recall" in page
     assert "pairing: the generator and the real arm: the same 28 training images" in page
