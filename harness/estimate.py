@@ -39,8 +39,9 @@ LOCAL_RAY_SLOWDOWN = 1.3
 INCEPTION_SECONDS_PER_IMAGE = 0.107
 CAS_CLASSIFIER_SECONDS = 6.4  # the same table: CAS's classifier trained and tested (its pool's samples apart)
 AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds
-# one classifier of the augmentation study at 100 steps, trained and tested: the gain's 2 arms x 3 seeds above
-STUDY_CLASSIFIER_SECONDS = AUGMENT_SECONDS / 6
+# one study classifier (100 steps of 128 images, 24 px, width 16) in one 2-thread process: the FastGAN
+# preset's 96 took 618 s as one-thread Ray tasks, two at once (2026-12-04, 2 cores), x STUDY_TASKS_SPEEDUP / 96
+STUDY_CLASSIFIER_SECONDS = 8.4
 # the study's classifiers as one-thread Ray tasks, two at once on 2 cores, against one 2-thread process:
 # 12.2 s for two 100-step trainings at once against 7.8 s for one (benchmarks-style pair, this machine)
 STUDY_TASKS_SPEEDUP = 1.3

@@ -22,6 +22,10 @@ class ClassifierConfig:
     # random horizontal flips: only for data whose mirror image keeps its class (faces, parts; not digits)
     flip: bool = False
     jitter: float = 0.0  # random brightness and contrast change, up to this fraction of the range (0: none)
+    # drop each epoch's last, smaller batch (a set of fewer images than a batch is one batch): where sets of
+    # different sizes are compared, a tail batch of a few images is a noisy full step that some sizes take
+    # every epoch and others not (525 real faces scored 48% against 56% from 350 with a 13-image tail)
+    drop_last: bool = False
     seed: int = 0
 
 
@@ -109,7 +113,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     torch.manual_seed(config.seed)
     model = ResNetClassifier(images.shape[1], num_classes, config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, -(-len(images) // config.batch_size))
+    used = len(images) - len(images) % config.batch_size if config.drop_last and len(images) >= config.batch_size \
+        else len(images)  # images an epoch trains on
+    steps_per_epoch = max(1, -(-used // config.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
                                                 pct_start=0.15)
     model.train()
@@ -117,7 +123,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         perm = torch.randperm(len(images), generator=gen)
         # the epoch's sums stay on the device, read once where they are logged: no host sync a step
         total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
-        for start in range(0, len(images), config.batch_size):
+        for start in range(0, used, config.batch_size):
             idx = perm[start:start + config.batch_size]
             x = images[idx].to(device).float() / 127.5 - 1.0
             x = random_flip_jitter(random_shift(x, config.max_shift, gen), config.flip, config.jitter, gen)

@@ -47,12 +47,12 @@ def pool_labels(data: DatasetSplits, config: EvalConfig) -> torch.Tensor:
 
 def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, config: EvalConfig, seed: int,
                steps: int | None = None, device="cpu") -> torch.Tensor:
-    """Train a fresh classifier on images [N, C, H, W] uint8 / labels [N] (about ``steps`` optimizer steps,
-    or the recipe's epochs) and return its hits on the real test split: [N_test] bool."""
+    """Train a fresh classifier on images [N, C, H, W] uint8 / labels [N] (about ``steps`` optimizer steps of
+    whole batches, or the recipe's epochs) and return its hits on the real test split: [N_test] bool."""
     recipe = dataclasses.replace(config.classifier, seed=seed)
-    if steps is not None:
-        steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
-        recipe = dataclasses.replace(recipe, epochs=max(1, round(steps / steps_per_epoch)))
+    if steps is not None:  # sets of different sizes compared at equal steps: whole batches only (drop_last)
+        steps_per_epoch = max(1, len(images) // recipe.batch_size)
+        recipe = dataclasses.replace(recipe, epochs=max(1, round(steps / steps_per_epoch)), drop_last=True)
     net = train_classifier(images, labels, data.num_classes, recipe, device=device)
     return predict(net, data.test.images).argmax(1).cpu() == data.test.labels
 
