@@ -65,10 +65,13 @@ class EvalConfig:
     samples_per_class: int = 32  # generated images per class at the tracking and trial-final stages
     seed: int = 12345  # sample i of a stage's evaluation set uses noise seed seed + i
     # after the sweep, the best `finalists` trials of each experiment (by the sweep metric; diverged and
-    # errored trials excluded) are re-loaded from their last checkpoints and scored with the full suite on
+    # errored trials excluded) are re-loaded from their best evaluated checkpoints and scored with the full suite on
     # final_samples_per_class images a class: Inception, CAS, augmentation gain, intra-class FID, the
     # sampling sweep (0: no finalist stage)
     finalists: int = 1
+    # each trial keeps copies of the checkpoints of its best keep_best evaluated epochs by the sweep metric
+    # (harness/best.py), and a finalist is scored at its best (0: at its last epoch, as Ray Train keeps it)
+    keep_best: int = 1
     final_samples_per_class: int = 100
     batch_size: int = 256  # images per network call when sampling and extracting features
     grid_per_class: int = 8  # samples per class shown in the report's grid
@@ -149,6 +152,8 @@ class EvalConfig:
                 raise ValueError("eval.augment_study_keep must be in (0, 1]")
         if self.augment and (self.augment_seeds < 1 or self.augment_shots < 1):
             raise ValueError("eval.augment_seeds and eval.augment_shots must be >= 1")
+        if self.keep_best < 0:
+            raise ValueError("eval.keep_best must be >= 0 (0: judge each trial at its last epoch)")
         if self.finalists < 0 or self.final_samples_per_class < 1 or self.samples_per_class < 1:
             raise ValueError("eval.finalists must be >= 0, eval.samples_per_class and "
                              "eval.final_samples_per_class >= 1")
@@ -190,6 +195,10 @@ class SweepConfig:
     scheduler: str = "fifo"
     metric: str = "sample_accuracy"  # what ASHA and "best trial" use
     mode: str = "max"  # "max" or "min" for the metric
+    # several objectives at once, {metric: "max" or "min"} with the sweep metric among them, e.g.
+    # {"sample_accuracy": "max", "train_flops": "min"}: Optuna searches them together (multi-objective), and
+    # every search records their Pareto front and takes its finalists from it (harness/front.py); {}: one
+    objectives: dict[str, str] = field(default_factory=dict)
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2  # ASHA: keep the top 1/reduction_factor at each rung
     # trials running at once; None: locally 1, on a cluster as many as its CPUs and GPUs hold (one trial:
@@ -212,11 +221,29 @@ class SweepConfig:
             check_pbt(self)
         if self.mode not in ("max", "min"):
             raise ValueError(f"unknown mode {self.mode!r}; valid: ['max', 'min']")
+        if self.objectives:
+            check_objectives(self)
         check_space(self.space, self.search)
         if (self.num_samples < 1 or (self.max_concurrent_trials is not None and self.max_concurrent_trials < 1)
                 or self.grace_period < 1 or self.reduction_factor < 2):
             raise ValueError("sweep.num_samples, max_concurrent_trials and grace_period must be >= 1, "
                              "reduction_factor >= 2")
+
+
+def check_objectives(sweep: SweepConfig) -> None:
+    """sweep.objectives: two or more metrics with a mode each, the sweep metric among them (with its mode),
+    under a scheduler that runs every trial to its end (ASHA and PBT rank trials on one metric)."""
+    bad = {m: d for m, d in sweep.objectives.items() if d not in ("max", "min")}
+    if bad:
+        raise ValueError(f"sweep.objectives {bad}: each metric needs 'max' or 'min'")
+    if len(sweep.objectives) < 2:
+        raise ValueError("sweep.objectives needs two or more metrics (one is sweep.metric and sweep.mode)")
+    if sweep.objectives.get(sweep.metric) != sweep.mode:
+        raise ValueError(f"sweep.objectives {sweep.objectives} must hold the sweep metric with its mode "
+                         f"({sweep.metric!r}: {sweep.mode!r}): it ranks the trials' checkpoints (eval.keep_best)")
+    if sweep.scheduler != "fifo":
+        raise ValueError(f"sweep.scheduler {sweep.scheduler!r} ranks trials on one metric and cannot weigh several "
+                         f"objectives {sorted(sweep.objectives)}: use sweep.scheduler fifo with sweep.objectives")
 
 
 @dataclass
@@ -251,6 +278,15 @@ class ClusterConfig:
 
 
 @dataclass
+class ReportConfig:
+    """How the report reads the run (reports/): nothing here changes a trial."""
+
+    # training FLOPs of the leaderboard's equal-compute view (reports/pareto.py); None: the smallest
+    # family's largest (the most that every family trained with)
+    compute_budget: float | None = None
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "ddpm"  # the run directory is <storage_path>/<name>
     method: str = "ddpm"  # models registry name
@@ -260,6 +296,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self):
         config_cls = get_method(self.method).config_cls
@@ -354,9 +391,10 @@ def experiment_from_dict(values: dict) -> ExperimentConfig:
 
 
 def config_hash(config: ExperimentConfig | dict) -> str:
-    """Stable 12-hex hash of everything that defines a trial's training and evaluation (not the cluster)."""
+    """Stable 12-hex hash of everything that defines a trial's training and evaluation (not the cluster,
+    the sweep or the report)."""
     values = to_dict(config) if not isinstance(config, dict) else dict(config)
-    values = {k: v for k, v in values.items() if k not in ("cluster", "sweep", "name")}
+    values = {k: v for k, v in values.items() if k not in ("cluster", "sweep", "name", "report")}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,5 +1,6 @@
 """The finalist stage: after Tune has finished, the best trials of each experiment are re-loaded from their
-last checkpoints and scored with the full evaluation suite (harness/evaluation/plan.py, stage "finalist").
+best evaluated checkpoints (harness/best.py; the last where none is kept) and scored with the full
+evaluation suite (harness/evaluation/plan.py, stage "finalist").
 
 One Ray task per finalist, each asking for a training worker's resources (a GPU where the trials had
 one), so that finalists run concurrently where the cluster allows. A finalist's record is written last
@@ -18,50 +19,58 @@ import pandas as pd
 import ray
 import torch
 
+from condgen_bench.harness.best import best_of
 from condgen_bench.harness.budgets import budget_values, split_budget_id
+from condgen_bench.harness.front import ELIGIBLE, best_epoch_rows, evaluated_rows, front_rows, spread
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
+from condgen_bench.harness.evaluation.augment_study import classifier_hits
 from condgen_bench.harness.evaluation.scoring import Scores, evaluate, sampling_grid, setting_key
 from condgen_bench.harness.evaluation.plan import Capabilities, EvalPlan, finalist_plan
 from condgen_bench.harness.trial import TrialInputs, task_options
 from condgen_bench.models import build_method
-from condgen_bench.models.accel import task_device
+from condgen_bench.models.accel import on_host, task_device
 from condgen_bench.reports.run_folder import layout, storage
 from condgen_bench.reports.run_folder.checkpoint import TrialCheckpoint, newest_readable, trial_checkpoints
 from condgen_bench.reports.run_folder.records import EvalRecord
 
-ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have (not diverged, error, no_result)
 
 
 @dataclass(frozen=True)
 class Finalist:
     experiment: str  # the experiment's name
     trial_id: str
-    rank: int  # 1 = the experiment's best trial by the sweep metric
-    value: float  # its sweep metric at its last evaluation
+    rank: int  # 1 = the experiment's best trial by the sweep metric (with sweep.objectives: the front's first)
+    value: float  # its sweep metric at its best evaluated epoch (at its last where eval.keep_best is 0)
 
 
 def select_finalists(frame: pd.DataFrame, history: pd.DataFrame, config: ExperimentConfig) -> list[Finalist]:
     """The best ``config.eval.finalists`` trials of one experiment (rows and history from
-    harness/results.py), each ranked by the sweep metric at its last evaluation under its own sampler (or,
-    for a training statistic such as "loss", at its last epoch); trials that diverged, failed or reported
+    harness/results.py), each ranked by the sweep metric at its best evaluated epoch under its own sampler
+    (the epoch its finalist is scored at: harness/best.py; at its last evaluation where eval.keep_best is 0,
+    and, for a training statistic such as "loss", at its last epoch); with sweep.objectives, the trials of
+    the objectives' front spread along it (harness/front.py). Trials that diverged, failed or reported
     nothing are left out, and so are trials without a value of the metric."""
     metric, k = config.sweep.metric, config.eval.finalists
     if k == 0 or frame.empty:
         return []
-    eligible = set(frame.loc[frame["status"].isin(ELIGIBLE), "trial_id"])
     if metric in frame:
-        rows = frame[frame.get("stage") != "finalist"]
-        rows = rows[rows.get("sampling_setting", pd.Series("default", index=rows.index)).fillna("default") == "default"]
+        rows = evaluated_rows(frame, metric)
     elif metric in history:
-        rows = history
+        eligible = set(frame.loc[frame["status"].isin(ELIGIBLE), "trial_id"])
+        rows = history[history["trial_id"].isin(eligible) & pd.to_numeric(history[metric], errors="coerce").notna()]
     else:
         return []
-    last = rows[rows["trial_id"].isin(eligible)].sort_values("epoch").drop_duplicates("trial_id", keep="last")
-    last = last[pd.to_numeric(last[metric], errors="coerce").notna()]
-    # ties broken by trial id, so that a resumed run picks the same finalists
-    best = last.sort_values([metric, "trial_id"], ascending=[config.sweep.mode == "min", True]).head(k)
+    if config.sweep.objectives and metric in frame:
+        chosen = spread(front_rows(frame, config), k)
+    else:
+        if config.eval.keep_best > 0 and metric in frame:  # each trial at its best evaluated epoch (best.py)
+            each = best_epoch_rows(rows, metric, config.sweep.mode)
+        else:
+            each = rows.sort_values("epoch").drop_duplicates("trial_id", keep="last")
+        # ties broken by trial id, so that a resumed run picks the same finalists
+        chosen = each.sort_values([metric, "trial_id"], ascending=[config.sweep.mode == "min", True]).head(k)
     return [Finalist(config.name, row["trial_id"], i + 1, float(row[metric]))
-            for i, (_, row) in enumerate(best.iterrows())]
+            for i, (_, row) in enumerate(chosen.iterrows())]
 
 
 def is_scored(run_dir: str, trial_id: str) -> bool:
@@ -93,27 +102,63 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> Scores | None
     return bound_of({**record, "per_sample": saved.per_sample})
 
 
+class ArmsAsRayTasks:
+    """The augmentation study's classifiers (augment_study.augmentation_study's runner) as Ray tasks of one
+    CPU and one thread each, as many at once as the cluster's free CPUs allow: the scoring, blocked in
+    ray.get, lends Ray its own CPUs meanwhile. The test split goes to the object store once. On 2 cores,
+    two one-thread tasks at once are 1.3x one 2-thread process."""
+
+    description = "Ray tasks of 1 CPU each"  # the study's protocol entry
+
+    def __call__(self, jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int) -> list:
+        """jobs: (name, x [N, C, H, W] uint8, y [N], recipes) -> each job's hits [seeds, T] bool, in order."""
+        remote = ray.remote(num_cpus=1)(classifier_hits)
+        test_x_ref, test_y_ref = ray.put(test_x), ray.put(test_y)
+        return ray.get([remote.options(name=f"augmentation study: {name}").remote(
+            x, y, test_x_ref, test_y_ref, num_classes, recipes, "cpu", 1) for name, x, y, recipes in jobs])
+
+
+def study_runner(config: ExperimentConfig, device) -> ArmsAsRayTasks | None:
+    """Ray tasks for the study's classifiers where eval.augment_study_tasks is on, Ray is up and the scoring
+    runs on the CPU (a GPU held by the scoring cannot be lent to tasks of its own: there they train one
+    after another on it); None otherwise (in the scoring process)."""
+    return ArmsAsRayTasks() if config.eval.augment_study_tasks and on_host(device) and ray.is_initialized() else None
+
+
+def finalist_checkpoint(run_dir: str, trial_id: str) -> tuple[TrialCheckpoint, dict, str]:
+    """The checkpoint a finalist is scored at, its state, and why that one: the trial's best kept evaluated
+    epoch (harness/best.py), or for a budget read off a trial ("<trial>@<budget>") the best at or before the
+    budget; where none is kept (eval.keep_best 0, an older run), the trial's newest readable checkpoint or
+    the budget's last epoch. Raises FileNotFoundError naming the folder where there is none."""
+    trial, budget = split_budget_id(trial_id)
+    found = best_of(run_dir, trial, budget)
+    if found is not None:
+        _, folder, rule = found
+        checkpoint = TrialCheckpoint(folder)
+        return checkpoint, checkpoint.load(), rule
+    if budget is None:  # the readable checkpoint furthest on, by the epoch and step saved in it
+        newest = newest_readable(trial_checkpoints(run_dir, trial_id))
+        if newest is None:
+            raise FileNotFoundError(f"trial {trial_id} has no readable checkpoint under {layout.train_storage(run_dir)}")
+        return (*newest, "the last epoch (no best evaluated checkpoint kept)")
+    checkpoint = TrialCheckpoint(layout.budget_checkpoint(run_dir, trial, budget))
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint.folder}")
+    return checkpoint, checkpoint.load(), f"the budget's last epoch, {budget} (no best evaluated checkpoint kept)"
+
+
 def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, threads: int,
                    device: str | None = None) -> dict:
-    """Score one finalist (a Ray task on a cluster; ``device`` None: its GPU where it has one): load the trial's newest checkpoint (for a budget read off a
-    trial, "<trial>@<budget>", that budget's kept checkpoint), rebuild the method from the trial's own config
-    saved in it, evaluate it under the finalist plan, once per sampling-sweep setting and then under its own
+    """Score one finalist (a Ray task on a cluster; ``device`` None: its GPU where it has one): load the
+    checkpoint finalist_checkpoint picks (its best evaluated epoch), rebuild the method from the trial's own
+    config saved in it, evaluate it under the finalist plan, once per sampling-sweep setting and then under its own
     sampler, writing each record under finalists/<trial_id>/. Returns a one-line summary {"trial_id",
     "epoch", "seconds"}."""
     t0 = time.time()
     torch.set_num_threads(threads)
     device = device or task_device(len(ray.get_gpu_ids()))  # a task: its GPU, where Ray gave it one
-    trial, budget = split_budget_id(trial_id)  # a smaller budget read off a trial: its kept checkpoint
-    if budget is None:  # the readable checkpoint furthest on, by the epoch and step saved in it
-        found = newest_readable(trial_checkpoints(run_dir, trial_id))
-        if found is None:
-            raise FileNotFoundError(f"trial {trial_id} has no readable checkpoint under {layout.train_storage(run_dir)}")
-        checkpoint, state = found
-    else:
-        checkpoint = TrialCheckpoint(layout.budget_checkpoint(run_dir, trial, budget))
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"budget {budget} of trial {trial} has no checkpoint at {checkpoint.folder}")
-        state = checkpoint.load()
+    checkpoint, state, rule = finalist_checkpoint(run_dir, trial_id)
+    trial, budget = split_budget_id(trial_id)
     # the trial's point of the search space (as the budget-epoch trial it stands for)
     values = state["config"] if budget is None else budget_values(state["config"], budget)
     config = experiment_from_dict(values)
@@ -123,11 +168,13 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     plan = finalist_plan(config, Capabilities.of(method, reference, data))
     bound = _trial_final_bound(run_dir, trial, epoch) if plan.bpd_from == "trial_final" else None
     folder = layout.finalist_dir(run_dir, trial_id)
+    runner = study_runner(config, device)
     extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
-             "checkpoint": checkpoint.folder, "config_hash": config_hash(values)}
+             "checkpoint": checkpoint.folder, "config_hash": config_hash(values), "selection_rule": rule}
 
     def score(plan: EvalPlan, likelihood):
-        record, grid = evaluate(method, data, reference, config.eval, plan, device=device, likelihood=likelihood)
+        record, grid = evaluate(method, data, reference, config.eval, plan, device=device, likelihood=likelihood,
+                                study_runner=runner)
         record.update(extra, sampling_setting=setting_key(plan.settings))
         # the trial's training precision (checkpoints from before it was saved: every step ran in fp32)
         record["protocol"]["train_precision"] = state.get("precision", "fp32")

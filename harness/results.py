@@ -112,19 +112,50 @@ def _gflops_per_image(method: str, model_json: str, spec: DatasetSpec, batch_siz
         return math.nan, f"training FLOPs could not be counted on a meta-device copy: {type(error).__name__}: {error}"
 
 
-def hardware_use(progress: pd.DataFrame | None, gflops: float) -> pd.DataFrame | None:
+def hardware_use(progress: pd.DataFrame | None, gflops: float, workers: int = 1) -> pd.DataFrame | None:
     """Per epoch of ``progress`` (training_progress): the achieved training TFLOP/s (gflops per image x images
     per second) and, on a device whose dense bf16 peak is known (models/accel.py PEAK_TFLOPS), its share
-    of that peak (NaN elsewhere, a CPU say). Returns progress with the columns train_tflops and
-    train_peak_fraction added (None for None)."""
+    of that peak (NaN elsewhere, a CPU say); and the epoch's portable costs: the images it trained on (the
+    worker's count of steps x batch x ranks, else images per second x seconds), their FLOPs (gflops per
+    image each) and its device-seconds (seconds x the ranks: the epoch's "cluster" record's
+    workers_per_trial, else ``workers``). Returns progress with the columns train_tflops,
+    train_peak_fraction, images, flops and device_seconds added (None for None)."""
     if progress is None or "images_per_second" not in progress:
         return progress
     progress = progress.copy()
-    progress["train_tflops"] = pd.to_numeric(progress["images_per_second"], errors="coerce") * gflops / 1000
+    rate = pd.to_numeric(progress["images_per_second"], errors="coerce")
+    progress["train_tflops"] = rate * gflops / 1000
     devices = progress["device"] if "device" in progress else pd.Series("", index=progress.index)
     peaks = devices.map(lambda name: peak_tflops(name, "bf16") if isinstance(name, str) else None)
     progress["train_peak_fraction"] = progress["train_tflops"] / pd.to_numeric(peaks, errors="coerce")
+    seconds = pd.to_numeric(progress.get("train_seconds", pd.Series(math.nan, index=progress.index)), errors="coerce")
+    clusters = progress.get("cluster", pd.Series(None, index=progress.index))
+    ranks = clusters.map(lambda c: c.get("workers_per_trial", workers) if isinstance(c, dict) else workers)
+    progress["images"] = rate * seconds
+    if "train_images_seen" in progress:  # the worker's count (steps x batch x ranks), where it reported one
+        seen = pd.to_numeric(progress["train_images_seen"], errors="coerce")
+        counted = seen.diff().fillna(seen)
+        progress["images"] = counted.where(counted.notna(), progress["images"])
+    progress["flops"] = progress["images"] * gflops * 1e9
+    progress["device_seconds"] = seconds * ranks
     return progress
+
+
+def training_costs(progress: pd.DataFrame) -> pd.DataFrame:
+    """The portable training costs up to each epoch of hardware_use's ``progress``, indexed by epoch:
+    images_seen, flops (both the same on any machine) and device_seconds (this machine's), summed, and
+    device_seconds_by_kind, {device kind: device-seconds} as JSON."""
+    by_epoch = progress.set_index("epoch")
+    totals = by_epoch[["images", "flops", "device_seconds"]].apply(pd.to_numeric, errors="coerce").cumsum()
+    totals = totals.rename(columns={"images": "images_seen"})
+    kinds = by_epoch.get("device", pd.Series("unknown", index=by_epoch.index)).fillna("unknown").astype(str)
+    running, by_kind = {}, []
+    for kind, seconds in zip(kinds, pd.to_numeric(by_epoch["device_seconds"], errors="coerce")):
+        if seconds == seconds:
+            running[kind] = running.get(kind, 0.0) + float(seconds)
+        by_kind.append(json.dumps({k: round(v, 3) for k, v in running.items()}, sort_keys=True))
+    totals["device_seconds_by_kind"] = by_kind
+    return totals
 
 
 def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None) -> dict:
@@ -144,9 +175,12 @@ def _record_row(base_at, run_dir: str, relative: str, train_seconds, rates=None)
     row.update({f"sampling.{k}": v for k, v in settings.items()})
     if "finalist_rank" in record:
         row["finalist_rank"] = record["finalist_rank"]
+    if "selection_rule" in record:  # the epoch a finalist was scored at, and why that one (harness/best.py)
+        row.update(selected_epoch=record["epoch"], selection_rule=record["selection_rule"])
     row["train_seconds"] = float(train_seconds.get(record["epoch"], math.nan)) if train_seconds is not None else math.nan
     if rates is not None and record["epoch"] in rates.index:
-        row.update({f"train_{key}" if not key.startswith("train_") else key: float(value)
+        row.update({f"train_{key}" if not key.startswith("train_") else key:
+                    value if isinstance(value, str) else float(value)  # device_seconds_by_kind: JSON text
                     for key, value in rates.loc[record["epoch"]].items()})
     row.update(record["metrics"])
     row["git_commit"] = record.get("code_version") or row.get("git_commit")  # the code that evaluated it
@@ -269,7 +303,7 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
     gflops, uncounted = _gflops_per_image(experiment.method, json.dumps(config_values["model"], sort_keys=True),
                                           spec, experiment.train.batch_size)
     row_id, diverged = trial.row_id, trial.diverged
-    progress = hardware_use(trial.progress, gflops)
+    progress = hardware_use(trial.progress, gflops, experiment.cluster.workers_per_trial)
     history, last_epoch = [], None
     if progress is not None and "epoch" in progress and len(progress):
         last_epoch = int(progress["epoch"].max())
@@ -311,6 +345,7 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
     if progress is not None and "images_per_second" in progress:  # means over the epochs up to each one
         rates = (progress.set_index("epoch")[["images_per_second", "train_tflops", "train_peak_fraction"]]
                  .apply(pd.to_numeric, errors="coerce").expanding().mean())
+        rates = rates.join(training_costs(progress))  # and the sums up to it
     records = trial.record_dirs(run_dir)
     base = base_at(last_epoch)  # the rows without a record: the trial's last epoch's config
 
@@ -319,7 +354,8 @@ def _trial_parts(run_dir: str, trial: TrialOutcome, config_values: dict, common:
         if uncounted:  # the hardware figures that rest on the count, missing with the reason
             for row in rows:
                 row["missing"] = json.dumps({**json.loads(row["missing"]), "train_gflops_per_image": uncounted,
-                                             "train_tflops": uncounted, "train_peak_fraction": uncounted})
+                                             "train_tflops": uncounted, "train_peak_fraction": uncounted,
+                                             "train_flops": uncounted})
         return rows
 
     def finalist_rows() -> list[dict]:

@@ -13,7 +13,7 @@ A path of ``sweep.space`` takes a list of values or a distribution written as te
 - "random": ``num_samples`` points, each list a uniform choice, each distribution a draw (Tune's
   BasicVariantGenerator, seeded by sweep.search_seed);
 - "optuna": ``num_samples`` points proposed by Optuna's TPE sampler through Ray Tune's OptunaSearch, on
-  the sweep metric and mode (the [optuna] extra). Tune saves the searcher's state with the experiment,
+  the sweep metric and mode, or on every one of ``sweep.objectives`` at once (the [optuna] extra). Tune saves the searcher's state with the experiment,
   so ``--resume`` continues its proposals instead of repeating finished points.
 """
 
@@ -126,5 +126,7 @@ def search_algorithm(sweep, trial_cap: int):
         from ray.tune.search.optuna import OptunaSearch
     except ImportError as error:
         raise RuntimeError(f"sweep.search optuna needs Optuna: pip install -e '.[optuna]' ({error})") from None
-    sampler = optuna.samplers.TPESampler(seed=sweep.search_seed)
+    sampler = optuna.samplers.TPESampler(seed=sweep.search_seed)  # TPE weighs several objectives too
+    if sweep.objectives:  # multi-objective: Optuna ranks the points by Pareto dominance
+        return OptunaSearch(metric=list(sweep.objectives), mode=list(sweep.objectives.values()), sampler=sampler)
     return OptunaSearch(metric=sweep.metric, mode=sweep.mode, sampler=sampler)

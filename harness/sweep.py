@@ -23,6 +23,7 @@ from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.budgets import folded_budgets
 from condgen_bench.harness.config import ExperimentConfig, experiment_from_dict, set_path, to_dict
 from condgen_bench.harness.finalists import score_finalists, select_finalists
+from condgen_bench.harness.front import mark_front
 from condgen_bench.harness.nodes import await_placed, check_shared_storage, reference_options
 from condgen_bench.harness.evaluation.reference import EvalReference, prepare_reference
 from condgen_bench.harness.results import code_version, collect_results, write_results
@@ -386,7 +387,7 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
         faults.hit("results")
         for c in group:  # the rows read once, with the finalist records just written
             frame, history = collected[c.name].frames()
-            frames.append(frame)
+            frames.append(mark_front(frame, c))  # the objectives' front, where sweep.objectives sets several
             histories.append(history)
     frame = pd.concat(frames, ignore_index=True)
     history = pd.concat(histories, ignore_index=True)

@@ -31,6 +31,7 @@ import ray.train
 import ray.train.torch
 import torch
 
+from condgen_bench.harness import best
 from condgen_bench.harness import resume as resumes
 from condgen_bench.harness.config import ExperimentConfig, TrainConfig, experiment_from_dict
 from condgen_bench.harness.evaluation.plan import Capabilities, trial_plan
@@ -115,6 +116,9 @@ class WorkerRun:
     images: torch.Tensor  # [N, C, H, W] uint8: the training split, on the device where it fits (else the host)
     labels: torch.Tensor  # [N] int64, beside ``images``
     start_epoch: int  # the last epoch its checkpoint holds (0: a fresh start)
+    # training FLOPs per image (models/flops.py), counted where sweep.objectives asks for train_flops: every
+    # report then carries the training FLOPs so far, which multi-objective search weighs
+    flops_per_image: float | None = None
     # the latest evaluation's metrics, NaN before the first: Tune insists that a scheduler's metric is in every
     # result. The plan evaluates the rungs ASHA decides at, so it never decides on a stale value
     latest: dict = field(default_factory=dict)
@@ -174,13 +178,21 @@ def start(loop: LoopConfig) -> WorkerRun:
     method = build_method(config.method, config.model, data.spec(), device=device,
                           wrap=ray.train.torch.prepare_model, seed=config.train.seed, accel=accel)
     method.seed_noise(noise_seed(config.train.seed, rank))
-    start_epoch = restore(method, config, rank, world, ray.train.get_checkpoint(), loop.start)
+    train_checkpoint_now = ray.train.get_checkpoint()
+    start_epoch = restore(method, config, rank, world, train_checkpoint_now, loop.start)
+    if rank == 0 and train_checkpoint_now is None and loop.start:  # a restart's first start: other weights,
+        best.forget(loop.run_dir, loop.trial_id)  # other settings: its best so far is another lineage's
     images, labels, where = training_tensors(data.train, device, config.train.data_on_device_fraction)
     # the whole budget's steps, where a schedule that decays to the trial's end (cosine) ends
     method.set_training_length(config.train.epochs * steps_per_epoch(len(images), world, config.train.batch_size))
+    flops = None
+    if "train_flops" in config.sweep.objectives:
+        from condgen_bench.models.flops import training_flops_per_image
+
+        flops = training_flops_per_image(config.method, config.model, data.spec(), config.train.batch_size)
     run = WorkerRun(loop, config, rank, world, device, accel, math_mode, data, reference, method,
                     Capabilities.of(method, reference, data), images, labels, start_epoch,
-                    {config.sweep.metric: math.nan})
+                    latest={config.sweep.metric: math.nan}, flops_per_image=flops)
     run.log(f"training split in {where}; precision {accel.precision}, channels_last {accel.channels_last}, "
             f"compile {accel.compile}")
     if rank == 0:  # a divergence note from before a restart is stale: the epochs after the checkpoint run again
@@ -263,6 +275,10 @@ def train_epoch(run: WorkerRun, epoch: int, watch: DivergenceWatch) -> tuple[dic
         "resumed_from_epoch": run.start_epoch,  # 0 for a fresh start; > 0 after a restart from a checkpoint
         "evaluated": False,
         "diverged": bool(diverged),
+        # the portable training cost so far: every rank's batches of every step, restarts included
+        "train_images_seen": run.method.step * config.train.batch_size * run.world,
+        **({"train_flops": run.method.step * config.train.batch_size * run.world * run.flops_per_image}
+           if run.flops_per_image is not None else {}),
     }, diverged
 
 
@@ -295,7 +311,8 @@ def evaluate_epoch(run: WorkerRun, epoch: int, plan, metrics: dict) -> dict:
 
 def save_epoch(run: WorkerRun, epoch: int, report: dict, noise_states: list) -> None:
     """Every rank reports ``report``; rank 0 with the epoch's checkpoint (the method's state and every rank's
-    noise state), copied beside Ray Train's (which rotate) into the folders the driver keeps for this epoch."""
+    noise state), copied beside Ray Train's (which rotate) into the folders the driver keeps for this epoch,
+    and, at an evaluated epoch among the trial's best by the sweep metric, into its best (harness/best.py)."""
     with tempfile.TemporaryDirectory() as directory:
         if run.rank == 0:
             saved = TrialCheckpoint(directory)
@@ -303,4 +320,8 @@ def save_epoch(run: WorkerRun, epoch: int, report: dict, noise_states: list) -> 
                                         noise_states))
             for folder in run.loop.keep.get(epoch, []):
                 saved.copy_to(folder)
+            if report.get("evaluated"):  # among the trial's best evaluated epochs? (harness/best.py)
+                sweep = run.config.sweep
+                best.record_epoch(run.run_dir, run.trial_id, epoch, float(report.get(sweep.metric, math.nan)),
+                                  sweep.metric, sweep.mode, run.config.eval.keep_best, saved, run.config.train.budgets)
         ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(directory) if run.rank == 0 else None)

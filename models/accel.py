@@ -48,6 +48,12 @@ def _cuda(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda"
 
 
+def on_host(device: torch.device | str) -> bool:
+    """Whether ``device`` is the CPU: work on it can go to other processes (the augmentation study's Ray
+    tasks), where an accelerator held by this process cannot be lent."""
+    return torch.device(device).type == "cpu"
+
+
 def compute_capability(device: torch.device | str) -> tuple[int, int] | None:
     """(major, minor) of a CUDA device that is present; None for any other device (or CUDA simulated)."""
     if _cuda(device) and torch.cuda.is_available():

@@ -68,3 +68,21 @@ def training_flops_per_image(name: str, config, spec: DatasetSpec, batch_size: i
             method.train_step(images, labels)
     return counter.flops / steps / batch_size
 
+
+
+_SAMPLING_FLOPS: dict[tuple, float] = {}  # (family, config, settings, device) -> FLOPs per image, per process
+
+
+def sampling_flops_per_image(method, settings: dict) -> float:
+    """FLOPs of generating one image with ``method`` (models/interface.py Method) under its sampler
+    ``settings``: one image (class 0, seed 0) sampled for real with the counter on, every network call of
+    the sampler counted as it runs (guidance's two passes, a DDGAN's few steps). It depends on the network
+    and the setting, not the weights, so it is counted once per family config and setting in a process.
+    The scored samples are drawn apart from it (a sample is a function of its seed alone)."""
+    key = (method.name, repr(getattr(method, "config", None)), repr(sorted(method.sampling_settings(**settings).items())),
+           str(getattr(method, "device", "")))
+    if key not in _SAMPLING_FLOPS:
+        with FlopCounter() as counter:
+            method.sample(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long), batch_size=1, **settings)
+        _SAMPLING_FLOPS[key] = float(counter.flops)
+    return _SAMPLING_FLOPS[key]

@@ -59,7 +59,8 @@ def metric_title(metric: str) -> str:
         f" Range {fmt(entry.low) if entry.low is not None else '-inf'} to " \
         f"{'the number of classes' if entry.high == 'classes' else fmt(entry.high) if entry.high is not None else 'inf'}."
     better = {"max": " Higher is better.", "min": " Lower is better."}.get(entry.direction, "")
-    clock = " Wall clock on the machine that ran it." if entry.wall_clock else ""
+    clock = (" Wall clock on the machine that ran it." if entry.wall_clock
+             else " Portable: the same on any machine." if entry.portable else "")
     spread = f" ± is its {entry.spread_kind}." if entry.spread_kind and entry.name == metric else ""
     return f"{entry.definition}.{bounds}{better}{clock}{spread} Column {metric}."
 

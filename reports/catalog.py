@@ -9,7 +9,8 @@ import functools
 from dataclasses import dataclass
 
 # how a value is shown: "%" and "points" are stored as fractions and shown x 100
-UNITS = ("%", "points", "", "bits/dim", "s", "s/image", "calls/image", "images/s", "GFLOP/image", "TFLOP/s")
+UNITS = ("%", "points", "", "bits/dim", "s", "s/image", "calls/image", "images/s", "GFLOP/image", "TFLOP/s", "FLOP",
+         "images", "device-s")
 DIRECTIONS = ("max", "min", "none")  # better when higher / lower; "none": descriptive (a reference, a part)
 KINDS = ("quality", "reference", "cost")  # what it measures: the generator, the yardstick, the price
 
@@ -33,6 +34,11 @@ class Metric:
     def __post_init__(self):
         if self.unit not in UNITS or self.direction not in DIRECTIONS or self.kind not in KINDS:
             raise ValueError(f"{self.name}: unit {self.unit!r}, direction {self.direction!r}, kind {self.kind!r}")
+
+    @property
+    def portable(self) -> bool:
+        """A cost that is the same on any machine (FLOPs, images, network calls), not a wall-clock figure."""
+        return self.kind == "cost" and not self.wall_clock
 
     @property
     def arrow(self) -> str:
@@ -157,6 +163,16 @@ METRICS: dict[str, Metric] = {m.name: m for m in [
            "products, convolutions and attention one training image costs, every forward and backward pass of a "
            "step counted as it runs on a meta-device copy of the method (models/flops.py): portable across "
            "machines", kind="cost", low=0),
+    Metric("train_images_seen", "training images seen", "images", "min", "images trained on up to this epoch, "
+           "over all workers (images per second x seconds, each epoch): portable across machines", kind="cost", low=0),
+    Metric("train_flops", "training FLOPs", "FLOP", "min", "training FLOPs up to this epoch: training GFLOPs per "
+           "image x images seen; portable across machines, the compute axis of the Pareto front", kind="cost", low=0),
+    Metric("train_device_seconds", "training device-seconds", "device-s", "min", "training seconds up to this "
+           "epoch x the devices (workers) that trained; train_device_seconds_by_kind splits them by device kind",
+           kind="cost", low=0, wall_clock=True),
+    Metric("sample_gflops_per_image", "sampling GFLOPs per image", "GFLOP/image", "min", "FLOPs of the matrix "
+           "products, convolutions and attention of generating one image under the sampler setting, counted as "
+           "it runs (models/flops.py): portable across machines", kind="cost", low=0),
     Metric("train_images_per_second", "training images/s", "images/s", "none", "training images per second over "
            "all workers, the mean of the epochs up to this one, on the machine that ran it", kind="cost", low=0,
            wall_clock=True),

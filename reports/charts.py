@@ -66,8 +66,9 @@ def history_curve(history: pd.DataFrame, column: str, colors: dict[str, str]) ->
     return to_fragment(fig)
 
 
-def metric_curve(rows: pd.DataFrame, metric: str, colors: dict[str, str]) -> str:
-    """One metric against epoch, a line per trial (per sampling setting), error bars from its spread."""
+def metric_curve(rows: pd.DataFrame, metric: str, colors: dict[str, str], selected: dict[str, int] | None = None) -> str:
+    """One metric against epoch, a line per trial (per sampling setting), error bars from its spread; a
+    star on each trial's evaluation at the epoch its finalist was scored at (``selected``: {trial id: epoch})."""
     rows = rows.assign(_epoch=numeric_epoch(rows)).dropna(subset=["_epoch", metric]).sort_values("_epoch")
     spread = spread_of(metric, rows.columns)
     fig = go.Figure(layout=dict(title=label(metric), xaxis_title="epoch"))
@@ -75,6 +76,13 @@ def metric_curve(rows: pd.DataFrame, metric: str, colors: dict[str, str]) -> str
         error = dict(type="data", array=part[spread], visible=True) if spread else None
         fig.add_scatter(x=part["_epoch"], y=part[metric], name=name, mode="lines+markers", error_y=error,
                         line=dict(color=colors.get(part["trial_id"].iloc[0])))
+    marked = rows[[selected.get(t) == e for t, e in zip(rows["trial_id"], rows["_epoch"])]] if selected else rows.iloc[0:0]
+    marked = marked.drop_duplicates("trial_id")  # the own sampler's row first where a trial has several
+    if len(marked):
+        fig.add_scatter(x=marked["_epoch"], y=marked[metric], name="finalist scored here", mode="markers",
+                        text=marked["trial_id"], hovertemplate="%{text}: finalist scored at epoch %{x}<extra></extra>",
+                        marker=dict(symbol="star", size=16, color=[colors.get(t) for t in marked["trial_id"]],
+                                    line=dict(color="#222", width=1)))
     return to_fragment(fig)
 
 

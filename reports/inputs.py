@@ -18,14 +18,16 @@ from condgen_bench.reports.run_folder import layout, storage
 # not config.*, protocol.* or version.* is a metric, so new metrics show up without code changes.
 ROW_COLUMNS = {"trial_id", "method", "config_hash", "status", "status_reason", "dataset", "dataset_fingerprint",
                "git_commit", "epoch", "step", "missing", "sample_grid", "per_sample", "stage", "finalist_rank",
-               "sampling_setting", "run", "seeds", "budget_of", "restarts", "memorization_grid", "augment_study", "augment_study_grid"}
+               "sampling_setting", "run", "seeds", "budget_of", "restarts", "memorization_grid", "augment_study", "augment_study_grid",
+               "selected_epoch", "selection_rule", "train_device_seconds_by_kind", "on_front"}
 NON_METRIC_PREFIXES = ("config.", "protocol.", "version.", "sampling.")  # sampling.<axis>: the sampler setting
 # metric "x_se" / "x_std" / "x_stderr" is shown as "x ± s" beside metric "x" (the first found; the catalog
 # names the one that is each figure's spread, reports/catalog.py)
 SPREAD_SUFFIXES = ("_se", "_std", "_stderr")
 # Costs: shown in the tables and against quality, not drawn as training curves.
 COST_METRICS = ("train_seconds", "eval_seconds", "bpd_seconds", "sample_seconds_per_image", "network_evaluations",
-                "train_gflops_per_image", "train_images_per_second", "train_tflops", "train_peak_fraction")
+                "train_gflops_per_image", "train_images_per_second", "train_tflops", "train_peak_fraction",
+                "train_images_seen", "train_flops", "train_device_seconds", "sample_gflops_per_image")
 
 
 @dataclass

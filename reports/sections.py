@@ -18,6 +18,7 @@ from condgen_bench.reports.catalog import METRICS, lookup
 from condgen_bench.reports import paired
 from condgen_bench.reports.inputs import (COST_METRICS, Objective, RunInputs, aggregate_seeds, best_row, experiment_name,
                                           is_missing, json_dict, rows_at_last_epoch, sort_best_first, spread_of)
+from condgen_bench.reports.pareto import equal_compute_table, front_points, leader_sentence, pareto_section
 from condgen_bench.reports.study import augment_study_section
 from condgen_bench.reports.noise import METHOD as NOISE_METHOD, PerSampleFiles, describe, difference
 
@@ -52,6 +53,19 @@ class DatasetView:
             return rows
         own = rows[rows.get("sampling_setting", pd.Series("default", index=rows.index)).fillna("default") == "default"]
         return sort_best_first(own, self.obj)
+
+    def selected_epochs(self) -> dict[str, tuple[int, str]]:
+        """{trial id: (the epoch its finalist was scored at, the rule that chose it)} (harness/best.py); a
+        trial read as a smaller budget ("<trial>@<budget>") under that id."""
+        rows = self.finalist_rows()
+        if rows.empty or "selected_epoch" not in rows:
+            return {}
+        return {r["trial_id"]: (int(r["selected_epoch"]), str(r.get("selection_rule", "")))
+                for _, r in rows.iterrows() if not is_missing(r.get("selected_epoch"))}
+
+    def compute_budget(self) -> float | None:
+        """report.compute_budget of the run's config (None: the equal-compute view picks its own)."""
+        return (self.inputs.config.get("report") or {}).get("compute_budget")
 
     def machine(self) -> str:
         """The platform(s) the rows were measured on (version.platform), for labelling wall-clock times."""
@@ -129,6 +143,9 @@ def leaderboard_section(views: list[DatasetView]) -> str:
                   "interval and test; the tests are named under the evaluation protocol)") if len(rows) > 1 else ""
         out += table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; ± is "
                                            f"{spread_legend(columns)}{marked}")
+        sentence, equal, budget = leader_sentence(front_points(view.rows), view.obj, view.compute_budget())
+        if sentence:
+            out += f'<p class="summary">{escape(sentence)}</p>' + equal_compute_table(equal, view.obj, budget)
     return out
 
 
@@ -272,7 +289,7 @@ def dataset_section(view: DatasetView) -> str:
     """Every section about one dataset, in reading order."""
     parts = [summary_section, finalists_section, intra_class_section, memorization_section, augment_study_section,
              trials_section, pbt_section, curves_section,
-             hyperparameter_section, cost_section, sampling_section, per_class_section, samples_section,
+             hyperparameter_section, cost_section, pareto_section, sampling_section, per_class_section, samples_section,
              protocol_section]
     return f"<h1>Dataset {escape(view.name)}</h1>\n" + "\n".join(part(view) for part in parts)
 
@@ -357,7 +374,11 @@ def trials_section(view: DatasetView) -> str:
     params = [p.removeprefix("config.") for p in view.params]
     # metrics of the sweep's evaluations (the finalist stage's own, such as CAS, are in the table above)
     headline = [m for m in view.headline if m in view.last and view.last[m].notna().any()]
-    header = ["trial", "method", "status", *params, "epoch", *((metric_label(m), metric_title(m)) for m in headline)]
+    selected = view.selected_epochs()
+    scored_at = [("finalist at epoch", "the epoch the finalist stage scored: the trial's best evaluated (hover "
+                                       "for the rule)")] if selected else []
+    header = ["trial", "method", "status", *params, "epoch", *scored_at,
+              *((metric_label(m), metric_title(m)) for m in headline)]
     lines = []
     for _, row in view.last.iterrows():
         reason = "" if is_missing(row.get("status_reason")) else str(row["status_reason"])
@@ -366,11 +387,20 @@ def trials_section(view: DatasetView) -> str:
         cells = ([f'<td class="l">{mark}{escape(row["trial_id"])}</td>',
                   f'<td class="l">{escape(fmt(row.get("method")))}</td>', f'<td class="l">{status}</td>']
                  + [f"<td>{escape(fmt(row.get(c)))}</td>" for c in [*view.params, "epoch"]]
+                 + ([selected_cell(selected.get(row["trial_id"]))] if selected else [])
                  + [metric_cell(row, m) for m in headline])
         lines.append(f'<tr{" class=best" if mark else ""}>{"".join(cells)}</tr>')
     return ("<h2>All trials <small>(last evaluation, best first; click a heading to sort, type to filter)"
             "</small></h2>" + table(header, lines, sortable=True)
             + missing_list(view.last))
+
+
+def selected_cell(selected: tuple[int, str] | None) -> str:
+    """The trials table's cell of the epoch a finalist was scored at, its rule on hover ("—": no finalist)."""
+    if selected is None:
+        return "<td>—</td>"
+    epoch, rule = selected
+    return f'<td title="{escape(rule)}">{epoch}</td>'
 
 
 def pbt_section(view: DatasetView) -> str:
@@ -406,13 +436,15 @@ def pbt_section(view: DatasetView) -> str:
 
 def curves_section(view: DatasetView) -> str:
     """Training statistics (history.parquet: the loss, then the method's own, e.g. a GAN's
-    discriminator loss) and the metrics against the epoch, a line per trial."""
+    discriminator loss) and the metrics against the epoch, a line per trial, each finalist's scored epoch
+    marked."""
     history = view.inputs.history
     if "trial_id" in history:
         history = history[history["trial_id"].isin(set(view.rows["trial_id"]))]
     training = [charts.history_curve(history, c, view.colors)
                 for c in ["loss", *(c for c in history.columns if c.startswith("train/"))]]
-    curves = [charts.metric_curve(view.rows, m, view.colors) for m in curve_metrics(view)]
+    selected = {trial: epoch for trial, (epoch, _) in view.selected_epochs().items()}
+    curves = [charts.metric_curve(view.rows, m, view.colors, selected) for m in curve_metrics(view)]
     return ("<h2>Curves</h2>" + ("" if any(training) else note("no training history"))
             + figures([*training, *curves], "no metric to plot"))
 

@@ -300,8 +300,11 @@ def test_the_preset_runs_end_to_end_on_an_image_folder_and_its_report_shows_the_
 
 @pytest.mark.ray
 def test_the_arms_as_ray_tasks_score_as_they_do_in_the_process(ray_local):
-    """run_arms with tasks: each arm a one-CPU Ray task; the same classifiers from the same seeds, one thread
-    each in both places, so the same hits on the same test images, in the jobs' order."""
+    """harness/finalists.py ArmsAsRayTasks: each arm a one-CPU Ray task; the same classifiers from the same
+    seeds as arms_in_process, one thread each in both places, so the same hits on the same test images, in
+    the jobs' order."""
+    from condgen_bench.harness.finalists import ArmsAsRayTasks
+
     data = few_shot(shots=3)
     images, labels = pool(data, 6)
     eval_config = EvalConfig(classifier=ClassifierConfig(width=4, batch_size=32))
@@ -313,10 +316,10 @@ def test_the_arms_as_ray_tasks_score_as_they_do_in_the_process(ray_local):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = study.run_arms(jobs, data.test.images, data.test.labels, data.num_classes)
+        here = study.arms_in_process(jobs, data.test.images, data.test.labels, data.num_classes)
     finally:
         torch.set_num_threads(threads)
-    there = study.run_arms(jobs, data.test.images, data.test.labels, data.num_classes, tasks=True)
+    there = ArmsAsRayTasks()(jobs, data.test.images, data.test.labels, data.num_classes)
     assert [h.shape for h in there] == [(2, len(data.test))] * 3
     for a, b in zip(here, there):
         np.testing.assert_array_equal(a, b)
@@ -327,3 +330,25 @@ def test_the_arms_as_ray_tasks_score_as_they_do_in_the_process(ray_local):
                                                              raise_on_missing_output=False)}):
         assert time.time() < deadline, f"Ray's task list never showed the arms' tasks: {sorted(wanted - ran)}"
         time.sleep(0.5)  # the task events reach the state API a moment after the tasks end
+
+
+def test_whole_batches_only_where_drop_last_asks_and_the_arms_take_the_same_steps(monkeypatch):
+    """ClassifierConfig.drop_last: 70 images in batches of 32 are 2 steps of 32 an epoch (not 32, 32, 6); a
+    set smaller than a batch is one batch. The study's recipes ask for it, with the epochs that come closest
+    to its steps."""
+    from condgen_bench.models import classifier
+
+    sizes = []
+    forward = classifier.ResNetClassifier.forward
+    monkeypatch.setattr(classifier.ResNetClassifier, "forward", lambda self, x: sizes.append(len(x)) or forward(self, x))
+    x, y = torch.randint(0, 256, (70, 1, 8, 8), dtype=torch.uint8), torch.arange(70) % 3
+    for drop_last, expected in ((True, [32, 32]), (False, [32, 32, 6])):
+        sizes.clear()
+        classifier.train_classifier(x, y, 3, ClassifierConfig(width=4, epochs=1, batch_size=32, drop_last=drop_last))
+        assert sizes == expected
+    sizes.clear()
+    classifier.train_classifier(x[:20], y[:20], 3, ClassifierConfig(width=4, epochs=1, batch_size=32, drop_last=True))
+    assert sizes == [20]
+    config = study.StudyConfig(steps=100)
+    recipes = study.arm_recipes(study.Arm(1.0, "uniform", True), 525, EvalConfig(), config)
+    assert all(r.drop_last and r.epochs == 25 and r.flip for r in recipes)  # 525 // 128 = 4 steps an epoch

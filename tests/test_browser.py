@@ -68,6 +68,12 @@ def test_a_report_over_two_runs_renders_offline_without_errors(tmp_path):
     # the leaderboard of each dataset as drawn: the best of each column starred, KIDs within noise of it marked
     board = seen["dom"][seen["dom"].index("<h1>Leaderboard</h1>"):seen["dom"].index("<h1>Dataset")]
     assert board.count("<h2>") == 2 and board.count('class="tie"') >= 2 and board.count("★") >= 8, board
+    # the equal-compute view of the first dataset (ddpm and dcgan, each at its best within dcgan's 3e12
+    # FLOPs) and its Pareto fronts drawn
+    assert "At equal training compute (at most 3e+12 FLOPs" in board and "ddpm leads on accuracy on samples" in board
+    fronts = seen["dom"].split("Quality against compute: the Pareto front")[1:]  # each dataset's section
+    assert len(fronts) == 2 and fronts[0].count("Pareto front") >= 3  # each figure's front trace, drawn
+
     shot = tmp_path / "report.png"
     subprocess.run([BROWSER, *FLAGS, f"--screenshot={shot}", "--window-size=1280,1600", "--virtual-time-budget=20000",
                     "file://" + page], capture_output=True, timeout=180, check=True)

@@ -115,10 +115,16 @@ def test_sweep_of_two_trials_with_two_ddp_workers_one_killed_writes_results_and_
     assert trials["fid_inception"].isna().all()  # the finalists' only
     assert all("finalists only" in json.loads(m)["fid_inception"] for m in trials["missing"])
 
-    # the finalist: the best trial by sample accuracy at its last evaluation, from its last checkpoint
+    # the finalist: the best trial by sample accuracy at its best evaluated epoch, scored there from the copy
+    # of that epoch's checkpoint the trial kept (harness/best.py)
     [finalist] = frame[frame["stage"] == "finalist"].to_dict("records")
-    best = final.sort_values(["sample_accuracy", "trial_id"], ascending=[False, True]).iloc[0]
-    assert finalist["trial_id"] == best["trial_id"] and finalist["epoch"] == 2 and finalist["finalist_rank"] == 1
+    best = trials.sort_values(["sample_accuracy", "epoch", "trial_id"], ascending=[False, True, True]).iloc[0]
+    assert finalist["trial_id"] == best["trial_id"] and finalist["epoch"] == best["epoch"] == finalist["selected_epoch"]
+    assert finalist["finalist_rank"] == 1 and finalist["selection_rule"].startswith("best sample_accuracy (max)")
+    for trial in trials["trial_id"].unique():  # each trial's best epoch kept beside Ray Train's checkpoints
+        rows = trials[trials["trial_id"] == trial].sort_values(["sample_accuracy", "epoch"], ascending=[False, True])
+        kept = sorted(os.listdir(os.path.join(outcome.run_dir, "artifacts", trial, "best")))
+        assert kept == ["best.json", f"epoch_{int(rows['epoch'].iloc[0]):04d}"], (trial, kept)
     assert finalist["protocol.num_samples"] == 14  # eval.final_samples_per_class, not samples_per_class
     for column in ("cas", "cas_std", "cas_real_accuracy", "aug_gain", "aug_gain_std", "fid_intra_domain",
                    "fid_intra_domain.happy"):
@@ -304,7 +310,8 @@ def test_one_run_over_a_fer2013_csv_and_an_image_folder_reads_budgets_off_one_ru
       for both budgets, both finalists; every figure of its 1-epoch budget, during the sweep and as a
       finalist scored from the kept epoch-1 checkpoint, equals a separate 1-epoch trial's to the last digit;
     - separate (FER2013): that 1-epoch trial, its finalist also scored under a sampling sweep (one bound);
-    - optuna (the image folder): 2 points drawn by Optuna from loguniform(1e-4, 1e-2)."""
+    - optuna (the image folder): 2 points drawn by Optuna from loguniform(1e-4, 1e-2), searching accuracy on
+      samples and training FLOPs at once: the rows mark the front, and the finalist is on it."""
     from condgen_bench.datasets import FER_EMOTIONS
     from condgen_bench.datasets.export import synthetic_rows, write_class_folders, write_fer2013_csv
     from condgen_bench.harness.cli import run_experiment
@@ -327,7 +334,8 @@ def test_one_run_over_a_fer2013_csv_and_an_image_folder_reads_budgets_off_one_ru
     optuna = dataclasses.replace(
         base, name="optuna", data=dataclasses.replace(base.data, name="imagefolder", data_root=str(tmp_path / "folder")),
         train=dataclasses.replace(base.train, epochs=1), eval=dataclasses.replace(base.eval, finalists=1, bpd_images=0),
-        sweep=dataclasses.replace(base.sweep, search="optuna", num_samples=2, space={"model.lr": "loguniform(1e-4, 1e-2)"}))
+        sweep=dataclasses.replace(base.sweep, search="optuna", num_samples=2, space={"model.lr": "loguniform(1e-4, 1e-2)"},
+                                  objectives={"sample_accuracy": "max", "train_flops": "min"}))
     assert run_experiment([folded, separate, optuna], [{}] * 3, name="two-datasets",
                           argv=["--classes", "happy,sad,neutral", "--set", "train.batch_size=8"]) == 0
     [run_dir] = [d for d in (tmp_path / "two-datasets").iterdir() if d.is_dir()]
@@ -382,3 +390,7 @@ def test_one_run_over_a_fer2013_csv_and_an_image_folder_reads_budgets_off_one_ru
     drawn = frame[frame["config.name"] == "optuna"]
     assert drawn["trial_id"].nunique() == 2 and set(drawn["status"]) == {"completed"}
     assert drawn["config.model.lr"].between(1e-4, 1e-2).all() and drawn["config.model.lr"].nunique() == 2
+    front = drawn[drawn["on_front"].eq(True)]
+    assert len(front) >= 1 and drawn["train_flops"].gt(0).all() and drawn["train_images_seen"].gt(0).all()
+    assert set(drawn.loc[drawn["stage"] == "finalist", "trial_id"]) <= set(front["trial_id"])
+    assert frame.loc[frame["config.name"] != "optuna", "on_front"].isna().all()  # one objective: no front

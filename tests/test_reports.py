@@ -85,6 +85,10 @@ def make_run(run_dir) -> None:
          "missing": json.dumps({"all": ERROR_REASON})},
         {**common("trial_d", "dcgan", "completed", "", 0.002), **evaluation(run_dir, "trial_d", 3, 0.6, NAN, 0.001)},
     ]
+    for row in rows:  # training FLOPs: 2e12 an epoch for ddpm, 1e12 for dcgan (the Pareto front's axis)
+        if row.get("epoch"):
+            row["train_flops"] = row["epoch"] * (2e12 if row["method"] == "ddpm" else 1e12)
+            row["sample_gflops_per_image"] = 25 * (0.04 if row["method"] == "ddpm" else 0.001)
     write_parquet(pd.DataFrame(rows), os.path.join(run_dir, "results.parquet"))
     history = pd.DataFrame([{"trial_id": t, "epoch": e, "loss": 1.0 / e, "train_seconds": 5.0,
                              "images_per_second": 100.0} for t in ("trial_a", "trial_b", "trial_d") for e in (1, 2, 3)])
@@ -253,8 +257,10 @@ def test_the_catalog_names_every_metric_of_a_run_and_flags_a_new_one(tmp_path):
         # a cost is better lower, or descriptive (the hardware's rates: a property of the machine, not the model)
         assert metric.kind != "cost" or metric.direction in ("min", "none"), metric.name
         # every cost is a wall-clock measurement but the counted ones, which are portable
-        portable = ("network_evaluations", "train_gflops_per_image")
+        portable = ("network_evaluations", "train_gflops_per_image", "sample_gflops_per_image", "train_flops",
+                    "train_images_seen")
         assert metric.wall_clock == (metric.kind == "cost" and metric.name not in portable), metric.name
+        assert metric.portable == (metric.name in portable), metric.name  # the catalog says which travel
 
 
 def make_second_run(run_dir, dataset: str) -> None:

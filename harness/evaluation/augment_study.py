@@ -199,30 +199,21 @@ def classifier_hits(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test
         torch.set_num_threads(before)
 
 
-def run_arms(jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int, device="cpu",
-             tasks: bool = False) -> list[np.ndarray]:
-    """classifier_hits of each job (name, x, y, recipes): one after another in this process, or (``tasks``)
-    as Ray tasks of one CPU and one thread each, as many at once as the cluster's free CPUs allow (a task
-    blocked here lends Ray its own CPUs while it waits), the test split sent to the object store once.
-    Returns the hits [seeds, T] bool of each job, in order."""
-    if not tasks:
-        return [classifier_hits(x, y, test_x, test_y, num_classes, recipes, device) for _, x, y, recipes in jobs]
-    import ray
-
-    remote = ray.remote(num_cpus=1)(classifier_hits)
-    test_x_ref, test_y_ref = ray.put(test_x), ray.put(test_y)
-    refs = [remote.options(name=f"augmentation study: {name}").remote(x, y, test_x_ref, test_y_ref, num_classes,
-                                                                        recipes, "cpu", 1)
-            for name, x, y, recipes in jobs]
-    return ray.get(refs)
+def arms_in_process(jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
+                    device="cpu") -> list[np.ndarray]:
+    """classifier_hits of each job (name, x, y, recipes), one after another in this process: the hits
+    [seeds, T] bool of each, in order. A runner of the arms; harness/finalists.py has one that sends them
+    out as Ray tasks."""
+    return [classifier_hits(x, y, test_x, test_y, num_classes, recipes, device) for _, x, y, recipes in jobs]
 
 
 def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: DatasetSplits, eval_config: EvalConfig,
                        config: StudyConfig, confidence: torch.Tensor | None = None,
-                       near_copy: torch.Tensor | None = None, device="cpu", tasks: bool = False) -> list[dict]:
+                       near_copy: torch.Tensor | None = None, device="cpu", runner=None) -> list[dict]:
     """Run every arm of the study on a generated pool: pool_x [N, C, H, W] uint8, pool_y [N] int64 (the
-    asked-for classes), confidence [N] and near_copy [N] bool as ``select`` needs them; tasks: the arms'
-    classifiers as Ray tasks (run_arms). The real arm is the
+    asked-for classes), confidence [N] and near_copy [N] bool as ``select`` needs them; runner(jobs, test_x,
+    test_y, num_classes) -> each job's hits trains the arms' classifiers (None: arms_in_process on
+    ``device``). The real arm is the
     few-shot training split ``data.train``; a dataset that is not few-shot raises ValueError (the generator
     would have trained on more real images than the real arm has). Returns one dict per arm: {"arm", "ratio",
     "selection", "augment", "train_images", "accuracy", "accuracy_se" (the seeds' and the test images'
@@ -243,7 +234,8 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
         x, y = arm_training_set(arm, real_x, real_y, pool_x, pool_y, picked)
         jobs.append((arm.name, x, y, arm_recipes(arm, len(x), eval_config, config)))
     rows, real = [], {}
-    for arm, hits in zip(arms, run_arms(jobs, data.test.images, data.test.labels, data.num_classes, device, tasks)):
+    run = runner or (lambda *args: arms_in_process(*args, device=device))
+    for arm, hits in zip(arms, run(jobs, data.test.images, data.test.labels, data.num_classes)):
         if arm.ratio is None:
             real[arm.augment] = hits
         per_seed = hits.mean(axis=1)
@@ -269,25 +261,14 @@ def best_setting(rows: list[dict]) -> dict | None:
     return max(mixed, key=lambda r: r["gain"]) if mixed else None
 
 
-def ray_is_up() -> bool:
-    """Whether this process is connected to a Ray cluster (the harness's driver or one of its tasks; False
-    where Ray is not installed, as on a GPU machine that runs the benchmarks without it)."""
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
-
-
 def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
-                    device="cpu") -> tuple[list[dict], dict, torch.Tensor]:
+                    device="cpu", runner=None) -> tuple[list[dict], dict, torch.Tensor]:
     """The study of ``method`` (models/interface.py Method) under its own sampler: a seeded generated pool of
     1 / eval.augment_study_keep times the largest arm's need a class, the evaluation classifier's confidence
     in each image's asked-for class (``ref``: reference.EvalReference), and, where "novel" is compared, the
     near-copies: images whose nearest training image in the domain features is at most the training set's
-    own 5% nearest-neighbour quantile away (diversity.py). The classifiers run as Ray tasks where
-    eval.augment_study_tasks is on, Ray is up and the scoring runs on the CPU (a GPU held by the scoring
-    task cannot be lent to tasks of its own; there they train one after another on it). Returns (augmentation_study's rows, the protocol,
+    own 5% nearest-neighbour quantile away (diversity.py). ``runner``: augmentation_study's (its
+    ``description`` goes in the protocol). Returns (augmentation_study's rows, the protocol,
     the report's grid: [2 k m, C, H, W] uint8, per class a row of m real images then a row of the best mixed
     arm's first m generated ones, m = min(8, the fewest of either in a class))."""
     from condgen_bench.harness.evaluation.diversity import nearest_train, train_nn_quantile
@@ -311,8 +292,7 @@ def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
         train_features = extract_features(data.train.images, domain, eval_config.batch_size, device)[layer]
         distance, _ = nearest_train(features, train_features)
         near_copy = (distance <= train_nn_quantile(train_features, 0.05, seed=eval_config.seed)).cpu()
-    tasks = eval_config.augment_study_tasks and torch.device(device).type == "cpu" and ray_is_up()
-    rows = augmentation_study(pool, labels, data, eval_config, config, confidence, near_copy, device, tasks)
+    rows = augmentation_study(pool, labels, data, eval_config, config, confidence, near_copy, device, runner)
     best = best_setting(rows)
     protocol = {"study_pairing": f"the generator and the real arm: the same {len(data.train)} training images "
                                  f"({min(real_counts)}-{max(real_counts)} a class, data.train)",
@@ -320,7 +300,7 @@ def study_of_method(method, data: DatasetSplits, ref, eval_config: EvalConfig,
                 "study_seeds": config.seeds, "study_steps": config.steps, "study_pool_per_class": per_class,
                 "study_classifier_augmentation": f"flip {config.flip}, jitter {config.jitter}",
                 "study_best_arm": best["arm"],
-                "study_classifiers": "Ray tasks of 1 CPU each" if tasks else f"in the scoring process ({device})"}
+                "study_classifiers": getattr(runner, "description", f"one after another in the scoring process ({device})")}
     if near_copy is not None:
         protocol["study_near_copies"] = int(near_copy.sum())
     chosen = select(labels, synthetic_counts(real_counts, best["ratio"], config.ratios), best["selection"],

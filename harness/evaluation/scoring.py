@@ -21,6 +21,7 @@ from PIL import Image
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
 from condgen_bench.harness.evaluation.augment_study import best_setting, study_of_method
+from condgen_bench.models.flops import sampling_flops_per_image
 from condgen_bench.harness.evaluation.diversity import memorization
 from condgen_bench.harness.evaluation.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.evaluation.extractors import INCEPTION_SIZE, Extractor, extract_features, register_classifier
@@ -254,6 +255,11 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
     metrics = scores.metrics
     metrics["sample_seconds_per_image"] = sample_seconds / len(samples)
     metrics["network_evaluations"] = float(method.network_evaluations(**settings))
+    try:  # the portable sampling cost beside the network calls (models/flops.py)
+        metrics["sample_gflops_per_image"] = sampling_flops_per_image(method, settings) / 1e9
+    except Exception as error:  # noqa: BLE001 - any failure of the count: a missing figure, not a lost evaluation
+        metrics["sample_gflops_per_image"] = math.nan
+        scores.missing["sample_gflops_per_image"] = f"sampling FLOPs could not be counted: {type(error).__name__}: {error}"
     protocol = {
         "num_samples": len(samples), "samples_per_class": n, "sample_seed": plan.sample_seed,
         "reference_split": split, "reference_size": len(reference_set),
@@ -318,7 +324,7 @@ STUDY_KEYS = ("study_best_gain", "study_best_gain_se", "study_best_ratio", "stud
 
 
 def augment_study_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig,
-                          plan: EvalPlan, device="cpu") -> tuple[Scores, dict[str, bytes]]:
+                          plan: EvalPlan, device="cpu", runner=None) -> tuple[Scores, dict[str, bytes]]:
     """The augmentation study (harness/evaluation/augment_study.py) under the method's own sampler, where the
     plan computes it. Returns (its headline Scores: the best mixed arm's gain over real-only with its standard
     error (its 95% interval: ± 1.96 of it), its ratio (the arm in the protocol), the real arm's accuracy; files to keep beside
@@ -328,7 +334,7 @@ def augment_study_metrics(method: Method, data: DatasetSplits, ref: EvalReferenc
         return Scores({key: math.nan for key in STUDY_KEYS},
                       {key: reason for key in STUDY_KEYS if not key.endswith(("_std", "_se"))}), {}
     t0 = time.time()
-    rows, protocol, shown = study_of_method(method, data, ref, config, device)
+    rows, protocol, shown = study_of_method(method, data, ref, config, device, runner)
     best = best_setting(rows)
     real = next(r for r in rows if r["kind"] == "real" and not r["augment"])
     metrics = {"study_best_gain": best["gain"], "study_best_gain_se": best["gain_se"], "study_best_ratio": best["ratio"], "study_real_accuracy": real["accuracy"],
@@ -374,12 +380,13 @@ def likelihood_metrics(method: Method, data: DatasetSplits, config: EvalConfig, 
 
 
 def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan, device="cpu",
-             likelihood: Scores | None = None) -> tuple[dict, bytes]:
+             likelihood: Scores | None = None, study_runner=None) -> tuple[dict, bytes]:
     """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference, computing what
     ``plan`` says and nothing else: its samples under plan.settings (the method's own sampler where empty),
     its bound on real images (``likelihood``: where plan.bpd_from names another record of the checkpoint,
     that record's result of likelihood_metrics, which does not depend on the sampler), CAS and the
-    augmentation gain.
+    augmentation gain; ``study_runner``: what trains the augmentation study's classifiers
+    (augment_study.augmentation_study's runner; None: in this process).
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
@@ -388,19 +395,19 @@ def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: Ev
     (the memorization gallery); reports/run_folder/records.py EvalRecord stores both beside the record.
     """
     with evaluation_math() as math_mode:
-        record, grid = _evaluate(method, data, ref, config, plan, device, likelihood)
+        record, grid = _evaluate(method, data, ref, config, plan, device, likelihood, study_runner)
     record["protocol"]["eval_math"] = math_mode
     return record, grid
 
 
 def _evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan, device,
-              likelihood: Scores | None) -> tuple[dict, bytes]:
+              likelihood: Scores | None, study_runner=None) -> tuple[dict, bytes]:
     t_start = time.time()
     scores, grid, files = sample_metrics(method, data, ref, config, plan, device)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
     scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device))
-    study, study_files = augment_study_metrics(method, data, ref, config, plan, device)
+    study, study_files = augment_study_metrics(method, data, ref, config, plan, device, study_runner)
     scores.merge(study)
     files.update(study_files)
     scores.metrics["eval_seconds"] = time.time() - t_start

@@ -184,6 +184,22 @@ def budget_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
     return storage.join(trial_dir(run_dir, trial_id), f"budget_{epoch:04d}")
 
 
+def best_dir(run_dir: str, trial_id: str) -> str:
+    """The trial's best evaluated checkpoints (harness/best.py): their copies and their index."""
+    return storage.join(trial_dir(run_dir, trial_id), "best")
+
+
+def best_index(run_dir: str, trial_id: str) -> str:
+    """Which of the trial's evaluated epochs are kept as its best, and the best epoch of each budget:
+    {"metric", "mode", "kept": [{"epoch", "value"}] best first, "budgets": {epoch budget: {"epoch", "value"}}}."""
+    return storage.join(best_dir(run_dir, trial_id), "best.json")
+
+
+def best_checkpoint(run_dir: str, trial_id: str, epoch: int) -> str:
+    """The copy of the trial's checkpoint after ``epoch``, kept while it is among its best evaluated."""
+    return storage.join(best_dir(run_dir, trial_id), f"epoch_{epoch:04d}")
+
+
 def checkpoint_folders(run_dir: str, trial_id: str) -> list[str]:
     """The trial's checkpoint folders (each holding CHECKPOINT_FILE), in no meaningful order: those of its
     current Ray Train run (after a restart, the run that started from the restart's copy), else the copy it

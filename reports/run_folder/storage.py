@@ -109,6 +109,13 @@ def remove(path: str) -> None:
         fs.delete_file(p)
 
 
+def remove_folder(path: str) -> None:
+    """Delete a folder and everything in it, if it exists."""
+    fs, p = _fs(path)
+    if fs.get_file_info(p).type == pafs.FileType.Directory:
+        fs.delete_dir(p)
+
+
 def read_bytes(path: str) -> bytes:
     fs, p = _fs(path)
     with fs.open_input_stream(p) as f:
