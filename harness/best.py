@@ -8,8 +8,8 @@ artifacts/<trial>/best/ (layout.best_dir), with an index of them (layout.best_in
 
 Epoch budgets read off one run (harness/budgets.py) keep their own best: at each budget's last epoch the
 index records the best epoch so far, which is at most that budget, and that epoch's copy is kept as long as
-the budget names it. A trial that the sweep's scheduler restarts from another trial's weights (PBT's
-exploit) starts its best afresh. The finalist stage (harness/finalists.py) loads a trial's best kept epoch, or its
+the budget names it. A trial that the sweep's scheduler restarts from another trial's weights
+(harness/schedulers.py) starts its best afresh. The finalist stage (harness/finalists.py) loads a trial's best kept epoch, or its
 budget's, and says which and by what rule (``selected_epoch``, ``selection_rule``).
 
 The copies are written before the index names them, and dropped after it stops naming them: an index read
@@ -88,6 +88,6 @@ def best_of(run_dir: str, trial_id: str, budget: int | None = None) -> tuple[dic
 
 def forget(run_dir: str, trial_id: str) -> None:
     """Drop the trial's best checkpoints and their index: the sweep's scheduler restarted it from another
-    trial's weights with other settings (harness/pbt.py), so its epochs so far are another lineage's; its
+    trial's weights with other settings (harness/schedulers.py), so its epochs so far are another lineage's; its
     best is sought again among the epochs it trains from here."""
     storage.remove_folder(layout.best_dir(run_dir, trial_id))

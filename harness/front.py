@@ -21,7 +21,7 @@ ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have 
 
 def lineage_start(restarts) -> int:
     """The epoch a trial's current weights descend from: its last restart's copied epoch (the results'
-    "restarts" JSON, oldest first; PBT's exploits), 0 for a trial never restarted."""
+    "restarts" JSON, oldest first: the scheduler's restarts), 0 for a trial never restarted."""
     events = json.loads(restarts) if isinstance(restarts, str) else []
     return int(events[-1]["epoch"]) if events else 0
 

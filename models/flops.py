@@ -33,8 +33,11 @@ class FlopCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         packet = func._overloadpacket
         if packet not in flop_registry:
-            with self:
-                out = func.decompose(*args, **kwargs)
+            try:
+                with self:
+                    out = func.decompose(*args, **kwargs)
+            except RuntimeError:  # no decomposition to run (prim::device, which fake CUDA tensors dispatch)
+                out = NotImplemented
             if out is not NotImplemented:
                 return out
         out = func(*args, **kwargs)

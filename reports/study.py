@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from html import escape
+from statistics import NormalDist
 
 import plotly.graph_objects as go
 
@@ -47,6 +48,14 @@ def verdict(rows: list[dict]) -> str:
                 "(95% interval), which holds 0.")
     if losers:
         text += f" {len(losers)} of {len(mixed)} mixed settings were worse than real-only beyond noise."
+    compared = [r for r in rows if r["kind"] != "real"]
+    top = max(compared, key=lambda r: r["gain"])
+    if len(compared) > 1 and top["gain_se"] > 0:  # the best of many is the luckiest of them too
+        threshold = NormalDist().inv_cdf(1 - 0.025 / len(compared))
+        z = top["gain"] / top["gain_se"]
+        text += (f" Picking the best of {len(compared)} settings favours luck: its gain is {z:.1f} standard errors "
+                 f"from 0, {'above' if z > threshold else 'below'} the {threshold:.2f} that {len(compared)} "
+                 "comparisons at 95% ask for (Bonferroni).")
     return text
 
 

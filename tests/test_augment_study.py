@@ -218,13 +218,16 @@ def test_the_verdict_says_plainly_whether_any_setting_beat_real_only_beyond_nois
 
     def arm(name, kind, gain, low, high, ratio=1.0):
         return {"arm": name, "kind": kind, "ratio": ratio, "gain": gain, "gain_low": low, "gain_high": high,
-                "beyond_noise": low > 0 or high < 0}
+                "gain_se": (high - low) / (2 * study.Z), "beyond_noise": low > 0 or high < 0}
 
     real = {"arm": "real", "kind": "real", "ratio": None}
     within = [real, arm("real+1x (uniform)", "mixed", 0.01, -0.02, 0.04), arm("real+5x (uniform)", "mixed", -0.05, -0.08, -0.02, 5.0)]
     text = verdict(within)
     assert text.startswith("No setting beat real-only beyond noise: the best, real+1x (uniform), gained +1.0 [-2.0, +4.0]")
-    assert text.endswith("1 of 2 mixed settings were worse than real-only beyond noise.")
+    assert "1 of 2 mixed settings were worse than real-only beyond noise." in text
+    # the best of two: 0.01 / (0.06 / 3.92) = 0.65 standard errors, below Bonferroni's 2.24 for 2 comparisons
+    assert text.endswith("its gain is 0.7 standard errors from 0, below the 2.24 that 2 comparisons at 95% ask "
+                         "for (Bonferroni).")
     beyond = [real, arm("real+2x (confident) +aug", "mixed", 0.03, 0.01, 0.05, 2.0)]
     assert verdict(beyond).startswith(
         "1 setting beat real-only beyond noise; the best, real+2x (confident) +aug, by +3.0 [+1.0, +5.0] points")

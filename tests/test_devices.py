@@ -67,6 +67,20 @@ def test_sampling_on_a_simulated_gpu_hands_back_cpu_images_and_copies_nothing_pe
     assert len(set(counts)) == 1, (counts, _outside_the_noise(seen))
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sampling_flops_are_counted_on_a_simulated_gpu_as_on_the_cpu(family):
+    """The sampling cost the results record (models/flops.py sampling_flops_per_image) counts the same
+    operators on a CUDA device as on the CPU: shapes are all it needs."""
+    from condgen_bench.models.flops import sampling_flops_per_image
+
+    method, _ = tiny(family)
+    on_cpu = sampling_flops_per_image(method, {})
+    with simulated_cuda():
+        method.to("cuda")
+        on_gpu = sampling_flops_per_image(method, {})
+    assert on_cpu > 0 and on_gpu == on_cpu
+
+
 @pytest.mark.parametrize("family", LIKELIHOOD_FAMILIES)
 def test_the_likelihood_on_a_gpu_comes_back_as_cpu_tensors(family, monkeypatch):
     method, size = tiny(family)
