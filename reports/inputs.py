@@ -115,7 +115,8 @@ def load_inputs(run_dir: str) -> RunInputs:
     return RunInputs(run_dir, results, history, summary, read_json(layout.CONFIG) or {}, refused=refused)
 
 
-RECORD_FILES = ("sample_grid", "per_sample", "memorization_grid")  # results columns naming a record's files, relative to its run
+RECORD_FILES = ("sample_grid", "per_sample", "memorization_grid", "augment_study",  # results columns naming a
+                "augment_study_grid")  # record's files, relative to its run
 
 
 def keep_inside_run(results: pd.DataFrame, run_dir: str) -> list[str]:

@@ -208,6 +208,11 @@ def test_the_finalist_evaluation_of_a_few_shot_run_writes_the_study_beside_its_r
     page = open(build_report(run_dir)).read()
     assert "<h2>Augmentation study</h2>" in page and "t_mean: gain against ratio" in page
     assert "gain against ratio, by family" in page and "augmentation study: best gain" in page.split("<h2>")[1]
+    import shutil
+    shutil.copytree(run_dir, str(tmp_path / "run2"))  # one page over two runs: each study read from its own
+    both = open(build_report([run_dir, str(tmp_path / "run2")], str(tmp_path / "both.html"))).read()
+    assert "not found" not in both.split("Augmentation study</h2>")[1].split("<h2>")[0]
+    assert both.count("t_mean: gain against ratio") == 2
     from condgen_bench.reports.study import verdict
     assert verdict(rows).split(":")[0].split(";")[0] in page and "Per-class recall" in page
     assert "pairing: the generator and the real arm: the same 28 training images" in page

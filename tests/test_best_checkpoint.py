@@ -9,7 +9,6 @@ import shutil
 from dataclasses import dataclass
 
 import pandas as pd
-import pytest
 import torch
 
 from condgen_bench import datasets

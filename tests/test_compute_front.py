@@ -8,7 +8,6 @@ import math
 
 import pandas as pd
 import pytest
-import torch
 
 from condgen_bench.harness.config import ExperimentConfig, SweepConfig, apply_overrides
 from condgen_bench.harness.finalists import select_finalists
