@@ -72,7 +72,6 @@ def training_flops_per_image(name: str, config, spec: DatasetSpec, batch_size: i
     return counter.flops / steps / batch_size
 
 
-
 _SAMPLING_FLOPS: dict[tuple, float] = {}  # (family, config, settings, device) -> FLOPs per image, per process
 
 

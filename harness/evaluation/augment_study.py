@@ -37,7 +37,7 @@ import torch
 
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.evaluation.downstream import class_counts
+from condgen_bench.harness.evaluation.downstream import class_counts, steps_recipe
 from condgen_bench.models.classifier import predict, train_classifier
 
 Z = 1.959964  # the normal quantile of a two-sided 95% interval
@@ -162,23 +162,14 @@ def arm_training_set(arm: Arm, real_x: torch.Tensor, real_y: torch.Tensor, pool_
     return torch.cat([real_x, pool_x[idx]]), torch.cat([real_y, pool_y[idx]])
 
 
-def full_batches(images: int, batch_size: int) -> int:
-    """Optimizer steps an epoch takes with drop_last: whole batches, or one batch of a smaller set."""
-    return max(1, images // batch_size)
-
-
 def arm_recipes(arm: Arm, images: int, eval_config: EvalConfig, config: StudyConfig) -> list:
     """The classifier recipe of each seed of an arm training on ``images`` images: the evaluation recipe with
-    the arm's augmentation, whole batches only (ClassifierConfig.drop_last: the arms' sizes differ, and a
-    small tail batch every epoch would tell them apart more than their images do), and as many epochs as
-    come closest to ``config.steps`` optimizer steps."""
-    out = []
-    for s in range(config.seeds):
-        recipe = dataclasses.replace(eval_config.classifier, seed=eval_config.classifier.seed + 2000 + s,
-                                     flip=arm.augment and config.flip, jitter=config.jitter if arm.augment else 0.0,
-                                     drop_last=True)
-        out.append(dataclasses.replace(recipe, epochs=max(1, round(config.steps / full_batches(images, recipe.batch_size)))))
-    return out
+    the arm's augmentation, at ``config.steps`` optimizer steps of whole batches (downstream.steps_recipe:
+    the arms' sizes differ)."""
+    return [steps_recipe(dataclasses.replace(eval_config.classifier, seed=eval_config.classifier.seed + 2000 + s,
+                                             flip=arm.augment and config.flip,
+                                             jitter=config.jitter if arm.augment else 0.0), images, config.steps)
+            for s in range(config.seeds)]
 
 
 def classifier_hits(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,

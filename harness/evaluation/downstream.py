@@ -20,7 +20,7 @@ import torch
 
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.models.classifier import predict, train_classifier
+from condgen_bench.models.classifier import ClassifierConfig, predict, train_classifier
 
 
 def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
@@ -45,14 +45,21 @@ def pool_labels(data: DatasetSplits, config: EvalConfig) -> torch.Tensor:
     return torch.arange(data.num_classes).repeat_interleave(torch.tensor(counts))
 
 
+def steps_recipe(recipe: ClassifierConfig, images: int, steps: int) -> ClassifierConfig:
+    """``recipe`` for a set of ``images`` images at about ``steps`` optimizer steps of whole batches
+    (drop_last: sets of different sizes compared at equal steps, a small tail batch every epoch would tell
+    them apart more than their images do): the epochs that come closest."""
+    steps_per_epoch = max(1, images // recipe.batch_size)  # or one batch of a set smaller than a batch
+    return dataclasses.replace(recipe, epochs=max(1, round(steps / steps_per_epoch)), drop_last=True)
+
+
 def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, config: EvalConfig, seed: int,
                steps: int | None = None, device="cpu") -> torch.Tensor:
     """Train a fresh classifier on images [N, C, H, W] uint8 / labels [N] (about ``steps`` optimizer steps of
     whole batches, or the recipe's epochs) and return its hits on the real test split: [N_test] bool."""
     recipe = dataclasses.replace(config.classifier, seed=seed)
-    if steps is not None:  # sets of different sizes compared at equal steps: whole batches only (drop_last)
-        steps_per_epoch = max(1, len(images) // recipe.batch_size)
-        recipe = dataclasses.replace(recipe, epochs=max(1, round(steps / steps_per_epoch)), drop_last=True)
+    if steps is not None:
+        recipe = steps_recipe(recipe, len(images), steps)
     net = train_classifier(images, labels, data.num_classes, recipe, device=device)
     return predict(net, data.test.images).argmax(1).cpu() == data.test.labels
 
