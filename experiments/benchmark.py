@@ -11,11 +11,12 @@ dataset, into one results file and one report with a leaderboard per dataset.
 --dataset may be repeated, each followed by its own --data-root (synthetic_faces needs none): every family
 runs on each dataset, as experiments named <family>-<dataset>. Every other flag (--set, --epochs,
 --image-size, cluster flags, ...) applies to each experiment; the data settings and the evaluation are
-those of the DDPM profile, for all. The default fits a 2-core laptop: one
-trial a family at a shortened budget (each script's BENCHMARK), its finalist scored with the whole suite
-except the Inception metrics, whose 700 real and 700 generated images a family would cost minutes more on
-the CPU (--set eval.inception_at=finalists adds them). A family joins by registering in models/ and
-having its experiments/sweep_<family>.py with a BENCHMARK setting.
+those of the DDPM profile, for all. The default fits a 2-core laptop: one trial a family at a shortened
+budget (each script's BENCHMARK), evaluated at about four epochs along it (the points of the report's
+Pareto front and of its leaderboard at equal training compute), its finalist scored at the best of them
+with the whole suite except the Inception metrics, whose 700 real and 700 generated images a family would
+cost minutes more on the CPU (--set eval.inception_at=finalists adds them). A family joins by registering
+in models/ and having its experiments/sweep_<family>.py with a BENCHMARK setting.
 """
 
 import argparse
@@ -48,7 +49,9 @@ def profiles(families: list[str], sweeps: bool = False):
                 config.train.epochs = max(1, config.train.epochs // 10)
         else:
             config = apply_overrides(config, {**SCRIPTS[family].BENCHMARK, "sweep.space": {}, "sweep.scheduler": "fifo"})
-        config.train.eval_every = 0
+        # about four evaluated checkpoints along each family's budget (sweeps: one, at the end): the points
+        # of the Pareto front and of the leaderboard at equal training compute
+        config.train.eval_every = 0 if sweeps else max(1, round(config.train.epochs / 4))
         config.data, config.eval = shared.data, shared.eval
         if not sweeps:
             config.eval.inception_at = "never"

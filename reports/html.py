@@ -19,7 +19,7 @@ body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.5em au
 h1{font-size:1.6em}h2{font-size:1.3em;border-bottom:1px solid #ccc;margin-top:1.6em}h3{font-size:1.1em}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 th,td{border:1px solid #ddd;padding:2px 7px;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}th[title]{cursor:help}th.group{background:#e4e9f2}
+th{background:#f3f3f3}td.l,th.l{text-align:left}tr.faded{color:#888}th[title]{cursor:help}th.group{background:#e4e9f2}
 td.top{font-weight:700;background:#e6f4e6}td.tie{background:#f2f8f2}
 table.sortable th{cursor:pointer}th[data-sorted=up]:after{content:" \\25B2"}th[data-sorted=down]:after{content:" \\25BC"}
 input.filter{margin:.3em 0;padding:2px 6px;width:22em}p.summary{max-width:60em;font-size:15px}tr.best td{background:#fff2bf;font-weight:600}

@@ -125,8 +125,9 @@ def leader_sentence(points: pd.DataFrame, obj: Objective, configured: float | No
     return text, rows, budget
 
 
-def equal_compute_table(rows: pd.DataFrame, obj: Objective, budget: float) -> str:
-    """The leaderboard's equal-compute view: each family's best evaluated checkpoint within the budget."""
+def equal_compute_table(rows: pd.DataFrame, obj: Objective, budget: float, points: pd.DataFrame) -> str:
+    """The leaderboard's equal-compute view: each family's best evaluated checkpoint within the budget
+    (``rows``, from equal_compute), then each family of ``points`` with none within it and its cheapest."""
     entry = lookup(obj.metric)
     percent = entry is not None and entry.unit == "%"
     lines = []
@@ -135,6 +136,14 @@ def equal_compute_table(rows: pd.DataFrame, obj: Objective, budget: float) -> st
                  f"{float(r['train_flops']):.3g}", fmt(r.get(obj.metric), percent), fmt(r.get("fid_domain"))]
         lines.append("<tr>" + "".join(f'<td class="l">{c}</td>' if i < 2 else f"<td>{c}</td>"
                                       for i, c in enumerate(cells)) + "</tr>")
+    flops = pd.to_numeric(points["train_flops"], errors="coerce")
+    for method, cheapest in points[flops.notna()].assign(_f=flops).sort_values("_f").groupby("method", sort=False):
+        if method in set(rows["method"]):
+            continue
+        first = cheapest.iloc[0]
+        lines.append(f'<tr class="faded"><td class="l">{escape(str(method))}</td><td class="l" colspan="5">none '
+                     f"within the budget: its cheapest evaluated checkpoint took {float(first['_f']):.3g} FLOPs "
+                     f"({escape(str(first['trial_id']))} at epoch {fmt(first.get('epoch'))})</td></tr>")
     label = entry.label if entry else obj.metric
     return (f"<h3>At equal training compute <small>(at most {budget:.3g} FLOPs; each family's best evaluated "
             "checkpoint within it, validation split)</small></h3>"

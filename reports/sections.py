@@ -143,9 +143,10 @@ def leaderboard_section(views: list[DatasetView]) -> str:
                   "interval and test; the tests are named under the evaluation protocol)") if len(rows) > 1 else ""
         out += table(header, lines) + note(f"methods ranked by {metric_label(view.obj.metric)}; ± is "
                                            f"{spread_legend(columns)}{marked}")
-        sentence, equal, budget = leader_sentence(front_points(view.rows), view.obj, view.compute_budget())
+        points = front_points(view.rows)
+        sentence, equal, budget = leader_sentence(points, view.obj, view.compute_budget())
         if sentence:
-            out += f'<p class="summary">{escape(sentence)}</p>' + equal_compute_table(equal, view.obj, budget)
+            out += f'<p class="summary">{escape(sentence)}</p>' + equal_compute_table(equal, view.obj, budget, points)
     return out
 
 

@@ -15,7 +15,7 @@ from condgen_bench.harness.front import front_rows, mark_front, pareto_mask, spr
 from condgen_bench.harness.results import hardware_use, training_costs
 from condgen_bench.models.flops import FlopCounter, sampling_flops_per_image
 from condgen_bench.reports.inputs import Objective
-from condgen_bench.reports.pareto import compute_budget, equal_compute, leader_sentence, on_front
+from condgen_bench.reports.pareto import compute_budget, equal_compute, equal_compute_table, leader_sentence, on_front
 
 
 # ---------------------------------------------------------------- costs that travel
@@ -85,6 +85,12 @@ def test_equal_compute_takes_each_familys_best_within_the_smallest_familys_large
     assert "dcgan leads on accuracy on samples with 60.0%" in text and "without the limit ddpm leads with 80.0%" in text
     assert leader_sentence(frame, obj, 9e12)[0].endswith("it leads without the limit too (80.0%).")
     assert leader_sentence(frame[frame["method"] == "ddpm"], obj, None)[0] == ""  # one family: no view
+    # a family with no checkpoint within the budget is listed with its cheapest, not left out
+    html = equal_compute_table(equal_compute(frame, obj, 1e12), obj, 1e12, frame)
+    assert html.count("<tr>") == 3 and "ddpm" in html  # the header, ddpm and dcgan at 1e12
+    later = frame[(frame["method"] == "dcgan") | (frame["epoch"] > 1)]  # ddpm evaluated from 2e12 on
+    html = equal_compute_table(equal_compute(later, obj, 1.5e12), obj, 1.5e12, later)
+    assert "none within the budget: its cheapest evaluated checkpoint took 2e+12 FLOPs (d1 at epoch 2)" in html
     config = apply_overrides(ExperimentConfig(), {"report.compute_budget": 2e13})  # --set report.compute_budget=2e13
     assert config.report.compute_budget == 2e13
 

@@ -285,6 +285,18 @@ def test_benchmark_takes_several_datasets_each_with_its_root(tmp_path, capsys):
     assert "give it after the --dataset it belongs to" in capsys.readouterr().err
 
 
+def test_the_benchmark_evaluates_each_family_along_its_budget(capsys):
+    """The default benchmark evaluates each family at about four epochs of its budget (the front's points and
+    the equal-compute view's), and scores its finalist at the best of them; --sweeps at the end only."""
+    script = ROOT / "experiments" / "benchmark.py"
+    for config in json.loads(_dry_run(script, capsys=capsys)):
+        epochs, every = config["train"]["epochs"], config["train"]["eval_every"]
+        assert 3 <= len(range(every, epochs + 1, every)) <= 5, (config["name"], epochs, every)
+        assert config["eval"]["keep_best"] >= 1
+    swept = json.loads(_dry_run(script, "--families", "dcgan", "--sweeps", capsys=capsys))
+    assert [c["train"]["eval_every"] for c in swept] == [0]
+
+
 def test_a_run_shares_the_cluster_and_holds_each_dataset_once():
     """Experiments of one run may differ in data (a benchmark over datasets), each dataset once; those on
     one dataset share the evaluation classifier; all share the cluster; names differ."""
