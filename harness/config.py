@@ -134,9 +134,10 @@ class EvalConfig:
     augment_study_keep: float = 0.5
     augment_study_flip: bool = True  # False for data whose mirror image is another class (digits, text)
     augment_study_jitter: float = 0.1
-    # its classifiers as Ray tasks of 1 CPU each where Ray is up and the scoring runs on the CPU, as many at
-    # once as free CPUs allow (2 on 2 cores: 1.3x faster than one 2-thread process); False: in the process
-    augment_study_tasks: bool = True
+    # a finalist's classifiers (CAS's, the augmentation gain's and the study's) as Ray tasks of 1 CPU each
+    # where Ray is up and the scoring runs on the CPU, as many at once as free CPUs allow (2 on 2 cores: 1.3x
+    # faster than one 2-thread process); False: one after another in the scoring process
+    classifier_tasks: bool = True
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def __post_init__(self):
@@ -382,6 +383,8 @@ def to_dict(config) -> dict:
 def experiment_from_dict(values: dict) -> ExperimentConfig:
     """Rebuild an ExperimentConfig from ``to_dict`` output (the model section by the method's registry entry)."""
     values = dict(values)
+    if "augment_study_tasks" in (values.get("eval") or {}):  # its name before it covered CAS and the gain too
+        values["eval"] = {("classifier_tasks" if k == "augment_study_tasks" else k): v for k, v in values["eval"].items()}
     method = values.get("method", "ddpm")
     model = values.pop("model", None)
     config = from_dict(ExperimentConfig, values)

@@ -37,8 +37,10 @@ TRIAL_START_SECONDS = 14.3
 LOCAL_RAY_SLOWDOWN = 1.3
 # benchmarks/eval_costs.py, the default DDPM profile on 2 cores: 74.9 s of Inception for 700 finalist samples
 INCEPTION_SECONDS_PER_IMAGE = 0.107
-CAS_CLASSIFIER_SECONDS = 6.4  # the same table: CAS's classifier trained and tested (its pool's samples apart)
-AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds
+# the same table: one CAS classifier trained and tested (its pool's samples apart), as eval.cas_seeds
+# was then 1; the default run's three took 25 s in one 2-thread process (2026-12-04)
+CAS_CLASSIFIER_SECONDS = 6.4
+AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds, in the process
 # one study classifier (100 steps of 128 images, 24 px, width 16) in one 2-thread process: the FastGAN
 # preset's 96 took 618 s as one-thread Ray tasks, two at once (2026-12-04, 2 cores), x STUDY_TASKS_SPEEDUP / 96
 STUDY_CLASSIFIER_SECONDS = 8.4
@@ -124,19 +126,21 @@ def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> flo
     plan = finalist_plan(config, Capabilities(few_shot=config.data.shots_per_class is not None))
     samples = plan.samples_per_class * classes
     pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
+    tasks = STUDY_TASKS_SPEEDUP if config.eval.classifier_tasks else 1.0  # the classifiers as Ray tasks
+    classifiers = (CAS_CLASSIFIER_SECONDS * config.eval.cas_seeds * plan.computes("cas")
+                   + AUGMENT_SECONDS * plan.computes("augment")) / tasks
     return ((samples + pool) * costs.sample_seconds + samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")
-            + CAS_CLASSIFIER_SECONDS * plan.computes("cas") + AUGMENT_SECONDS * plan.computes("augment")
-            + BPD_SECONDS * plan.computes("bpd") + (study_seconds(config, costs) if plan.computes("augment_study") else 0))
+            + classifiers + BPD_SECONDS * plan.computes("bpd") + (study_seconds(config, costs) if plan.computes("augment_study") else 0))
 
 
 def study_seconds(config: ExperimentConfig, costs: Costs) -> float:
     """The augmentation study of one finalist: its pool (augment_study.py study_of_method: 1 / keep times the
     largest arm's need a class) and every arm's classifiers, each seed, at augment_steps steps (as Ray tasks
-    where eval.augment_study_tasks: a local run counts as a CPU run under Ray)."""
+    where eval.classifier_tasks: a local run counts as a CPU run under Ray)."""
     ev = config.eval
     study = StudyConfig.of(ev)
     pool = math.ceil(max(study.ratios) * config.data.shots_per_class / ev.augment_study_keep) * class_count(config)
-    classifiers = len(study_arms(study)) * study.seeds / (STUDY_TASKS_SPEEDUP if ev.augment_study_tasks else 1)
+    classifiers = len(study_arms(study)) * study.seeds / (STUDY_TASKS_SPEEDUP if ev.classifier_tasks else 1)
     return pool * costs.sample_seconds + classifiers * STUDY_CLASSIFIER_SECONDS * study.steps / 100
 
 

@@ -23,7 +23,7 @@ from condgen_bench.harness.best import best_of
 from condgen_bench.harness.budgets import budget_values, split_budget_id
 from condgen_bench.harness.front import ELIGIBLE, best_epoch_rows, evaluated_rows, front_rows, spread
 from condgen_bench.harness.config import ExperimentConfig, config_hash, experiment_from_dict
-from condgen_bench.harness.evaluation.augment_study import classifier_hits
+from condgen_bench.harness.evaluation.downstream import classifier_hits
 from condgen_bench.harness.evaluation.scoring import Scores, evaluate, sampling_grid, setting_key
 from condgen_bench.harness.evaluation.plan import Capabilities, EvalPlan, finalist_plan
 from condgen_bench.harness.trial import TrialInputs, task_options
@@ -102,27 +102,29 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> Scores | None
     return bound_of({**record, "per_sample": saved.per_sample})
 
 
-class ArmsAsRayTasks:
-    """The augmentation study's classifiers (augment_study.augmentation_study's runner) as Ray tasks of one
-    CPU and one thread each, as many at once as the cluster's free CPUs allow: the scoring, blocked in
-    ray.get, lends Ray its own CPUs meanwhile. The test split goes to the object store once. On 2 cores,
-    two one-thread tasks at once are 1.3x one 2-thread process."""
+class ClassifiersAsRayTasks:
+    """The classifiers a finalist's scoring trains (CAS's, the augmentation gain's and the augmentation
+    study's: downstream.run_jobs's runner) as Ray tasks of one CPU and one thread each, as many at once as
+    the cluster's free CPUs allow: the scoring, blocked in ray.get, lends Ray its own CPUs meanwhile. The
+    test split goes to the object store once a call. On 2 cores, two one-thread tasks at once are 1.3x one
+    2-thread process."""
 
     description = "Ray tasks of 1 CPU each"  # the study's protocol entry
 
     def __call__(self, jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int) -> list:
-        """jobs: (name, x [N, C, H, W] uint8, y [N], recipes) -> each job's hits [seeds, T] bool, in order."""
+        """jobs: (name, x [N, C, H, W] uint8, y [N], recipes) -> each job's hits [len(recipes), T] bool, in
+        order; each task is named by its job."""
         remote = ray.remote(num_cpus=1)(classifier_hits)
         test_x_ref, test_y_ref = ray.put(test_x), ray.put(test_y)
-        return ray.get([remote.options(name=f"augmentation study: {name}").remote(
-            x, y, test_x_ref, test_y_ref, num_classes, recipes, "cpu", 1) for name, x, y, recipes in jobs])
+        return ray.get([remote.options(name=name).remote(x, y, test_x_ref, test_y_ref, num_classes, recipes, "cpu", 1)
+                        for name, x, y, recipes in jobs])
 
 
-def study_runner(config: ExperimentConfig, device) -> ArmsAsRayTasks | None:
-    """Ray tasks for the study's classifiers where eval.augment_study_tasks is on, Ray is up and the scoring
+def classifier_runner(config: ExperimentConfig, device) -> ClassifiersAsRayTasks | None:
+    """Ray tasks for the scoring's classifiers where eval.classifier_tasks is on, Ray is up and the scoring
     runs on the CPU (a GPU held by the scoring cannot be lent to tasks of its own: there they train one
     after another on it); None otherwise (in the scoring process)."""
-    return ArmsAsRayTasks() if config.eval.augment_study_tasks and on_host(device) and ray.is_initialized() else None
+    return ClassifiersAsRayTasks() if config.eval.classifier_tasks and on_host(device) and ray.is_initialized() else None
 
 
 def finalist_checkpoint(run_dir: str, trial_id: str) -> tuple[TrialCheckpoint, dict, str]:
@@ -168,13 +170,13 @@ def score_finalist(trial_id: str, rank: int, run_dir: str, data, reference, thre
     plan = finalist_plan(config, Capabilities.of(method, reference, data))
     bound = _trial_final_bound(run_dir, trial, epoch) if plan.bpd_from == "trial_final" else None
     folder = layout.finalist_dir(run_dir, trial_id)
-    runner = study_runner(config, device)
+    runner = classifier_runner(config, device)
     extra = {"epoch": epoch, "step": method.step, "trial_id": trial_id, "finalist_rank": rank,
              "checkpoint": checkpoint.folder, "config_hash": config_hash(values), "selection_rule": rule}
 
     def score(plan: EvalPlan, likelihood):
         record, grid = evaluate(method, data, reference, config.eval, plan, device=device, likelihood=likelihood,
-                                study_runner=runner)
+                                runner=runner)
         record.update(extra, sampling_setting=setting_key(plan.settings))
         # the trial's training precision (checkpoints from before it was saved: every step ran in fp32)
         record["protocol"]["train_precision"] = state.get("precision", "fp32")

@@ -64,8 +64,11 @@ class DatasetView:
                 for _, r in rows.iterrows() if not is_missing(r.get("selected_epoch"))}
 
     def compute_budget(self) -> float | None:
-        """report.compute_budget of the run's config (None: the equal-compute view picks its own)."""
-        return (self.inputs.config.get("report") or {}).get("compute_budget")
+        """report.compute_budget of the run's config, or of its first experiment that sets one where the run has
+        several (a benchmark's config.json) (None: the equal-compute view picks its own)."""
+        config = self.inputs.config
+        sections = [config.get("report") or {}] + [e.get("report") or {} for e in config.get("experiments") or []]
+        return next((r["compute_budget"] for r in sections if r.get("compute_budget")), None)
 
     def machine(self) -> str:
         """The platform(s) the rows were measured on (version.platform), for labelling wall-clock times."""

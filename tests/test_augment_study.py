@@ -13,6 +13,7 @@ import torch
 from condgen_bench import datasets
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.harness.evaluation import augment_study as study
+from condgen_bench.harness.evaluation import downstream
 from condgen_bench.models.classifier import ClassifierConfig, random_flip_jitter
 import test_worker_loop
 
@@ -88,8 +89,8 @@ def test_the_real_arm_trains_on_the_generators_k_shot_set_and_each_arm_on_its_ra
         seen.append((images.clone(), labels.clone(), recipe))
         return None
 
-    monkeypatch.setattr(study, "train_classifier", recording)
-    monkeypatch.setattr(study, "predict", lambda net, images: torch.nn.functional.one_hot(
+    monkeypatch.setattr(downstream, "train_classifier", recording)  # where the runner's jobs train
+    monkeypatch.setattr(downstream, "predict", lambda net, images: torch.nn.functional.one_hot(
         torch.zeros(len(images), dtype=torch.long), data.num_classes).float())
     images, labels = pool(data)
     config = study.StudyConfig(ratios=(0.5, 2.0), selections=("uniform",), seeds=2, steps=10)
@@ -308,10 +309,11 @@ def test_the_preset_runs_end_to_end_on_an_image_folder_and_its_report_shows_the_
 
 @pytest.mark.ray
 def test_the_arms_as_ray_tasks_score_as_they_do_in_the_process(ray_local):
-    """harness/finalists.py ArmsAsRayTasks: each arm a one-CPU Ray task; the same classifiers from the same
-    seeds as arms_in_process, one thread each in both places, so the same hits on the same test images, in
+    """harness/finalists.py ClassifiersAsRayTasks: each arm a one-CPU Ray task; the same classifiers from the
+    same seeds as classifiers_in_process, one thread each in both places, so the same hits on the same test images, in
     the jobs' order."""
-    from condgen_bench.harness.finalists import ArmsAsRayTasks
+    from condgen_bench.harness.evaluation.downstream import classifiers_in_process
+    from condgen_bench.harness.finalists import ClassifiersAsRayTasks
 
     data = few_shot(shots=3)
     images, labels = pool(data, 6)
@@ -324,16 +326,16 @@ def test_the_arms_as_ray_tasks_score_as_they_do_in_the_process(ray_local):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = study.arms_in_process(jobs, data.test.images, data.test.labels, data.num_classes)
+        here = classifiers_in_process(jobs, data.test.images, data.test.labels, data.num_classes)
     finally:
         torch.set_num_threads(threads)
-    there = ArmsAsRayTasks()(jobs, data.test.images, data.test.labels, data.num_classes)
+    there = ClassifiersAsRayTasks()(jobs, data.test.images, data.test.labels, data.num_classes)
     assert [h.shape for h in there] == [(2, len(data.test))] * 3
     for a, b in zip(here, there):
         np.testing.assert_array_equal(a, b)
     from ray.util.state import list_tasks
 
-    wanted, deadline = {f"augmentation study: {name}" for name, *_ in jobs}, time.time() + 30
+    wanted, deadline = {name for name, *_ in jobs}, time.time() + 30  # each task named by its job
     while not wanted <= (ran := {t.name for t in list_tasks(filters=[("state", "=", "FINISHED")], limit=1000,
                                                              raise_on_missing_output=False)}):
         assert time.time() < deadline, f"Ray's task list never showed the arms' tasks: {sorted(wanted - ran)}"

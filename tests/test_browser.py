@@ -61,6 +61,11 @@ def test_a_report_over_two_runs_renders_offline_without_errors(tmp_path):
     first, second = str(tmp_path / "faces"), str(tmp_path / "folder")
     make_run(first)
     make_second_run(second, "folder")
+    # the first run a benchmark's (config.json: each experiment's config) under --set report.compute_budget=2.5e12
+    config = json.load(open(os.path.join(first, "config.json")))
+    with open(os.path.join(first, "config.json"), "w") as f:
+        json.dump({**config, "experiments": [{"method": m, "report": {"compute_budget": 2.5e12}}
+                                             for m in ("ddpm", "dcgan")]}, f)
     page = build_report([first, second], str(tmp_path / "report.html"))
     seen = render(page, tmp_path)
     assert seen["console"] == [] and seen["requests"] == []
@@ -68,9 +73,13 @@ def test_a_report_over_two_runs_renders_offline_without_errors(tmp_path):
     # the leaderboard of each dataset as drawn: the best of each column starred, KIDs within noise of it marked
     board = seen["dom"][seen["dom"].index("<h1>Leaderboard</h1>"):seen["dom"].index("<h1>Dataset")]
     assert board.count("<h2>") == 2 and board.count('class="tie"') >= 2 and board.count("★") >= 8, board
-    # the equal-compute view of the first dataset (ddpm and dcgan, each at its best within dcgan's 3e12
-    # FLOPs) and its Pareto fronts drawn
-    assert "At equal training compute (at most 3e+12 FLOPs" in board and "ddpm leads on accuracy on samples" in board
+    # the equal-compute view of each dataset at the configured budget: ddpm's best within it, and dcgan (3e12
+    # at its first evaluation) listed with none within it; and the Pareto fronts drawn
+    for part in board.split("<h2>folder</h2>"):
+        assert "At equal training compute (at most 2.5e+12 FLOPs, report.compute_budget), ddpm leads" in part
+        assert re.search(r'<tr class="faded"><td class="l">dcgan</td><td class="l" colspan="5">none within the '
+                         r"budget: its cheapest evaluated checkpoint took 3e\+12 FLOPs \(\d?:?trial_d at epoch 3\)",
+                         part), part
     fronts = seen["dom"].split("Quality against compute: the Pareto front")[1:]  # each dataset's section
     assert len(fronts) == 2 and fronts[0].count("Pareto front") >= 3  # each figure's front trace, drawn
 

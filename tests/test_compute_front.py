@@ -95,6 +95,20 @@ def test_equal_compute_takes_each_familys_best_within_the_smallest_familys_large
     assert config.report.compute_budget == 2e13
 
 
+def test_the_report_reads_the_budget_from_a_benchmarks_config(tmp_path):
+    """A run of several experiments (benchmark.py) saves each one's config under "experiments", the
+    report settings with them: the page's equal-compute view takes the budget from there."""
+    from condgen_bench.reports import build_report
+    from test_reports import make_run
+
+    make_run(str(tmp_path))
+    path = tmp_path / "config.json"
+    config = json.loads(path.read_text())
+    path.write_text(json.dumps({**config, "experiments": [{"method": "ddpm", "report": {"compute_budget": 2.5e12}}]}))
+    page = open(build_report(str(tmp_path)), encoding="utf-8").read()
+    assert "At equal training compute (at most 2.5e+12 FLOPs, report.compute_budget), ddpm leads" in page
+
+
 # ---------------------------------------------------------------- several objectives
 
 

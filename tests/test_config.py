@@ -27,6 +27,15 @@ def test_round_trip_through_a_plain_dict():
     assert config_hash(again) == config_hash(config)
 
 
+def test_a_saved_config_with_the_old_name_of_classifier_tasks_still_loads():
+    """eval.augment_study_tasks (before it covered CAS and the augmentation gain) reads as classifier_tasks:
+    a run saved before the rename resumes and its finalists score."""
+    values = to_dict(ExperimentConfig())
+    values["eval"] = {("augment_study_tasks" if k == "classifier_tasks" else k): v for k, v in values["eval"].items()}
+    values["eval"]["augment_study_tasks"] = False
+    assert experiment_from_dict(values).eval.classifier_tasks is False
+
+
 def test_hash_ignores_the_cluster_but_not_the_model():
     config = ExperimentConfig()
     assert config_hash(apply_overrides(config, {"cluster.workers_per_trial": 4})) == config_hash(config)

@@ -59,9 +59,9 @@ def test_the_augmentation_study_is_priced_for_a_few_shot_finalist_only():
     # 2 x (1 real + 3 selections x (4 ratios + generated only)) arms x 3 seeds at 100 steps; a pool of
     # 5 x 10 / 0.5 = 100 images a class
     arms = 2 * (1 + 3 * 5)
-    # the classifiers as Ray tasks, two at once on 2 cores (eval.augment_study_tasks), or one after another
+    # the classifiers as Ray tasks, two at once on 2 cores (eval.classifier_tasks), or one after another
     study = 100 * 7 * 0.01 + arms * 3 * estimate.STUDY_CLASSIFIER_SECONDS / estimate.STUDY_TASKS_SPEEDUP
     assert estimate.study_seconds(c, costs) == pytest.approx(study)
     assert estimate.finalist_seconds(c, costs, 700) == pytest.approx(without + study)
-    c.eval.augment_study_tasks = False
+    c.eval.classifier_tasks = False
     assert estimate.study_seconds(c, costs) == pytest.approx(100 * 7 * 0.01 + arms * 3 * estimate.STUDY_CLASSIFIER_SECONDS)

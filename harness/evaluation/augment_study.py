@@ -37,8 +37,8 @@ import torch
 
 from condgen_bench.harness.config import EvalConfig
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.evaluation.downstream import class_counts, steps_recipe
-from condgen_bench.models.classifier import predict, train_classifier
+from condgen_bench.harness.evaluation.downstream import class_counts, classifiers_in_process, steps_recipe
+from condgen_bench.models.classifier import predict
 
 Z = 1.959964  # the normal quantile of a two-sided 95% interval
 SELECTIONS = ("uniform", "confident", "novel")
@@ -172,38 +172,12 @@ def arm_recipes(arm: Arm, images: int, eval_config: EvalConfig, config: StudyCon
             for s in range(config.seeds)]
 
 
-def classifier_hits(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                    num_classes: int, recipes: list, device="cpu", threads: int | None = None) -> np.ndarray:
-    """One arm's hits on the real test split: a classifier per recipe trained on x [N, C, H, W] uint8 /
-    y [N] int64, tested on test_x [T, C, H, W] uint8 / test_y [T] -> [len(recipes), T] bool. threads: torch's
-    intra-op threads for the call (a Ray task's one CPU), restored after."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        hits = []
-        for recipe in recipes:
-            net = train_classifier(x, y, num_classes, recipe, device=device)
-            hits.append((predict(net, test_x).argmax(1).cpu() == test_y).numpy())
-        return np.stack(hits)
-    finally:
-        torch.set_num_threads(before)
-
-
-def arms_in_process(jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
-                    device="cpu") -> list[np.ndarray]:
-    """classifier_hits of each job (name, x, y, recipes), one after another in this process: the hits
-    [seeds, T] bool of each, in order. A runner of the arms; harness/finalists.py has one that sends them
-    out as Ray tasks."""
-    return [classifier_hits(x, y, test_x, test_y, num_classes, recipes, device) for _, x, y, recipes in jobs]
-
-
 def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: DatasetSplits, eval_config: EvalConfig,
                        config: StudyConfig, confidence: torch.Tensor | None = None,
                        near_copy: torch.Tensor | None = None, device="cpu", runner=None) -> list[dict]:
     """Run every arm of the study on a generated pool: pool_x [N, C, H, W] uint8, pool_y [N] int64 (the
     asked-for classes), confidence [N] and near_copy [N] bool as ``select`` needs them; runner(jobs, test_x,
-    test_y, num_classes) -> each job's hits trains the arms' classifiers (None: arms_in_process on
+    test_y, num_classes) -> each job's hits trains the arms' classifiers (None: classifiers_in_process on
     ``device``). The real arm is the
     few-shot training split ``data.train``; a dataset that is not few-shot raises ValueError (the generator
     would have trained on more real images than the real arm has). Returns one dict per arm: {"arm", "ratio",
@@ -223,9 +197,9 @@ def augmentation_study(pool_x: torch.Tensor, pool_y: torch.Tensor, data: Dataset
     jobs = []
     for arm in arms:
         x, y = arm_training_set(arm, real_x, real_y, pool_x, pool_y, picked)
-        jobs.append((arm.name, x, y, arm_recipes(arm, len(x), eval_config, config)))
+        jobs.append((f"augmentation study: {arm.name}", x, y, arm_recipes(arm, len(x), eval_config, config)))
     rows, real = [], {}
-    run = runner or (lambda *args: arms_in_process(*args, device=device))
+    run = runner or (lambda *args: classifiers_in_process(*args, device=device))
     for arm, hits in zip(arms, run(jobs, data.test.images, data.test.labels, data.num_classes)):
         if arm.ratio is None:
             real[arm.augment] = hits

@@ -53,15 +53,37 @@ def steps_recipe(recipe: ClassifierConfig, images: int, steps: int) -> Classifie
     return dataclasses.replace(recipe, epochs=max(1, round(steps / steps_per_epoch)), drop_last=True)
 
 
-def _test_hits(images: torch.Tensor, labels: torch.Tensor, data: DatasetSplits, config: EvalConfig, seed: int,
-               steps: int | None = None, device="cpu") -> torch.Tensor:
-    """Train a fresh classifier on images [N, C, H, W] uint8 / labels [N] (about ``steps`` optimizer steps of
-    whole batches, or the recipe's epochs) and return its hits on the real test split: [N_test] bool."""
-    recipe = dataclasses.replace(config.classifier, seed=seed)
-    if steps is not None:
-        recipe = steps_recipe(recipe, len(images), steps)
-    net = train_classifier(images, labels, data.num_classes, recipe, device=device)
-    return predict(net, data.test.images).argmax(1).cpu() == data.test.labels
+def classifier_hits(x: torch.Tensor, y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                    num_classes: int, recipes: list, device="cpu", threads: int | None = None) -> np.ndarray:
+    """One job's hits on the real test split: a classifier per recipe trained on x [N, C, H, W] uint8 /
+    y [N] int64, tested on test_x [T, C, H, W] uint8 / test_y [T] -> [len(recipes), T] bool. threads: torch's
+    intra-op threads for the call (a Ray task's one CPU), restored after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        hits = []
+        for recipe in recipes:
+            net = train_classifier(x, y, num_classes, recipe, device=device)
+            hits.append((predict(net, test_x).argmax(1).cpu() == test_y).numpy())
+        return np.stack(hits)
+    finally:
+        torch.set_num_threads(before)
+
+
+def classifiers_in_process(jobs: list[tuple], test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
+                           device="cpu") -> list[np.ndarray]:
+    """classifier_hits of each job (name, x, y, recipes), one after another in this process: the hits
+    [len(recipes), T] bool of each, in order. The default runner of CAS, the augmentation gain and the
+    augmentation study; harness/finalists.py has one that sends the jobs out as Ray tasks."""
+    return [classifier_hits(x, y, test_x, test_y, num_classes, recipes, device) for _, x, y, recipes in jobs]
+
+
+def run_jobs(jobs: list[tuple], data: DatasetSplits, device="cpu", runner=None) -> list[np.ndarray]:
+    """Each job's (name, x, y, recipes) hits [len(recipes), T] bool on the real test split of ``data``, by
+    ``runner`` (None: classifiers_in_process on ``device``)."""
+    run = runner or (lambda *args: classifiers_in_process(*args, device=device))
+    return run(jobs, data.test.images, data.test.labels, data.num_classes)
 
 
 def first_of_each_class(labels: torch.Tensor, counts: list[int]) -> torch.Tensor:
@@ -70,16 +92,19 @@ def first_of_each_class(labels: torch.Tensor, counts: list[int]) -> torch.Tensor
 
 
 def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
-                                  config, device="cpu") -> tuple[dict, dict]:
+                                  config, device="cpu", runner=None) -> tuple[dict, dict]:
     """CAS of a generated pool: samples [N, C, H, W] uint8 with labels [N] (from ``pool_labels``): the mean
-    real test accuracy of ``cas_seeds`` classifiers trained on it from different seeds.
+    real test accuracy of ``cas_seeds`` classifiers trained on it from different seeds, each a job of
+    ``runner`` (run_jobs).
     Returns ({cas, cas_std (its standard error: the test images' binomial error, shared by the seeds, and
     the seeds' spread / sqrt(seeds)), cas_seed_std (one seed's spread; NaN from one), cas_seconds}, protocol)."""
     t0 = time.time()
     idx = first_of_each_class(labels, capped_counts(data.classifier_train.labels, data.num_classes,
                                                     config.cas_pool_per_class))
-    accuracies = np.array([_test_hits(samples[idx], labels[idx], data, config, seed=config.classifier.seed + s,
-                                      device=device).double().mean().item() for s in range(config.cas_seeds)])
+    jobs = [(f"CAS: seed {s}", samples[idx], labels[idx], [dataclasses.replace(config.classifier,
+                                                                                seed=config.classifier.seed + s)])
+            for s in range(config.cas_seeds)]
+    accuracies = np.array([float(hits.mean()) for hits in run_jobs(jobs, data, device, runner)])
     p, n = float(accuracies.mean()), len(data.test)
     seed_std = float(accuracies.std(ddof=1)) if len(accuracies) > 1 else math.nan
     between = seed_std ** 2 / len(accuracies) if len(accuracies) > 1 else 0.0
@@ -90,18 +115,19 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, d
 
 
 def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
-                      config, device="cpu") -> tuple[dict, dict]:
+                      config, device="cpu", runner=None) -> tuple[dict, dict]:
     """The augmentation gain of a generated pool (samples [N, C, H, W] uint8, labels [N]) over
     ``augment_seeds`` seeds. Per seed: K real images a class (the few-shot training split, or a seeded
     draw of augment_shots from the training split), one classifier on them and one on them plus the
-    first augment_synthetic_per_class generated images a class, the same number of steps each.
+    first augment_synthetic_per_class generated images a class, the same number of steps each; each
+    classifier a job of ``runner`` (run_jobs).
     Returns ({aug_real_accuracy, aug_mixed_accuracy, aug_gain (means over the seeds), each with _std (one
     seed's std) and _se (the mean's standard error; both NaN from one seed), aug_seconds}, protocol)."""
     t0 = time.time()
     k = data.num_classes
     few_shot = data.train_full is not None
     synthetic = first_of_each_class(labels, [config.augment_synthetic_per_class] * k)
-    real_acc, mixed_acc = [], []
+    jobs = []
     for s in range(config.augment_seeds):
         seed = config.classifier.seed + 1000 + s
         if few_shot:
@@ -110,10 +136,13 @@ def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: Dataset
             order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
             real = order[first_of_each_class(data.train.labels[order], [config.augment_shots] * k)]
         x_real, y_real = data.train.images[real], data.train.labels[real]
-        real_acc.append(_test_hits(x_real, y_real, data, config, seed, config.augment_steps, device).double().mean().item())
-        x_mix = torch.cat([x_real, samples[synthetic]])
-        y_mix = torch.cat([y_real, labels[synthetic]])
-        mixed_acc.append(_test_hits(x_mix, y_mix, data, config, seed, config.augment_steps, device).double().mean().item())
+        x_mix, y_mix = torch.cat([x_real, samples[synthetic]]), torch.cat([y_real, labels[synthetic]])
+        recipe = dataclasses.replace(config.classifier, seed=seed)
+        for arm, x, y in (("real", x_real, y_real), ("mixed", x_mix, y_mix)):
+            jobs.append((f"augmentation gain: seed {s}, {arm}", x, y,
+                         [steps_recipe(recipe, len(x), config.augment_steps)]))
+    accuracies = [float(hits.mean()) for hits in run_jobs(jobs, data, device, runner)]
+    real_acc, mixed_acc = accuracies[0::2], accuracies[1::2]
     real_acc, mixed_acc = np.array(real_acc), np.array(mixed_acc)
     gain = mixed_acc - real_acc
     metrics = {"aug_seconds": time.time() - t0}

@@ -292,9 +292,10 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
 
 
 def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan,
-                       device="cpu") -> Scores:
+                       device="cpu", runner=None) -> Scores:
     """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/evaluation/downstream.py) of
-    a seeded generated pool under the method's own sampler, as far as the plan computes them.
+    a seeded generated pool under the method's own sampler, as far as the plan computes them; ``runner`` trains
+    their classifiers (downstream.run_jobs).
     Returns their Scores (without per-sample arrays)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
     for part, name in (("cas", "cas"), ("augment", "aug_gain")):
@@ -310,7 +311,7 @@ def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, 
     protocol["pool_samples"] = len(labels)
     for part, score in (("cas", classification_accuracy_score), ("augment", augmentation_gain)):
         if plan.computes(part):
-            values, settings = score(pool, labels, data, config, device)
+            values, settings = score(pool, labels, data, config, device, runner)
             metrics.update(values)
             protocol.update(settings)
             if part == "cas":  # the same recipe on as many real images, beside it
@@ -380,13 +381,13 @@ def likelihood_metrics(method: Method, data: DatasetSplits, config: EvalConfig, 
 
 
 def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan, device="cpu",
-             likelihood: Scores | None = None, study_runner=None) -> tuple[dict, bytes]:
+             likelihood: Scores | None = None, runner=None) -> tuple[dict, bytes]:
     """Score ``method`` (see models/__init__.py) on ``data`` with the shared reference, computing what
     ``plan`` says and nothing else: its samples under plan.settings (the method's own sampler where empty),
     its bound on real images (``likelihood``: where plan.bpd_from names another record of the checkpoint,
     that record's result of likelihood_metrics, which does not depend on the sampler), CAS and the
-    augmentation gain; ``study_runner``: what trains the augmentation study's classifiers
-    (augment_study.augmentation_study's runner; None: in this process).
+    augmentation gain; ``runner``: what trains the classifiers of CAS, the augmentation gain and the
+    augmentation study (downstream.run_jobs's runner; None: one after another in this process).
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
@@ -395,19 +396,19 @@ def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: Ev
     (the memorization gallery); reports/run_folder/records.py EvalRecord stores both beside the record.
     """
     with evaluation_math() as math_mode:
-        record, grid = _evaluate(method, data, ref, config, plan, device, likelihood, study_runner)
+        record, grid = _evaluate(method, data, ref, config, plan, device, likelihood, runner)
     record["protocol"]["eval_math"] = math_mode
     return record, grid
 
 
 def _evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan, device,
-              likelihood: Scores | None, study_runner=None) -> tuple[dict, bytes]:
+              likelihood: Scores | None, runner=None) -> tuple[dict, bytes]:
     t_start = time.time()
     scores, grid, files = sample_metrics(method, data, ref, config, plan, device)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
-    scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device))
-    study, study_files = augment_study_metrics(method, data, ref, config, plan, device, study_runner)
+    scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device, runner))
+    study, study_files = augment_study_metrics(method, data, ref, config, plan, device, runner)
     scores.merge(study)
     files.update(study_files)
     scores.metrics["eval_seconds"] = time.time() - t_start
