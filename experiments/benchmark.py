@@ -12,7 +12,7 @@ dataset, into one results file and one report with a leaderboard per dataset.
 runs on each dataset, as experiments named <family>-<dataset>. Every other flag (--set, --epochs,
 --image-size, cluster flags, ...) applies to each experiment; the data settings and the evaluation are
 those of the DDPM profile, for all. The default fits a 2-core laptop: one trial a family at a shortened
-budget (each script's BENCHMARK), evaluated at about four epochs along it (the points of the report's
+budget (each script's BENCHMARK), evaluated at three epochs along it (the points of the report's
 Pareto front and of its leaderboard at equal training compute), its finalist scored at the best of them
 with the whole suite except the Inception metrics, whose 700 real and 700 generated images a family would
 cost minutes more on the CPU (--set eval.inception_at=finalists adds them). A family joins by registering
@@ -49,9 +49,10 @@ def profiles(families: list[str], sweeps: bool = False):
                 config.train.epochs = max(1, config.train.epochs // 10)
         else:
             config = apply_overrides(config, {**SCRIPTS[family].BENCHMARK, "sweep.space": {}, "sweep.scheduler": "fifo"})
-        # about four evaluated checkpoints along each family's budget (sweeps: one, at the end): the points
-        # of the Pareto front and of the leaderboard at equal training compute
-        config.train.eval_every = 0 if sweeps else max(1, round(config.train.epochs / 4))
+        # three evaluated checkpoints along each family's budget (sweeps: one, at the end): the points of the
+        # Pareto front and of the leaderboard at equal training compute (a DDPM or flow evaluation, 224
+        # samples at 30 network calls each, costs ~8 s on 2 cores)
+        config.train.eval_every = 0 if sweeps else max(1, round(config.train.epochs / 3))
         config.data, config.eval = shared.data, shared.eval
         if not sweeps:
             config.eval.inception_at = "never"

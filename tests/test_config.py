@@ -295,12 +295,12 @@ def test_benchmark_takes_several_datasets_each_with_its_root(tmp_path, capsys):
 
 
 def test_the_benchmark_evaluates_each_family_along_its_budget(capsys):
-    """The default benchmark evaluates each family at about four epochs of its budget (the front's points and
-    the equal-compute view's), and scores its finalist at the best of them; --sweeps at the end only."""
+    """The default benchmark evaluates each family at three epochs of its budget (the front's points and the
+    equal-compute view's), and scores its finalist at the best of them; --sweeps at the end only."""
     script = ROOT / "experiments" / "benchmark.py"
     for config in json.loads(_dry_run(script, capsys=capsys)):
         epochs, every = config["train"]["epochs"], config["train"]["eval_every"]
-        assert 3 <= len(range(every, epochs + 1, every)) <= 5, (config["name"], epochs, every)
+        assert len(set(range(every, epochs + 1, every)) | {epochs}) == 3, (config["name"], epochs, every)
         assert config["eval"]["keep_best"] >= 1
     swept = json.loads(_dry_run(script, "--families", "dcgan", "--sweeps", capsys=capsys))
     assert [c["train"]["eval_every"] for c in swept] == [0]

@@ -295,7 +295,7 @@ def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, 
                        device="cpu", runner=None) -> Scores:
     """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/evaluation/downstream.py) of
     a seeded generated pool under the method's own sampler, as far as the plan computes them; ``runner`` trains
-    their classifiers (downstream.run_jobs).
+    the gain's classifiers (downstream.run_jobs; CAS's train in this process).
     Returns their Scores (without per-sample arrays)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
     for part, name in (("cas", "cas"), ("augment", "aug_gain")):
@@ -311,7 +311,8 @@ def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, 
     protocol["pool_samples"] = len(labels)
     for part, score in (("cas", classification_accuracy_score), ("augment", augmentation_gain)):
         if plan.computes(part):
-            values, settings = score(pool, labels, data, config, device, runner)
+            # CAS's seeds in this process: three jobs on two CPUs took longer as tasks (benchmarks/classifier_tasks.py)
+            values, settings = score(pool, labels, data, config, device, runner if part == "augment" else None)
             metrics.update(values)
             protocol.update(settings)
             if part == "cas":  # the same recipe on as many real images, beside it
@@ -386,7 +387,7 @@ def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: Ev
     ``plan`` says and nothing else: its samples under plan.settings (the method's own sampler where empty),
     its bound on real images (``likelihood``: where plan.bpd_from names another record of the checkpoint,
     that record's result of likelihood_metrics, which does not depend on the sampler), CAS and the
-    augmentation gain; ``runner``: what trains the classifiers of CAS, the augmentation gain and the
+    augmentation gain; ``runner``: what trains the classifiers of the augmentation gain and the
     augmentation study (downstream.run_jobs's runner; None: one after another in this process).
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
