@@ -114,9 +114,11 @@ def leader_sentence(points: pd.DataFrame, obj: Objective, configured: float | No
     entry = lookup(obj.metric)
     percent = entry is not None and entry.unit == "%"
     lead, free = rows.iloc[0], overall.iloc[0]
+    splits = sorted(set(points.get("protocol.reference_split", pd.Series(dtype=object)).dropna()))
+    where = f"the sweep's evaluations on the {' and '.join(splits)} split" if splits else "the sweep's evaluations"
     text = (f"At equal training compute (at most {budget:.3g} FLOPs, {why}), {lead['method']} leads on "
             f"{entry.label if entry else obj.metric} with {fmt(lead[obj.metric], percent)} "
-            f"({lead['trial_id']} at epoch {fmt(lead['epoch'])})")
+            f"({lead['trial_id']} at epoch {fmt(lead['epoch'])}, in {where})")
     if free["method"] == lead["method"]:
         text += f"; it leads without the limit too ({fmt(free[obj.metric], percent)})."
     else:

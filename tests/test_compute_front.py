@@ -83,6 +83,9 @@ def test_equal_compute_takes_each_familys_best_within_the_smallest_familys_large
     text, _, budget = leader_sentence(frame, obj, None)
     assert budget == 2e12 and text.startswith("At equal training compute (at most 2e+12 FLOPs")
     assert "dcgan leads on accuracy on samples with 60.0%" in text and "without the limit ddpm leads with 80.0%" in text
+    assert "(g1 at epoch 2, in the sweep's evaluations)" in text  # not the finalists' test-split figures
+    on_validation = frame.assign(**{"protocol.reference_split": "validation"})
+    assert "in the sweep's evaluations on the validation split)" in leader_sentence(on_validation, obj, None)[0]
     assert leader_sentence(frame, obj, 9e12)[0].endswith("it leads without the limit too (80.0%).")
     assert leader_sentence(frame[frame["method"] == "ddpm"], obj, None)[0] == ""  # one family: no view
     # a family with no checkpoint within the budget is listed with its cheapest, not left out
