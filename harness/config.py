@@ -134,9 +134,9 @@ class EvalConfig:
     augment_study_keep: float = 0.5
     augment_study_flip: bool = True  # False for data whose mirror image is another class (digits, text)
     augment_study_jitter: float = 0.1
-    # a finalist's classifiers of the augmentation gain and the study as Ray tasks of 1 CPU each where Ray is
-    # up and the scoring runs on the CPU, as many at once as free CPUs allow (2 on 2 cores: 1.2-1.3x faster
-    # than one 2-thread process, benchmarks/classifier_tasks.py); False: one after another in the process
+    # the augmentation study's classifiers as Ray tasks of 1 CPU each where Ray is up and the scoring runs on
+    # the CPU, as many at once as free CPUs allow (2 on 2 cores: 1.3x faster than one 2-thread process, once
+    # the tasks' processes have started); False: one after another in the process
     classifier_tasks: bool = True
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 

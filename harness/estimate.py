@@ -126,9 +126,8 @@ def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> flo
     plan = finalist_plan(config, Capabilities(few_shot=config.data.shots_per_class is not None))
     samples = plan.samples_per_class * classes
     pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
-    tasks = STUDY_TASKS_SPEEDUP if config.eval.classifier_tasks else 1.0  # the classifiers as Ray tasks
     classifiers = (CAS_CLASSIFIER_SECONDS * config.eval.cas_seeds * plan.computes("cas")
-                   + AUGMENT_SECONDS * plan.computes("augment") / tasks)
+                   + AUGMENT_SECONDS * plan.computes("augment"))
     return ((samples + pool) * costs.sample_seconds + samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")
             + classifiers + BPD_SECONDS * plan.computes("bpd") + (study_seconds(config, costs) if plan.computes("augment_study") else 0))
 

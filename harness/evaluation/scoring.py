@@ -292,10 +292,10 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
 
 
 def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan,
-                       device="cpu", runner=None) -> Scores:
+                       device="cpu") -> Scores:
     """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/evaluation/downstream.py) of
-    a seeded generated pool under the method's own sampler, as far as the plan computes them; ``runner`` trains
-    the gain's classifiers (downstream.run_jobs; CAS's train in this process).
+    a seeded generated pool under the method's own sampler, as far as the plan computes them, their classifiers
+    trained in this process (as Ray tasks they took longer: benchmarks/classifier_tasks.py).
     Returns their Scores (without per-sample arrays)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
     for part, name in (("cas", "cas"), ("augment", "aug_gain")):
@@ -311,8 +311,7 @@ def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, 
     protocol["pool_samples"] = len(labels)
     for part, score in (("cas", classification_accuracy_score), ("augment", augmentation_gain)):
         if plan.computes(part):
-            # CAS's seeds in this process: three jobs on two CPUs took longer as tasks (benchmarks/classifier_tasks.py)
-            values, settings = score(pool, labels, data, config, device, runner if part == "augment" else None)
+            values, settings = score(pool, labels, data, config, device)
             metrics.update(values)
             protocol.update(settings)
             if part == "cas":  # the same recipe on as many real images, beside it
@@ -387,8 +386,8 @@ def evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: Ev
     ``plan`` says and nothing else: its samples under plan.settings (the method's own sampler where empty),
     its bound on real images (``likelihood``: where plan.bpd_from names another record of the checkpoint,
     that record's result of likelihood_metrics, which does not depend on the sampler), CAS and the
-    augmentation gain; ``runner``: what trains the classifiers of the augmentation gain and the
-    augmentation study (downstream.run_jobs's runner; None: one after another in this process).
+    augmentation gain; ``runner``: what trains the augmentation study's classifiers (downstream.run_jobs's
+    runner; None: one after another in this process).
 
     config: EvalConfig. Returns (record, PNG of the sample grid). The record holds the stage, the numeric
     metrics (NaN where missing), "missing" {metric: reason}, the protocol every figure was computed under
@@ -408,7 +407,7 @@ def _evaluate(method: Method, data: DatasetSplits, ref: EvalReference, config: E
     scores, grid, files = sample_metrics(method, data, ref, config, plan, device)
     if likelihood is None:
         likelihood = likelihood_metrics(method, data, config, skip=plan.skip.get("bpd"), split=plan.split)
-    scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device, runner))
+    scores.merge(likelihood).merge(downstream_metrics(method, data, ref, config, plan, device))
     study, study_files = augment_study_metrics(method, data, ref, config, plan, device, runner)
     scores.merge(study)
     files.update(study_files)
