@@ -36,7 +36,10 @@ def ray_local():
 
 
 def pytest_collection_modifyitems(items):
-    """The Ray tests in one xdist group: one process runs them in turn on its one local Ray."""
+    """The Ray tests in one xdist group: one process runs them in turn on its one local Ray. The tests that
+    start a Ray cluster of their own (tests/test_cluster_storage.py two_nodes) go first: once any test has
+    started the session's local Ray (ray_local), they can only skip."""
+    items.sort(key=lambda item: "two_nodes" not in getattr(item, "fixturenames", ()))  # stable: the rest keep their order
     for item in items:
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))
