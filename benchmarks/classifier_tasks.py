@@ -14,9 +14,6 @@ augmentation study's 96 classifiers pay the start once and run as tasks (eval.cl
 """
 
 import argparse
-import importlib.util
-import os
-import sys
 import time
 
 import ray
@@ -25,15 +22,7 @@ import torch
 from condgen_bench import datasets
 from condgen_bench.harness.evaluation.downstream import augmentation_gain, classification_accuracy_score, pool_labels
 from condgen_bench.harness.finalists import ClassifiersAsRayTasks
-
-
-def load_profile():
-    experiments = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
-    sys.path.insert(0, experiments)  # the scripts import their shared laptop profile, as when run
-    spec = importlib.util.spec_from_file_location("sweep_ddpm", os.path.join(experiments, "sweep_ddpm.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.local_profile()
+from eval_costs import load_profile  # beside this script: the default local DDPM profile
 
 
 def pool(data, config) -> tuple[torch.Tensor, torch.Tensor]:
