@@ -16,6 +16,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from condgen_bench.reports.pareto import front_points, pareto_mask
+
 ELIGIBLE = ("completed", "stopped_early")  # trial statuses a finalist may have (not diverged, error, no_result)
 
 
@@ -30,8 +32,7 @@ def evaluated_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The sweep's evaluated rows of eligible trials under their own sampler, with a value of ``metric``, each
     trial's since its last restart only (earlier epochs are another lineage's, with other settings)."""
     eligible = set(frame.loc[frame["status"].isin(ELIGIBLE), "trial_id"])
-    rows = frame[frame.get("stage") != "finalist"]
-    rows = rows[rows.get("sampling_setting", pd.Series("default", index=rows.index)).fillna("default") == "default"]
+    rows = front_points(frame)  # the sweep's evaluations under their own sampler
     rows = rows[rows["trial_id"].isin(eligible)]
     if "restarts" in rows:
         rows = rows[pd.to_numeric(rows["epoch"], errors="coerce") > rows["restarts"].map(lineage_start)]
@@ -42,22 +43,6 @@ def best_epoch_rows(rows: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     """Each trial's row at its best value of ``metric`` (ties: the earlier epoch), one a trial."""
     ordered = rows.sort_values([metric, "epoch"], ascending=[mode == "min", True], kind="stable")
     return ordered.drop_duplicates("trial_id", keep="first")
-
-
-def pareto_mask(values: pd.DataFrame, modes: dict[str, str]) -> pd.Series:
-    """values [N rows, one column per objective], modes {column: "max" or "min"} -> [N] bool: True where no
-    other row is at least as good on every objective and strictly better on one. A row missing a value is
-    off the front."""
-    names = list(modes)
-    signed = np.stack([pd.to_numeric(values[m], errors="coerce").to_numpy(float) * (-1.0 if modes[m] == "max" else 1.0)
-                       for m in names], axis=1)  # [N, K], lower is better everywhere
-    valid = ~np.isnan(signed).any(axis=1)
-    out = np.zeros(len(values), dtype=bool)
-    for i in np.flatnonzero(valid):
-        others = signed[valid]
-        dominated = ((others <= signed[i]).all(axis=1) & (others < signed[i]).any(axis=1)).any()
-        out[i] = not dominated
-    return pd.Series(out, index=values.index)
 
 
 def front_rows(frame: pd.DataFrame, config) -> pd.DataFrame:

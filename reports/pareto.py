@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from html import escape
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -28,20 +29,26 @@ from condgen_bench.reports.inputs import Objective
 COSTS = ("train_flops", "sample_gflops_per_image")  # the front's x axes: training and sampling compute
 
 
+def pareto_mask(values: pd.DataFrame, modes: dict[str, str]) -> pd.Series:
+    """values [N rows, one column per objective], modes {column: "max" or "min"} -> [N] bool: True where no
+    other row is at least as good on every objective and strictly better on one. A row missing a value is
+    off the front."""
+    names = list(modes)
+    signed = np.stack([pd.to_numeric(values[m], errors="coerce").to_numpy(float) * (-1.0 if modes[m] == "max" else 1.0)
+                       for m in names], axis=1)  # [N, K], lower is better everywhere
+    valid = ~np.isnan(signed).any(axis=1)
+    out = np.zeros(len(values), dtype=bool)
+    for i in np.flatnonzero(valid):
+        others = signed[valid]
+        dominated = ((others <= signed[i]).all(axis=1) & (others < signed[i]).any(axis=1)).any()
+        out[i] = not dominated
+    return pd.Series(out, index=values.index)
+
+
 def on_front(cost: pd.Series, quality: pd.Series, mode: str) -> pd.Series:
-    """Non-dominated points: cost [N] (lower is better) and quality [N] (``mode`` "max" or "min") ->
-    [N] bool, True where no other point is at least as good on both and better on one. Points without
-    both values are off the front."""
-    sign = -1.0 if mode == "max" else 1.0
-    frame = pd.DataFrame({"cost": pd.to_numeric(cost, errors="coerce"),
-                          "loss": sign * pd.to_numeric(quality, errors="coerce")}).dropna()
-    out = pd.Series(False, index=cost.index)
-    best = math.inf
-    for i, row in frame.sort_values(["cost", "loss"], kind="stable").iterrows():
-        if row["loss"] < best:  # strictly better than every cheaper-or-equal point
-            out[i] = True
-            best = row["loss"]
-    return out
+    """Non-dominated points of one cost [N] (lower is better) against one quality [N] (``mode`` "max" or
+    "min"): pareto_mask of the two -> [N] bool. Points without both values are off the front."""
+    return pareto_mask(pd.DataFrame({"cost": cost, "quality": quality}), {"cost": "min", "quality": mode})
 
 
 def front_points(rows: pd.DataFrame) -> pd.DataFrame:
