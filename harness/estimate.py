@@ -40,7 +40,9 @@ INCEPTION_SECONDS_PER_IMAGE = 0.107
 # the same table: one CAS classifier trained and tested (its pool's samples apart), as eval.cas_seeds
 # was then 1; the default run's three took 25 s in one 2-thread process (2026-12-04)
 CAS_CLASSIFIER_SECONDS = 6.4
-AUGMENT_SECONDS = 25.8  # the same table: the augmentation gain's classifiers over its seeds, in the process
+# the same table: the augmentation gain's classifiers over its seeds, in the process; half of them its real-only
+# arm (equal steps each), which the evaluation reference trains once a run, the other half each finalist's
+AUGMENT_SECONDS = 25.8
 # one study classifier (100 steps of 128 images, 24 px, width 16) in one 2-thread process: the FastGAN
 # preset's 96 took 618 s as one-thread Ray tasks, two at once (2026-12-04, 2 cores), x STUDY_TASKS_SPEEDUP / 96
 STUDY_CLASSIFIER_SECONDS = 8.4
@@ -127,7 +129,7 @@ def finalist_seconds(config: ExperimentConfig, costs: Costs, images: int) -> flo
     samples = plan.samples_per_class * classes
     pool = min(config.eval.cas_pool_per_class, images // classes) * classes if plan.computes("cas") else 0
     classifiers = (CAS_CLASSIFIER_SECONDS * config.eval.cas_seeds * plan.computes("cas")
-                   + AUGMENT_SECONDS * plan.computes("augment"))
+                   + AUGMENT_SECONDS / 2 * plan.computes("augment"))  # its mixed arms
     return ((samples + pool) * costs.sample_seconds + samples * INCEPTION_SECONDS_PER_IMAGE * plan.computes("inception")
             + classifiers + BPD_SECONDS * plan.computes("bpd") + (study_seconds(config, costs) if plan.computes("augment_study") else 0))
 
@@ -144,11 +146,12 @@ def study_seconds(config: ExperimentConfig, costs: Costs) -> float:
 
 
 def reference_seconds(config: ExperimentConfig, images: int) -> float:
-    """The run's evaluation reference, nothing cached: the classifier and the real test features."""
+    """The run's evaluation reference, nothing cached: the classifier, the augmentation gain's real-only arm
+    and the real test features."""
     tests = config.data.num_test * class_count(config) // 7
     inception = config.eval.inception_at != "never"
     return (CLASSIFIER_SECONDS_PER_IMAGE_EPOCH * images * config.eval.classifier.epochs
-            + tests * INCEPTION_SECONDS_PER_IMAGE * inception)
+            + AUGMENT_SECONDS / 2 * config.eval.augment + tests * INCEPTION_SECONDS_PER_IMAGE * inception)
 
 
 def describe(config: ExperimentConfig, trials: list[tuple[ExperimentConfig, Costs]]) -> str:

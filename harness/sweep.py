@@ -398,11 +398,11 @@ def _run(configs: list[ExperimentConfig], run_dir: str | None, experiment_dir: s
 
 def pin_references(run_dir: str, loaded: list, references: list[EvalReference], log=print) -> None:
     """Record each dataset's evaluation reference in the run (reference.json: EvalReference.pins by dataset
-    fingerprint) the first time, and check it every time after: a resume whose classifier, CAS ceiling or real
-    features differ (a removed or changed cache retrained to other weights, a changed classifier) is refused
-    before it scores anything, so that no run mixes rows scored with two references. An extractor the run did not
-    have before (or has no longer: Inception weights not on this machine) is not a difference: its rows say
-    the figure is missing."""
+    fingerprint) the first time, and check it every time after: a resume whose classifier, CAS ceiling, the
+    augmentation gain's real-only arm or real features differ (a removed or changed cache retrained to other
+    weights, a changed classifier) is refused before it scores anything, so that no run mixes rows scored with
+    two references. An extractor the run did not have before (or has no longer: Inception weights not on this
+    machine) is not a difference: its rows say the figure is missing; nor is a pin the run had no entry for."""
     path = layout.run_file(run_dir, layout.REFERENCE)
     pinned = json.loads(storage.read_bytes(path)) if storage.exists(path) else {}
     for data, reference in zip(loaded, references):
@@ -410,9 +410,12 @@ def pin_references(run_dir: str, loaded: list, references: list[EvalReference], 
         if before is None:
             pinned[data.fingerprint] = now
             continue
+        # a run pinned before the gain's real-only arm was part of the reference has no entry for it
         differs = [f"{what} ({before[key]} -> {now[key]})" for key, what in
                    (("classifier", "the evaluation classifier's weights"), ("classifier_accuracy", "its real accuracy"),
-                    ("cas_real_accuracy", "CAS's real ceiling")) if before[key] != now[key]]
+                    ("cas_real_accuracy", "CAS's real ceiling"),
+                    ("aug_real_accuracy", "the augmentation gain's real-only arm"))
+                   if key in before and before[key] != now[key]]
         differs += [f"the real {kind} features ({before['features'][kind]} -> {now['features'][kind]})"
                     for kind in sorted(before["features"].keys() & now["features"].keys())
                     if before["features"][kind] != now["features"][kind]]
@@ -424,6 +427,7 @@ def pin_references(run_dir: str, loaded: list, references: list[EvalReference], 
                 "used, or start a new run (never rows scored with two references in one run)")
         log(f"evaluation reference of {data.name}: the run's own (classifier {now['classifier']})")
         before["features"].update({k: v for k, v in now["features"].items() if k not in before["features"]})
+        before.update({k: v for k, v in now.items() if k not in before})
     storage.write_bytes(path, json.dumps(pinned, indent=1).encode())
 
 

@@ -2,6 +2,7 @@
 offline one of the [fid] extra, and its absence), real features computed once, CAS and the augmentation
 gain. No Ray; a tiny dataset and classifier."""
 
+import dataclasses
 import io
 import math
 
@@ -401,6 +402,46 @@ def test_cas_and_the_augmentation_gain_train_their_classifiers_through_a_runner(
             assert ran.get(name) == here.get(name), name
     assert seen == ["CAS: seed 0", "CAS: seed 1", "augmentation gain: seed 0, real", "augmentation gain: seed 0, mixed",
                     "augmentation gain: seed 1, real", "augmentation gain: seed 1, mixed"]
+
+
+def test_the_gain_s_real_only_arm_is_trained_once_by_the_reference_with_the_same_figures(data, tmp_path):
+    """The gain's real-only arm has nothing generated in it, so the reference trains it once a run (cached
+    beside the evaluation classifier) and a finalist trains only its mixed arms: the figures are those of
+    training both arms in the finalist, one job fewer a seed. A finalist whose gain settings differ from
+    the reference's trains its own."""
+    from condgen_bench.harness.evaluation.downstream import augmentation_gain, classifiers_in_process, pool_labels
+
+    config = _eval_config(augment=True, augment_shots=2, augment_synthetic_per_class=3, augment_seeds=2,
+                          augment_steps=3)
+    lines = []
+    ref = reference.prepare_reference(data, config, str(tmp_path), log=lines.append)
+    assert ref.aug_real_hits.shape == (2, len(data.test)) and ref.aug_real_hits.dtype == torch.bool
+    assert ref.pins()["aug_real_accuracy"] == ref.aug_real_hits.double().mean(1).tolist()
+    seen = []
+
+    def runner(jobs, test_x, test_y, num_classes):
+        seen.extend(name for name, *_ in jobs)
+        return classifiers_in_process(jobs, test_x, test_y, num_classes)
+
+    labels = pool_labels(data, config)
+    pool = data.train.images[torch.cat([torch.nonzero(data.train.labels == c).flatten()[: int((labels == c).sum())]
+                                        for c in range(data.num_classes)])]
+    shared, _ = augmentation_gain(pool, labels, data, config, runner=runner, real_hits=ref.gain_real_hits(config))
+    assert seen == ["augmentation gain: seed 0, mixed", "augmentation gain: seed 1, mixed"]
+    alone, _ = augmentation_gain(pool, labels, data, config)
+    shared.pop("aug_seconds"), alone.pop("aug_seconds")
+    assert shared == alone
+    record, _ = _evaluate(CopyGenerator(data), data, ref, config)  # the scoring takes the reference's
+    assert {k: record["metrics"][k] for k in alone} == alone
+    # read from the cache by the next run's reference; other settings: none shared, the finalist trains it
+    again = reference.prepare_reference(data, config, str(tmp_path), log=lines.append)
+    assert torch.equal(again.aug_real_hits, ref.aug_real_hits)
+    assert any("real-only arm: read from cache" in line for line in lines)
+    assert ref.gain_real_hits(dataclasses.replace(config, augment_steps=4)) is None
+    off = reference.prepare_reference(data, dataclasses.replace(config, augment=False), str(tmp_path), log=lines.append)
+    assert off.aug_real_hits is None and off.pins()["aug_real_accuracy"] is None
+    with pytest.raises(ValueError, match="augment_seeds"):
+        augmentation_gain(pool, labels, data, config, real_hits=ref.aug_real_hits[:1])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,9 +109,9 @@ def test_a_resume_scores_with_the_runs_own_reference_or_refuses_naming_what_diff
 
     run_dir, data = str(tmp_path), SimpleNamespace(name="faces", fingerprint="fp1")
 
-    def reference(classifier="aaa", features=None):
+    def reference(classifier="aaa", features=None, **more):
         pins = {"classifier": classifier, "classifier_accuracy": 0.9, "cas_real_accuracy": 0.5,
-                "features": features or {"domain": "d1", "inception": "i1"}}
+                "features": features or {"domain": "d1", "inception": "i1"}, **more}
         return SimpleNamespace(pins=lambda: pins)
 
     pin_references(run_dir, [data], [reference()])
@@ -124,6 +124,11 @@ def test_a_resume_scores_with_the_runs_own_reference_or_refuses_naming_what_diff
         with pytest.raises(ResumeChangeError, match=rf"scored with another evaluation reference .*{re.escape(named)}"):
             pin_references(run_dir, [data], [changed])
     assert (tmp_path / "reference.json").read_text() == pinned
+    # a run pinned before the gain's real-only arm was pinned: its resume pins it, and the next is held to it
+    pin_references(run_dir, [data], [reference(aug_real_accuracy=[0.4, 0.5])])
+    assert json.loads((tmp_path / "reference.json").read_text())["fp1"]["aug_real_accuracy"] == [0.4, 0.5]
+    with pytest.raises(ResumeChangeError, match=re.escape("real-only arm ([0.4, 0.5] -> [0.4, 0.6])")):
+        pin_references(run_dir, [data], [reference(aug_real_accuracy=[0.4, 0.6])])
 
 
 def test_the_classifier_cache_key_covers_its_settings_and_its_code(monkeypatch):

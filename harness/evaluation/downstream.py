@@ -114,42 +114,67 @@ def classification_accuracy_score(samples: torch.Tensor, labels: torch.Tensor, d
                      "cas_pool_per_class": config.cas_pool_per_class}
 
 
-def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
-                      config, device="cpu", runner=None) -> tuple[dict, dict]:
-    """The augmentation gain of a generated pool (samples [N, C, H, W] uint8, labels [N]) over
-    ``augment_seeds`` seeds. Per seed: K real images a class (the few-shot training split, or a seeded
-    draw of augment_shots from the training split), one classifier on them and one on them plus the
-    first augment_synthetic_per_class generated images a class, the same number of steps each; each
-    classifier a job of ``runner`` (run_jobs).
-    Returns ({aug_real_accuracy, aug_mixed_accuracy, aug_gain (means over the seeds), each with _std (one
-    seed's std) and _se (the mean's standard error; both NaN from one seed), aug_seconds}, protocol)."""
-    t0 = time.time()
+def gain_real_sets(data: DatasetSplits, config) -> list[tuple[torch.Tensor, torch.Tensor, ClassifierConfig]]:
+    """The augmentation gain's real-only arm, one per seed of ``augment_seeds``: (x [K*classes, C, H, W] uint8,
+    y [K*classes] int64, recipe). K real images a class: the few-shot training split, or a seeded draw of
+    augment_shots a class from the training split. Nothing generated: every generator of one run shares it."""
     k = data.num_classes
-    few_shot = data.train_full is not None
-    synthetic = first_of_each_class(labels, [config.augment_synthetic_per_class] * k)
-    jobs = []
+    sets = []
     for s in range(config.augment_seeds):
         seed = config.classifier.seed + 1000 + s
-        if few_shot:
+        if data.train_full is not None:
             real = torch.arange(len(data.train))
         else:
             order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
             real = order[first_of_each_class(data.train.labels[order], [config.augment_shots] * k)]
-        x_real, y_real = data.train.images[real], data.train.labels[real]
+        sets.append((data.train.images[real], data.train.labels[real], dataclasses.replace(config.classifier, seed=seed)))
+    return sets
+
+
+def gain_real_hits(data: DatasetSplits, config, device="cpu", runner=None) -> torch.Tensor:
+    """The real-only arm of the augmentation gain on the real test split: [augment_seeds, T] bool, a classifier
+    per seed (gain_real_sets) at augment_steps steps, each a job of ``runner`` (run_jobs). The evaluation
+    reference trains it once for a run (reference.py), so a finalist trains only its mixed arms."""
+    jobs = [(f"augmentation gain: seed {s}, real", x, y, [steps_recipe(recipe, len(x), config.augment_steps)])
+            for s, (x, y, recipe) in enumerate(gain_real_sets(data, config))]
+    return torch.from_numpy(np.concatenate(run_jobs(jobs, data, device, runner)))
+
+
+def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: DatasetSplits,
+                      config, device="cpu", runner=None, real_hits: torch.Tensor | None = None) -> tuple[dict, dict]:
+    """The augmentation gain of a generated pool (samples [N, C, H, W] uint8, labels [N]) over
+    ``augment_seeds`` seeds. Per seed: K real images a class (gain_real_sets), one classifier on them and one
+    on them plus the first augment_synthetic_per_class generated images a class, the same number of steps
+    each; each classifier a job of ``runner`` (run_jobs). real_hits: the real-only arm's hits [augment_seeds, T]
+    bool from gain_real_hits (the reference's, trained once a run); None: trained here beside the mixed arms.
+    Returns ({aug_real_accuracy, aug_mixed_accuracy, aug_gain (means over the seeds), each with _std (one
+    seed's std) and _se (the mean's standard error; both NaN from one seed), aug_seconds (this call's time:
+    the mixed arms only where real_hits are given)}, protocol)."""
+    t0 = time.time()
+    k = data.num_classes
+    synthetic = first_of_each_class(labels, [config.augment_synthetic_per_class] * k)
+    jobs = []
+    for s, (x_real, y_real, recipe) in enumerate(gain_real_sets(data, config)):
         x_mix, y_mix = torch.cat([x_real, samples[synthetic]]), torch.cat([y_real, labels[synthetic]])
-        recipe = dataclasses.replace(config.classifier, seed=seed)
-        for arm, x, y in (("real", x_real, y_real), ("mixed", x_mix, y_mix)):
+        arms = (("mixed", x_mix, y_mix),) if real_hits is not None else (("real", x_real, y_real), ("mixed", x_mix, y_mix))
+        for arm, x, y in arms:
             jobs.append((f"augmentation gain: seed {s}, {arm}", x, y,
                          [steps_recipe(recipe, len(x), config.augment_steps)]))
     accuracies = [float(hits.mean()) for hits in run_jobs(jobs, data, device, runner)]
-    real_acc, mixed_acc = accuracies[0::2], accuracies[1::2]
-    real_acc, mixed_acc = np.array(real_acc), np.array(mixed_acc)
+    if real_hits is not None:
+        if real_hits.shape != (config.augment_seeds, len(data.test)):
+            raise ValueError(f"real_hits {tuple(real_hits.shape)}: expected [{config.augment_seeds}, {len(data.test)}] "
+                             "(eval.augment_seeds by the real test split)")
+        real_acc, mixed_acc = real_hits.double().mean(1).numpy(), np.array(accuracies)
+    else:
+        real_acc, mixed_acc = np.array(accuracies[0::2]), np.array(accuracies[1::2])
     gain = mixed_acc - real_acc
     metrics = {"aug_seconds": time.time() - t0}
     for name, values in (("aug_real_accuracy", real_acc), ("aug_mixed_accuracy", mixed_acc), ("aug_gain", gain)):
         # the mean over seeds; "_std": one seed's spread, "_se": the mean's standard error (none from one seed)
         spread = values.std(ddof=1) if len(values) > 1 else math.nan
         metrics.update({name: values.mean(), f"{name}_std": spread, f"{name}_se": spread / math.sqrt(len(values))})
+    few_shot = data.train_full is not None
     shots = class_counts(data.train.labels, k) if few_shot else [config.augment_shots] * k
     protocol = {"aug_shots_per_class": min(shots), "aug_synthetic_per_class": config.augment_synthetic_per_class,
                 "aug_seeds": config.augment_seeds, "aug_steps": config.augment_steps,

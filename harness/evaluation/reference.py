@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.evaluation.downstream import capped_counts, first_of_each_class
+from condgen_bench.harness.evaluation.downstream import capped_counts, first_of_each_class, gain_real_hits
 from condgen_bench.harness.evaluation.extractors import (Extractor, extract_features, file_extractor, register_classifier,
                                               resolve_inception)
 from condgen_bench.harness.evaluation.fidelity import accuracy
@@ -51,10 +51,22 @@ class EvalReference:
     extractors: dict[str, Extractor] = field(default_factory=dict)  # eval.extractors' networks, by name
     # the validation split's features, as real_features: what the trial stages (the sweep's decisions) compare with
     validation_features: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # the augmentation gain's real-only arm (downstream.gain_real_hits): [augment_seeds, T] bool hits on the real
+    # test split, trained once for every finalist of the run; None where the gain is off. aug_real_key: the
+    # settings it was trained under (gain_real_key), so that a finalist with other settings trains its own
+    aug_real_hits: torch.Tensor | None = None
+    aug_real_key: str = ""
 
     def features(self, split: str) -> dict[str, dict[str, torch.Tensor]]:
         """The real features of ``split`` ("test", or "validation" where the dataset has one), by extractor kind."""
         return self.validation_features if split == "validation" and self.validation_features else self.real_features
+
+    def gain_real_hits(self, eval_config) -> torch.Tensor | None:
+        """The real-only arm's hits [augment_seeds, T] bool where they were trained under ``eval_config``'s
+        gain settings, else None (the caller trains them)."""
+        if self.aug_real_hits is None or self.aug_real_key != gain_real_key(eval_config):
+            return None
+        return self.aug_real_hits
 
     def classifier(self, in_channels: int, num_classes: int, device="cpu") -> ResNetClassifier:
         net = ResNetClassifier(in_channels, num_classes, ClassifierConfig(**self.classifier_config))
@@ -66,6 +78,8 @@ class EvalReference:
         classifier's weights hash and real accuracy, CAS's ceiling, and a hash of each extractor's real features."""
         return {"classifier": self.weights_hash, "classifier_accuracy": self.classifier_accuracy,
                 "cas_real_accuracy": None if math.isnan(self.cas_real_accuracy) else self.cas_real_accuracy,
+                "aug_real_accuracy": (None if self.aug_real_hits is None
+                                      else self.aug_real_hits.double().mean(1).tolist()),
                 "features": {kind: _weights_hash(layers) for kind, layers in sorted(self.real_features.items())},
                 "validation_features": {kind: _weights_hash(layers)
                                         for kind, layers in sorted(self.validation_features.items())}}
@@ -88,6 +102,13 @@ def recipe_key(config: ClassifierConfig) -> str:
 
     text = json.dumps(asdict(config), sort_keys=True) + inspect.getsource(classifier)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def gain_real_key(eval_config) -> str:
+    """The cache key of the augmentation gain's real-only arm: the classifier's recipe (recipe_key), the shots,
+    seeds and steps (the real images themselves are the dataset's fingerprint's)."""
+    return (f"{recipe_key(eval_config.classifier)}-aug{eval_config.augment_shots}x{eval_config.augment_seeds}"
+            f"x{eval_config.augment_steps}")
 
 
 def _cached(path: str, make, log, what: str):
@@ -156,6 +177,11 @@ def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, de
         path = layout.classifier_cache(cache_dir, data.name, data.fingerprint,
                                        f"{config_key}-cas{eval_config.cas_pool_per_class}")
         ceiling = _cached(path, train_cas_ceiling, log, "CAS's real ceiling")
+    gain_real = None
+    if eval_config.augment:  # the same for every finalist: trained once here, not in each
+        path = layout.classifier_cache(cache_dir, data.name, data.fingerprint, gain_real_key(eval_config))
+        gain_real = _cached(path, lambda: gain_real_hits(data, eval_config, device), log,
+                            "the augmentation gain's real-only arm")
     inception, inception_missing = resolve_inception(eval_config.inception_weights, eval_config.inception_download)
     log(f"Inception metrics: {inception.description if inception else 'missing: ' + inception_missing}")
     weights_hash = _weights_hash(saved["state"])
@@ -164,6 +190,7 @@ def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, de
         classifier_accuracy=acc, classifier_per_class=saved["per_class"],
         classifier_accuracy_std=math.sqrt(acc * (1 - acc) / len(data.test)),
         cas_real_accuracy=ceiling["accuracy"], cas_real_images=ceiling["images"], reference_split="test",
+        aug_real_hits=gain_real, aug_real_key=gain_real_key(eval_config) if gain_real is not None else "",
         inception=inception, inception_missing=inception_missing, real_features={},
         extractors={name: file_extractor(name, spec) for name, spec in eval_config.extractors.items()},
     )

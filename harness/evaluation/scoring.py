@@ -293,8 +293,8 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
 
 def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan,
                        device="cpu") -> Scores:
-    """CAS (beside its real ceiling from the reference) and the augmentation gain (harness/evaluation/downstream.py) of
-    a seeded generated pool under the method's own sampler, as far as the plan computes them, their classifiers
+    """CAS (beside its real ceiling from the reference) and the augmentation gain (its real-only arm from the
+    reference where it was trained under ``config``; harness/evaluation/downstream.py) of a seeded generated pool under the method's own sampler, as far as the plan computes them, their classifiers
     trained in this process (as Ray tasks they took longer: benchmarks/classifier_tasks.py).
     Returns their Scores (without per-sample arrays)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
@@ -309,14 +309,14 @@ def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, 
     pool = method.sample(labels, seeds, batch_size=config.batch_size)
     metrics["pool_sample_seconds"] = time.time() - t0
     protocol["pool_samples"] = len(labels)
-    for part, score in (("cas", classification_accuracy_score), ("augment", augmentation_gain)):
-        if plan.computes(part):
-            values, settings = score(pool, labels, data, config, device)
-            metrics.update(values)
-            protocol.update(settings)
-            if part == "cas":  # the same recipe on as many real images, beside it
-                metrics["cas_real_accuracy"] = ref.cas_real_accuracy
-                protocol["cas_real_images"] = ref.cas_real_images
+    if plan.computes("cas"):
+        values, settings = classification_accuracy_score(pool, labels, data, config, device)
+        metrics.update(values, cas_real_accuracy=ref.cas_real_accuracy)  # the same recipe on as many real images
+        protocol.update(settings, cas_real_images=ref.cas_real_images)
+    if plan.computes("augment"):  # its real-only arm the reference's, trained once a run, where it has it
+        values, settings = augmentation_gain(pool, labels, data, config, device, real_hits=ref.gain_real_hits(config))
+        metrics.update(values)
+        protocol.update(settings)
     return Scores(metrics, missing, protocol)
 
 
