@@ -32,9 +32,9 @@ from condgen_bench.models import METHODS
 
 # Every registered family with a script beside this one (experiments/sweep_<family>.py), in the registry's
 # order. Each script's BENCHMARK holds its best setting in its own measured sweep at a shortened budget
-# (the five with three evaluations each: 21.3-22.9 minutes on 2 cores, nothing cached, in hours when their
-# training took 9-18% longer than in one that ran them in 19.4 minutes with four; docs/families.md; the
-# scripts' own budgets reach further).
+# (the five with three evaluations each: 19.4 minutes on 2 cores, nothing cached, between two runs of the
+# code before the front's evaluations that took 21.8 and 24.2 minutes; docs/families.md; the scripts' own
+# budgets reach further).
 SCRIPTS = {family: importlib.import_module(f"sweep_{family}") for family in METHODS
            if (Path(__file__).resolve().parent / f"sweep_{family}.py").exists()}
 
