@@ -142,3 +142,18 @@ def test_the_classifier_cache_key_covers_its_settings_and_its_code(monkeypatch):
     real = inspect.getsource
     monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + "\n# changed training code")
     assert reference.recipe_key(ClassifierConfig()) != key
+
+
+def test_the_gain_s_real_only_cache_key_covers_its_settings_and_the_code_that_draws_its_sets(monkeypatch):
+    import inspect
+
+    from condgen_bench.harness.config import EvalConfig
+    from condgen_bench.harness.evaluation import downstream, reference
+
+    key = reference.gain_real_key(EvalConfig())
+    for changed in ({"augment_shots": 5}, {"augment_seeds": 2}, {"augment_steps": 50}):
+        assert reference.gain_real_key(EvalConfig(**changed)) != key, changed
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource",
+                        lambda obj: real(obj) + ("\n# another draw" if obj is downstream.gain_real_sets else ""))
+    assert reference.gain_real_key(EvalConfig()) != key

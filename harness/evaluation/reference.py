@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from condgen_bench.datasets.base import DatasetSplits
-from condgen_bench.harness.evaluation.downstream import capped_counts, first_of_each_class, gain_real_hits
+from condgen_bench.harness.evaluation.downstream import (capped_counts, first_of_each_class, gain_real_hits, gain_real_sets,
+                                                         steps_recipe)
 from condgen_bench.harness.evaluation.extractors import (Extractor, extract_features, file_extractor, register_classifier,
                                               resolve_inception)
 from condgen_bench.harness.evaluation.fidelity import accuracy
@@ -75,7 +76,8 @@ class EvalReference:
 
     def pins(self) -> dict:
         """What the run's rows were scored with, to pin across resumes (harness/sweep.py pin_references): the
-        classifier's weights hash and real accuracy, CAS's ceiling, and a hash of each extractor's real features."""
+        classifier's weights hash and real accuracy, CAS's ceiling, the augmentation gain's real-only accuracy per
+        seed, and a hash of each extractor's real features."""
         return {"classifier": self.weights_hash, "classifier_accuracy": self.classifier_accuracy,
                 "cas_real_accuracy": None if math.isnan(self.cas_real_accuracy) else self.cas_real_accuracy,
                 "aug_real_accuracy": (None if self.aug_real_hits is None
@@ -106,9 +108,11 @@ def recipe_key(config: ClassifierConfig) -> str:
 
 def gain_real_key(eval_config) -> str:
     """The cache key of the augmentation gain's real-only arm: the classifier's recipe (recipe_key), the shots,
-    seeds and steps (the real images themselves are the dataset's fingerprint's)."""
+    seeds and steps, and the source of the code that draws its sets and steps (a changed draw is never read
+    from an older cache; the real images themselves are the dataset's fingerprint's)."""
+    code = inspect.getsource(gain_real_sets) + inspect.getsource(steps_recipe)
     return (f"{recipe_key(eval_config.classifier)}-aug{eval_config.augment_shots}x{eval_config.augment_seeds}"
-            f"x{eval_config.augment_steps}")
+            f"x{eval_config.augment_steps}-{hashlib.sha256(code.encode()).hexdigest()[:6]}")
 
 
 def _cached(path: str, make, log, what: str):
