@@ -103,10 +103,10 @@ def _trial_final_bound(run_dir: str, trial_id: str, epoch: int) -> Scores | None
 
 
 class ClassifiersAsRayTasks:
-    """The classifiers of a finalist's augmentation study (downstream.run_jobs's runner) as Ray tasks of one CPU and one thread each, as many at once as
-    the cluster's free CPUs allow: the scoring, blocked in ray.get, lends Ray its own CPUs meanwhile. The
-    test split goes to the object store once a call. On 2 cores, two one-thread tasks at once are 1.3x one
-    2-thread process."""
+    """The classifiers of a finalist's augmentation study (downstream.run_jobs's runner) as Ray tasks of one
+    CPU and one thread each, as many at once as the cluster's free CPUs allow: the scoring, blocked in
+    ray.get, lends Ray its own CPUs meanwhile. The test split goes to the object store once a call. On 2
+    cores, two one-thread tasks at once are 1.3x one 2-thread process."""
 
     description = "Ray tasks of 1 CPU each"  # the study's protocol entry
 

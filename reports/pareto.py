@@ -38,8 +38,8 @@ def pareto_mask(values: pd.DataFrame, modes: dict[str, str]) -> pd.Series:
                        for m in names], axis=1)  # [N, K], lower is better everywhere
     valid = ~np.isnan(signed).any(axis=1)
     out = np.zeros(len(values), dtype=bool)
+    others = signed[valid]
     for i in np.flatnonzero(valid):
-        others = signed[valid]
         dominated = ((others <= signed[i]).all(axis=1) & (others < signed[i]).any(axis=1)).any()
         out[i] = not dominated
     return pd.Series(out, index=values.index)

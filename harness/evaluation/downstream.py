@@ -127,7 +127,8 @@ def gain_real_sets(data: DatasetSplits, config) -> list[tuple[torch.Tensor, torc
         else:
             order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
             real = order[first_of_each_class(data.train.labels[order], [config.augment_shots] * k)]
-        sets.append((data.train.images[real], data.train.labels[real], dataclasses.replace(config.classifier, seed=seed)))
+        recipe = dataclasses.replace(config.classifier, seed=seed)
+        sets.append((data.train.images[real], data.train.labels[real], recipe))
     return sets
 
 
@@ -151,20 +152,21 @@ def augmentation_gain(samples: torch.Tensor, labels: torch.Tensor, data: Dataset
     seed's std) and _se (the mean's standard error; both NaN from one seed), aug_seconds (this call's time:
     the mixed arms only where real_hits are given)}, protocol)."""
     t0 = time.time()
+    if real_hits is not None and real_hits.shape != (config.augment_seeds, len(data.test)):
+        raise ValueError(f"real_hits {tuple(real_hits.shape)}: expected [{config.augment_seeds}, {len(data.test)}] "
+                         "(eval.augment_seeds by the real test split)")
     k = data.num_classes
     synthetic = first_of_each_class(labels, [config.augment_synthetic_per_class] * k)
     jobs = []
     for s, (x_real, y_real, recipe) in enumerate(gain_real_sets(data, config)):
-        x_mix, y_mix = torch.cat([x_real, samples[synthetic]]), torch.cat([y_real, labels[synthetic]])
-        arms = (("mixed", x_mix, y_mix),) if real_hits is not None else (("real", x_real, y_real), ("mixed", x_mix, y_mix))
+        arms = [("mixed", torch.cat([x_real, samples[synthetic]]), torch.cat([y_real, labels[synthetic]]))]
+        if real_hits is None:  # trained here too, before the mixed one
+            arms.insert(0, ("real", x_real, y_real))
         for arm, x, y in arms:
             jobs.append((f"augmentation gain: seed {s}, {arm}", x, y,
                          [steps_recipe(recipe, len(x), config.augment_steps)]))
     accuracies = [float(hits.mean()) for hits in run_jobs(jobs, data, device, runner)]
     if real_hits is not None:
-        if real_hits.shape != (config.augment_seeds, len(data.test)):
-            raise ValueError(f"real_hits {tuple(real_hits.shape)}: expected [{config.augment_seeds}, {len(data.test)}] "
-                             "(eval.augment_seeds by the real test split)")
         real_acc, mixed_acc = real_hits.double().mean(1).numpy(), np.array(accuracies)
     else:
         real_acc, mixed_acc = np.array(accuracies[0::2]), np.array(accuracies[1::2])

@@ -181,9 +181,10 @@ def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, de
         path = layout.classifier_cache(cache_dir, data.name, data.fingerprint,
                                        f"{config_key}-cas{eval_config.cas_pool_per_class}")
         ceiling = _cached(path, train_cas_ceiling, log, "CAS's real ceiling")
-    gain_real = None
+    gain_real, gain_key = None, ""
     if eval_config.augment:  # the same for every finalist: trained once here, not in each
-        path = layout.classifier_cache(cache_dir, data.name, data.fingerprint, gain_real_key(eval_config))
+        gain_key = gain_real_key(eval_config)
+        path = layout.classifier_cache(cache_dir, data.name, data.fingerprint, gain_key)
         gain_real = _cached(path, lambda: gain_real_hits(data, eval_config, device), log,
                             "the augmentation gain's real-only arm")
     inception, inception_missing = resolve_inception(eval_config.inception_weights, eval_config.inception_download)
@@ -194,7 +195,7 @@ def _prepare_reference(data: DatasetSplits, eval_config, cache_dir: str, log, de
         classifier_accuracy=acc, classifier_per_class=saved["per_class"],
         classifier_accuracy_std=math.sqrt(acc * (1 - acc) / len(data.test)),
         cas_real_accuracy=ceiling["accuracy"], cas_real_images=ceiling["images"], reference_split="test",
-        aug_real_hits=gain_real, aug_real_key=gain_real_key(eval_config) if gain_real is not None else "",
+        aug_real_hits=gain_real, aug_real_key=gain_key,
         inception=inception, inception_missing=inception_missing, real_features={},
         extractors={name: file_extractor(name, spec) for name, spec in eval_config.extractors.items()},
     )

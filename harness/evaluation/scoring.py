@@ -294,8 +294,9 @@ def sample_metrics(method: Method, data: DatasetSplits, ref: EvalReference,
 def downstream_metrics(method: Method, data: DatasetSplits, ref: EvalReference, config: EvalConfig, plan: EvalPlan,
                        device="cpu") -> Scores:
     """CAS (beside its real ceiling from the reference) and the augmentation gain (its real-only arm from the
-    reference where it was trained under ``config``; harness/evaluation/downstream.py) of a seeded generated pool under the method's own sampler, as far as the plan computes them, their classifiers
-    trained in this process (as Ray tasks they took longer: benchmarks/classifier_tasks.py).
+    reference where it was trained under ``config``; harness/evaluation/downstream.py) of a seeded generated
+    pool under the method's own sampler, as far as the plan computes them, their classifiers trained in this
+    process (as Ray tasks they took longer: benchmarks/classifier_tasks.py).
     Returns their Scores (without per-sample arrays)."""
     metrics, missing, protocol = {"cas": math.nan, "aug_gain": math.nan}, {}, {}
     for part, name in (("cas", "cas"), ("augment", "aug_gain")):
